@@ -1,0 +1,19 @@
+//! lehr's data library: pipeline specs, documents, readers and writers over object storage,
+//! document stages, shard tasks and job manifests. No tch here, and polars only behind the
+//! `parquet` feature.
+
+pub mod document;
+pub mod error;
+pub mod manifest;
+pub mod plan;
+pub mod read;
+pub mod spec;
+pub mod stages;
+pub mod store;
+pub mod task;
+pub mod write;
+pub mod starter;
+
+pub use document::Document;
+pub use error::{PipelineError, PipelineResult};
+pub use spec::PipelineSpec;

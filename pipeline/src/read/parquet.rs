@@ -1,0 +1,128 @@
+//! Parquet through polars. The file must have a string `text` column (named by
+//! `input.text-field`); `id` may be a string or an integer column (integers become strings),
+//! `source` and `lang` are optional strings; other columns are kept as extra fields, rendered as
+//! strings. A null `text` skips the row (counted, with its 1-based row number); a null `id` gets
+//! a generated one.
+
+use polars::prelude::*;
+
+use super::{file_name, BadRecord, ReadStats};
+use crate::document::Document;
+use crate::error::{PipelineError, PipelineResult};
+use crate::plan::Shard;
+use crate::spec::InputSpec;
+
+pub fn read_parquet(
+    shard: &Shard,
+    input: &InputSpec,
+    stats: &mut ReadStats,
+    on_doc: &mut dyn FnMut(Document) -> PipelineResult<()>,
+) -> PipelineResult<()> {
+    let url = &shard.file.url;
+    let schema_err = |message: String| PipelineError::UnreadableFile { file: url.clone(), message };
+    let polars_err = |e: PolarsError| PipelineError::UnreadableFile {
+        file: url.clone(),
+        message: format!("not a readable parquet file: {e}"),
+    };
+    let df = if crate::store::is_remote(url) {
+        // Parquet needs random access: fetch the object to a temporary file first.
+        let mut tmp = tempfile::tempfile().map_err(|e| PipelineError::Io { location: "temp file".into(), source: e })?;
+        let mut src = super::source::open_from(url, 0, shard.file.size)?;
+        std::io::copy(&mut src, &mut tmp).map_err(|e| PipelineError::Io { location: url.clone(), source: e })?;
+        ParquetReader::new(tmp).finish().map_err(polars_err)?
+    } else {
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        let f = std::fs::File::open(path).map_err(|e| PipelineError::Io { location: url.clone(), source: e })?;
+        ParquetReader::new(f).finish().map_err(polars_err)?
+    };
+
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let text_col = df.column(&input.text_field).map_err(|_| {
+        schema_err(format!(
+            "no `{}` column (columns: {}); set input.text-field to the text column",
+            input.text_field,
+            names.join(", ")
+        ))
+    })?;
+    if text_col.dtype() != &DataType::String {
+        return Err(schema_err(format!(
+            "column `{}` is {}, expected string",
+            input.text_field,
+            text_col.dtype()
+        )));
+    }
+    let texts = text_col.str().map_err(polars_err)?;
+    let string_col = |name: &str, allow_int: bool| -> PipelineResult<Option<Column>> {
+        let Ok(col) = df.column(name) else { return Ok(None) };
+        let ok = col.dtype() == &DataType::String
+            || col.dtype() == &DataType::Null
+            || (allow_int && col.dtype().is_integer());
+        if !ok {
+            return Err(schema_err(format!(
+                "column `{name}` is {}, expected string{}",
+                col.dtype(),
+                if allow_int { " or integer" } else { "" }
+            )));
+        }
+        Ok(Some(col.cast(&DataType::String).map_err(polars_err)?))
+    };
+    let ids = string_col(&input.id_field, true)?;
+    let sources = string_col("source", false)?;
+    let langs = string_col("lang", false)?;
+    let id_is_int = df.column(&input.id_field).map(|c| c.dtype().is_integer()).unwrap_or(false);
+    let known = [input.text_field.as_str(), input.id_field.as_str(), "source", "lang"];
+    let mut extras: Vec<(String, Column)> = Vec::new();
+    for name in &names {
+        if known.contains(&name.as_str()) {
+            continue;
+        }
+        let col = df.column(name).map_err(polars_err)?;
+        if let Ok(c) = col.cast(&DataType::String) {
+            extras.push((name.clone(), c));
+        } else {
+            stats.warnings.push(format!("{url}: column `{name}` ({}) cannot be rendered as text and was not kept", col.dtype()));
+        }
+    }
+    let get = |col: &Option<Column>, row: usize| -> Option<String> {
+        col.as_ref().and_then(|c| c.str().ok()).and_then(|s| s.get(row)).map(str::to_string)
+    };
+    let file = file_name(url).to_string();
+    for (row, text) in texts.iter().enumerate() {
+        stats.lines += 1;
+        let row_no = row as u64 + 1;
+        let Some(text) = text else {
+            stats.bad(BadRecord {
+                file: url.clone(),
+                line: row_no,
+                line_resolved: true,
+                byte_offset: None,
+                reason: format!("row {row_no}: `{}` is null", input.text_field),
+            });
+            continue;
+        };
+        let id = match get(&ids, row) {
+            Some(id) => {
+                if id_is_int {
+                    stats.ids_coerced += 1;
+                }
+                id
+            }
+            None => {
+                stats.ids_generated += 1;
+                format!("{file}#row{row_no}")
+            }
+        };
+        let mut doc = Document::new(id, text);
+        doc.source = get(&sources, row);
+        doc.lang = get(&langs, row);
+        for (name, col) in &extras {
+            if let Some(v) = col.str().ok().and_then(|s| s.get(row)) {
+                doc.extra.insert(name.clone(), serde_json::Value::String(v.to_string()));
+            }
+        }
+        stats.docs += 1;
+        stats.bytes += doc.text.len() as u64;
+        on_doc(doc)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Document stages. A stage looks at one document at a time and either keeps it (possibly
+//! rewritten) or drops it with a reason; stages run in the order the spec lists them, fused in
+//! one pass over each shard.
+//!
+//! Adding a stage: a module with its config (serde, kebab-case, unknown keys rejected), a
+//! `validate` that returns `(key, message)`, and a [`Stage`] implementation; then a variant in
+//! [`StageSpec`].
+
+mod min_length;
+mod normalize;
+
+use serde::{Deserialize, Serialize};
+
+pub use min_length::MinLengthConfig;
+pub use normalize::{NormalizeConfig, UnicodeForm};
+
+use crate::document::Document;
+
+/// What a stage decided about one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Keep,
+    /// Dropped; the reason is a short rule name counted in the manifest.
+    Drop(&'static str),
+}
+
+pub trait Stage: Send + Sync {
+    /// The name used in counts and reports (the spec's `type`).
+    fn name(&self) -> &'static str;
+    fn process(&self, doc: &mut Document) -> Decision;
+}
+
+/// One `[[stage]]` table of the spec.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum StageSpec {
+    /// Unicode, whitespace and control-character normalization.
+    Normalize(NormalizeConfig),
+    /// Drops documents shorter (or longer) than a number of characters.
+    MinLength(MinLengthConfig),
+}
+
+impl StageSpec {
+    /// Checks values; on error returns the key (relative to the stage) and a message.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        match self {
+            StageSpec::Normalize(_) => Ok(()),
+            StageSpec::MinLength(c) => c.validate(),
+        }
+    }
+
+    pub fn build(&self) -> Box<dyn Stage> {
+        match self {
+            StageSpec::Normalize(c) => Box::new(c.clone()),
+            StageSpec::MinLength(c) => Box::new(c.clone()),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            StageSpec::Normalize(_) => "normalize",
+            StageSpec::MinLength(_) => "min-length",
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Every byte the pipeline reads or writes goes through `object_store`: a local path (the
+//! default) or `s3://`, `gs://`, `az://` URLs. S3 takes the usual `AWS_*` environment variables
+//! (`AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP=true` for S3-compatible servers such as MinIO or moto).
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload};
+
+use crate::error::{PipelineError, PipelineResult};
+
+/// A resolved location: the store, the key prefix inside it, and the user-facing URL.
+#[derive(Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+    /// `file:///abs/dir` or `s3://bucket/prefix`, without a trailing slash.
+    pub url: String,
+    /// For local locations, the directory on disk.
+    pub local: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// True for `scheme://...` strings other than `file://`.
+pub fn is_remote(s: &str) -> bool {
+    s.contains("://") && !s.starts_with("file://")
+}
+
+/// Makes a user path absolute: remote URLs stay, `file://` is stripped, relative local paths
+/// are joined to `base_dir`.
+pub fn absolutize(s: &str, base_dir: &FsPath) -> String {
+    if is_remote(s) {
+        return s.trim_end_matches('/').to_string();
+    }
+    let p = s.strip_prefix("file://").unwrap_or(s);
+    let p = FsPath::new(p);
+    let abs = if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+    let text = abs.to_string_lossy().to_string();
+    if text.len() > 1 {
+        text.trim_end_matches('/').to_string()
+    } else {
+        text
+    }
+}
+
+/// Resolves an absolute local path or a URL to a location.
+pub fn resolve(s: &str) -> PipelineResult<Location> {
+    if is_remote(s) {
+        let url = url::Url::parse(s).map_err(|e| PipelineError::Location(s.into(), e.to_string()))?;
+        let store: Arc<dyn ObjectStore> = match url.scheme() {
+            "s3" | "s3a" => {
+                let bucket = url.host_str().ok_or_else(|| {
+                    PipelineError::Location(s.into(), "an s3 URL needs a bucket: s3://bucket/prefix".into())
+                })?;
+                Arc::new(
+                    AmazonS3Builder::from_env()
+                        .with_bucket_name(bucket)
+                        .build()
+                        .map_err(|e| PipelineError::Store { location: s.into(), source: e })?,
+                )
+            }
+            other => {
+                return Err(PipelineError::Location(
+                    s.into(),
+                    format!("unsupported scheme `{other}`; this build reads local paths and s3:// URLs"),
+                ))
+            }
+        };
+        let prefix = Path::from(url.path().trim_matches('/'));
+        return Ok(Location {
+            store,
+            prefix,
+            url: s.trim_end_matches('/').to_string(),
+            local: None,
+        });
+    }
+    let p = s.strip_prefix("file://").unwrap_or(s);
+    let path = FsPath::new(p);
+    if !path.is_absolute() {
+        return Err(PipelineError::Location(s.into(), "local paths must be absolute here".into()));
+    }
+    let prefix = Path::from_absolute_path(path)
+        .map_err(|e| PipelineError::Location(s.into(), e.to_string()))?;
+    Ok(Location {
+        store: Arc::new(LocalFileSystem::new()),
+        prefix,
+        url: format!("file://{}", p.trim_end_matches('/')),
+        local: Some(path.to_path_buf()),
+    })
+}
+
+impl Location {
+    /// The key of `rel` (a `/`-separated relative path) under this location.
+    pub fn child(&self, rel: &str) -> Path {
+        let mut p = self.prefix.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.child(part);
+        }
+        p
+    }
+
+    /// The URL of `rel` under this location, for messages and manifests.
+    pub fn child_url(&self, rel: &str) -> String {
+        format!("{}/{}", self.url, rel)
+    }
+
+    pub async fn put(&self, rel: &str, bytes: Vec<u8>) -> PipelineResult<()> {
+        let key = self.child(rel);
+        self.store
+            .put(&key, PutPayload::from(bytes))
+            .await
+            .map_err(|e| PipelineError::Store { location: self.child_url(rel), source: e })?;
+        Ok(())
+    }
+
+    pub async fn get(&self, rel: &str) -> PipelineResult<Option<bytes::Bytes>> {
+        let key = self.child(rel);
+        match self.store.get(&key).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| PipelineError::Store {
+                location: self.child_url(rel),
+                source: e,
+            })?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(PipelineError::Store { location: self.child_url(rel), source: e }),
+        }
+    }
+
+    pub async fn exists(&self, rel: &str) -> PipelineResult<bool> {
+        match self.store.head(&self.child(rel)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(PipelineError::Store { location: self.child_url(rel), source: e }),
+        }
+    }
+
+    /// Copies `from` to `to` (both relative), replacing `to`. Idempotent.
+    pub async fn copy(&self, from: &str, to: &str) -> PipelineResult<()> {
+        self.store
+            .copy(&self.child(from), &self.child(to))
+            .await
+            .map_err(|e| PipelineError::Store { location: self.child_url(from), source: e })
+    }
+
+    /// Deletes every object under `rel` (a directory-like prefix). Missing is fine.
+    pub async fn delete_prefix(&self, rel: &str) -> PipelineResult<usize> {
+        use futures::TryStreamExt;
+        let prefix = self.child(rel);
+        let keys: Vec<Path> = match self.store.list(Some(&prefix)).map_ok(|m| m.location).try_collect().await {
+            Ok(k) => k,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(PipelineError::Store { location: self.child_url(rel), source: e }),
+        };
+        for key in &keys {
+            match self.store.delete(key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(PipelineError::Store { location: key.to_string(), source: e }),
+            }
+        }
+        if let Some(local) = &self.local {
+            // LocalFileSystem leaves empty directories behind.
+            let _ = std::fs::remove_dir_all(local.join(rel));
+        }
+        Ok(keys.len())
+    }
+}

@@ -1,0 +1,15 @@
+//! Link flags for libtorch, taken from torch-sys (which finds it through `LIBTORCH`).
+//!
+//! - an rpath to libtorch's `lib/`, so binaries run without `LD_LIBRARY_PATH`;
+//! - `libtorch_cuda` kept with `--no-as-needed`: nothing references its symbols directly, so the
+//!   linker would drop it and CUDA would look unavailable at run time.
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+        if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
+            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        }
+    }
+}
