@@ -1,1 +1,98 @@
+//! lehr's coordinator: jobs (DAGs of stages), shard tasks, leases with TTLs, bounded retries,
+//! exactly-once commits, durable state in SQLite, a gRPC API and an HTTP status page.
+//!
+//! - `scheduler/`: the pure core (decisions as data, proptest-tested);
+//! - `store.rs`: durable state;
+//! - `service.rs`: the async shell implementing `CoordinatorApi` in-process;
+//! - `grpc.rs`, `http.rs`: the network faces;
+//! - `jobs/`: job kinds (planning, promotion, finalization).
 
+pub mod grpc;
+pub mod http;
+pub mod jobs;
+pub mod scheduler;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use scheduler::SchedulerConfig;
+pub use service::Coordinator;
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Directory of the durable state (`state.db`, `LOCK`).
+    pub state_dir: PathBuf,
+    /// gRPC address; `None` serves no network (embedded use through the in-process API).
+    pub listen: Option<SocketAddr>,
+    /// HTTP status address.
+    pub http_listen: Option<SocketAddr>,
+    pub token: Option<String>,
+    pub scheduler: SchedulerConfig,
+}
+
+/// A running coordinator.
+pub struct RunningCoordinator {
+    pub api: Arc<Coordinator>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub tasks: tokio::task::JoinSet<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// Opens the state, binds the listeners and starts serving until `shutdown` is cancelled.
+pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Result<RunningCoordinator, StartError> {
+    let store = store::Store::open(&config.state_dir)?;
+    let api = Arc::new(Coordinator::new(store, config.scheduler, jobs::registry())?);
+    let mut tasks = tokio::task::JoinSet::new();
+    let tick = Duration::from_millis((config.scheduler.lease_ttl_ms / 4).clamp(50, 1000) as u64);
+    tasks.spawn(api.clone().run_maintenance(tick, shutdown.clone()));
+
+    let mut grpc_addr = None;
+    if let Some(addr) = config.listen {
+        let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
+        let local = listener.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+        grpc_addr = Some(local);
+        let server = grpc::GrpcService::server(api.clone(), config.token.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled())
+                .await
+            {
+                tracing::error!(error = %e, "grpc server stopped");
+            }
+        });
+        tracing::info!(addr = %local, auth = config.token.is_some(), "coordinator listening (grpc)");
+    }
+    let mut http_addr = None;
+    if let Some(addr) = config.http_listen {
+        let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
+        let local = listener.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+        http_addr = Some(local);
+        let app = http::router(api.clone(), config.token.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        });
+        tracing::info!(addr = %local, "coordinator status page (http)");
+    }
+    Ok(RunningCoordinator { api, grpc_addr, http_addr, tasks })
+}

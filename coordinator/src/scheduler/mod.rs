@@ -1,0 +1,572 @@
+//! The pure scheduling core: every decision about jobs, tasks and leases, as plain functions
+//! over [`State`] that return what they decided and which rows changed ([`Dirty`]). The async
+//! shell (`service.rs`) holds it behind a mutex, persists the dirty rows before answering, and
+//! does the I/O the decisions call for. Property tests live in `tests.rs`.
+
+pub mod model;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use model::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    pub lease_ttl_ms: i64,
+    /// Attempts a task may start before a failure or an expired lease fails its job.
+    pub max_attempts: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { lease_ttl_ms: 30_000, max_attempts: 4 }
+    }
+}
+
+/// A task of a job being submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    pub stage: usize,
+    pub index: u32,
+    pub kind: String,
+    pub payload: String,
+    pub shard: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub name: String,
+    pub kind: String,
+    pub spec: String,
+    pub base_dir: String,
+    pub output: String,
+    pub stages: Vec<StageDef>,
+    pub tasks: Vec<NewTask>,
+}
+
+/// A lease handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub task_id: TaskId,
+    pub job_id: String,
+    pub attempt: u32,
+    pub kind: String,
+    pub payload: String,
+}
+
+/// What became of a reported outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// This attempt's outputs are the task's (also when the same attempt reports twice).
+    Committed,
+    /// Another attempt was committed first: this attempt's outputs must be discarded.
+    Duplicate,
+    /// The report no longer matters (job over, lease lost, unknown task): discard its outputs.
+    Stale,
+    /// A failure was recorded: the task is queued again, or it failed its job.
+    FailureRecorded { job_failed: bool },
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Committed => "committed",
+            Disposition::Duplicate => "duplicate",
+            Disposition::Stale => "stale",
+            Disposition::FailureRecorded { .. } => "failure_recorded",
+        }
+    }
+}
+
+/// A lease that ran out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub requeued: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SchedulerError {
+    #[error("unknown worker `{0}`: register again")]
+    UnknownWorker(String),
+    #[error("no job `{0}`")]
+    UnknownJob(String),
+    #[error("a job needs at least one task")]
+    EmptyJob,
+}
+
+/// The state plus indexes derived from it (rebuilt on load, never persisted).
+#[derive(Debug, Clone, Default)]
+pub struct Scheduler {
+    pub state: State,
+    pub config: SchedulerConfig,
+    /// Queued tasks in lease order: (job seq, stage, index, id).
+    queued: BTreeSet<(u64, usize, u32, TaskId)>,
+    leased: BTreeSet<TaskId>,
+    /// (job, stage) → (tasks, committed tasks).
+    stage_counts: BTreeMap<(String, usize), (u32, u32)>,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Self {
+        Scheduler { config, ..Default::default() }
+    }
+
+    /// Wraps a loaded state and rebuilds the indexes.
+    pub fn from_state(state: State, config: SchedulerConfig) -> Self {
+        let mut s = Scheduler { state, config, ..Default::default() };
+        s.rebuild_indexes();
+        s
+    }
+
+    fn rebuild_indexes(&mut self) {
+        self.queued.clear();
+        self.leased.clear();
+        self.stage_counts.clear();
+        for t in self.state.tasks.values() {
+            let seq = self.state.jobs.get(&t.job_id).map(|j| j.seq).unwrap_or(u64::MAX);
+            let c = self.stage_counts.entry((t.job_id.clone(), t.stage)).or_default();
+            c.0 += 1;
+            match t.state {
+                TaskState::Queued => {
+                    self.queued.insert((seq, t.stage, t.index, t.id));
+                }
+                TaskState::Leased => {
+                    self.leased.insert(t.id);
+                }
+                TaskState::Committed => c.1 += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// Moves a task to `new`, keeping the indexes right.
+    fn set_task_state(&mut self, id: TaskId, new: TaskState) {
+        let t = self.state.tasks.get_mut(&id).expect("task exists");
+        let seq = self.state.jobs.get(&t.job_id).map(|j| j.seq).unwrap_or(u64::MAX);
+        let key = (seq, t.stage, t.index, t.id);
+        match t.state {
+            TaskState::Queued => {
+                self.queued.remove(&key);
+            }
+            TaskState::Leased => {
+                self.leased.remove(&id);
+            }
+            TaskState::Committed => {
+                if let Some(c) = self.stage_counts.get_mut(&(t.job_id.clone(), t.stage)) {
+                    c.1 -= 1;
+                }
+            }
+            _ => {}
+        }
+        t.state = new;
+        match new {
+            TaskState::Queued => {
+                self.queued.insert(key);
+            }
+            TaskState::Leased => {
+                self.leased.insert(id);
+            }
+            TaskState::Committed => {
+                if let Some(c) = self.stage_counts.get_mut(&(t.job_id.clone(), t.stage)) {
+                    c.1 += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn stage_complete(&self, job_id: &str, stage: usize) -> bool {
+        self.stage_counts
+            .get(&(job_id.to_string(), stage))
+            .is_none_or(|(total, committed)| total == committed)
+    }
+
+    pub fn submit(&mut self, job_id: String, job: NewJob, now: i64) -> Result<Dirty, SchedulerError> {
+        if job.tasks.is_empty() {
+            return Err(SchedulerError::EmptyJob);
+        }
+        let seq = self.state.next_job_seq;
+        self.state.next_job_seq += 1;
+        let mut dirty = Dirty { jobs: vec![job_id.clone()], ..Default::default() };
+        self.state.jobs.insert(
+            job_id.clone(),
+            Job {
+                id: job_id.clone(),
+                name: job.name,
+                kind: job.kind,
+                spec: job.spec,
+                base_dir: job.base_dir,
+                output: job.output,
+                state: JobState::Running,
+                stages: job.stages,
+                error: String::new(),
+                created_ms: now,
+                finished_ms: 0,
+                seq,
+            },
+        );
+        for nt in job.tasks {
+            let id = self.state.next_task_id;
+            self.state.next_task_id += 1;
+            self.state.tasks.insert(
+                id,
+                Task {
+                    id,
+                    job_id: job_id.clone(),
+                    stage: nt.stage,
+                    index: nt.index,
+                    kind: nt.kind,
+                    payload: nt.payload,
+                    shard: nt.shard,
+                    state: TaskState::Queued,
+                    attempts: 0,
+                    worker_id: String::new(),
+                    lease: None,
+                    committed_attempt: None,
+                    result: String::new(),
+                    stats: TaskStats::default(),
+                    promoted: false,
+                    last_error: String::new(),
+                    attempt_log: Vec::new(),
+                    progress: (0, 0),
+                },
+            );
+            self.stage_counts.entry((job_id.clone(), nt.stage)).or_default().0 += 1;
+            self.queued.insert((seq, nt.stage, nt.index, id));
+            dirty.tasks.push(id);
+        }
+        Ok(dirty)
+    }
+
+    pub fn register_worker(&mut self, name: &str, slots: u32, now: i64) -> (String, Dirty) {
+        self.state.next_worker_seq += 1;
+        let id = format!("w{}", self.state.next_worker_seq);
+        self.state.workers.insert(
+            id.clone(),
+            Worker { id: id.clone(), name: name.to_string(), slots: slots.max(1), last_seen_ms: now },
+        );
+        (id.clone(), Dirty { workers: vec![id], ..Default::default() })
+    }
+
+    fn touch_worker(&mut self, worker_id: &str, now: i64) -> Result<(), SchedulerError> {
+        let w = self
+            .state
+            .workers
+            .get_mut(worker_id)
+            .ok_or_else(|| SchedulerError::UnknownWorker(worker_id.to_string()))?;
+        w.last_seen_ms = now;
+        Ok(())
+    }
+
+    /// Leases up to `max` runnable tasks to a worker: queued tasks of running jobs whose stage
+    /// dependencies are complete, oldest job first, then by stage and index.
+    pub fn lease(&mut self, worker_id: &str, max: u32, now: i64) -> Result<(Vec<Grant>, Dirty), SchedulerError> {
+        self.touch_worker(worker_id, now)?;
+        let mut dirty = Dirty::default();
+        let mut picked = Vec::new();
+        for &(_, stage, _, id) in &self.queued {
+            if picked.len() >= max as usize {
+                break;
+            }
+            let t = &self.state.tasks[&id];
+            let Some(job) = self.state.jobs.get(&t.job_id) else { continue };
+            if job.state != JobState::Running {
+                continue;
+            }
+            let ready = job.stages.get(stage).is_none_or(|s| s.depends_on.iter().all(|&d| self.stage_complete(&job.id, d)));
+            if ready {
+                picked.push(id);
+            }
+        }
+        let mut grants = Vec::new();
+        for id in picked {
+            self.set_task_state(id, TaskState::Leased);
+            let t = self.state.tasks.get_mut(&id).expect("picked task exists");
+            t.attempts += 1;
+            t.worker_id = worker_id.to_string();
+            t.lease = Some(Lease { attempt: t.attempts, expires_ms: now + self.config.lease_ttl_ms });
+            t.progress = (0, 0);
+            t.attempt_log.push(AttemptRecord {
+                attempt: t.attempts,
+                worker_id: worker_id.to_string(),
+                started_ms: now,
+                ended_ms: 0,
+                outcome: "running".into(),
+                error: String::new(),
+            });
+            grants.push(Grant {
+                task_id: id,
+                job_id: t.job_id.clone(),
+                attempt: t.attempts,
+                kind: t.kind.clone(),
+                payload: t.payload.clone(),
+            });
+            dirty.tasks.push(id);
+        }
+        if !grants.is_empty() {
+            dirty.workers.push(worker_id.to_string());
+        }
+        Ok((grants, dirty))
+    }
+
+    /// Whether `(worker, attempt)` holds the live lease of a task.
+    pub fn holds_lease(&self, task_id: TaskId, worker_id: &str, attempt: u32) -> bool {
+        self.state.tasks.get(&task_id).is_some_and(|t| {
+            t.state == TaskState::Leased && t.worker_id == worker_id && t.lease.is_some_and(|l| l.attempt == attempt)
+        })
+    }
+
+    /// Renews the leases a worker still holds and records progress; returns the attempts the
+    /// worker must stop. Lease renewals are not persisted (a restart grants a grace period).
+    pub fn heartbeat(
+        &mut self,
+        worker_id: &str,
+        running: &[(TaskId, u32, u64, u64)],
+        now: i64,
+    ) -> Result<Vec<(TaskId, u32)>, SchedulerError> {
+        self.touch_worker(worker_id, now)?;
+        let mut cancel = Vec::new();
+        for &(id, attempt, docs, bytes) in running {
+            if self.holds_lease(id, worker_id, attempt) {
+                let ttl = self.config.lease_ttl_ms;
+                let t = self.state.tasks.get_mut(&id).expect("held task exists");
+                t.lease = Some(Lease { attempt, expires_ms: now + ttl });
+                t.progress = (docs, bytes);
+            } else {
+                cancel.push((id, attempt));
+            }
+        }
+        Ok(cancel)
+    }
+
+    fn end_attempt(t: &mut Task, attempt: u32, outcome: &str, error: &str, now: i64) {
+        if let Some(rec) = t.attempt_log.iter_mut().rev().find(|r| r.attempt == attempt) {
+            if rec.outcome == "running" || outcome == "committed" {
+                rec.outcome = outcome.to_string();
+                rec.ended_ms = now;
+                rec.error = error.to_string();
+            }
+        }
+    }
+
+    /// Returns leases past their expiry to the queue (or fails the job after too many attempts).
+    pub fn expire(&mut self, now: i64) -> (Vec<Expired>, Dirty) {
+        let due: Vec<TaskId> = self
+            .leased
+            .iter()
+            .copied()
+            .filter(|id| self.state.tasks[id].lease.is_some_and(|l| l.expires_ms < now))
+            .collect();
+        let mut dirty = Dirty::default();
+        let mut expired = Vec::new();
+        for id in due {
+            let t = self.state.tasks.get_mut(&id).expect("leased task exists");
+            if t.state != TaskState::Leased {
+                continue; // cancelled meanwhile, by a job failed earlier in this loop
+            }
+            let attempt = t.lease.map(|l| l.attempt).unwrap_or(0);
+            let worker_id = std::mem::take(&mut t.worker_id);
+            t.lease = None;
+            t.last_error = format!("lease expired on worker {worker_id} (attempt {attempt})");
+            Self::end_attempt(t, attempt, "expired", "lease expired", now);
+            let exhausted = t.attempts >= self.config.max_attempts;
+            let job_id = t.job_id.clone();
+            let shard = t.shard.clone();
+            let attempts = t.attempts;
+            if exhausted {
+                self.set_task_state(id, TaskState::Failed);
+                let msg = format!("task {id} ({shard}) lost its lease {attempts} times; giving up (workers crashing or hanging?)");
+                dirty.merge(self.fail_job(&job_id, &msg, now));
+            } else {
+                self.set_task_state(id, TaskState::Queued);
+            }
+            dirty.tasks.push(id);
+            expired.push(Expired { task_id: id, attempt, worker_id, requeued: !exhausted });
+        }
+        (expired, dirty)
+    }
+
+    pub fn report_success(
+        &mut self,
+        worker_id: &str,
+        task_id: TaskId,
+        attempt: u32,
+        result: String,
+        stats: TaskStats,
+        now: i64,
+    ) -> (Disposition, Dirty) {
+        let _ = self.touch_worker(worker_id, now);
+        let Some(t) = self.state.tasks.get(&task_id) else {
+            return (Disposition::Stale, Dirty::default());
+        };
+        if t.state == TaskState::Committed {
+            return if t.committed_attempt == Some(attempt) {
+                (Disposition::Committed, Dirty::default())
+            } else {
+                let t = self.state.tasks.get_mut(&task_id).expect("task exists");
+                Self::end_attempt(t, attempt, "duplicate", "", now);
+                (Disposition::Duplicate, Dirty { tasks: vec![task_id], ..Default::default() })
+            };
+        }
+        let job_running = self.state.jobs.get(&t.job_id).is_some_and(|j| j.state == JobState::Running);
+        if !job_running || attempt == 0 || attempt > t.attempts || !matches!(t.state, TaskState::Queued | TaskState::Leased) {
+            return (Disposition::Stale, Dirty::default());
+        }
+        // Any issued attempt may commit, even one whose lease expired: its output is as good.
+        let job_id = t.job_id.clone();
+        self.set_task_state(task_id, TaskState::Committed);
+        let t = self.state.tasks.get_mut(&task_id).expect("task exists");
+        t.committed_attempt = Some(attempt);
+        t.result = result;
+        t.stats = stats;
+        t.worker_id = worker_id.to_string();
+        t.lease = None;
+        t.last_error.clear();
+        Self::end_attempt(t, attempt, "committed", "", now);
+        let mut dirty = Dirty { tasks: vec![task_id], ..Default::default() };
+        let job = &self.state.jobs[&job_id];
+        if (0..job.stages.len()).all(|s| self.stage_complete(&job_id, s)) {
+            let job = self.state.jobs.get_mut(&job_id).expect("job exists");
+            job.state = JobState::Finalizing;
+            dirty.jobs.push(job_id);
+        }
+        (Disposition::Committed, dirty)
+    }
+
+    pub fn report_failure(
+        &mut self,
+        worker_id: &str,
+        task_id: TaskId,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+        now: i64,
+    ) -> (Disposition, Dirty) {
+        let _ = self.touch_worker(worker_id, now);
+        if !self.holds_lease(task_id, worker_id, attempt) {
+            return (Disposition::Stale, Dirty::default());
+        }
+        let t = self.state.tasks.get_mut(&task_id).expect("held task exists");
+        t.lease = None;
+        t.last_error = error.to_string();
+        Self::end_attempt(t, attempt, "failed", error, now);
+        let give_up = !retryable || t.attempts >= self.config.max_attempts;
+        let (job_id, shard, attempts) = (t.job_id.clone(), t.shard.clone(), t.attempts);
+        let mut dirty = Dirty { tasks: vec![task_id], ..Default::default() };
+        if give_up {
+            self.set_task_state(task_id, TaskState::Failed);
+            let why = if retryable { format!("after {attempts} attempts") } else { "(not retryable)".to_string() };
+            let msg = format!("task {task_id} ({shard}) failed {why}: {error}");
+            dirty.merge(self.fail_job(&job_id, &msg, now));
+        } else {
+            self.set_task_state(task_id, TaskState::Queued);
+        }
+        (Disposition::FailureRecorded { job_failed: give_up }, dirty)
+    }
+
+    fn end_job(&mut self, job_id: &str, state: JobState, error: &str, now: i64) -> Dirty {
+        let mut dirty = Dirty::default();
+        let Some(job) = self.state.jobs.get_mut(job_id) else { return dirty };
+        if job.state.is_terminal() {
+            return dirty;
+        }
+        job.state = state;
+        job.error = error.to_string();
+        job.finished_ms = now;
+        dirty.jobs.push(job_id.to_string());
+        let open: Vec<TaskId> = self
+            .state
+            .tasks
+            .values()
+            .filter(|t| t.job_id == job_id && matches!(t.state, TaskState::Queued | TaskState::Leased))
+            .map(|t| t.id)
+            .collect();
+        for id in open {
+            let t = self.state.tasks.get_mut(&id).expect("task exists");
+            if let Some(l) = t.lease.take() {
+                Self::end_attempt(t, l.attempt, "cancelled", "job ended", now);
+            }
+            self.set_task_state(id, TaskState::Cancelled);
+            dirty.tasks.push(id);
+        }
+        dirty
+    }
+
+    fn fail_job(&mut self, job_id: &str, error: &str, now: i64) -> Dirty {
+        self.end_job(job_id, JobState::Failed, error, now)
+    }
+
+    pub fn cancel_job(&mut self, job_id: &str, now: i64) -> Result<Dirty, SchedulerError> {
+        if !self.state.jobs.contains_key(job_id) {
+            return Err(SchedulerError::UnknownJob(job_id.to_string()));
+        }
+        Ok(self.end_job(job_id, JobState::Cancelled, "cancelled by request", now))
+    }
+
+    /// Committed tasks whose outputs are not promoted yet, for the shell's committer.
+    pub fn pending_promotions(&self) -> Vec<TaskId> {
+        self.state
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Committed && !t.promoted)
+            .filter(|t| self.state.jobs.get(&t.job_id).is_some_and(|j| !j.state.is_terminal()))
+            .map(|t| t.id)
+            .collect()
+    }
+
+    pub fn mark_promoted(&mut self, task_id: TaskId) -> Dirty {
+        match self.state.tasks.get_mut(&task_id) {
+            Some(t) if t.state == TaskState::Committed && !t.promoted => {
+                t.promoted = true;
+                Dirty { tasks: vec![task_id], ..Default::default() }
+            }
+            _ => Dirty::default(),
+        }
+    }
+
+    /// Jobs whose tasks are all committed and promoted: ready for the kind's finalize step.
+    pub fn jobs_to_finalize(&self) -> Vec<String> {
+        self.state
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Finalizing)
+            .filter(|j| self.state.tasks.values().filter(|t| t.job_id == j.id).all(|t| t.promoted))
+            .map(|j| j.id.clone())
+            .collect()
+    }
+
+    /// Ends a finalizing job after the kind's finalize step.
+    pub fn finish_job(&mut self, job_id: &str, outcome: Result<(), String>, now: i64) -> Dirty {
+        match outcome {
+            Ok(()) => self.end_job(job_id, JobState::Succeeded, "", now),
+            Err(e) => self.end_job(job_id, JobState::Failed, &e, now),
+        }
+    }
+
+    /// After a restart: every live lease gets a full TTL from now, so workers that kept running
+    /// while the coordinator was down can heartbeat before their leases expire.
+    pub fn grant_grace(&mut self, now: i64) {
+        let ttl = self.config.lease_ttl_ms;
+        for id in self.leased.clone() {
+            if let Some(l) = self.state.tasks.get_mut(&id).and_then(|t| t.lease.as_mut()) {
+                l.expires_ms = l.expires_ms.max(now + ttl);
+            }
+        }
+    }
+
+    /// Tasks of a job in (stage, index) order.
+    pub fn job_tasks(&self, job_id: &str) -> Vec<&Task> {
+        let mut v: Vec<&Task> = self.state.tasks.values().filter(|t| t.job_id == job_id).collect();
+        v.sort_by_key(|t| (t.stage, t.index));
+        v
+    }
+
+    /// (tasks, committed) of a job's stage.
+    pub fn stage_progress(&self, job_id: &str, stage: usize) -> (u32, u32) {
+        self.stage_counts.get(&(job_id.to_string(), stage)).copied().unwrap_or((0, 0))
+    }
+}

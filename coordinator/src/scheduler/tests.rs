@@ -1,0 +1,240 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn job(tasks_per_stage: &[u32]) -> NewJob {
+    let stages = tasks_per_stage
+        .iter()
+        .enumerate()
+        .map(|(i, _)| StageDef { name: format!("s{i}"), depends_on: if i == 0 { vec![] } else { vec![i - 1] } })
+        .collect();
+    let tasks = tasks_per_stage
+        .iter()
+        .enumerate()
+        .flat_map(|(s, &n)| {
+            (0..n).map(move |i| NewTask {
+                stage: s,
+                index: i,
+                kind: "test".into(),
+                payload: format!("{s}/{i}"),
+                shard: format!("shard {s}/{i}"),
+            })
+        })
+        .collect();
+    NewJob {
+        name: "t".into(),
+        kind: "test".into(),
+        spec: String::new(),
+        base_dir: String::new(),
+        output: String::new(),
+        stages,
+        tasks,
+    }
+}
+
+fn sched(ttl: i64, max_attempts: u32) -> Scheduler {
+    Scheduler::new(SchedulerConfig { lease_ttl_ms: ttl, max_attempts })
+}
+
+#[test]
+fn stages_wait_for_their_dependencies() {
+    let mut s = sched(1000, 3);
+    s.submit("j".into(), job(&[2, 1]), 0).unwrap();
+    let (w, _) = s.register_worker("w", 4, 0);
+    let (g, _) = s.lease(&w, 10, 0).unwrap();
+    assert_eq!(g.len(), 2, "only stage 0 is runnable");
+    assert_eq!(s.report_success(&w, g[0].task_id, 1, "r".into(), TaskStats::default(), 1).0, Disposition::Committed);
+    assert!(s.lease(&w, 10, 1).unwrap().0.is_empty(), "stage 1 waits for all of stage 0");
+    s.report_success(&w, g[1].task_id, 1, "r".into(), TaskStats::default(), 2);
+    let (g2, _) = s.lease(&w, 10, 2).unwrap();
+    assert_eq!(g2.len(), 1);
+    s.report_success(&w, g2[0].task_id, 1, "r".into(), TaskStats::default(), 3);
+    assert_eq!(s.state.jobs["j"].state, JobState::Finalizing);
+    for id in s.pending_promotions() {
+        s.mark_promoted(id);
+    }
+    assert_eq!(s.jobs_to_finalize(), vec!["j".to_string()]);
+    s.finish_job("j", Ok(()), 4);
+    assert_eq!(s.state.jobs["j"].state, JobState::Succeeded);
+}
+
+#[test]
+fn expired_lease_requeues_then_fails_the_job_after_max_attempts() {
+    let mut s = sched(100, 2);
+    s.submit("j".into(), job(&[1]), 0).unwrap();
+    let (w, _) = s.register_worker("w", 1, 0);
+    let (g, _) = s.lease(&w, 1, 0).unwrap();
+    let (e, _) = s.expire(101);
+    assert_eq!(e, vec![Expired { task_id: g[0].task_id, attempt: 1, worker_id: w.clone(), requeued: true }]);
+    let (g, _) = s.lease(&w, 1, 102).unwrap();
+    assert_eq!(g[0].attempt, 2);
+    let (e, _) = s.expire(300);
+    assert!(!e[0].requeued);
+    assert_eq!(s.state.jobs["j"].state, JobState::Failed);
+    assert!(s.state.jobs["j"].error.contains("lost its lease 2 times"), "{}", s.state.jobs["j"].error);
+}
+
+#[test]
+fn non_retryable_failure_fails_the_job_with_the_workers_error() {
+    let mut s = sched(100, 5);
+    s.submit("j".into(), job(&[3]), 0).unwrap();
+    let (w, _) = s.register_worker("w", 3, 0);
+    let (g, _) = s.lease(&w, 3, 0).unwrap();
+    let (d, _) = s.report_failure(&w, g[1].task_id, 1, "unreadable input x: no `text` column", false, 1);
+    assert_eq!(d, Disposition::FailureRecorded { job_failed: true });
+    let job = &s.state.jobs["j"];
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.error.contains("no `text` column"));
+    // the other leases are cancelled by the next heartbeat
+    let cancel = s.heartbeat(&w, &[(g[0].task_id, 1, 0, 0)], 2).unwrap();
+    assert_eq!(cancel, vec![(g[0].task_id, 1)]);
+}
+
+#[test]
+fn retryable_failure_requeues_until_max_attempts() {
+    let mut s = sched(100, 3);
+    s.submit("j".into(), job(&[1]), 0).unwrap();
+    let (w, _) = s.register_worker("w", 1, 0);
+    for attempt in 1..=3 {
+        let (g, _) = s.lease(&w, 1, attempt as i64).unwrap();
+        assert_eq!(g[0].attempt, attempt);
+        let (d, _) = s.report_failure(&w, g[0].task_id, attempt, "s3 timeout", true, attempt as i64);
+        assert_eq!(d, Disposition::FailureRecorded { job_failed: attempt == 3 });
+    }
+    assert!(s.state.jobs["j"].error.contains("after 3 attempts: s3 timeout"));
+}
+
+#[test]
+fn unknown_worker_must_register_again() {
+    let mut s = sched(100, 3);
+    assert_eq!(s.lease("w9", 1, 0).unwrap_err(), SchedulerError::UnknownWorker("w9".into()));
+}
+
+#[test]
+fn indexes_survive_a_reload() {
+    let mut s = sched(100, 3);
+    s.submit("j".into(), job(&[3, 2]), 0).unwrap();
+    let (w, _) = s.register_worker("w", 1, 0);
+    let (g, _) = s.lease(&w, 1, 0).unwrap();
+    s.report_success(&w, g[0].task_id, 1, "r".into(), TaskStats::default(), 1);
+    s.lease(&w, 1, 1).unwrap();
+    let reloaded = Scheduler::from_state(s.state.clone(), s.config);
+    assert_eq!(reloaded.queued, s.queued);
+    assert_eq!(reloaded.leased, s.leased);
+    assert_eq!(reloaded.stage_counts, s.stage_counts);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Lease { worker: usize, max: u32 },
+    Heartbeat { worker: usize },
+    Advance { ms: i64 },
+    Succeed { grant: usize },
+    Fail { grant: usize, retryable: bool },
+    Reload,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0usize..3, 1u32..4).prop_map(|(worker, max)| Op::Lease { worker, max }),
+        (0usize..3).prop_map(|worker| Op::Heartbeat { worker }),
+        (1i64..80).prop_map(|ms| Op::Advance { ms }),
+        (0usize..40).prop_map(|grant| Op::Succeed { grant }),
+        (0usize..40, any::<bool>()).prop_map(|(grant, retryable)| Op::Fail { grant, retryable }),
+        Just(Op::Reload),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Random interleavings of leases, heartbeats, clock steps, reports and reloads keep the
+    /// invariants: no task is leased to two holders at once, expired leases come back, a commit
+    /// never changes once made, and every committed task commits exactly one attempt.
+    #[test]
+    fn lease_invariants(ops in proptest::collection::vec(op(), 1..120), stages in proptest::collection::vec(1u32..5, 1..3)) {
+        let mut s = sched(50, 4);
+        s.submit("j".into(), job(&stages), 0).unwrap();
+        let workers: Vec<String> = (0..3).map(|i| s.register_worker(&format!("w{i}"), 2, 0).0).collect();
+        let mut now = 0i64;
+        let mut grants: Vec<(String, Grant)> = Vec::new();
+        let mut committed: BTreeMap<TaskId, (u32, String)> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Lease { worker, max } => {
+                    let (g, _) = s.lease(&workers[worker], max, now).unwrap();
+                    for grant in g {
+                        // a task is never handed out while another holder's lease is live
+                        for (w, other) in &grants {
+                            if other.task_id == grant.task_id {
+                                prop_assert!(!s.holds_lease(other.task_id, w, other.attempt) || (w == &workers[worker] && other.attempt == grant.attempt));
+                            }
+                        }
+                        grants.push((workers[worker].clone(), grant));
+                    }
+                }
+                Op::Heartbeat { worker } => {
+                    let mine: Vec<_> = grants.iter().filter(|(w, _)| w == &workers[worker]).map(|(_, g)| (g.task_id, g.attempt, 0, 0)).collect();
+                    s.heartbeat(&workers[worker], &mine, now).unwrap();
+                }
+                Op::Advance { ms } => {
+                    now += ms;
+                    let (expired, _) = s.expire(now);
+                    for e in expired {
+                        let t = &s.state.tasks[&e.task_id];
+                        prop_assert!(t.lease.is_none());
+                        let job_failed = s.state.jobs["j"].state == JobState::Failed;
+                        if e.requeued {
+                            // requeued, unless another task of the job failed it in the same sweep
+                            prop_assert!(t.state == TaskState::Queued || (job_failed && t.state == TaskState::Cancelled));
+                        } else {
+                            prop_assert_eq!(t.state, TaskState::Failed);
+                            prop_assert!(job_failed);
+                        }
+                    }
+                }
+                Op::Succeed { grant } => {
+                    if let Some((w, g)) = grants.get(grant).cloned() {
+                        let result = format!("{}-{}", g.task_id, g.attempt);
+                        let (d, _) = s.report_success(&w, g.task_id, g.attempt, result.clone(), TaskStats::default(), now);
+                        match committed.get(&g.task_id) {
+                            Some((att, _)) if *att == g.attempt => prop_assert_eq!(d, Disposition::Committed),
+                            Some(_) => prop_assert_eq!(d, Disposition::Duplicate),
+                            None => if d == Disposition::Committed { committed.insert(g.task_id, (g.attempt, result)); },
+                        }
+                    }
+                }
+                Op::Fail { grant, retryable } => {
+                    if let Some((w, g)) = grants.get(grant).cloned() {
+                        s.report_failure(&w, g.task_id, g.attempt, "boom", retryable, now);
+                    }
+                }
+                Op::Reload => {
+                    s = Scheduler::from_state(s.state.clone(), s.config);
+                }
+            }
+            // every commit stays as it was made
+            for (id, (att, result)) in &committed {
+                let t = &s.state.tasks[id];
+                prop_assert_eq!(t.state, TaskState::Committed);
+                prop_assert_eq!(t.committed_attempt, Some(*att));
+                prop_assert_eq!(&t.result, result);
+            }
+            // at most one live holder per task
+            for t in s.state.tasks.values() {
+                let holders = grants.iter().filter(|(w, g)| g.task_id == t.id && s.holds_lease(t.id, w, g.attempt)).count();
+                prop_assert!(holders <= 1);
+                prop_assert_eq!(t.state == TaskState::Leased, t.lease.is_some());
+            }
+        }
+        // Expired leases come back: after a long pause every leased task is queued again
+        // (or failed for good), and a running job can lease them anew.
+        now += 1_000;
+        s.expire(now);
+        prop_assert!(s.state.tasks.values().all(|t| t.state != TaskState::Leased));
+        if s.state.jobs["j"].state == JobState::Running {
+            let (g, _) = s.lease(&workers[0], 100, now).unwrap();
+            prop_assert!(!g.is_empty());
+        }
+    }
+}

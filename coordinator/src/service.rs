@@ -1,0 +1,476 @@
+//! The coordinator's async shell: [`Coordinator`] implements [`CoordinatorApi`] in-process by
+//! running scheduler decisions under a mutex and persisting their dirty rows before answering;
+//! [`Coordinator::maintain`] expires leases, promotes committed outputs and finalizes jobs.
+//! `grpc.rs` exposes the same object over tonic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use lehr_proto::pb::*;
+use lehr_proto::{ApiError, ApiResult, CoordinatorApi, ErrorCode};
+use tokio::sync::Notify;
+
+use crate::jobs::{JobError, JobKind};
+use crate::scheduler::{Disposition, Dirty, Grant, Job, JobState, NewJob, Scheduler, SchedulerConfig, Task, TaskState};
+use crate::store::Store;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Largest spec accepted by `SubmitJob`.
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+
+struct Inner {
+    sched: Scheduler,
+    store: Store,
+}
+
+/// Work the maintenance loop owes: attempts whose outputs must be deleted.
+#[derive(Default)]
+struct Pending {
+    discards: Vec<(String, u64, u32)>,
+    finalize_failures: HashMap<String, u32>,
+}
+
+pub struct Coordinator {
+    inner: Mutex<Inner>,
+    pending: Mutex<Pending>,
+    kinds: Vec<Box<dyn JobKind>>,
+    /// Woken when tasks become runnable (long-polling leases wait on it).
+    work_ready: Notify,
+    /// Woken when there is post-commit work.
+    maintenance: Notify,
+    heartbeat_ms: u64,
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+impl Coordinator {
+    /// Loads the state from the store; live leases get a grace period of one TTL.
+    pub fn new(store: Store, config: SchedulerConfig, kinds: Vec<Box<dyn JobKind>>) -> Result<Self, crate::store::StoreError> {
+        let state = store.load()?;
+        let mut sched = Scheduler::from_state(state, config);
+        sched.grant_grace(now_ms());
+        let heartbeat_ms = (config.lease_ttl_ms / 3).max(100) as u64;
+        Ok(Coordinator {
+            inner: Mutex::new(Inner { sched, store }),
+            pending: Mutex::new(Pending::default()),
+            kinds,
+            work_ready: Notify::new(),
+            maintenance: Notify::new(),
+            heartbeat_ms,
+        })
+    }
+
+    fn kind(&self, name: &str) -> Option<&dyn JobKind> {
+        self.kinds.iter().find(|k| k.name() == name).map(|b| b.as_ref())
+    }
+
+    /// Runs `f` on the scheduler and persists what it changed, under the lock.
+    fn apply<T>(&self, f: impl FnOnce(&mut Scheduler) -> (T, Dirty)) -> ApiResult<T> {
+        let mut guard = self.inner.lock().expect("coordinator lock poisoned");
+        let inner = &mut *guard;
+        let (value, dirty) = f(&mut inner.sched);
+        if let Err(e) = inner.store.save(&inner.sched.state, &dirty) {
+            // The in-memory state is now ahead of the disk: stop rather than diverge. A restart
+            // reloads the last durable state.
+            tracing::error!(error = %e, "cannot persist coordinator state; exiting");
+            std::process::exit(70);
+        }
+        Ok(value)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Scheduler) -> T) -> T {
+        f(&self.inner.lock().expect("coordinator lock poisoned").sched)
+    }
+
+    /// One round of background work: expire leases, delete losing attempts' outputs, promote
+    /// committed outputs, finalize complete jobs. Returns whether it did anything.
+    pub async fn maintain(&self) -> bool {
+        let now = now_ms();
+        let expired = self.apply(|s| s.expire(now)).unwrap_or_default();
+        for e in &expired {
+            tracing::warn!(task_id = e.task_id, attempt = e.attempt, worker = %e.worker_id, requeued = e.requeued, "lease expired");
+        }
+        if !expired.is_empty() {
+            self.work_ready.notify_waiters();
+        }
+        let mut did = !expired.is_empty();
+
+        let discards = std::mem::take(&mut self.pending.lock().expect("lock").discards);
+        for (job_id, task_id, attempt) in discards {
+            let found = self.read(|s| {
+                s.state.jobs.get(&job_id).cloned().zip(s.state.tasks.get(&task_id).cloned())
+            });
+            if let Some((job, task)) = found {
+                if let Some(kind) = self.kind(&job.kind) {
+                    if let Err(e) = kind.discard(&job, &task, attempt).await {
+                        tracing::warn!(%job_id, task_id, attempt, error = %e, "cannot delete a discarded attempt's outputs");
+                    }
+                }
+            }
+            did = true;
+        }
+
+        let promotions: Vec<(Job, Task)> = self.read(|s| {
+            s.pending_promotions()
+                .into_iter()
+                .map(|id| {
+                    let t = s.state.tasks[&id].clone();
+                    (s.state.jobs[&t.job_id].clone(), t)
+                })
+                .collect()
+        });
+        for (job, task) in promotions {
+            let Some(kind) = self.kind(&job.kind) else { continue };
+            match kind.promote(&job, &task).await {
+                Ok(()) => {
+                    let _ = self.apply(|s| ((), s.mark_promoted(task.id)));
+                    did = true;
+                }
+                Err(e) => tracing::warn!(job_id = %job.id, task_id = task.id, error = %e, "promotion failed; will retry"),
+            }
+        }
+
+        let finalize: Vec<(Job, Vec<Task>)> = self.read(|s| {
+            s.jobs_to_finalize()
+                .into_iter()
+                .map(|id| {
+                    let tasks = s.job_tasks(&id).into_iter().cloned().collect();
+                    (s.state.jobs[&id].clone(), tasks)
+                })
+                .collect()
+        });
+        for (job, tasks) in finalize {
+            let Some(kind) = self.kind(&job.kind) else { continue };
+            let outcome = match kind.finalize(&job, &tasks).await {
+                Ok(()) => Some(Ok(())),
+                Err(JobError::Invalid(e)) => Some(Err(e)),
+                Err(JobError::Storage(e)) => {
+                    let mut p = self.pending.lock().expect("lock");
+                    let n = p.finalize_failures.entry(job.id.clone()).or_default();
+                    *n += 1;
+                    tracing::warn!(job_id = %job.id, error = %e, tries = *n, "finalize failed");
+                    (*n >= 5).then(|| Err(format!("finalize failed 5 times: {e}")))
+                }
+            };
+            if let Some(outcome) = outcome {
+                match &outcome {
+                    Ok(()) => tracing::info!(job_id = %job.id, "job succeeded"),
+                    Err(e) => tracing::error!(job_id = %job.id, error = %e, "job failed"),
+                }
+                let now = now_ms();
+                let _ = self.apply(|s| ((), s.finish_job(&job.id, outcome, now)));
+                did = true;
+            }
+        }
+        did
+    }
+
+    /// Runs [`maintain`](Self::maintain) until `shutdown`, at least every `tick`.
+    pub async fn run_maintenance(self: Arc<Self>, tick: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            while self.maintain().await {}
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.maintenance.notified() => {}
+            }
+        }
+    }
+
+    fn job_status(&self, s: &Scheduler, job: &Job) -> JobStatus {
+        let tasks = s.job_tasks(&job.id);
+        let mut stages: Vec<StageStatus> = job
+            .stages
+            .iter()
+            .map(|st| StageStatus {
+                name: st.name.clone(),
+                depends_on: st.depends_on.iter().filter_map(|&d| job.stages.get(d).map(|x| x.name.clone())).collect(),
+                ..Default::default()
+            })
+            .collect();
+        let (mut running_docs, mut running_bytes) = (0, 0);
+        for t in &tasks {
+            let Some(st) = stages.get_mut(t.stage) else { continue };
+            st.tasks_total += 1;
+            match t.state {
+                TaskState::Committed => {
+                    st.tasks_committed += 1;
+                    st.docs_in += t.stats.docs_in;
+                    st.docs_out += t.stats.docs_out;
+                    st.bytes_in += t.stats.bytes_in;
+                    st.bad_records += t.stats.bad_records;
+                }
+                TaskState::Leased => {
+                    st.tasks_running += 1;
+                    running_docs += t.progress.0;
+                    running_bytes += t.progress.1;
+                }
+                TaskState::Failed => st.tasks_failed += 1,
+                _ => {}
+            }
+        }
+        for (i, st) in stages.iter_mut().enumerate() {
+            let ready = job.stages[i].depends_on.iter().all(|&d| {
+                let (total, committed) = s.stage_progress(&job.id, d);
+                total == committed
+            });
+            st.state = if st.tasks_failed > 0 {
+                "failed"
+            } else if st.tasks_committed == st.tasks_total {
+                "succeeded"
+            } else if job.state == JobState::Cancelled {
+                "cancelled"
+            } else if job.state == JobState::Failed {
+                "failed"
+            } else if ready {
+                "running"
+            } else {
+                "waiting"
+            }
+            .to_string();
+        }
+        JobStatus {
+            job_id: job.id.clone(),
+            name: job.name.clone(),
+            kind: job.kind.clone(),
+            state: job.state.as_str().to_string(),
+            error: job.error.clone(),
+            created_ms: job.created_ms,
+            finished_ms: job.finished_ms,
+            stages,
+            output: job.output.clone(),
+            running_docs,
+            running_bytes,
+        }
+    }
+}
+
+fn task_status(t: &Task) -> TaskStatus {
+    TaskStatus {
+        task_id: t.id,
+        stage: t.stage.to_string(),
+        index: t.index,
+        state: t.state.as_str().to_string(),
+        attempts: t.attempts,
+        worker_id: t.worker_id.clone(),
+        last_error: t.last_error.clone(),
+        shard: t.shard.clone(),
+        attempt_log: t
+            .attempt_log
+            .iter()
+            .map(|a| AttemptInfo {
+                attempt: a.attempt,
+                worker_id: a.worker_id.clone(),
+                started_ms: a.started_ms,
+                ended_ms: a.ended_ms,
+                outcome: a.outcome.clone(),
+                error: a.error.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn new_job_id(seq: u64) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("job-{:06}-{:04x}", seq + 1, (nanos ^ std::process::id()) & 0xffff)
+}
+
+#[async_trait]
+impl CoordinatorApi for Coordinator {
+    async fn submit_job(&self, req: SubmitJobRequest) -> ApiResult<SubmitJobResponse> {
+        if req.spec.len() > MAX_SPEC_BYTES {
+            return Err(ApiError::invalid(format!("spec is {} bytes; the limit is {MAX_SPEC_BYTES}", req.spec.len())));
+        }
+        let known: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();
+        let kind = self.kind(&req.kind).ok_or_else(|| {
+            ApiError::invalid(format!("unknown job kind `{}`; this coordinator runs: {}", req.kind, known.join(", ")))
+        })?;
+        let seq = self.read(|s| s.state.next_job_seq);
+        let job_id = new_job_id(seq);
+        let planned = kind.plan(&job_id, &req.name, &req.spec, &req.base_dir).await.map_err(|e| match e {
+            JobError::Invalid(m) => ApiError::invalid(m),
+            JobError::Storage(m) => ApiError::new(ErrorCode::Unavailable, m),
+        })?;
+        let n = planned.tasks.len() as u32;
+        let job = NewJob {
+            name: planned.name,
+            kind: req.kind.clone(),
+            spec: req.spec,
+            base_dir: req.base_dir,
+            output: planned.output,
+            stages: planned.stages,
+            tasks: planned.tasks,
+        };
+        let now = now_ms();
+        let id = job_id.clone();
+        self.apply(move |s| match s.submit(id, job, now) {
+            Ok(d) => (Ok(()), d),
+            Err(e) => (Err(ApiError::invalid(e.to_string())), Dirty::default()),
+        })??;
+        tracing::info!(%job_id, kind = %req.kind, tasks = n, "job submitted");
+        self.work_ready.notify_waiters();
+        Ok(SubmitJobResponse { job_id, tasks: n })
+    }
+
+    async fn get_job(&self, req: GetJobRequest) -> ApiResult<GetJobResponse> {
+        self.read(|s| {
+            let job = s.state.jobs.get(&req.job_id).ok_or_else(|| ApiError::not_found(format!("no job `{}`", req.job_id)))?;
+            let tasks = if req.include_tasks { s.job_tasks(&job.id).into_iter().map(task_status).collect() } else { vec![] };
+            Ok(GetJobResponse { job: Some(self.job_status(s, job)), tasks })
+        })
+    }
+
+    async fn list_jobs(&self, _: ListJobsRequest) -> ApiResult<ListJobsResponse> {
+        self.read(|s| {
+            let mut jobs: Vec<&Job> = s.state.jobs.values().collect();
+            jobs.sort_by_key(|j| std::cmp::Reverse(j.seq));
+            Ok(ListJobsResponse { jobs: jobs.into_iter().map(|j| self.job_status(s, j)).collect() })
+        })
+    }
+
+    async fn cancel_job(&self, req: CancelJobRequest) -> ApiResult<CancelJobResponse> {
+        let now = now_ms();
+        self.apply(|s| match s.cancel_job(&req.job_id, now) {
+            Ok(d) => (Ok(()), d),
+            Err(e) => (Err(ApiError::not_found(e.to_string())), Dirty::default()),
+        })??;
+        self.get_job(GetJobRequest { job_id: req.job_id, include_tasks: false })
+            .await
+            .map(|r| CancelJobResponse { job: r.job })
+    }
+
+    async fn list_workers(&self, _: ListWorkersRequest) -> ApiResult<ListWorkersResponse> {
+        let now = now_ms();
+        self.read(|s| {
+            let workers = s
+                .state
+                .workers
+                .values()
+                .map(|w| WorkerStatus {
+                    worker_id: w.id.clone(),
+                    name: w.name.clone(),
+                    last_seen_ms: w.last_seen_ms,
+                    running_tasks: s
+                        .state
+                        .tasks
+                        .values()
+                        .filter(|t| t.state == TaskState::Leased && t.worker_id == w.id)
+                        .map(|t| t.id)
+                        .collect(),
+                    alive: now - w.last_seen_ms <= s.config.lease_ttl_ms,
+                })
+                .collect();
+            Ok(ListWorkersResponse { workers })
+        })
+    }
+
+    async fn register_worker(&self, req: RegisterWorkerRequest) -> ApiResult<RegisterWorkerResponse> {
+        let now = now_ms();
+        let id = self.apply(|s| s.register_worker(&req.name, req.slots, now))?;
+        tracing::info!(worker_id = %id, name = %req.name, slots = req.slots, "worker registered");
+        let ttl = self.read(|s| s.config.lease_ttl_ms) as u64;
+        Ok(RegisterWorkerResponse { worker_id: id, lease_ttl_ms: ttl, heartbeat_ms: self.heartbeat_ms })
+    }
+
+    async fn lease_tasks(&self, req: LeaseTasksRequest) -> ApiResult<LeaseTasksResponse> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(30_000));
+        loop {
+            // Register interest before looking, so a submit between the look and the wait wakes us.
+            let notified = self.work_ready.notified();
+            let now = now_ms();
+            let grants: Vec<Grant> = self.apply(|s| match s.lease(&req.worker_id, req.max_tasks, now) {
+                Ok((g, d)) => (Ok(g), d),
+                Err(e) => (Err(ApiError::new(ErrorCode::FailedPrecondition, e.to_string())), Dirty::default()),
+            })??;
+            let ttl = self.read(|s| s.config.lease_ttl_ms) as u64;
+            if !grants.is_empty() || tokio::time::Instant::now() >= deadline {
+                for g in &grants {
+                    tracing::debug!(task_id = g.task_id, attempt = g.attempt, worker = %req.worker_id, "task leased");
+                }
+                let leases = grants
+                    .into_iter()
+                    .map(|g| TaskLease {
+                        task_id: g.task_id,
+                        job_id: g.job_id,
+                        attempt: g.attempt,
+                        kind: g.kind,
+                        payload: g.payload,
+                        lease_ttl_ms: ttl,
+                    })
+                    .collect();
+                return Ok(LeaseTasksResponse { leases });
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    async fn heartbeat(&self, req: HeartbeatRequest) -> ApiResult<HeartbeatResponse> {
+        let now = now_ms();
+        let running: Vec<_> = req.running.iter().map(|p| (p.task_id, p.attempt, p.docs, p.bytes)).collect();
+        let cancel = {
+            let mut g = self.inner.lock().expect("coordinator lock poisoned");
+            g.sched
+                .heartbeat(&req.worker_id, &running, now)
+                .map_err(|e| ApiError::new(ErrorCode::FailedPrecondition, e.to_string()))?
+        };
+        Ok(HeartbeatResponse {
+            cancel: cancel
+                .into_iter()
+                .map(|(task_id, attempt)| TaskProgress { task_id, attempt, docs: 0, bytes: 0 })
+                .collect(),
+        })
+    }
+
+    async fn report_task(&self, req: ReportTaskRequest) -> ApiResult<ReportTaskResponse> {
+        let now = now_ms();
+        let (task, job) = self.read(|s| {
+            let t = s.state.tasks.get(&req.task_id).cloned();
+            let j = t.as_ref().and_then(|t| s.state.jobs.get(&t.job_id).cloned());
+            (t, j)
+        });
+        let (Some(task), Some(job)) = (task, job) else {
+            return Ok(ReportTaskResponse { disposition: Disposition::Stale.as_str().into() });
+        };
+        let disposition = match req.outcome {
+            Some(report_task_request::Outcome::Success(result)) => {
+                let kind = self.kind(&job.kind).ok_or_else(|| internal(format!("job kind {} vanished", job.kind)))?;
+                match kind.stats(&task, &result) {
+                    Ok(stats) => self.apply(|s| s.report_success(&req.worker_id, req.task_id, req.attempt, result, stats, now))?,
+                    Err(e) => {
+                        let msg = format!("worker {} sent an unusable result: {e}", req.worker_id);
+                        self.apply(|s| s.report_failure(&req.worker_id, req.task_id, req.attempt, &msg, true, now))?
+                    }
+                }
+            }
+            Some(report_task_request::Outcome::Failure(f)) => {
+                tracing::warn!(task_id = req.task_id, attempt = req.attempt, worker = %req.worker_id, error = %f.error, retryable = f.retryable, "task attempt failed");
+                self.apply(|s| s.report_failure(&req.worker_id, req.task_id, req.attempt, &f.error, f.retryable, now))?
+            }
+            None => return Err(ApiError::invalid("a report needs an outcome (success or failure)")),
+        };
+        match disposition {
+            Disposition::Committed => {
+                tracing::debug!(task_id = req.task_id, attempt = req.attempt, "task committed");
+                self.work_ready.notify_waiters();
+            }
+            Disposition::Duplicate | Disposition::Stale => {
+                if task.committed_attempt != Some(req.attempt) {
+                    self.pending.lock().expect("lock").discards.push((job.id.clone(), req.task_id, req.attempt));
+                }
+            }
+            Disposition::FailureRecorded { .. } => self.work_ready.notify_waiters(),
+        }
+        self.maintenance.notify_one();
+        Ok(ReportTaskResponse { disposition: disposition.as_str().into() })
+    }
+}

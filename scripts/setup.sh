@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks, idempotently, and prints `export` lines for the rest:
+#   - a Rust toolchain check (cargo must exist; rustup provides it),
+#   - a Python venv with the pinned PyTorch (libtorch 2.11.0 for tch 0.24.0) and moto (a local
+#     S3-compatible server for the object-store tests).
+# The venv lives outside the clone ($LEHR_CACHE, default ~/.cache/lehr) so CI reuses it.
+# Usage: eval "$(scripts/setup.sh)"      (progress goes to stderr)
+set -euo pipefail
+
+LEHR_CACHE=${LEHR_CACHE:-$HOME/.cache/lehr}
+VENV=$LEHR_CACHE/venv
+TORCH_VERSION=2.11.0
+MOTO_VERSION=5.2.1
+STAMP=$VENV/.lehr-setup-torch$TORCH_VERSION-moto$MOTO_VERSION
+
+say() { echo "setup: $*" >&2; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    say "no cargo found: install Rust with rustup (https://rustup.rs), then rerun"
+    exit 1
+  fi
+fi
+
+if [ ! -f "$STAMP" ]; then
+  PY=${PYTHON:-python3}
+  if ! command -v "$PY" >/dev/null 2>&1; then
+    say "python3 (3.9+) is needed to install libtorch through PyPI; install it and rerun"
+    exit 1
+  fi
+  mkdir -p "$LEHR_CACHE"
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  say "installing torch==$TORCH_VERSION (libtorch for tch; ~4.6 GB with its CUDA libraries) and moto"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" "moto[server]==$MOTO_VERSION" >&2
+  touch "$STAMP"
+else
+  say "python venv ready ($VENV)"
+fi
+
+TORCH_DIR=$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+echo "export LIBTORCH=$TORCH_DIR"
+echo "export LIBTORCH_BYPASS_VERSION_CHECK=0"
+echo "export LEHR_VENV=$VENV"
+echo "export PATH=\"$HOME/.cargo/bin:\$PATH\""
