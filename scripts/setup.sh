@@ -44,6 +44,5 @@ fi
 
 TORCH_DIR=$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 echo "export LIBTORCH=$TORCH_DIR"
-echo "export LIBTORCH_BYPASS_VERSION_CHECK=0"
 echo "export LEHR_VENV=$VENV"
 echo "export PATH=\"$HOME/.cargo/bin:\$PATH\""

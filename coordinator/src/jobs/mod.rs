@@ -4,6 +4,7 @@
 //! attempts that lost, and finalizes a job whose tasks are all committed.
 
 pub mod corpus;
+pub mod noop;
 
 use async_trait::async_trait;
 
@@ -41,5 +42,5 @@ pub trait JobKind: Send + Sync {
 
 /// The kinds this coordinator accepts, by name.
 pub fn registry() -> Vec<Box<dyn JobKind>> {
-    vec![Box::new(corpus::CorpusKind)]
+    vec![Box::new(corpus::CorpusKind), Box::new(noop::NoopKind)]
 }

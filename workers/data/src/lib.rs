@@ -1,1 +1,252 @@
+//! The data worker: registers with a coordinator (any [`CoordinatorApi`] transport), leases
+//! shard tasks up to its slot count, runs them, heartbeats their progress, and reports each
+//! attempt's outcome. Transient coordinator errors (down, restarting) are retried with backoff,
+//! so a worker rides through a coordinator restart by itself.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lehr_pipeline::task::{run_shard_task, RunOptions, ShardTask, TaskProgress, SHARD_TASK_KIND};
+use lehr_proto::pb::{self, report_task_request::Outcome};
+use lehr_proto::{ApiError, CoordinatorApi, ErrorCode};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Task kind of the coordinator's diagnostic `noop` jobs.
+pub const NOOP_TASK_KIND: &str = "noop.task";
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Shown in `lehr status` (defaults to host:pid).
+    pub name: String,
+    /// Tasks run at once.
+    pub slots: u32,
+    pub run: RunOptions,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { name: default_name(), slots: 1, run: RunOptions::default() }
+    }
+}
+
+pub fn default_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("coordinator refused this worker: {0}")]
+    Refused(ApiError),
+}
+
+struct Running {
+    attempt: u32,
+    progress: Arc<TaskProgress>,
+}
+
+type RunningMap = Arc<Mutex<HashMap<u64, Running>>>;
+
+/// Retries a call while the coordinator is unavailable (with capped backoff) or until shutdown.
+async fn retry<T, F, Fut>(shutdown: &CancellationToken, what: &str, mut call: F) -> Option<Result<T, ApiError>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() => {
+                tracing::debug!(error = %e, what, "coordinator unavailable; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return Some(other),
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` is cancelled.
+pub async fn start(config: WorkerConfig, api: Arc<dyn CoordinatorApi>, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    'register: loop {
+        let reg = pb::RegisterWorkerRequest { name: config.name.clone(), slots: config.slots };
+        let registered = match retry(&shutdown, "register", || api.register_worker(reg.clone())).await {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(WorkerError::Refused(e)),
+            Some(Ok(r)) => r,
+        };
+        let worker_id = registered.worker_id.clone();
+        tracing::info!(%worker_id, name = %config.name, slots = config.slots, "worker registered");
+        let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
+        let session = shutdown.child_token();
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            api.clone(),
+            worker_id.clone(),
+            running.clone(),
+            Duration::from_millis(registered.heartbeat_ms.max(50)),
+            session.clone(),
+        ));
+        let mut tasks = tokio::task::JoinSet::new();
+        let outcome = loop {
+            while tasks.try_join_next().is_some() {}
+            let free = config.slots.saturating_sub(tasks.len() as u32);
+            if free == 0 {
+                tokio::select! {
+                    _ = session.cancelled() => break None,
+                    _ = tasks.join_next() => continue,
+                }
+            }
+            let req = pb::LeaseTasksRequest { worker_id: worker_id.clone(), max_tasks: free, wait_ms: 2_000 };
+            let leases = tokio::select! {
+                _ = session.cancelled() => break None,
+                r = retry(&session, "lease", || api.lease_tasks(req.clone())) => r,
+            };
+            match leases {
+                None => break None,
+                Some(Err(e)) if e.code == ErrorCode::FailedPrecondition => break Some(e),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "lease failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Some(Ok(r)) => {
+                    for lease in r.leases {
+                        let progress = Arc::new(TaskProgress::default());
+                        running.lock().expect("lock").insert(lease.task_id, Running { attempt: lease.attempt, progress: progress.clone() });
+                        tasks.spawn(run_lease(
+                            api.clone(),
+                            worker_id.clone(),
+                            lease,
+                            progress,
+                            config.run.clone(),
+                            running.clone(),
+                            session.clone(),
+                        ));
+                    }
+                }
+            }
+        };
+        // Stop: cancel what runs, let the runners report, stop heartbeating.
+        for r in running.lock().expect("lock").values() {
+            r.progress.cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        session.cancel();
+        while tasks.join_next().await.is_some() {}
+        heartbeat.abort();
+        match outcome {
+            Some(e) => {
+                tracing::warn!(error = %e, "coordinator does not know this worker (state reset?); registering again");
+                continue 'register;
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn heartbeat_loop(
+    api: Arc<dyn CoordinatorApi>,
+    worker_id: String,
+    running: RunningMap,
+    every: Duration,
+    session: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = session.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let progress: Vec<pb::TaskProgress> = running
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(&task_id, r)| pb::TaskProgress {
+                task_id,
+                attempt: r.attempt,
+                docs: r.progress.docs.load(std::sync::atomic::Ordering::Relaxed),
+                bytes: r.progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect();
+        match api.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), running: progress }).await {
+            Ok(r) => {
+                let map = running.lock().expect("lock");
+                for c in r.cancel {
+                    if let Some(run) = map.get(&c.task_id).filter(|run| run.attempt == c.attempt) {
+                        tracing::info!(task_id = c.task_id, attempt = c.attempt, "coordinator cancelled the attempt");
+                        run.progress.cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(e) if e.code == ErrorCode::FailedPrecondition => {
+                tracing::warn!(error = %e, "heartbeat refused");
+                session.cancel();
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+async fn run_lease(
+    api: Arc<dyn CoordinatorApi>,
+    worker_id: String,
+    lease: pb::TaskLease,
+    progress: Arc<TaskProgress>,
+    run: RunOptions,
+    running: RunningMap,
+    session: CancellationToken,
+) {
+    let span = tracing::info_span!("task", task_id = lease.task_id, attempt = lease.attempt, job_id = %lease.job_id);
+    run_lease_inner(api, worker_id, lease, progress, run, running, session).instrument(span).await
+}
+
+async fn run_lease_inner(
+    api: Arc<dyn CoordinatorApi>,
+    worker_id: String,
+    lease: pb::TaskLease,
+    progress: Arc<TaskProgress>,
+    run: RunOptions,
+    running: RunningMap,
+    session: CancellationToken,
+) {
+    let outcome = execute(&lease, progress.clone(), run).await;
+    running.lock().expect("lock").remove(&lease.task_id);
+    if progress.cancelled.load(std::sync::atomic::Ordering::Relaxed) && outcome.is_err() {
+        tracing::info!("attempt stopped");
+        return; // the coordinator already moved on; its lease expires or was revoked
+    }
+    let outcome = match outcome {
+        Ok(result) => Outcome::Success(result),
+        Err((error, retryable)) => {
+            tracing::warn!(%error, retryable, "task attempt failed");
+            Outcome::Failure(pb::TaskFailure { error, retryable })
+        }
+    };
+    let req = pb::ReportTaskRequest { worker_id, task_id: lease.task_id, attempt: lease.attempt, outcome: Some(outcome) };
+    // A report must get through: retry through coordinator restarts (the parent token, not the
+    // session, bounds it, so a worker shutting down still tries).
+    let stop = session.clone();
+    match retry(&stop, "report", || api.report_task(req.clone())).await {
+        Some(Ok(r)) => tracing::debug!(disposition = %r.disposition, "reported"),
+        Some(Err(e)) => tracing::warn!(error = %e, "report refused"),
+        None => tracing::warn!("shut down before the report got through; the lease will expire"),
+    }
+}
+
+/// Runs a leased task; errors carry whether a retry can help.
+async fn execute(lease: &pb::TaskLease, progress: Arc<TaskProgress>, run: RunOptions) -> Result<String, (String, bool)> {
+    match lease.kind.as_str() {
+        SHARD_TASK_KIND => {
+            let task: ShardTask = serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))?;
+            let result = run_shard_task(task, &lease.job_id, lease.attempt, progress, run)
+                .await
+                .map_err(|e| (e.to_string(), e.is_retryable()))?;
+            Ok(serde_json::to_string(&result).expect("result serializes"))
+        }
+        NOOP_TASK_KIND => Ok("{}".into()),
+        other => Err((format!("this worker cannot run tasks of kind `{other}` (it runs: {SHARD_TASK_KIND}, {NOOP_TASK_KIND})"), false)),
+    }
+}

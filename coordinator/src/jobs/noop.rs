@@ -1,0 +1,52 @@
+//! The `noop` job kind: `tasks = N` (TOML) plans N tasks that do nothing but round-trip the
+//! protocol. Used by `lehr bench coordinator` and to smoke-test a cluster's plumbing.
+
+use async_trait::async_trait;
+
+use super::{JobError, JobKind, PlannedJob};
+use crate::scheduler::{Job, NewTask, StageDef, Task, TaskStats};
+
+pub const NOOP_TASK_KIND: &str = "noop.task";
+
+pub struct NoopKind;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoopSpec {
+    tasks: u32,
+}
+
+#[async_trait]
+impl JobKind for NoopKind {
+    fn name(&self) -> &'static str {
+        "noop"
+    }
+
+    async fn plan(&self, _job_id: &str, name: &str, spec: &str, _base_dir: &str) -> Result<PlannedJob, JobError> {
+        let spec: NoopSpec = toml::from_str(spec).map_err(|e| JobError::Invalid(format!("invalid noop spec: {e}")))?;
+        Ok(PlannedJob {
+            name: if name.is_empty() { "noop".into() } else { name.into() },
+            output: String::new(),
+            stages: vec![StageDef { name: "noop".into(), depends_on: vec![] }],
+            tasks: (0..spec.tasks)
+                .map(|i| NewTask { stage: 0, index: i, kind: NOOP_TASK_KIND.into(), payload: "{}".into(), shard: format!("noop {i}") })
+                .collect(),
+        })
+    }
+
+    fn stats(&self, _task: &Task, _result: &str) -> Result<TaskStats, String> {
+        Ok(TaskStats::default())
+    }
+
+    async fn promote(&self, _job: &Job, _task: &Task) -> Result<(), JobError> {
+        Ok(())
+    }
+
+    async fn discard(&self, _job: &Job, _task: &Task, _attempt: u32) -> Result<(), JobError> {
+        Ok(())
+    }
+
+    async fn finalize(&self, _job: &Job, _tasks: &[Task]) -> Result<(), JobError> {
+        Ok(())
+    }
+}

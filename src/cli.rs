@@ -1,0 +1,234 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "lehr", version, about = "Bilingual corpora to trained small language models, stage by stage")]
+pub struct Cli {
+    /// Log filter (RUST_LOG syntax), e.g. `info` or `lehr_coordinator=debug`.
+    #[arg(long, global = true, env = "LEHR_LOG")]
+    pub log: Option<String>,
+    /// Log as JSON lines (for log collectors).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a local cluster: a coordinator and N worker processes, until interrupted.
+    Up(UpArgs),
+    /// Run the coordinator (gRPC service, durable state, status page).
+    Coordinator(CoordinatorArgs),
+    /// Run a data worker against a coordinator.
+    Worker(WorkerArgs),
+    /// Corpus jobs: write a starter spec, build a corpus.
+    #[command(subcommand)]
+    Corpus(CorpusCommand),
+    /// Show jobs, or one job with its stages, shards, attempts; and workers.
+    Status(StatusArgs),
+    /// Cancel a job.
+    Cancel(CancelArgs),
+    /// Measure the coordinator and the pipeline (figures for docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Training (needs a build with `--features train`).
+    #[command(subcommand)]
+    Train(TrainCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuthArgs {
+    /// File holding the shared token (also: LEHR_TOKEN). Never logged.
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Directory of the coordinator's durable state.
+    #[arg(long, default_value = ".lehr/state")]
+    pub state: PathBuf,
+    /// gRPC address.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// HTTP status page address (`none` to disable).
+    #[arg(long, default_value = "127.0.0.1:7071")]
+    pub http: String,
+    /// Lease time-to-live: a worker silent this long loses its tasks.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub lease_ttl: std::time::Duration,
+    /// Attempts per task before its job fails.
+    #[arg(long, default_value_t = 4)]
+    pub max_attempts: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Worker processes to start.
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+    /// Task slots per worker.
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Coordinator URL.
+    #[arg(long, env = "LEHR_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    pub coordinator: String,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
+    /// Name shown in status (default host:pid).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CorpusCommand {
+    /// Print a commented starter pipeline spec for these inputs.
+    Init(CorpusInitArgs),
+    /// Run a pipeline spec: on a coordinator, or embedded with local workers.
+    Build(CorpusBuildArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CorpusInitArgs {
+    /// Input paths, directories, globs or URLs.
+    #[arg(long = "input", required = true, num_args = 1..)]
+    pub inputs: Vec<String>,
+    /// Output directory or URL.
+    #[arg(long)]
+    pub output: String,
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CorpusBuildArgs {
+    /// The pipeline spec (TOML).
+    pub spec: PathBuf,
+    /// Submit to this coordinator instead of running an embedded one.
+    #[arg(long, env = "LEHR_COORDINATOR")]
+    pub coordinator: Option<String>,
+    /// Embedded mode: local workers (default: CPU count).
+    #[arg(long)]
+    pub workers: Option<u32>,
+    /// Embedded mode: keep the coordinator state here (default: a temporary directory).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Submit and print the job id without waiting.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the final report as JSON (no progress bars).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// A job id; without it, every job and worker.
+    pub job: Option<String>,
+    #[arg(long, env = "LEHR_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    pub coordinator: String,
+    /// Also list the job's shards and their attempts.
+    #[arg(long)]
+    pub tasks: bool,
+    /// Wait until the job ends; the exit code tells how it ended.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    pub job: String,
+    #[arg(long, env = "LEHR_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    pub coordinator: String,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Lease throughput: tasks leased and committed per second with many simulated workers.
+    Coordinator(BenchCoordinatorArgs),
+    /// End-to-end read → normalize → write throughput per worker.
+    Pipeline(BenchPipelineArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchCoordinatorArgs {
+    #[arg(long, default_value_t = 20_000)]
+    pub tasks: u32,
+    #[arg(long, default_value_t = 64)]
+    pub workers: u32,
+    /// Also measure through gRPC on loopback.
+    #[arg(long)]
+    pub grpc: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchPipelineArgs {
+    /// Input files or globs (default: the sample corpus in examples/data).
+    #[arg(long = "input")]
+    pub inputs: Vec<String>,
+    /// Workers (in-process, one slot each).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    #[arg(long, default_value = "8MiB")]
+    pub split_size: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrainCommand {
+    /// Checks libtorch: a tiny forward/backward on CPU (and CUDA when present).
+    Smoke(TrainSmokeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainSmokeArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 30s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit in `{s}` (ms, s, m, h)")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}

@@ -1,0 +1,142 @@
+//! `lehr bench coordinator` and `lehr bench pipeline`: figures for docs/benchmarks.md.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use lehr_coordinator::{CoordinatorConfig, SchedulerConfig};
+use lehr_proto::pb::{self, report_task_request::Outcome};
+use lehr_proto::{CoordinatorApi, GrpcCoordinatorClient};
+use tokio_util::sync::CancellationToken;
+
+use super::{CmdResult, Failure, EXIT_OK};
+use crate::cli::{BenchCommand, BenchCoordinatorArgs, BenchPipelineArgs};
+use crate::progress::human_bytes;
+
+pub async fn run(cmd: BenchCommand) -> CmdResult {
+    match cmd {
+        BenchCommand::Coordinator(a) => coordinator(a).await,
+        BenchCommand::Pipeline(a) => pipeline(a).await,
+    }
+}
+
+async fn start_embedded(listen: bool, shutdown: &CancellationToken) -> Result<(lehr_coordinator::RunningCoordinator, tempfile::TempDir), Failure> {
+    let dir = tempfile::tempdir().context("no temporary directory")?;
+    let config = CoordinatorConfig {
+        state_dir: dir.path().to_path_buf(),
+        listen: listen.then(|| "127.0.0.1:0".parse().expect("addr")),
+        http_listen: None,
+        token: None,
+        scheduler: SchedulerConfig::default(),
+    };
+    let running = lehr_coordinator::start(config, shutdown.clone()).await.map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
+    Ok((running, dir))
+}
+
+/// Simulated workers lease one task at a time and report it done at once.
+async fn drive(api: Arc<dyn CoordinatorApi>, tasks: u32, workers: u32) -> Result<f64, Failure> {
+    let job = api
+        .submit_job(pb::SubmitJobRequest { kind: "noop".into(), name: "bench".into(), spec: format!("tasks = {tasks}"), base_dir: String::new() })
+        .await?;
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..workers {
+        let api = api.clone();
+        set.spawn(async move {
+            let id = api.register_worker(pb::RegisterWorkerRequest { name: format!("sim-{i}"), slots: 1 }).await?.worker_id;
+            loop {
+                let leases = api.lease_tasks(pb::LeaseTasksRequest { worker_id: id.clone(), max_tasks: 1, wait_ms: 0 }).await?.leases;
+                if leases.is_empty() {
+                    return Ok::<_, lehr_proto::ApiError>(());
+                }
+                for l in leases {
+                    api.report_task(pb::ReportTaskRequest { worker_id: id.clone(), task_id: l.task_id, attempt: l.attempt, outcome: Some(Outcome::Success("{}".into())) })
+                        .await?;
+                }
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.context("simulated worker panicked")??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let status = api.get_job(pb::GetJobRequest { job_id: job.job_id, include_tasks: false }).await?.job.expect("job");
+    let committed: u32 = status.stages.iter().map(|s| s.tasks_committed).sum();
+    if committed != tasks {
+        return Err(anyhow::anyhow!("only {committed} of {tasks} tasks committed").into());
+    }
+    Ok(tasks as f64 / secs)
+}
+
+async fn coordinator(args: BenchCoordinatorArgs) -> CmdResult {
+    let shutdown = CancellationToken::new();
+    let (running, _dir) = start_embedded(args.grpc, &shutdown).await?;
+    let in_process = drive(running.api.clone(), args.tasks, args.workers).await?;
+    let grpc = match running.grpc_addr {
+        Some(addr) => {
+            let client: Arc<dyn CoordinatorApi> = Arc::new(GrpcCoordinatorClient::new(&format!("http://{addr}"), None)?);
+            Some(drive(client, args.tasks, args.workers).await?)
+        }
+        None => None,
+    };
+    shutdown.cancel();
+    if args.json {
+        println!("{}", serde_json::json!({"tasks": args.tasks, "workers": args.workers, "in_process_tasks_per_s": in_process, "grpc_tasks_per_s": grpc}));
+    } else {
+        println!("coordinator: {} tasks, {} simulated workers, lease + commit each (SQLite WAL, one transaction per decision)", args.tasks, args.workers);
+        println!("  in-process: {in_process:.0} tasks/s");
+        if let Some(g) = grpc {
+            println!("  gRPC over loopback: {g:.0} tasks/s");
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
+    let inputs = if args.inputs.is_empty() { vec!["examples/data/*.jsonl".to_string()] } else { args.inputs.clone() };
+    let cwd = std::env::current_dir().context("no current directory")?;
+    let files = lehr_pipeline::plan::list_inputs(
+        &inputs.iter().map(|p| lehr_pipeline::store::absolutize(p, &cwd)).collect::<Vec<_>>(),
+    )
+    .await
+    .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    let input_bytes: u64 = files.iter().map(|f| f.size).sum();
+    let out = tempfile::tempdir().context("no temporary directory")?;
+    let spec = format!(
+        "version = 1\nname = \"bench\"\n[input]\npaths = {paths:?}\nsplit-size = {split:?}\n[[stage]]\ntype = \"normalize\"\n[[stage]]\ntype = \"min-length\"\nmin-chars = 50\n[output]\npath = {out:?}\nformats = [\"jsonl.zst\"]\n",
+        paths = inputs,
+        split = args.split_size,
+        out = out.path().join("out").to_string_lossy(),
+    );
+    let shutdown = CancellationToken::new();
+    let (running, _dir) = start_embedded(false, &shutdown).await?;
+    let api: Arc<dyn CoordinatorApi> = running.api.clone();
+    let mut workers = tokio::task::JoinSet::new();
+    for i in 0..args.workers.max(1) {
+        let config = lehr_worker::WorkerConfig { name: format!("bench-{i}"), slots: 1, run: Default::default() };
+        workers.spawn(lehr_worker::start(config, api.clone(), shutdown.child_token()));
+    }
+    let start = Instant::now();
+    let job = api
+        .submit_job(pb::SubmitJobRequest { kind: "corpus".into(), name: "bench".into(), spec, base_dir: cwd.to_string_lossy().to_string() })
+        .await?;
+    let status = crate::progress::follow(&api, &job.job_id, true).await?;
+    let secs = start.elapsed().as_secs_f64();
+    shutdown.cancel();
+    if status.state != "succeeded" {
+        return Err(anyhow::anyhow!("bench job {}: {}", status.state, status.error).into());
+    }
+    let docs: u64 = status.stages.iter().map(|s| s.docs_in).sum();
+    let mbps = input_bytes as f64 / secs / 1e6;
+    if args.json {
+        println!("{}", serde_json::json!({"input_bytes": input_bytes, "docs": docs, "workers": args.workers, "seconds": secs, "mb_per_s": mbps, "mb_per_s_per_worker": mbps / args.workers.max(1) as f64}));
+    } else {
+        println!(
+            "pipeline read → normalize → min-length → write jsonl.zst: {} in {docs} docs, {} workers: {secs:.2}s, {mbps:.1} MB/s ({:.1} MB/s per worker)",
+            human_bytes(input_bytes as f64),
+            args.workers,
+            mbps / args.workers.max(1) as f64
+        );
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,125 @@
+//! `lehr up`, `lehr coordinator`, `lehr worker`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use lehr_coordinator::{CoordinatorConfig, SchedulerConfig};
+use lehr_pipeline::task::RunOptions;
+use lehr_worker::WorkerConfig;
+use tokio_util::sync::CancellationToken;
+
+use super::{connect, interrupted, token, CmdResult, Failure, EXIT_OK};
+use crate::cli::{CoordinatorArgs, ServeArgs, UpArgs, WorkerArgs};
+
+fn coordinator_config(serve: &ServeArgs, token: Option<String>) -> Result<CoordinatorConfig, Failure> {
+    let http_listen = match serve.http.as_str() {
+        "" | "none" | "off" => None,
+        s => Some(s.parse().map_err(|e| Failure::usage(anyhow::anyhow!("--http `{s}`: {e} (HOST:PORT or none)")))?),
+    };
+    Ok(CoordinatorConfig {
+        state_dir: serve.state.clone(),
+        listen: Some(serve.listen),
+        http_listen,
+        token,
+        scheduler: SchedulerConfig { lease_ttl_ms: serve.lease_ttl.as_millis() as i64, max_attempts: serve.max_attempts.max(1) },
+    })
+}
+
+async fn start_coordinator(serve: &ServeArgs, token: Option<String>, shutdown: CancellationToken) -> Result<lehr_coordinator::RunningCoordinator, Failure> {
+    let config = coordinator_config(serve, token)?;
+    lehr_coordinator::start(config, shutdown).await.map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))
+}
+
+pub async fn coordinator(args: CoordinatorArgs) -> CmdResult {
+    let shutdown = CancellationToken::new();
+    let mut running = start_coordinator(&args.serve, token(&args.auth)?, shutdown.clone()).await?;
+    eprintln!(
+        "coordinator on http://{} (status page: {}), state in {}",
+        running.grpc_addr.expect("grpc listens"),
+        running.http_addr.map(|a| format!("http://{a}/")).unwrap_or_else(|| "off".into()),
+        args.serve.state.display()
+    );
+    interrupted().await;
+    shutdown.cancel();
+    while running.tasks.join_next().await.is_some() {}
+    Ok(EXIT_OK)
+}
+
+/// Fault injection for tests: `LEHR_FAULT_SLOW_DOC_US` makes every document take this long.
+pub fn run_options_from_env() -> RunOptions {
+    let slow = std::env::var("LEHR_FAULT_SLOW_DOC_US").ok().and_then(|v| v.parse::<u64>().ok()).filter(|&us| us > 0);
+    RunOptions { slow_per_doc: slow.map(Duration::from_micros) }
+}
+
+pub async fn worker(args: WorkerArgs) -> CmdResult {
+    let api = connect(&args.coordinator, &args.auth)?;
+    let shutdown = CancellationToken::new();
+    let config = WorkerConfig {
+        name: args.name.unwrap_or_else(lehr_worker::default_name),
+        slots: args.slots.max(1),
+        run: run_options_from_env(),
+    };
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        interrupted().await;
+        stop.cancel();
+    });
+    lehr_worker::start(config, api, shutdown).await.map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    Ok(EXIT_OK)
+}
+
+/// Coordinator in this process, workers as child processes (restarted if they die).
+pub async fn up(args: UpArgs) -> CmdResult {
+    let token_value = token(&args.auth)?;
+    let shutdown = CancellationToken::new();
+    let mut running = start_coordinator(&args.serve, token_value.clone(), shutdown.clone()).await?;
+    let url = format!("http://{}", running.grpc_addr.expect("grpc listens"));
+    eprintln!(
+        "lehr up: coordinator {url}, status page {}, state {}, {} workers",
+        running.http_addr.map(|a| format!("http://{a}/")).unwrap_or_else(|| "off".into()),
+        args.serve.state.display(),
+        args.workers
+    );
+    let exe = std::env::current_exe().context("cannot find the lehr executable")?;
+    let mut supervisors = tokio::task::JoinSet::new();
+    for i in 0..args.workers {
+        let (exe, url, token_value, stop) = (exe.clone(), url.clone(), token_value.clone(), shutdown.clone());
+        let slots = args.slots;
+        supervisors.spawn(async move {
+            let mut restarts = 0u32;
+            loop {
+                let mut cmd = tokio::process::Command::new(&exe);
+                cmd.args(["worker", "--coordinator", &url, "--slots", &slots.to_string(), "--name", &format!("local-{i}")]);
+                if let Some(t) = &token_value {
+                    cmd.env("LEHR_TOKEN", t);
+                }
+                cmd.kill_on_drop(true);
+                let mut child = match cmd.spawn() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a worker process");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                        return;
+                    }
+                    status = child.wait() => {
+                        restarts += 1;
+                        tracing::warn!(worker = i, ?status, restarts, "worker process exited; restarting");
+                        tokio::time::sleep(Duration::from_millis(500 * restarts.min(10) as u64)).await;
+                    }
+                }
+            }
+        });
+    }
+    interrupted().await;
+    eprintln!("lehr up: stopping");
+    shutdown.cancel();
+    while supervisors.join_next().await.is_some() {}
+    while running.tasks.join_next().await.is_some() {}
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,170 @@
+//! `lehr corpus init` and `lehr corpus build`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use lehr_coordinator::{CoordinatorConfig, SchedulerConfig};
+use lehr_pipeline::manifest::{Manifest, MANIFEST_NAME, REJECTS_NAME};
+use lehr_pipeline::PipelineSpec;
+use lehr_proto::pb::{CancelJobRequest, JobStatus, SubmitJobRequest};
+use lehr_proto::CoordinatorApi;
+use tokio_util::sync::CancellationToken;
+
+use super::cluster::run_options_from_env;
+use super::{connect, interrupted, CmdResult, Failure, EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK};
+use crate::cli::{CorpusBuildArgs, CorpusCommand, CorpusInitArgs};
+use crate::progress::{follow, human_bytes};
+
+pub async fn run(cmd: CorpusCommand) -> CmdResult {
+    match cmd {
+        CorpusCommand::Init(a) => init(a),
+        CorpusCommand::Build(a) => build(a).await,
+    }
+}
+
+fn init(args: CorpusInitArgs) -> CmdResult {
+    print!("{}", lehr_pipeline::starter::starter_spec(&args.inputs, &args.output, args.name.as_deref()));
+    Ok(EXIT_OK)
+}
+
+async fn build(args: CorpusBuildArgs) -> CmdResult {
+    let spec_text = std::fs::read_to_string(&args.spec)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("cannot read {}: {e}", args.spec.display())))?;
+    // Validate here first: the same errors the coordinator would give, without a round trip.
+    let spec = PipelineSpec::from_toml(&spec_text)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", args.spec.display())))?;
+    let base_dir = std::env::current_dir().context("no current directory")?;
+    let request = SubmitJobRequest {
+        kind: "corpus".into(),
+        name: spec.name.clone().unwrap_or_default(),
+        spec: spec_text,
+        base_dir: base_dir.to_string_lossy().to_string(),
+    };
+
+    let shutdown = CancellationToken::new();
+    let mut _tempdir = None;
+    let mut embedded = None;
+    let api: Arc<dyn CoordinatorApi> = match &args.coordinator {
+        Some(url) => connect(url, &args.auth)?,
+        None => {
+            let state_dir = match &args.state {
+                Some(d) => d.clone(),
+                None => {
+                    let t = tempfile::Builder::new().prefix("lehr-state-").tempdir().context("no temporary directory")?;
+                    let p = t.path().to_path_buf();
+                    _tempdir = Some(t);
+                    p
+                }
+            };
+            let config = CoordinatorConfig {
+                state_dir,
+                listen: None,
+                http_listen: None,
+                token: None,
+                scheduler: SchedulerConfig::default(),
+            };
+            let running = lehr_coordinator::start(config, shutdown.clone())
+                .await
+                .map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
+            let api: Arc<dyn CoordinatorApi> = running.api.clone();
+            let n = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)).max(1);
+            let mut workers = tokio::task::JoinSet::new();
+            for i in 0..n {
+                let config = lehr_worker::WorkerConfig { name: format!("embedded-{i}"), slots: 1, run: run_options_from_env() };
+                workers.spawn(lehr_worker::start(config, api.clone(), shutdown.child_token()));
+            }
+            embedded = Some((running, workers));
+            api
+        }
+    };
+
+    let started = Instant::now();
+    let submitted = api.submit_job(request).await?;
+    if args.detach {
+        if args.json {
+            println!("{}", serde_json::json!({"job_id": submitted.job_id, "tasks": submitted.tasks}));
+        } else {
+            println!("{}", submitted.job_id);
+        }
+        return Ok(EXIT_OK);
+    }
+    if !args.json {
+        eprintln!("job {} submitted: {} shards", submitted.job_id, submitted.tasks);
+    }
+    let job = tokio::select! {
+        r = follow(&api, &submitted.job_id, args.json) => r?,
+        _ = interrupted() => {
+            if embedded.is_some() {
+                let _ = api.cancel_job(CancelJobRequest { job_id: submitted.job_id.clone() }).await;
+                eprintln!("interrupted: job {} cancelled", submitted.job_id);
+            } else {
+                eprintln!("interrupted: job {} goes on; follow it with `lehr status {} --wait`", submitted.job_id, submitted.job_id);
+            }
+            return Ok(EXIT_INTERRUPTED);
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some((mut running, mut workers)) = embedded.take() {
+        shutdown.cancel();
+        while workers.join_next().await.is_some() {}
+        while running.tasks.join_next().await.is_some() {}
+    }
+    report(&job, elapsed, args.json).await
+}
+
+async fn read_manifest(output: &str) -> Option<Manifest> {
+    let loc = lehr_pipeline::store::resolve(output).ok()?;
+    let bytes = loc.get(MANIFEST_NAME).await.ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub async fn report(job: &JobStatus, elapsed: f64, json: bool) -> CmdResult {
+    let manifest = if job.state == "succeeded" { read_manifest(&job.output).await } else { None };
+    if json {
+        let v = serde_json::json!({"job": job, "elapsed_s": elapsed, "manifest": manifest});
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        print_summary(job, elapsed, manifest.as_ref());
+    }
+    Ok(if job.state == "succeeded" { EXIT_OK } else { EXIT_JOB_FAILED })
+}
+
+fn print_summary(job: &JobStatus, elapsed: f64, manifest: Option<&Manifest>) {
+    println!("job {} ({}) {} in {:.1}s", job.job_id, job.name, job.state, elapsed);
+    if !job.error.is_empty() {
+        println!("error: {}", job.error);
+    }
+    let Some(m) = manifest else { return };
+    let t = &m.totals;
+    println!(
+        "read {} docs ({} of text) from {} input files in {} shards: {:.0} docs/s, {}/s",
+        t.docs_read,
+        human_bytes(t.text_bytes_read as f64),
+        m.inputs.len(),
+        t.shards,
+        t.docs_read as f64 / elapsed.max(1e-3),
+        human_bytes(t.text_bytes_read as f64 / elapsed.max(1e-3)),
+    );
+    println!("{:<12} {:>10} {:>10} {:>10}  dropped by rule", "stage", "in", "kept", "dropped");
+    for s in &m.stages {
+        let rules: Vec<String> = s.dropped_by_rule.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!("{:<12} {:>10} {:>10} {:>10}  {}", s.name, s.docs_in, s.kept, s.dropped, rules.join(", "));
+    }
+    println!(
+        "wrote {} docs in {} files ({}) to {}",
+        t.docs_written,
+        t.files,
+        human_bytes(t.file_bytes as f64),
+        job.output
+    );
+    if t.bad_records > 0 {
+        println!("{} bad records skipped; each with file, line and reason in {}/{REJECTS_NAME}", t.bad_records, job.output);
+    }
+    for s in &m.skipped_files {
+        println!("skipped unreadable file {}: {}", s.file, s.reason);
+    }
+    for w in &m.warnings {
+        println!("warning: {w}");
+    }
+}

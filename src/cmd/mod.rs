@@ -1,0 +1,129 @@
+mod bench;
+mod cluster;
+mod corpus;
+mod status;
+mod train;
+
+use std::sync::Arc;
+
+use lehr_proto::{ApiError, CoordinatorApi, ErrorCode, GrpcCoordinatorClient};
+
+use crate::cli::{AuthArgs, Cli, Command};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_JOB_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_UNAVAILABLE: i32 = 3;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// An error with the exit code it means.
+pub struct Failure {
+    pub code: i32,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn usage(e: impl Into<anyhow::Error>) -> Self {
+        Failure { code: EXIT_USAGE, error: e.into() }
+    }
+    pub fn unavailable(e: impl Into<anyhow::Error>) -> Self {
+        Failure { code: EXIT_UNAVAILABLE, error: e.into() }
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        let code = match e.code {
+            ErrorCode::InvalidArgument | ErrorCode::NotFound | ErrorCode::Unauthenticated => EXIT_USAGE,
+            ErrorCode::Unavailable => EXIT_UNAVAILABLE,
+            _ => EXIT_JOB_FAILED,
+        };
+        let hint = match e.code {
+            ErrorCode::Unavailable => " (is the coordinator running? start one with `lehr up` or `lehr coordinator`)",
+            ErrorCode::Unauthenticated => " (pass the coordinator's token with --token-file or LEHR_TOKEN)",
+            _ => "",
+        };
+        Failure { code, error: anyhow::anyhow!("{}{hint}", e.message) }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure { code: EXIT_JOB_FAILED, error }
+    }
+}
+
+pub type CmdResult = Result<i32, Failure>;
+
+fn init_tracing(cli: &Cli, default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| default.to_string());
+    let builder = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter)).with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The shared token from `--token-file` or `LEHR_TOKEN`.
+pub fn token(auth: &AuthArgs) -> Result<Option<String>, Failure> {
+    if let Some(path) = &auth.token_file {
+        return lehr_proto::read_token_file(path)
+            .map(Some)
+            .map_err(|e| Failure::usage(anyhow::anyhow!("cannot read token file {}: {e}", path.display())));
+    }
+    Ok(std::env::var("LEHR_TOKEN").ok().filter(|t| !t.trim().is_empty()).map(|t| t.trim().to_string()))
+}
+
+pub fn connect(url: &str, auth: &AuthArgs) -> Result<Arc<dyn CoordinatorApi>, Failure> {
+    let token = token(auth)?;
+    Ok(Arc::new(GrpcCoordinatorClient::new(url, token.as_deref())?))
+}
+
+pub async fn run(cli: Cli) -> i32 {
+    let default_log = match &cli.command {
+        Command::Up(_) | Command::Coordinator(_) | Command::Worker(_) => "info",
+        _ => "warn",
+    };
+    init_tracing(&cli, default_log);
+    let result = match cli.command {
+        Command::Up(a) => cluster::up(a).await,
+        Command::Coordinator(a) => cluster::coordinator(a).await,
+        Command::Worker(a) => cluster::worker(a).await,
+        Command::Corpus(c) => corpus::run(c).await,
+        Command::Status(a) => status::status(a).await,
+        Command::Cancel(a) => status::cancel(a).await,
+        Command::Bench(b) => bench::run(b).await,
+        Command::Train(t) => train::run(t).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            f.code
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn interrupted() {
+    let term = async {
+        #[cfg(unix)]
+        {
+            if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                s.recv().await;
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,89 @@
+//! Following a job: a progress bar (shards done/total, docs/s, MB/s) on a terminal, quiet
+//! otherwise, until the job ends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lehr_proto::pb::{GetJobRequest, JobStatus};
+use lehr_proto::{ApiError, CoordinatorApi};
+
+pub fn is_terminal_state(state: &str) -> bool {
+    matches!(state, "succeeded" | "failed" | "cancelled")
+}
+
+/// Documents and text bytes read so far (committed shards plus running ones).
+pub fn processed(job: &JobStatus) -> (u64, u64) {
+    let docs: u64 = job.stages.iter().map(|s| s.docs_in).sum::<u64>() + job.running_docs;
+    let bytes: u64 = job.stages.iter().map(|s| s.bytes_in).sum::<u64>() + job.running_bytes;
+    (docs, bytes)
+}
+
+pub fn human_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} {}", UNITS[i])
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// Polls the job until it ends; draws a bar unless `quiet`. Transient errors (coordinator
+/// restarting) are waited out.
+pub async fn follow(api: &Arc<dyn CoordinatorApi>, job_id: &str, quiet: bool) -> Result<JobStatus, ApiError> {
+    let bar = if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} shards  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    let mut unavailable_since: Option<Instant> = None;
+    loop {
+        let job = match api.get_job(GetJobRequest { job_id: job_id.to_string(), include_tasks: false }).await {
+            Ok(r) => {
+                unavailable_since = None;
+                r.job.expect("job status")
+            }
+            Err(e) if e.is_transient() => {
+                let since = *unavailable_since.get_or_insert_with(Instant::now);
+                bar.set_message(format!("coordinator unreachable for {}s, waiting", since.elapsed().as_secs()));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let total: u32 = job.stages.iter().map(|s| s.tasks_total).sum();
+        let done: u32 = job.stages.iter().map(|s| s.tasks_committed).sum();
+        let (docs, bytes) = processed(&job);
+        let secs = start.elapsed().as_secs_f64().max(1e-3);
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(format!(
+            "{:.0} docs/s  {}/s  [{}]",
+            docs as f64 / secs,
+            human_bytes(bytes as f64 / secs),
+            job.state
+        ));
+        if is_terminal_state(&job.state) {
+            bar.finish_and_clear();
+            return Ok(job);
+        }
+        if bar.is_hidden() && !quiet && last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("{}: {done}/{total} shards, {docs} docs", job.job_id);
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
