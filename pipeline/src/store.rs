@@ -42,7 +42,19 @@ pub fn absolutize(s: &str, base_dir: &FsPath) -> String {
     }
     let p = s.strip_prefix("file://").unwrap_or(s);
     let p = FsPath::new(p);
-    let abs = if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+    let joined = if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+    // Lexical normalization (no filesystem access, so globs stay intact): object-store paths
+    // reject `.` and `..` segments.
+    let mut abs = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                abs.pop();
+            }
+            other => abs.push(other.as_os_str()),
+        }
+    }
     let text = abs.to_string_lossy().to_string();
     if text.len() > 1 {
         text.trim_end_matches('/').to_string()
@@ -169,5 +181,20 @@ impl Location {
             let _ = std::fs::remove_dir_all(local.join(rel));
         }
         Ok(keys.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolutize_normalizes_local_paths_and_keeps_urls() {
+        let base = FsPath::new("/work/main");
+        assert_eq!(absolutize("../shared/x/*.jsonl", base), "/work/shared/x/*.jsonl");
+        assert_eq!(absolutize("./data/", base), "/work/main/data");
+        assert_eq!(absolutize("/abs/./a/../b", base), "/abs/b");
+        assert_eq!(absolutize("file:///abs/x", base), "/abs/x");
+        assert_eq!(absolutize("s3://bucket/a/../b/", base), "s3://bucket/a/../b");
     }
 }

@@ -1,0 +1,112 @@
+//! Real processes on 127.0.0.1: a coordinator, worker processes, SIGKILLs in the middle of
+//! shards, and outputs that must equal a 1-worker run's, byte for byte.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const SPLIT: &str = "1MiB";
+/// Per-document delay so shards take long enough to be killed mid-way.
+const SLOW_DOC_US: u64 = 250;
+
+fn reference_run(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let out = dir.join("reference");
+    let spec = write_spec(dir, "reference", &corpus_inputs(), &out, SPLIT, "");
+    let run = lehr().args(["corpus", "build"]).arg(&spec).args(["--workers", "1", "--json"]).output().unwrap();
+    assert!(run.status.success(), "reference run failed: {}", String::from_utf8_lossy(&run.stderr));
+    let report = json_of(&run);
+    assert_eq!(report["job"]["state"], "succeeded");
+    let sums = checksums(&out);
+    assert!(sums.contains_key("manifest.json") && sums.keys().filter(|k| k.starts_with("part-")).count() >= 10, "{sums:?}");
+    sums
+}
+
+fn submit(url: &str, spec: &Path) -> String {
+    let out = lehr().args(["corpus", "build"]).arg(spec).args(["--coordinator", url, "--detach", "--json"]).output().unwrap();
+    assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+    json_of(&out)["job_id"].as_str().unwrap().to_string()
+}
+
+/// A leased task with some progress, on a worker with this name.
+fn busy_task_on(url: &str, job: &str, worker_name: &str) -> Option<u64> {
+    let workers = workers(url);
+    let id = workers.as_array()?.iter().find(|w| w["name"] == worker_name)?["worker_id"].as_str()?.to_string();
+    let status = job_status(url, job)?;
+    status["tasks"].as_array()?.iter().find_map(|t| {
+        (t["state"] == "leased" && t["worker_id"] == id.as_str()).then(|| t["task_id"].as_u64()).flatten()
+    })
+}
+
+fn wait_for_end(url: &str, job: &str) -> Value {
+    wait_until("the job to end", Duration::from_secs(240), || {
+        job_status(url, job).filter(|s| matches!(job_state(s).as_str(), "succeeded" | "failed" | "cancelled"))
+    })
+}
+
+#[test]
+fn worker_sigkilled_mid_shard_job_still_matches_one_worker_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = reference_run(dir.path());
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _coordinator = spawn_coordinator(&dir.path().join("state"), port, "2s");
+    let mut workers: Vec<Proc> = (0..3).map(|i| spawn_worker(&url, &format!("w{i}"), SLOW_DOC_US)).collect();
+    let out = dir.path().join("three");
+    let spec = write_spec(dir.path(), "three", &corpus_inputs(), &out, SPLIT, "");
+    let job = submit(&url, &spec);
+
+    // Kill worker w1 while it holds a shard it has started reading.
+    let victim = wait_until("w1 to be in a shard", Duration::from_secs(60), || busy_task_on(&url, &job, "w1"));
+    std::thread::sleep(Duration::from_millis(150));
+    workers[1].sigkill();
+
+    let status = wait_for_end(&url, &job);
+    assert_eq!(job_state(&status), "succeeded", "{status:#}");
+    let task = status["tasks"].as_array().unwrap().iter().find(|t| t["task_id"] == victim).unwrap();
+    let outcomes: Vec<&str> = task["attempt_log"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert!(outcomes.contains(&"expired") && outcomes.last() == Some(&"committed"), "the killed attempt expired and another committed: {outcomes:?}");
+    assert_eq!(checksums(&out), reference, "3 workers with a crash must write what 1 worker writes");
+}
+
+#[test]
+fn coordinator_sigkilled_and_restarted_mid_job_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = reference_run(dir.path());
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let state = dir.path().join("state");
+    let mut coordinator = spawn_coordinator(&state, port, "3s");
+    let _workers: Vec<Proc> = (0..3).map(|i| spawn_worker(&url, &format!("w{i}"), SLOW_DOC_US)).collect();
+    let out = dir.path().join("restarted");
+    let spec = write_spec(dir.path(), "restarted", &corpus_inputs(), &out, SPLIT, "");
+    let job = submit(&url, &spec);
+
+    // Wait until some shards are committed and others are running, then SIGKILL it.
+    let before = wait_until("a job half done", Duration::from_secs(120), || {
+        let s = job_status(&url, &job)?;
+        let tasks = s["tasks"].as_array()?.clone();
+        let committed = tasks.iter().filter(|t| t["state"] == "committed").count();
+        let leased = tasks.iter().filter(|t| t["state"] == "leased").count();
+        (committed >= 2 && leased >= 1 && committed + 3 < tasks.len()).then_some(tasks)
+    });
+    coordinator.sigkill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _coordinator = spawn_coordinator(&state, port, "3s");
+
+    let status = wait_for_end(&url, &job);
+    assert_eq!(job_state(&status), "succeeded", "{status:#}");
+    // Every shard committed before the kill kept its committed attempt: nothing redone.
+    let after = status["tasks"].as_array().unwrap();
+    for t in before.iter().filter(|t| t["state"] == "committed") {
+        let a = after.iter().find(|x| x["task_id"] == t["task_id"]).unwrap();
+        assert_eq!(a["attempts"], t["attempts"], "task {} ran again after the restart", t["task_id"]);
+        assert_eq!(a["attempt_log"], t["attempt_log"]);
+    }
+    assert_eq!(checksums(&out), reference, "a coordinator crash must not change the output");
+}

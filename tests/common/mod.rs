@@ -1,0 +1,160 @@
+//! Helpers for the process-level tests: the `lehr` binary, free ports, fixture corpora,
+//! output checksums, and JSON from `lehr ... --json`.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub fn lehr() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lehr"));
+    c.env_remove("LEHR_COORDINATOR").env_remove("LEHR_TOKEN").env("LEHR_LOG", "warn");
+    c
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fixture corpora from ../shared when present, else the sample shipped in the repo.
+pub fn corpus_inputs() -> Vec<String> {
+    let shared = repo().join("../shared/fixtures/corpus");
+    if shared.join("en.jsonl").exists() {
+        ["en.jsonl", "zh.jsonl", "ko.jsonl", "en.jsonl.gz", "zh.parquet", "mixed_dirty.jsonl"]
+            .iter()
+            .map(|f| shared.join(f).to_string_lossy().to_string())
+            .collect()
+    } else {
+        vec![repo().join("examples/data/*").to_string_lossy().to_string()]
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes a pipeline spec with these inputs and output.
+pub fn write_spec(dir: &Path, name: &str, inputs: &[String], output: &Path, split: &str, extra_input: &str) -> PathBuf {
+    let spec = format!(
+        "version = 1\nname = \"fixture-corpus\"\n[input]\npaths = {inputs:?}\nsplit-size = {split:?}\n{extra_input}\n\
+         [[stage]]\ntype = \"normalize\"\n[[stage]]\ntype = \"min-length\"\nmin-chars = 20\n\
+         [output]\npath = {out:?}\nformats = [\"jsonl.zst\", \"parquet\"]\n",
+        out = output.to_string_lossy()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
+/// sha256 of every file under `dir` (relative names), except `spec.toml`, which records the
+/// output path and so differs between runs into different directories.
+pub fn checksums(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().to_string();
+                if rel != "spec.toml" {
+                    out.insert(rel, hex::encode(Sha256::digest(std::fs::read(&p).unwrap())));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn sigkill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+/// Starts a coordinator and waits until it answers.
+pub fn spawn_coordinator(state: &Path, port: u16, ttl: &str) -> Proc {
+    let proc = spawn_coordinator_nowait(state, port, ttl);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_until("the coordinator to answer", Duration::from_secs(30), || {
+        lehr().args(["status", "--json", "--coordinator", &url]).output().unwrap().status.success().then_some(())
+    });
+    proc
+}
+
+pub fn spawn_coordinator_nowait(state: &Path, port: u16, ttl: &str) -> Proc {
+    let child = lehr()
+        .args(["coordinator", "--state"])
+        .arg(state)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--http", "none", "--lease-ttl", ttl])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+pub fn spawn_worker(url: &str, name: &str, slow_doc_us: u64) -> Proc {
+    let child = lehr()
+        .args(["worker", "--coordinator", url, "--name", name])
+        .env("LEHR_FAULT_SLOW_DOC_US", slow_doc_us.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// `lehr status JOB --tasks --json`, retrying while the coordinator is down.
+pub fn job_status(url: &str, job: &str) -> Option<Value> {
+    let out = lehr().args(["status", job, "--tasks", "--json", "--coordinator", url]).output().unwrap();
+    if out.stdout.is_empty() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+pub fn workers(url: &str) -> Value {
+    json_of(&lehr().args(["status", "--json", "--coordinator", url]).output().unwrap())["workers"].clone()
+}
+
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn job_state(status: &Value) -> String {
+    status["job"]["state"].as_str().unwrap_or_default().to_string()
+}
