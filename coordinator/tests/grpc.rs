@@ -1,0 +1,126 @@
+//! The gRPC face on loopback: the shared token, unknown job kinds, oversized messages, and a
+//! whole noop job driven through the real client.
+
+use std::sync::Arc;
+
+use lehr_coordinator::{start, CoordinatorConfig, SchedulerConfig};
+use lehr_proto::pb::{self, report_task_request::Outcome};
+use lehr_proto::{CoordinatorApi, ErrorCode, GrpcCoordinatorClient};
+use tokio_util::sync::CancellationToken;
+
+async fn serve(token: Option<&str>) -> (String, CancellationToken, (tempfile::TempDir, lehr_coordinator::RunningCoordinator)) {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = CoordinatorConfig {
+        state_dir: dir.path().to_path_buf(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        http_listen: None,
+        token: token.map(str::to_string),
+        scheduler: SchedulerConfig::default(),
+    };
+    let running = start(config, shutdown.clone()).await.unwrap();
+    // keep `running` alive: dropping its JoinSet would stop the server
+    (format!("http://{}", running.grpc_addr.unwrap()), shutdown, (dir, running))
+}
+
+fn client(url: &str, token: Option<&str>) -> Arc<dyn CoordinatorApi> {
+    Arc::new(GrpcCoordinatorClient::new(url, token).unwrap())
+}
+
+#[tokio::test]
+async fn token_is_required_and_checked() {
+    let (url, stop, _dir) = serve(Some("s3cret-token")).await;
+    let err = client(&url, None).list_jobs(pb::ListJobsRequest {}).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unauthenticated);
+    assert!(err.message.contains("requires a token"), "{}", err.message);
+    let err = client(&url, Some("wrong")).list_jobs(pb::ListJobsRequest {}).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unauthenticated);
+    assert!(!err.message.contains("s3cret"), "the token never appears in errors");
+    assert!(client(&url, Some("s3cret-token")).list_jobs(pb::ListJobsRequest {}).await.is_ok());
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn unknown_kinds_and_oversized_messages_are_rejected_clearly() {
+    let (url, stop, _dir) = serve(None).await;
+    let api = client(&url, None);
+    let err = api
+        .submit_job(pb::SubmitJobRequest { kind: "dedupe".into(), name: String::new(), spec: String::new(), base_dir: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(err.message.contains("unknown job kind `dedupe`") && err.message.contains("corpus"), "{}", err.message);
+
+    // A 2 MiB spec passes the transport but not the spec limit.
+    let big = "#".repeat(2 << 20);
+    let err = api
+        .submit_job(pb::SubmitJobRequest { kind: "corpus".into(), name: String::new(), spec: big, base_dir: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(err.message.contains("limit"), "{}", err.message);
+
+    // A 20 MiB message is refused by the server's transport (a client allowed to send it).
+    let mut raw = pb::coordinator_client::CoordinatorClient::connect(url.clone())
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 << 20);
+    let huge = "x".repeat(20 << 20);
+    let status = raw
+        .submit_job(pb::SubmitJobRequest { kind: "corpus".into(), name: String::new(), spec: huge, base_dir: String::new() })
+        .await
+        .unwrap_err();
+    assert!(status.message().contains("message length too large"), "{status:?}");
+
+    // A bad spec names its key.
+    let err = api
+        .submit_job(pb::SubmitJobRequest {
+            kind: "corpus".into(),
+            name: String::new(),
+            spec: "version = 1\n[input]\npaths = [\"x.jsonl\"]\nsplit-sise = 5\n[output]\npath = \"o\"\n".into(),
+            base_dir: "/".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("split-sise"), "{}", err.message);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_job_runs_through_grpc_with_idempotent_commits() {
+    let (url, stop, _dir) = serve(None).await;
+    let api = client(&url, None);
+    let job = api
+        .submit_job(pb::SubmitJobRequest { kind: "noop".into(), name: "n".into(), spec: "tasks = 5".into(), base_dir: String::new() })
+        .await
+        .unwrap();
+    assert_eq!(job.tasks, 5);
+    let w = api.register_worker(pb::RegisterWorkerRequest { name: "t".into(), slots: 8 }).await.unwrap().worker_id;
+    let leases = api.lease_tasks(pb::LeaseTasksRequest { worker_id: w.clone(), max_tasks: 8, wait_ms: 0 }).await.unwrap().leases;
+    assert_eq!(leases.len(), 5);
+    for l in &leases {
+        for _ in 0..2 {
+            let r = api
+                .report_task(pb::ReportTaskRequest { worker_id: w.clone(), task_id: l.task_id, attempt: l.attempt, outcome: Some(Outcome::Success("{}".into())) })
+                .await
+                .unwrap();
+            assert_eq!(r.disposition, "committed", "the same attempt reporting twice stays committed");
+        }
+    }
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = api.get_job(pb::GetJobRequest { job_id: job.job_id.clone(), include_tasks: false }).await.unwrap().job.unwrap().state;
+        if state == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, "succeeded");
+    // A late report for a finished job changes nothing.
+    let r = api
+        .report_task(pb::ReportTaskRequest { worker_id: w, task_id: leases[0].task_id, attempt: 9, outcome: Some(Outcome::Success("{}".into())) })
+        .await
+        .unwrap();
+    assert_eq!(r.disposition, "duplicate");
+    stop.cancel();
+}
