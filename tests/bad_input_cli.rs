@@ -39,11 +39,19 @@ fn bad_records_are_reported_and_good_ones_kept() {
     let mut want_docs = 0;
     let mut want_bad = BTreeSet::new();
     for (name, exp) in &expected {
-        if name == "huge_single_line.jsonl" || ["wrong_schema.parquet", "text_is_int.parquet", "not_json.txt.jsonl"].contains(&name.as_str()) {
+        if name == "huge_single_line.jsonl"
+            || ["wrong_schema.parquet", "text_is_int.parquet", "not_json.txt.jsonl"].contains(&name.as_str())
+        {
             continue;
         }
-        let good = exp.get("good").or_else(|| exp.get("good_complete_lines_recoverable")).and_then(Value::as_u64).unwrap();
-        let policy = exp.get("policy_dependent_lines").or_else(|| exp.get("policy_dependent_rows")).and_then(Value::as_object).map(|m| m.len() as u64).unwrap_or(0);
+        let good =
+            exp.get("good").or_else(|| exp.get("good_complete_lines_recoverable")).and_then(Value::as_u64).unwrap();
+        let policy = exp
+            .get("policy_dependent_lines")
+            .or_else(|| exp.get("policy_dependent_rows"))
+            .and_then(Value::as_object)
+            .map(|m| m.len() as u64)
+            .unwrap_or(0);
         want_docs += good + policy;
         for l in exp.get("bad_lines").or_else(|| exp.get("bad_rows")).and_then(Value::as_array).into_iter().flatten() {
             want_bad.insert((name.clone(), l.as_u64().unwrap()));
@@ -74,7 +82,10 @@ fn bad_records_are_reported_and_good_ones_kept() {
         .iter()
         .map(|s| s["file"].as_str().unwrap().rsplit('/').next().unwrap().to_string())
         .collect();
-    assert_eq!(skipped, ["not_json.txt.jsonl", "text_is_int.parquet", "wrong_schema.parquet"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        skipped,
+        ["not_json.txt.jsonl", "text_is_int.parquet", "wrong_schema.parquet"].iter().map(|s| s.to_string()).collect()
+    );
     assert!(manifest["warnings"].to_string().contains("unexpected end of gzip stream"));
     // what the manifest lists is what is on disk
     for f in manifest["files"].as_array().unwrap() {
@@ -92,7 +103,10 @@ fn an_unreadable_file_fails_the_job_with_a_clear_error() {
     let run = lehr().args(["corpus", "build"]).arg(&spec).args(["--workers", "1"]).output().unwrap();
     assert_eq!(run.status.code(), Some(1), "a failed job exits with 1");
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(stdout.contains("failed") && stdout.contains("wrong_schema.parquet") && stdout.contains("no `text` column"), "{stdout}");
+    assert!(
+        stdout.contains("failed") && stdout.contains("wrong_schema.parquet") && stdout.contains("no `text` column"),
+        "{stdout}"
+    );
     assert!(!out.join("manifest.json").exists());
 }
 
@@ -103,7 +117,11 @@ fn a_bad_spec_exits_2_naming_the_key() {
     std::fs::write(&p, "version = 1\n[input]\npaths = [\"x.jsonl\"]\n[[stage]]\ntype = \"min-length\"\nmin-chars = 10\nmax-chars = 2\n[output]\npath = \"o\"\n").unwrap();
     let run = lehr().args(["corpus", "build"]).arg(&p).output().unwrap();
     assert_eq!(run.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&run.stderr).contains("stage[0].max-chars"), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("stage[0].max-chars"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 }
 
 #[test]

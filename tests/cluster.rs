@@ -21,12 +21,16 @@ fn reference_run(dir: &Path) -> std::collections::BTreeMap<String, String> {
     let report = json_of(&run);
     assert_eq!(report["job"]["state"], "succeeded");
     let sums = checksums(&out);
-    assert!(sums.contains_key("manifest.json") && sums.keys().filter(|k| k.starts_with("part-")).count() >= 10, "{sums:?}");
+    assert!(
+        sums.contains_key("manifest.json") && sums.keys().filter(|k| k.starts_with("part-")).count() >= 10,
+        "{sums:?}"
+    );
     sums
 }
 
 fn submit(url: &str, spec: &Path) -> String {
-    let out = lehr().args(["corpus", "build"]).arg(spec).args(["--coordinator", url, "--detach", "--json"]).output().unwrap();
+    let out =
+        lehr().args(["corpus", "build"]).arg(spec).args(["--coordinator", url, "--detach", "--json"]).output().unwrap();
     assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
     json_of(&out)["job_id"].as_str().unwrap().to_string()
 }
@@ -54,7 +58,7 @@ fn worker_sigkilled_mid_shard_job_still_matches_one_worker_run() {
 
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let _coordinator = spawn_coordinator(&dir.path().join("state"), port, "2s");
+    let _coordinator = spawn_coordinator(&dir.path().join("state"), port, "3s");
     let mut workers: Vec<Proc> = (0..3).map(|i| spawn_worker(&url, &format!("w{i}"), SLOW_DOC_US)).collect();
     let out = dir.path().join("three");
     let spec = write_spec(dir.path(), "three", &corpus_inputs(), &out, SPLIT, "");
@@ -68,8 +72,12 @@ fn worker_sigkilled_mid_shard_job_still_matches_one_worker_run() {
     let status = wait_for_end(&url, &job);
     assert_eq!(job_state(&status), "succeeded", "{status:#}");
     let task = status["tasks"].as_array().unwrap().iter().find(|t| t["task_id"] == victim).unwrap();
-    let outcomes: Vec<&str> = task["attempt_log"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
-    assert!(outcomes.contains(&"expired") && outcomes.last() == Some(&"committed"), "the killed attempt expired and another committed: {outcomes:?}");
+    let outcomes: Vec<&str> =
+        task["attempt_log"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert!(
+        outcomes.contains(&"expired") && outcomes.last() == Some(&"committed"),
+        "the killed attempt expired and another committed: {outcomes:?}"
+    );
     assert_eq!(checksums(&out), reference, "3 workers with a crash must write what 1 worker writes");
 }
 

@@ -38,7 +38,9 @@ impl GrpcService {
             .get(AUTH_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("this coordinator requires a token: pass --token-file or set LEHR_TOKEN"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("this coordinator requires a token: pass --token-file or set LEHR_TOKEN")
+            })?;
         if token_matches(given, expected) {
             Ok(())
         } else {
@@ -71,7 +73,10 @@ impl CoordinatorRpc for GrpcService {
     async fn list_workers(&self, req: Request<ListWorkersRequest>) -> Result<Response<ListWorkersResponse>, Status> {
         rpc!(self, req, list_workers)
     }
-    async fn register_worker(&self, req: Request<RegisterWorkerRequest>) -> Result<Response<RegisterWorkerResponse>, Status> {
+    async fn register_worker(
+        &self,
+        req: Request<RegisterWorkerRequest>,
+    ) -> Result<Response<RegisterWorkerResponse>, Status> {
         rpc!(self, req, register_worker)
     }
     async fn lease_tasks(&self, req: Request<LeaseTasksRequest>) -> Result<Response<LeaseTasksResponse>, Status> {

@@ -32,22 +32,24 @@ pub fn router(coordinator: Arc<Coordinator>, token: Option<String>) -> Router {
         .with_state(AppState { coordinator, token })
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), Response> {
+fn authorized(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<(), (StatusCode, &'static str)> {
     let Some(expected) = &state.token else { return Ok(()) };
-    let from_header = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let from_header =
+        headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let given = from_header.or(query.get("token").map(String::as_str));
     match given {
         Some(g) if token_matches(g, expected) => Ok(()),
-        _ => Err((StatusCode::UNAUTHORIZED, "token required (Authorization: Bearer … or ?token=…)").into_response()),
+        _ => Err((StatusCode::UNAUTHORIZED, "token required (Authorization: Bearer … or ?token=…)")),
     }
 }
 
 async fn jobs(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     if let Err(r) = authorized(&s, &headers, &q) {
-        return r;
+        return r.into_response();
     }
     match s.coordinator.list_jobs(ListJobsRequest {}).await {
         Ok(r) => Json(r).into_response(),
@@ -62,7 +64,7 @@ async fn job(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = authorized(&s, &headers, &q) {
-        return r;
+        return r.into_response();
     }
     match s.coordinator.get_job(GetJobRequest { job_id: id, include_tasks: true }).await {
         Ok(r) => Json(r).into_response(),
@@ -72,7 +74,7 @@ async fn job(
 
 async fn workers(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     if let Err(r) = authorized(&s, &headers, &q) {
-        return r;
+        return r.into_response();
     }
     match s.coordinator.list_workers(ListWorkersRequest {}).await {
         Ok(r) => Json(r).into_response(),
@@ -84,9 +86,13 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-async fn dashboard(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn dashboard(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     if let Err(r) = authorized(&s, &headers, &q) {
-        return r;
+        return r.into_response();
     }
     let jobs = s.coordinator.list_jobs(ListJobsRequest {}).await.map(|r| r.jobs).unwrap_or_default();
     let workers = s.coordinator.list_workers(ListWorkersRequest {}).await.map(|r| r.workers).unwrap_or_default();
@@ -113,7 +119,9 @@ async fn dashboard(State(s): State<AppState>, headers: HeaderMap, Query(q): Quer
             err = escape(&j.error),
         ));
     }
-    html.push_str("</table><h2>Workers</h2><table><tr><th>worker</th><th>name</th><th>alive</th><th>running tasks</th></tr>");
+    html.push_str(
+        "</table><h2>Workers</h2><table><tr><th>worker</th><th>name</th><th>alive</th><th>running tasks</th></tr>",
+    );
     for w in &workers {
         html.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td></tr>",

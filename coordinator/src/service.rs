@@ -13,7 +13,7 @@ use lehr_proto::{ApiError, ApiResult, CoordinatorApi, ErrorCode};
 use tokio::sync::Notify;
 
 use crate::jobs::{JobError, JobKind};
-use crate::scheduler::{Disposition, Dirty, Grant, Job, JobState, NewJob, Scheduler, SchedulerConfig, Task, TaskState};
+use crate::scheduler::{Dirty, Disposition, Grant, Job, JobState, NewJob, Scheduler, SchedulerConfig, Task, TaskState};
 use crate::store::Store;
 
 pub fn now_ms() -> i64 {
@@ -52,7 +52,11 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 impl Coordinator {
     /// Loads the state from the store; live leases get a grace period of one TTL.
-    pub fn new(store: Store, config: SchedulerConfig, kinds: Vec<Box<dyn JobKind>>) -> Result<Self, crate::store::StoreError> {
+    pub fn new(
+        store: Store,
+        config: SchedulerConfig,
+        kinds: Vec<Box<dyn JobKind>>,
+    ) -> Result<Self, crate::store::StoreError> {
         let state = store.load()?;
         let mut sched = Scheduler::from_state(state, config);
         sched.grant_grace(now_ms());
@@ -104,9 +108,7 @@ impl Coordinator {
 
         let discards = std::mem::take(&mut self.pending.lock().expect("lock").discards);
         for (job_id, task_id, attempt) in discards {
-            let found = self.read(|s| {
-                s.state.jobs.get(&job_id).cloned().zip(s.state.tasks.get(&task_id).cloned())
-            });
+            let found = self.read(|s| s.state.jobs.get(&job_id).cloned().zip(s.state.tasks.get(&task_id).cloned()));
             if let Some((job, task)) = found {
                 if let Some(kind) = self.kind(&job.kind) {
                     if let Err(e) = kind.discard(&job, &task, attempt).await {
@@ -133,7 +135,9 @@ impl Coordinator {
                     let _ = self.apply(|s| ((), s.mark_promoted(task.id)));
                     did = true;
                 }
-                Err(e) => tracing::warn!(job_id = %job.id, task_id = task.id, error = %e, "promotion failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(job_id = %job.id, task_id = task.id, error = %e, "promotion failed; will retry")
+                }
             }
         }
 
@@ -321,8 +325,10 @@ impl CoordinatorApi for Coordinator {
 
     async fn get_job(&self, req: GetJobRequest) -> ApiResult<GetJobResponse> {
         self.read(|s| {
-            let job = s.state.jobs.get(&req.job_id).ok_or_else(|| ApiError::not_found(format!("no job `{}`", req.job_id)))?;
-            let tasks = if req.include_tasks { s.job_tasks(&job.id).into_iter().map(task_status).collect() } else { vec![] };
+            let job =
+                s.state.jobs.get(&req.job_id).ok_or_else(|| ApiError::not_found(format!("no job `{}`", req.job_id)))?;
+            let tasks =
+                if req.include_tasks { s.job_tasks(&job.id).into_iter().map(task_status).collect() } else { vec![] };
             Ok(GetJobResponse { job: Some(self.job_status(s, job)), tasks })
         })
     }
@@ -445,7 +451,9 @@ impl CoordinatorApi for Coordinator {
             Some(report_task_request::Outcome::Success(result)) => {
                 let kind = self.kind(&job.kind).ok_or_else(|| internal(format!("job kind {} vanished", job.kind)))?;
                 match kind.stats(&task, &result) {
-                    Ok(stats) => self.apply(|s| s.report_success(&req.worker_id, req.task_id, req.attempt, result, stats, now))?,
+                    Ok(stats) => {
+                        self.apply(|s| s.report_success(&req.worker_id, req.task_id, req.attempt, result, stats, now))?
+                    }
                     Err(e) => {
                         let msg = format!("worker {} sent an unusable result: {e}", req.worker_id);
                         self.apply(|s| s.report_failure(&req.worker_id, req.task_id, req.attempt, &msg, true, now))?

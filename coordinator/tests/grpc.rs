@@ -8,7 +8,9 @@ use lehr_proto::pb::{self, report_task_request::Outcome};
 use lehr_proto::{CoordinatorApi, ErrorCode, GrpcCoordinatorClient};
 use tokio_util::sync::CancellationToken;
 
-async fn serve(token: Option<&str>) -> (String, CancellationToken, (tempfile::TempDir, lehr_coordinator::RunningCoordinator)) {
+async fn serve(
+    token: Option<&str>,
+) -> (String, CancellationToken, (tempfile::TempDir, lehr_coordinator::RunningCoordinator)) {
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let config = CoordinatorConfig {
@@ -45,7 +47,12 @@ async fn unknown_kinds_and_oversized_messages_are_rejected_clearly() {
     let (url, stop, _dir) = serve(None).await;
     let api = client(&url, None);
     let err = api
-        .submit_job(pb::SubmitJobRequest { kind: "dedupe".into(), name: String::new(), spec: String::new(), base_dir: String::new() })
+        .submit_job(pb::SubmitJobRequest {
+            kind: "dedupe".into(),
+            name: String::new(),
+            spec: String::new(),
+            base_dir: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument);
@@ -54,7 +61,12 @@ async fn unknown_kinds_and_oversized_messages_are_rejected_clearly() {
     // A 2 MiB spec passes the transport but not the spec limit.
     let big = "#".repeat(2 << 20);
     let err = api
-        .submit_job(pb::SubmitJobRequest { kind: "corpus".into(), name: String::new(), spec: big, base_dir: String::new() })
+        .submit_job(pb::SubmitJobRequest {
+            kind: "corpus".into(),
+            name: String::new(),
+            spec: big,
+            base_dir: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument);
@@ -67,7 +79,12 @@ async fn unknown_kinds_and_oversized_messages_are_rejected_clearly() {
         .max_encoding_message_size(64 << 20);
     let huge = "x".repeat(20 << 20);
     let status = raw
-        .submit_job(pb::SubmitJobRequest { kind: "corpus".into(), name: String::new(), spec: huge, base_dir: String::new() })
+        .submit_job(pb::SubmitJobRequest {
+            kind: "corpus".into(),
+            name: String::new(),
+            spec: huge,
+            base_dir: String::new(),
+        })
         .await
         .unwrap_err();
     assert!(status.message().contains("message length too large"), "{status:?}");
@@ -91,17 +108,28 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
     let (url, stop, _dir) = serve(None).await;
     let api = client(&url, None);
     let job = api
-        .submit_job(pb::SubmitJobRequest { kind: "noop".into(), name: "n".into(), spec: "tasks = 5".into(), base_dir: String::new() })
+        .submit_job(pb::SubmitJobRequest {
+            kind: "noop".into(),
+            name: "n".into(),
+            spec: "tasks = 5".into(),
+            base_dir: String::new(),
+        })
         .await
         .unwrap();
     assert_eq!(job.tasks, 5);
     let w = api.register_worker(pb::RegisterWorkerRequest { name: "t".into(), slots: 8 }).await.unwrap().worker_id;
-    let leases = api.lease_tasks(pb::LeaseTasksRequest { worker_id: w.clone(), max_tasks: 8, wait_ms: 0 }).await.unwrap().leases;
+    let leases =
+        api.lease_tasks(pb::LeaseTasksRequest { worker_id: w.clone(), max_tasks: 8, wait_ms: 0 }).await.unwrap().leases;
     assert_eq!(leases.len(), 5);
     for l in &leases {
         for _ in 0..2 {
             let r = api
-                .report_task(pb::ReportTaskRequest { worker_id: w.clone(), task_id: l.task_id, attempt: l.attempt, outcome: Some(Outcome::Success("{}".into())) })
+                .report_task(pb::ReportTaskRequest {
+                    worker_id: w.clone(),
+                    task_id: l.task_id,
+                    attempt: l.attempt,
+                    outcome: Some(Outcome::Success("{}".into())),
+                })
                 .await
                 .unwrap();
             assert_eq!(r.disposition, "committed", "the same attempt reporting twice stays committed");
@@ -109,7 +137,13 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
     }
     let mut state = String::new();
     for _ in 0..100 {
-        state = api.get_job(pb::GetJobRequest { job_id: job.job_id.clone(), include_tasks: false }).await.unwrap().job.unwrap().state;
+        state = api
+            .get_job(pb::GetJobRequest { job_id: job.job_id.clone(), include_tasks: false })
+            .await
+            .unwrap()
+            .job
+            .unwrap()
+            .state;
         if state == "succeeded" {
             break;
         }
@@ -118,7 +152,12 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
     assert_eq!(state, "succeeded");
     // A late report for a finished job changes nothing.
     let r = api
-        .report_task(pb::ReportTaskRequest { worker_id: w, task_id: leases[0].task_id, attempt: 9, outcome: Some(Outcome::Success("{}".into())) })
+        .report_task(pb::ReportTaskRequest {
+            worker_id: w,
+            task_id: leases[0].task_id,
+            attempt: 9,
+            outcome: Some(Outcome::Success("{}".into())),
+        })
         .await
         .unwrap();
     assert_eq!(r.disposition, "duplicate");

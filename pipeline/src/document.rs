@@ -19,12 +19,6 @@ pub struct Document {
 
 impl Document {
     pub fn new(id: impl Into<String>, text: impl Into<String>) -> Self {
-        Document {
-            id: id.into(),
-            text: text.into(),
-            source: None,
-            lang: None,
-            extra: Map::new(),
-        }
+        Document { id: id.into(), text: text.into(), source: None, lang: None, extra: Map::new() }
     }
 }

@@ -35,18 +35,12 @@ pub enum PipelineError {
 
 impl PipelineError {
     pub fn spec(key: impl fmt::Display, message: impl fmt::Display) -> Self {
-        PipelineError::Spec {
-            key: key.to_string(),
-            message: message.to_string(),
-        }
+        PipelineError::Spec { key: key.to_string(), message: message.to_string() }
     }
 
     /// Whether retrying the same task can succeed. Spec and schema errors recur on every attempt.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            PipelineError::Io { .. } | PipelineError::Store { .. } | PipelineError::Other(_)
-        )
+        matches!(self, PipelineError::Io { .. } | PipelineError::Store { .. } | PipelineError::Other(_))
     }
 }
 

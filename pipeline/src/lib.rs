@@ -9,10 +9,10 @@ pub mod plan;
 pub mod read;
 pub mod spec;
 pub mod stages;
+pub mod starter;
 pub mod store;
 pub mod task;
 pub mod write;
-pub mod starter;
 
 pub use document::Document;
 pub use error::{PipelineError, PipelineResult};

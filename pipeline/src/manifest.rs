@@ -93,7 +93,11 @@ pub fn resolve_lines(results: &mut [ShardResult]) {
 }
 
 /// Builds the manifest and the reject list from all committed shard results.
-pub fn build(name: Option<String>, inputs: Vec<InputFile>, mut results: Vec<ShardResult>) -> (Manifest, Vec<BadRecord>) {
+pub fn build(
+    name: Option<String>,
+    inputs: Vec<InputFile>,
+    mut results: Vec<ShardResult>,
+) -> (Manifest, Vec<BadRecord>) {
     resolve_lines(&mut results);
     let mut t = Totals::default();
     let mut files = Vec::new();
@@ -120,11 +124,7 @@ pub fn build(name: Option<String>, inputs: Vec<InputFile>, mut results: Vec<Shar
             *read.dropped_by_rule.entry("bad-record".into()).or_default() += r.read.bad_records;
         }
         if stages.is_empty() {
-            stages = r
-                .stages
-                .iter()
-                .map(|s| StageSummary { name: s.name.clone(), ..Default::default() })
-                .collect();
+            stages = r.stages.iter().map(|s| StageSummary { name: s.name.clone(), ..Default::default() }).collect();
         }
         for (sum, c) in stages.iter_mut().zip(&r.stages) {
             sum.docs_in += c.docs_in;

@@ -133,11 +133,8 @@ pub async fn expand_input(path: &str) -> PipelineResult<Vec<InputFile>> {
         if rel.split('/').any(|part| part.starts_with('.') || part.starts_with('_')) {
             continue; // hidden files, and lehr's own `_lehr/` attempt directories
         }
-        let url = if loc.local.is_some() {
-            format!("{}/{}", base.trim_end_matches('/'), rel)
-        } else {
-            loc.child_url(&rel)
-        };
+        let url =
+            if loc.local.is_some() { format!("{}/{}", base.trim_end_matches('/'), rel) } else { loc.child_url(&rel) };
         match &matcher {
             Some(m) => {
                 if !m.is_match(&rel) {
@@ -187,10 +184,7 @@ pub fn split(files: &[InputFile], split_size: u64) -> Vec<Shard> {
     let mut shards = Vec::new();
     for (file_index, file) in files.iter().enumerate() {
         let ranges: Vec<(u64, u64)> = if file.format == InputFormat::Jsonl && file.size > split_size {
-            (0..file.size)
-                .step_by(split_size as usize)
-                .map(|s| (s, (s + split_size).min(file.size)))
-                .collect()
+            (0..file.size).step_by(split_size as usize).map(|s| (s, (s + split_size).min(file.size))).collect()
         } else {
             vec![(0, file.size)]
         };

@@ -116,8 +116,7 @@ fn default_zstd_level() -> i32 {
 impl PipelineSpec {
     /// Parses and validates a spec.
     pub fn from_toml(text: &str) -> PipelineResult<Self> {
-        let spec: PipelineSpec =
-            toml::from_str(text).map_err(|e| PipelineError::SpecSyntax(e.to_string()))?;
+        let spec: PipelineSpec = toml::from_str(text).map_err(|e| PipelineError::SpecSyntax(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -149,9 +148,7 @@ impl PipelineSpec {
             return Err(PipelineError::spec("input.split-size", "must be at least 4KiB"));
         }
         for (i, stage) in self.stages.iter().enumerate() {
-            stage.validate().map_err(|(key, message)| {
-                PipelineError::spec(format!("stage[{i}].{key}"), message)
-            })?;
+            stage.validate().map_err(|(key, message)| PipelineError::spec(format!("stage[{i}].{key}"), message))?;
         }
         if self.output.path.trim().is_empty() {
             return Err(PipelineError::spec("output.path", "must not be empty"));
@@ -182,9 +179,7 @@ impl std::str::FromStr for ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let num: f64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size (write e.g. 64MiB or 1048576)"))?;
+        let num: f64 = num.parse().map_err(|_| format!("`{s}` is not a size (write e.g. 64MiB or 1048576)"))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" => 1_000,
@@ -204,11 +199,11 @@ impl std::str::FromStr for ByteSize {
 impl std::fmt::Display for ByteSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let b = self.0;
-        if b >= 1 << 30 && b % (1 << 30) == 0 {
+        if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
             write!(f, "{}GiB", b >> 30)
-        } else if b >= 1 << 20 && b % (1 << 20) == 0 {
+        } else if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", b >> 20)
-        } else if b >= 1 << 10 && b % (1 << 10) == 0 {
+        } else if b >= 1 << 10 && b.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", b >> 10)
         } else {
             write!(f, "{b}")
@@ -282,9 +277,7 @@ path = "out"
 
     #[test]
     fn wrong_version_is_refused() {
-        let err = PipelineSpec::from_toml(&MINIMAL.replace("version = 1", "version = 7"))
-            .unwrap_err()
-            .to_string();
+        let err = PipelineSpec::from_toml(&MINIMAL.replace("version = 1", "version = 7")).unwrap_err().to_string();
         assert!(err.contains("`version`"), "{err}");
     }
 

@@ -87,20 +87,14 @@ pub fn resolve(s: &str) -> PipelineResult<Location> {
             }
         };
         let prefix = Path::from(url.path().trim_matches('/'));
-        return Ok(Location {
-            store,
-            prefix,
-            url: s.trim_end_matches('/').to_string(),
-            local: None,
-        });
+        return Ok(Location { store, prefix, url: s.trim_end_matches('/').to_string(), local: None });
     }
     let p = s.strip_prefix("file://").unwrap_or(s);
     let path = FsPath::new(p);
     if !path.is_absolute() {
         return Err(PipelineError::Location(s.into(), "local paths must be absolute here".into()));
     }
-    let prefix = Path::from_absolute_path(path)
-        .map_err(|e| PipelineError::Location(s.into(), e.to_string()))?;
+    let prefix = Path::from_absolute_path(path).map_err(|e| PipelineError::Location(s.into(), e.to_string()))?;
     Ok(Location {
         store: Arc::new(LocalFileSystem::new()),
         prefix,
@@ -136,10 +130,9 @@ impl Location {
     pub async fn get(&self, rel: &str) -> PipelineResult<Option<bytes::Bytes>> {
         let key = self.child(rel);
         match self.store.get(&key).await {
-            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| PipelineError::Store {
-                location: self.child_url(rel),
-                source: e,
-            })?)),
+            Ok(r) => Ok(Some(
+                r.bytes().await.map_err(|e| PipelineError::Store { location: self.child_url(rel), source: e })?,
+            )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(PipelineError::Store { location: self.child_url(rel), source: e }),
         }

@@ -105,13 +105,7 @@ pub async fn run_shard_task(
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len() as u64;
         out.put(&attempt_key, bytes).await?;
-        result.outputs.push(OutputFile {
-            name,
-            attempt_key,
-            docs: result.docs_written,
-            bytes: size,
-            sha256,
-        });
+        result.outputs.push(OutputFile { name, attempt_key, docs: result.docs_written, bytes: size, sha256 });
     }
     Ok(result)
 }
@@ -119,12 +113,14 @@ pub async fn run_shard_task(
 type Files = Vec<(&'static str, Vec<u8>)>;
 
 /// Reads, runs the stages and encodes the outputs, all in memory of one shard.
-pub fn process(task: &ShardTask, progress: &TaskProgress, options: &RunOptions) -> PipelineResult<(ShardResult, Files)> {
+pub fn process(
+    task: &ShardTask,
+    progress: &TaskProgress,
+    options: &RunOptions,
+) -> PipelineResult<(ShardResult, Files)> {
     let stages: Vec<_> = task.stages.iter().map(|s| s.build()).collect();
-    let mut counts: Vec<StageCounts> = stages
-        .iter()
-        .map(|s| StageCounts { name: s.name().to_string(), ..Default::default() })
-        .collect();
+    let mut counts: Vec<StageCounts> =
+        stages.iter().map(|s| StageCounts { name: s.name().to_string(), ..Default::default() }).collect();
     let mut writer = ShardWriter::new(&task.output)?;
     let mut stats = ReadStats::default();
     let outcome = read_shard(&task.shard, &task.input, &mut stats, &mut |mut doc| {

@@ -111,10 +111,7 @@ fn write_parquet(cols: Columns, _level: i32) -> PipelineResult<Vec<u8>> {
     .map_err(err)?;
     // polars does not export its zstd level type; parquet pages use zstd's default level (3).
     let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf)
-        .with_compression(ParquetCompression::Zstd(None))
-        .finish(&mut df)
-        .map_err(err)?;
+    ParquetWriter::new(&mut buf).with_compression(ParquetCompression::Zstd(None)).finish(&mut df).map_err(err)?;
     Ok(buf)
 }
 

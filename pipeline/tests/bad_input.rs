@@ -97,11 +97,8 @@ fn every_bad_input_file_behaves_as_expected() {
             .and_then(Value::as_object)
             .map(|m| m.len() as u64)
             .unwrap_or(0);
-        let good = exp
-            .get("good")
-            .or_else(|| exp.get("good_complete_lines_recoverable"))
-            .and_then(Value::as_u64)
-            .unwrap();
+        let good =
+            exp.get("good").or_else(|| exp.get("good_complete_lines_recoverable")).and_then(Value::as_u64).unwrap();
         // This reader's policy keeps every policy-dependent record (ids coerced or generated,
         // unknown languages kept, controls left for `normalize`, empty text left for `min-length`).
         assert_eq!(r.read.docs, good + policy, "{name}: documents kept");
@@ -143,13 +140,39 @@ fn invalid_utf8_can_be_repaired_instead() {
     inp.invalid_utf8 = InvalidUtf8::Replace;
     let task = ShardTask {
         task_index: 0,
-        shard: Shard { file: InputFile { url, size, format: InputFormat::Jsonl }, file_index: 0, start: 0, end: size, range_index: 0 },
+        shard: Shard {
+            file: InputFile { url, size, format: InputFormat::Jsonl },
+            file_index: 0,
+            start: 0,
+            end: size,
+            range_index: 0,
+        },
         input: inp,
         stages: vec![],
-        output: OutputSpec { path: "/unused".into(), formats: vec![OutputFormat::JsonlZst], zstd_level: 3, overwrite: false },
+        output: OutputSpec {
+            path: "/unused".into(),
+            formats: vec![OutputFormat::JsonlZst],
+            zstd_level: 3,
+            overwrite: false,
+        },
     };
     let (r, _) = process(&task, &TaskProgress::default(), &RunOptions::default()).unwrap();
     assert_eq!(r.read.docs, 15);
     assert_eq!(r.read.utf8_repaired, 4);
     assert_eq!(r.read.bad_records, 0);
+}
+
+#[test]
+fn example_specs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            lehr_pipeline::PipelineSpec::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
 }

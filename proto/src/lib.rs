@@ -80,9 +80,10 @@ impl From<tonic::Status> for ApiError {
             tonic::Code::NotFound => ErrorCode::NotFound,
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => ErrorCode::Unauthenticated,
             tonic::Code::FailedPrecondition => ErrorCode::FailedPrecondition,
-            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
-                ErrorCode::Unavailable
-            }
+            tonic::Code::Unavailable
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unknown => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         };
         ApiError { code, message: s.message().to_string() }

@@ -20,7 +20,10 @@ pub async fn run(cmd: BenchCommand) -> CmdResult {
     }
 }
 
-async fn start_embedded(listen: bool, shutdown: &CancellationToken) -> Result<(lehr_coordinator::RunningCoordinator, tempfile::TempDir), Failure> {
+async fn start_embedded(
+    listen: bool,
+    shutdown: &CancellationToken,
+) -> Result<(lehr_coordinator::RunningCoordinator, tempfile::TempDir), Failure> {
     let dir = tempfile::tempdir().context("no temporary directory")?;
     let config = CoordinatorConfig {
         state_dir: dir.path().to_path_buf(),
@@ -29,29 +32,45 @@ async fn start_embedded(listen: bool, shutdown: &CancellationToken) -> Result<(l
         token: None,
         scheduler: SchedulerConfig::default(),
     };
-    let running = lehr_coordinator::start(config, shutdown.clone()).await.map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
+    let running = lehr_coordinator::start(config, shutdown.clone())
+        .await
+        .map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
     Ok((running, dir))
 }
 
 /// Simulated workers lease one task at a time and report it done at once.
 async fn drive(api: Arc<dyn CoordinatorApi>, tasks: u32, workers: u32) -> Result<f64, Failure> {
     let job = api
-        .submit_job(pb::SubmitJobRequest { kind: "noop".into(), name: "bench".into(), spec: format!("tasks = {tasks}"), base_dir: String::new() })
+        .submit_job(pb::SubmitJobRequest {
+            kind: "noop".into(),
+            name: "bench".into(),
+            spec: format!("tasks = {tasks}"),
+            base_dir: String::new(),
+        })
         .await?;
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..workers {
         let api = api.clone();
         set.spawn(async move {
-            let id = api.register_worker(pb::RegisterWorkerRequest { name: format!("sim-{i}"), slots: 1 }).await?.worker_id;
+            let id =
+                api.register_worker(pb::RegisterWorkerRequest { name: format!("sim-{i}"), slots: 1 }).await?.worker_id;
             loop {
-                let leases = api.lease_tasks(pb::LeaseTasksRequest { worker_id: id.clone(), max_tasks: 1, wait_ms: 0 }).await?.leases;
+                let leases = api
+                    .lease_tasks(pb::LeaseTasksRequest { worker_id: id.clone(), max_tasks: 1, wait_ms: 0 })
+                    .await?
+                    .leases;
                 if leases.is_empty() {
                     return Ok::<_, lehr_proto::ApiError>(());
                 }
                 for l in leases {
-                    api.report_task(pb::ReportTaskRequest { worker_id: id.clone(), task_id: l.task_id, attempt: l.attempt, outcome: Some(Outcome::Success("{}".into())) })
-                        .await?;
+                    api.report_task(pb::ReportTaskRequest {
+                        worker_id: id.clone(),
+                        task_id: l.task_id,
+                        attempt: l.attempt,
+                        outcome: Some(Outcome::Success("{}".into())),
+                    })
+                    .await?;
                 }
             }
         });
@@ -74,14 +93,18 @@ async fn coordinator(args: BenchCoordinatorArgs) -> CmdResult {
     let in_process = drive(running.api.clone(), args.tasks, args.workers).await?;
     let grpc = match running.grpc_addr {
         Some(addr) => {
-            let client: Arc<dyn CoordinatorApi> = Arc::new(GrpcCoordinatorClient::new(&format!("http://{addr}"), None)?);
+            let client: Arc<dyn CoordinatorApi> =
+                Arc::new(GrpcCoordinatorClient::new(&format!("http://{addr}"), None)?);
             Some(drive(client, args.tasks, args.workers).await?)
         }
         None => None,
     };
     shutdown.cancel();
     if args.json {
-        println!("{}", serde_json::json!({"tasks": args.tasks, "workers": args.workers, "in_process_tasks_per_s": in_process, "grpc_tasks_per_s": grpc}));
+        println!(
+            "{}",
+            serde_json::json!({"tasks": args.tasks, "workers": args.workers, "in_process_tasks_per_s": in_process, "grpc_tasks_per_s": grpc})
+        );
     } else {
         println!("coordinator: {} tasks, {} simulated workers, lease + commit each (SQLite WAL, one transaction per decision)", args.tasks, args.workers);
         println!("  in-process: {in_process:.0} tasks/s");
@@ -118,7 +141,12 @@ async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
     }
     let start = Instant::now();
     let job = api
-        .submit_job(pb::SubmitJobRequest { kind: "corpus".into(), name: "bench".into(), spec, base_dir: cwd.to_string_lossy().to_string() })
+        .submit_job(pb::SubmitJobRequest {
+            kind: "corpus".into(),
+            name: "bench".into(),
+            spec,
+            base_dir: cwd.to_string_lossy().to_string(),
+        })
         .await?;
     let status = crate::progress::follow(&api, &job.job_id, true).await?;
     let secs = start.elapsed().as_secs_f64();
@@ -129,7 +157,10 @@ async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
     let docs: u64 = status.stages.iter().map(|s| s.docs_in).sum();
     let mbps = input_bytes as f64 / secs / 1e6;
     if args.json {
-        println!("{}", serde_json::json!({"input_bytes": input_bytes, "docs": docs, "workers": args.workers, "seconds": secs, "mb_per_s": mbps, "mb_per_s_per_worker": mbps / args.workers.max(1) as f64}));
+        println!(
+            "{}",
+            serde_json::json!({"input_bytes": input_bytes, "docs": docs, "workers": args.workers, "seconds": secs, "mb_per_s": mbps, "mb_per_s_per_worker": mbps / args.workers.max(1) as f64})
+        );
     } else {
         println!(
             "pipeline read → normalize → min-length → write jsonl.zst: {} in {docs} docs, {} workers: {secs:.2}s, {mbps:.1} MB/s ({:.1} MB/s per worker)",

@@ -21,11 +21,18 @@ fn coordinator_config(serve: &ServeArgs, token: Option<String>) -> Result<Coordi
         listen: Some(serve.listen),
         http_listen,
         token,
-        scheduler: SchedulerConfig { lease_ttl_ms: serve.lease_ttl.as_millis() as i64, max_attempts: serve.max_attempts.max(1) },
+        scheduler: SchedulerConfig {
+            lease_ttl_ms: serve.lease_ttl.as_millis() as i64,
+            max_attempts: serve.max_attempts.max(1),
+        },
     })
 }
 
-async fn start_coordinator(serve: &ServeArgs, token: Option<String>, shutdown: CancellationToken) -> Result<lehr_coordinator::RunningCoordinator, Failure> {
+async fn start_coordinator(
+    serve: &ServeArgs,
+    token: Option<String>,
+    shutdown: CancellationToken,
+) -> Result<lehr_coordinator::RunningCoordinator, Failure> {
     let config = coordinator_config(serve, token)?;
     lehr_coordinator::start(config, shutdown).await.map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))
 }
@@ -89,7 +96,15 @@ pub async fn up(args: UpArgs) -> CmdResult {
             let mut restarts = 0u32;
             loop {
                 let mut cmd = tokio::process::Command::new(&exe);
-                cmd.args(["worker", "--coordinator", &url, "--slots", &slots.to_string(), "--name", &format!("local-{i}")]);
+                cmd.args([
+                    "worker",
+                    "--coordinator",
+                    &url,
+                    "--slots",
+                    &slots.to_string(),
+                    "--name",
+                    &format!("local-{i}"),
+                ]);
                 if let Some(t) = &token_value {
                     cmd.env("LEHR_TOKEN", t);
                 }

@@ -51,7 +51,8 @@ async fn build(args: CorpusBuildArgs) -> CmdResult {
             let state_dir = match &args.state {
                 Some(d) => d.clone(),
                 None => {
-                    let t = tempfile::Builder::new().prefix("lehr-state-").tempdir().context("no temporary directory")?;
+                    let t =
+                        tempfile::Builder::new().prefix("lehr-state-").tempdir().context("no temporary directory")?;
                     let p = t.path().to_path_buf();
                     _tempdir = Some(t);
                     p
@@ -68,10 +69,14 @@ async fn build(args: CorpusBuildArgs) -> CmdResult {
                 .await
                 .map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
             let api: Arc<dyn CoordinatorApi> = running.api.clone();
-            let n = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)).max(1);
+            let n = args
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2))
+                .max(1);
             let mut workers = tokio::task::JoinSet::new();
             for i in 0..n {
-                let config = lehr_worker::WorkerConfig { name: format!("embedded-{i}"), slots: 1, run: run_options_from_env() };
+                let config =
+                    lehr_worker::WorkerConfig { name: format!("embedded-{i}"), slots: 1, run: run_options_from_env() };
                 workers.spawn(lehr_worker::start(config, api.clone(), shutdown.child_token()));
             }
             embedded = Some((running, workers));
@@ -159,7 +164,10 @@ fn print_summary(job: &JobStatus, elapsed: f64, manifest: Option<&Manifest>) {
         job.output
     );
     if t.bad_records > 0 {
-        println!("{} bad records skipped; each with file, line and reason in {}/{REJECTS_NAME}", t.bad_records, job.output);
+        println!(
+            "{} bad records skipped; each with file, line and reason in {}/{REJECTS_NAME}",
+            t.bad_records, job.output
+        );
     }
     for s in &m.skipped_files {
         println!("skipped unreadable file {}: {}", s.file, s.reason);

@@ -57,12 +57,11 @@ pub type CmdResult = Result<i32, Failure>;
 
 fn init_tracing(cli: &Cli, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = cli
-        .log
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| default.to_string());
-    let builder = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter)).with_writer(std::io::stderr);
+    let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| default.to_string());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
     } else {

@@ -23,19 +23,42 @@ pub async fn status(args: StatusArgs) -> CmdResult {
         let jobs = api.list_jobs(ListJobsRequest {}).await?;
         let workers = api.list_workers(ListWorkersRequest {}).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"jobs": jobs.jobs, "workers": workers.workers})).expect("json"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"jobs": jobs.jobs, "workers": workers.workers}))
+                    .expect("json")
+            );
             return Ok(EXIT_OK);
         }
-        println!("{:<20} {:<16} {:<8} {:<11} {:>12} {:>10}  error", "job", "name", "kind", "state", "shards", "bad recs");
+        println!(
+            "{:<20} {:<16} {:<8} {:<11} {:>12} {:>10}  error",
+            "job", "name", "kind", "state", "shards", "bad recs"
+        );
         for j in &jobs.jobs {
             let total: u32 = j.stages.iter().map(|s| s.tasks_total).sum();
             let done: u32 = j.stages.iter().map(|s| s.tasks_committed).sum();
             let bad: u64 = j.stages.iter().map(|s| s.bad_records).sum();
-            println!("{:<20} {:<16} {:<8} {:<11} {:>12} {:>10}  {}", j.job_id, j.name, j.kind, j.state, format!("{done}/{total}"), bad, j.error);
+            println!(
+                "{:<20} {:<16} {:<8} {:<11} {:>12} {:>10}  {}",
+                j.job_id,
+                j.name,
+                j.kind,
+                j.state,
+                format!("{done}/{total}"),
+                bad,
+                j.error
+            );
         }
         println!("\n{:<6} {:<24} {:<6} {:<10}  running tasks", "worker", "name", "alive", "last seen");
         for w in &workers.workers {
-            println!("{:<6} {:<24} {:<6} {:<10}  {:?}", w.worker_id, w.name, if w.alive { "yes" } else { "no" }, ms_to_secs(w.last_seen_ms), w.running_tasks);
+            println!(
+                "{:<6} {:<24} {:<6} {:<10}  {:?}",
+                w.worker_id,
+                w.name,
+                if w.alive { "yes" } else { "no" },
+                ms_to_secs(w.last_seen_ms),
+                w.running_tasks
+            );
         }
         return Ok(EXIT_OK);
     };
@@ -55,11 +78,22 @@ pub async fn status(args: StatusArgs) -> CmdResult {
     if !job.error.is_empty() {
         println!("error: {}", job.error);
     }
-    println!("{:<10} {:<10} {:>8} {:>9} {:>8} {:>7} {:>10} {:>10} {:>9}", "stage", "state", "shards", "committed", "running", "failed", "docs in", "docs out", "bad recs");
+    println!(
+        "{:<10} {:<10} {:>8} {:>9} {:>8} {:>7} {:>10} {:>10} {:>9}",
+        "stage", "state", "shards", "committed", "running", "failed", "docs in", "docs out", "bad recs"
+    );
     for s in &job.stages {
         println!(
             "{:<10} {:<10} {:>8} {:>9} {:>8} {:>7} {:>10} {:>10} {:>9}",
-            s.name, s.state, s.tasks_total, s.tasks_committed, s.tasks_running, s.tasks_failed, s.docs_in, s.docs_out, s.bad_records
+            s.name,
+            s.state,
+            s.tasks_total,
+            s.tasks_committed,
+            s.tasks_running,
+            s.tasks_failed,
+            s.docs_in,
+            s.docs_out,
+            s.bad_records
         );
     }
     if args.tasks {
@@ -67,7 +101,13 @@ pub async fn status(args: StatusArgs) -> CmdResult {
         for t in &r.tasks {
             println!("{:<6} {:<10} {:>8} {:<6}  {}", t.task_id, t.state, t.attempts, t.worker_id, t.shard);
             for a in &t.attempt_log {
-                println!("         attempt {} on {}: {}{}", a.attempt, a.worker_id, a.outcome, if a.error.is_empty() { String::new() } else { format!(" ({})", a.error) });
+                println!(
+                    "         attempt {} on {}: {}{}",
+                    a.attempt,
+                    a.worker_id,
+                    a.outcome,
+                    if a.error.is_empty() { String::new() } else { format!(" ({})", a.error) }
+                );
             }
         }
     }

@@ -70,7 +70,8 @@ impl JobKind for CorpusKind {
                 }
             })
             .collect();
-        let name = if name.is_empty() { spec.name.clone().unwrap_or_else(|| "corpus".into()) } else { name.to_string() };
+        let name =
+            if name.is_empty() { spec.name.clone().unwrap_or_else(|| "corpus".into()) } else { name.to_string() };
         Ok(PlannedJob {
             name,
             output: spec.output.path.clone(),

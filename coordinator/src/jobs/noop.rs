@@ -29,7 +29,13 @@ impl JobKind for NoopKind {
             output: String::new(),
             stages: vec![StageDef { name: "noop".into(), depends_on: vec![] }],
             tasks: (0..spec.tasks)
-                .map(|i| NewTask { stage: 0, index: i, kind: NOOP_TASK_KIND.into(), payload: "{}".into(), shard: format!("noop {i}") })
+                .map(|i| NewTask {
+                    stage: 0,
+                    index: i,
+                    kind: NOOP_TASK_KIND.into(),
+                    payload: "{}".into(),
+                    shard: format!("noop {i}"),
+                })
                 .collect(),
         })
     }

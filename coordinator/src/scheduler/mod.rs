@@ -180,9 +180,7 @@ impl Scheduler {
     }
 
     fn stage_complete(&self, job_id: &str, stage: usize) -> bool {
-        self.stage_counts
-            .get(&(job_id.to_string(), stage))
-            .is_none_or(|(total, committed)| total == committed)
+        self.stage_counts.get(&(job_id.to_string(), stage)).is_none_or(|(total, committed)| total == committed)
     }
 
     pub fn submit(&mut self, job_id: String, job: NewJob, now: i64) -> Result<Dirty, SchedulerError> {
@@ -277,7 +275,8 @@ impl Scheduler {
             if job.state != JobState::Running {
                 continue;
             }
-            let ready = job.stages.get(stage).is_none_or(|s| s.depends_on.iter().all(|&d| self.stage_complete(&job.id, d)));
+            let ready =
+                job.stages.get(stage).is_none_or(|s| s.depends_on.iter().all(|&d| self.stage_complete(&job.id, d)));
             if ready {
                 picked.push(id);
             }
@@ -379,7 +378,9 @@ impl Scheduler {
             let attempts = t.attempts;
             if exhausted {
                 self.set_task_state(id, TaskState::Failed);
-                let msg = format!("task {id} ({shard}) lost its lease {attempts} times; giving up (workers crashing or hanging?)");
+                let msg = format!(
+                    "task {id} ({shard}) lost its lease {attempts} times; giving up (workers crashing or hanging?)"
+                );
                 dirty.merge(self.fail_job(&job_id, &msg, now));
             } else {
                 self.set_task_state(id, TaskState::Queued);
@@ -413,7 +414,11 @@ impl Scheduler {
             };
         }
         let job_running = self.state.jobs.get(&t.job_id).is_some_and(|j| j.state == JobState::Running);
-        if !job_running || attempt == 0 || attempt > t.attempts || !matches!(t.state, TaskState::Queued | TaskState::Leased) {
+        if !job_running
+            || attempt == 0
+            || attempt > t.attempts
+            || !matches!(t.state, TaskState::Queued | TaskState::Leased)
+        {
             return (Disposition::Stale, Dirty::default());
         }
         // Any issued attempt may commit, even one whose lease expired: its output is as good.

@@ -59,8 +59,12 @@ pub fn read_jsonl(
             Err(e) => {
                 // A cut stream (truncated gzip/zstd): the partial last line is not a document.
                 let reason = match shard.file.format {
-                    InputFormat::JsonlGz => format!("unexpected end of gzip stream ({e}); the partial line was dropped"),
-                    InputFormat::JsonlZst => format!("unexpected end of zstd stream ({e}); the partial line was dropped"),
+                    InputFormat::JsonlGz => {
+                        format!("unexpected end of gzip stream ({e}); the partial line was dropped")
+                    }
+                    InputFormat::JsonlZst => {
+                        format!("unexpected end of zstd stream ({e}); the partial line was dropped")
+                    }
                     _ => format!("read error ({e}); the rest of the file was not read"),
                 };
                 stats.warnings.push(format!("{url}: line {}: {reason}", line_no + 1));
@@ -130,10 +134,7 @@ pub fn read_jsonl(
         let obj = match value {
             Value::Object(o) => o,
             other => {
-                stats.bad(bad(format!(
-                    "top-level JSON is {}, expected an object",
-                    super::json_type(&other)
-                )));
+                stats.bad(bad(format!("top-level JSON is {}, expected an object", super::json_type(&other))));
                 continue;
             }
         };
@@ -169,7 +170,5 @@ fn read_line(
     _line: u64,
 ) -> PipelineResult<usize> {
     buf.clear();
-    reader
-        .read_until(b'\n', buf)
-        .map_err(|e| PipelineError::Io { location: url.into(), source: e })
+    reader.read_until(b'\n', buf).map_err(|e| PipelineError::Io { location: url.into(), source: e })
 }

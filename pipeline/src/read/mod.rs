@@ -3,9 +3,9 @@
 //! all.
 
 mod jsonl;
-mod source;
 #[cfg(feature = "parquet")]
 mod parquet;
+mod source;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -123,13 +123,7 @@ pub(crate) fn object_to_document(
 ) -> Result<Document, String> {
     let text = match obj.remove(&input.text_field) {
         Some(Value::String(s)) => s,
-        Some(other) => {
-            return Err(format!(
-                "field `{}` is {}, expected a string",
-                input.text_field,
-                json_type(&other)
-            ))
-        }
+        Some(other) => return Err(format!("field `{}` is {}, expected a string", input.text_field, json_type(&other))),
         None => {
             let keys: Vec<&str> = obj.keys().map(|k| k.as_str()).take(8).collect();
             return Err(format!(
@@ -150,11 +144,7 @@ pub(crate) fn object_to_document(
             fallback_id()
         }
         Some(other) => {
-            return Err(format!(
-                "field `{}` is {}, expected a string or an integer",
-                input.id_field,
-                json_type(&other)
-            ))
+            return Err(format!("field `{}` is {}, expected a string or an integer", input.id_field, json_type(&other)))
         }
     };
     let mut optional_string = |key: &str| -> Result<Option<String>, String> {

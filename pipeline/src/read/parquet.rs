@@ -26,7 +26,8 @@ pub fn read_parquet(
     };
     let df = if crate::store::is_remote(url) {
         // Parquet needs random access: fetch the object to a temporary file first.
-        let mut tmp = tempfile::tempfile().map_err(|e| PipelineError::Io { location: "temp file".into(), source: e })?;
+        let mut tmp =
+            tempfile::tempfile().map_err(|e| PipelineError::Io { location: "temp file".into(), source: e })?;
         let mut src = super::source::open_from(url, 0, shard.file.size)?;
         std::io::copy(&mut src, &mut tmp).map_err(|e| PipelineError::Io { location: url.clone(), source: e })?;
         ParquetReader::new(tmp).finish().map_err(polars_err)?
@@ -45,11 +46,7 @@ pub fn read_parquet(
         ))
     })?;
     if text_col.dtype() != &DataType::String {
-        return Err(schema_err(format!(
-            "column `{}` is {}, expected string",
-            input.text_field,
-            text_col.dtype()
-        )));
+        return Err(schema_err(format!("column `{}` is {}, expected string", input.text_field, text_col.dtype())));
     }
     let texts = text_col.str().map_err(polars_err)?;
     let string_col = |name: &str, allow_int: bool| -> PipelineResult<Option<Column>> {
@@ -80,7 +77,9 @@ pub fn read_parquet(
         if let Ok(c) = col.cast(&DataType::String) {
             extras.push((name.clone(), c));
         } else {
-            stats.warnings.push(format!("{url}: column `{name}` ({}) cannot be rendered as text and was not kept", col.dtype()));
+            stats
+                .warnings
+                .push(format!("{url}: column `{name}` ({}) cannot be rendered as text and was not kept", col.dtype()));
         }
     }
     let get = |col: &Option<Column>, row: usize| -> Option<String> {

@@ -18,8 +18,7 @@ pub fn open_from(url: &str, offset: u64, size: u64) -> PipelineResult<Box<dyn Re
         let path = url.strip_prefix("file://").unwrap_or(url);
         let mut f = std::fs::File::open(path).map_err(|e| PipelineError::Io { location: url.into(), source: e })?;
         if offset > 0 {
-            f.seek(SeekFrom::Start(offset))
-                .map_err(|e| PipelineError::Io { location: url.into(), source: e })?;
+            f.seek(SeekFrom::Start(offset)).map_err(|e| PipelineError::Io { location: url.into(), source: e })?;
         }
         return Ok(Box::new(f));
     }

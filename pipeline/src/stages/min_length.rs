@@ -19,10 +19,7 @@ impl MinLengthConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         if let Some(max) = self.max_chars {
             if max < self.min_chars {
-                return Err((
-                    "max-chars".into(),
-                    format!("{max} is below min-chars ({})", self.min_chars),
-                ));
+                return Err(("max-chars".into(), format!("{max} is below min-chars ({})", self.min_chars)));
             }
         }
         Ok(())
@@ -45,11 +42,8 @@ impl Stage for MinLengthConfig {
         if bytes / 4 > max {
             return Decision::Drop("too-long");
         }
-        let chars = if bytes / 4 >= self.min_chars && bytes <= max {
-            None
-        } else {
-            Some(doc.text.chars().count() as u64)
-        };
+        let chars =
+            if bytes / 4 >= self.min_chars && bytes <= max { None } else { Some(doc.text.chars().count() as u64) };
         match chars {
             Some(c) if c < self.min_chars => Decision::Drop("too-short"),
             Some(c) if c > max => Decision::Drop("too-long"),

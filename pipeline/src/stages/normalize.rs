@@ -27,11 +27,7 @@ pub struct NormalizeConfig {
 
 impl Default for NormalizeConfig {
     fn default() -> Self {
-        NormalizeConfig {
-            unicode: UnicodeForm::Nfc,
-            strip_control: true,
-            whitespace: true,
-        }
+        NormalizeConfig { unicode: UnicodeForm::Nfc, strip_control: true, whitespace: true }
     }
 }
 
@@ -54,16 +50,7 @@ fn is_invisible_noise(c: char) -> bool {
 
 fn is_space_separator(c: char) -> bool {
     // Unicode category Zs, plus tab.
-    matches!(
-        c,
-        '\t' | ' '
-            | '\u{a0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200a}'
-            | '\u{202f}'
-            | '\u{205f}'
-            | '\u{3000}'
-    )
+    matches!(c, '\t' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'..='\u{200a}' | '\u{202f}' | '\u{205f}' | '\u{3000}')
 }
 
 impl NormalizeConfig {
@@ -72,7 +59,15 @@ impl NormalizeConfig {
         let mut out: Option<String> = None;
         let mut current = text;
 
-        if self.strip_control && current.chars().any(|c| c == '\r' || c == '\u{2028}' || c == '\u{2029}' || (c.is_control() && c != '\n' && c != '\t') || is_invisible_noise(c)) {
+        if self.strip_control
+            && current.chars().any(|c| {
+                c == '\r'
+                    || c == '\u{2028}'
+                    || c == '\u{2029}'
+                    || (c.is_control() && c != '\n' && c != '\t')
+                    || is_invisible_noise(c)
+            })
+        {
             let mut s = String::with_capacity(current.len());
             let mut chars = current.chars().peekable();
             while let Some(c) = chars.next() {
@@ -173,9 +168,7 @@ mod tests {
     use super::*;
 
     fn norm(text: &str) -> String {
-        NormalizeConfig::default()
-            .normalize(text)
-            .unwrap_or_else(|| text.to_string())
+        NormalizeConfig::default().normalize(text).unwrap_or_else(|| text.to_string())
     }
 
     #[test]

@@ -32,7 +32,8 @@ impl Default for WorkerConfig {
 }
 
 pub fn default_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    let host =
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
     format!("{host}:{}", std::process::id())
 }
 
@@ -72,7 +73,11 @@ where
 }
 
 /// Runs the worker until `shutdown` is cancelled.
-pub async fn start(config: WorkerConfig, api: Arc<dyn CoordinatorApi>, shutdown: CancellationToken) -> Result<(), WorkerError> {
+pub async fn start(
+    config: WorkerConfig,
+    api: Arc<dyn CoordinatorApi>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
     'register: loop {
         let reg = pb::RegisterWorkerRequest { name: config.name.clone(), slots: config.slots };
         let registered = match retry(&shutdown, "register", || api.register_worker(reg.clone())).await {
@@ -116,7 +121,10 @@ pub async fn start(config: WorkerConfig, api: Arc<dyn CoordinatorApi>, shutdown:
                 Some(Ok(r)) => {
                     for lease in r.leases {
                         let progress = Arc::new(TaskProgress::default());
-                        running.lock().expect("lock").insert(lease.task_id, Running { attempt: lease.attempt, progress: progress.clone() });
+                        running
+                            .lock()
+                            .expect("lock")
+                            .insert(lease.task_id, Running { attempt: lease.attempt, progress: progress.clone() });
                         tasks.spawn(run_lease(
                             api.clone(),
                             worker_id.clone(),
@@ -225,7 +233,8 @@ async fn run_lease_inner(
             Outcome::Failure(pb::TaskFailure { error, retryable })
         }
     };
-    let req = pb::ReportTaskRequest { worker_id, task_id: lease.task_id, attempt: lease.attempt, outcome: Some(outcome) };
+    let req =
+        pb::ReportTaskRequest { worker_id, task_id: lease.task_id, attempt: lease.attempt, outcome: Some(outcome) };
     // A report must get through: retry through coordinator restarts (the parent token, not the
     // session, bounds it, so a worker shutting down still tries).
     let stop = session.clone();
@@ -237,16 +246,24 @@ async fn run_lease_inner(
 }
 
 /// Runs a leased task; errors carry whether a retry can help.
-async fn execute(lease: &pb::TaskLease, progress: Arc<TaskProgress>, run: RunOptions) -> Result<String, (String, bool)> {
+async fn execute(
+    lease: &pb::TaskLease,
+    progress: Arc<TaskProgress>,
+    run: RunOptions,
+) -> Result<String, (String, bool)> {
     match lease.kind.as_str() {
         SHARD_TASK_KIND => {
-            let task: ShardTask = serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))?;
+            let task: ShardTask =
+                serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))?;
             let result = run_shard_task(task, &lease.job_id, lease.attempt, progress, run)
                 .await
                 .map_err(|e| (e.to_string(), e.is_retryable()))?;
             Ok(serde_json::to_string(&result).expect("result serializes"))
         }
         NOOP_TASK_KIND => Ok("{}".into()),
-        other => Err((format!("this worker cannot run tasks of kind `{other}` (it runs: {SHARD_TASK_KIND}, {NOOP_TASK_KIND})"), false)),
+        other => Err((
+            format!("this worker cannot run tasks of kind `{other}` (it runs: {SHARD_TASK_KIND}, {NOOP_TASK_KIND})"),
+            false,
+        )),
     }
 }

@@ -45,7 +45,8 @@ pub fn smoke_on(device: Device, steps: u32) -> Result<SmokeReport, TrainError> {
         opt.zero_grad();
         loss.backward();
         if step == 0 {
-            let norms: Vec<Tensor> = vs.trainable_variables().iter().map(|v| v.grad().norm().pow_tensor_scalar(2)).collect();
+            let norms: Vec<Tensor> =
+                vs.trainable_variables().iter().map(|v| v.grad().norm().pow_tensor_scalar(2)).collect();
             first_grad_norm = Tensor::stack(&norms, 0).sum(Kind::Float).sqrt().double_value(&[]);
             first_loss = loss.double_value(&[]);
         }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The demo: install what is missing, build, and run a corpus job over the sample corpus in
+# examples/data on the embedded default (local output directory, embedded coordinator state,
+# local workers), with progress bars and a summary. Then prove the libtorch toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/setup.sh)"
+cargo build --features train
+LEHR=${CARGO_TARGET_DIR:-target}/debug/lehr
+
+rm -rf .lehr/demo
+echo "== lehr corpus build examples/pipeline.toml"
+"$LEHR" corpus build examples/pipeline.toml
+echo
+echo "== output in .lehr/demo:"
+ls -l .lehr/demo | head -20
+echo
+echo "== lehr train smoke (libtorch forward/backward)"
+"$LEHR" train smoke
