@@ -203,6 +203,9 @@ pub struct BenchPipelineArgs {
     pub workers: u32,
     #[arg(long, default_value = "8MiB")]
     pub split_size: String,
+    /// Process N copies of every input (local files only), for a longer measurement.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
     #[arg(long)]
     pub json: bool,
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 const SPLIT: &str = "1MiB";
 /// Per-document delay so shards take long enough to be killed mid-way.
-const SLOW_DOC_US: u64 = 250;
+const SLOW_DOC_US: u64 = 1000;
 
 fn reference_run(dir: &Path) -> std::collections::BTreeMap<String, String> {
     let out = dir.join("reference");
@@ -65,8 +65,8 @@ fn worker_sigkilled_mid_shard_job_still_matches_one_worker_run() {
     let job = submit(&url, &spec);
 
     // Kill worker w1 while it holds a shard it has started reading.
+    // (1 ms per document: a 1 MiB shard takes about a second, the kill lands well inside it)
     let victim = wait_until("w1 to be in a shard", Duration::from_secs(60), || busy_task_on(&url, &job, "w1"));
-    std::thread::sleep(Duration::from_millis(150));
     workers[1].sigkill();
 
     let status = wait_for_end(&url, &job);

@@ -146,6 +146,15 @@ impl Location {
         }
     }
 
+    /// The size of `rel`, or `None` when it does not exist.
+    pub async fn size(&self, rel: &str) -> PipelineResult<Option<u64>> {
+        match self.store.head(&self.child(rel)).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(PipelineError::Store { location: self.child_url(rel), source: e }),
+        }
+    }
+
     /// Copies `from` to `to` (both relative), replacing `to`. Idempotent.
     pub async fn copy(&self, from: &str, to: &str) -> PipelineResult<()> {
         self.store

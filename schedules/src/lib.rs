@@ -126,9 +126,14 @@ mod tests {
         let mut s = wsd(DecayShape::Linear);
         s.final_factor = 1.5;
         assert_eq!(s.validate().unwrap_err().key, "final-factor");
-        let bad: Result<WsdConfig, _> = toml::from_str("peak-lr = 1.0\nwarmup-steps = 1\nstable-steps = 1\ndecay-steps = 1\ndecay-shape = \"1-sqrt\"\n");
+        let bad: Result<WsdConfig, _> = toml::from_str(
+            "peak-lr = 1.0\nwarmup-steps = 1\nstable-steps = 1\ndecay-steps = 1\ndecay-shape = \"1-sqrt\"\n",
+        );
         assert!(bad.unwrap_err().to_string().contains("1-sqrt"));
-        let ok: WsdConfig = toml::from_str("peak-lr = 1.0\nwarmup-steps = 1\nstable-steps = 1\ndecay-steps = 1\ndecay-shape = \"one-sqrt\"\n").unwrap();
+        let ok: WsdConfig = toml::from_str(
+            "peak-lr = 1.0\nwarmup-steps = 1\nstable-steps = 1\ndecay-steps = 1\ndecay-shape = \"one-sqrt\"\n",
+        )
+        .unwrap();
         assert!(ok.validate().is_ok());
     }
 

@@ -123,8 +123,26 @@ async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
     )
     .await
     .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
-    let input_bytes: u64 = files.iter().map(|f| f.size).sum();
     let out = tempfile::tempdir().context("no temporary directory")?;
+    // `--repeat N`: N copies of every input under distinct names, for a longer measurement.
+    let (files, inputs) = if args.repeat > 1 {
+        let copies = out.path().join("inputs");
+        std::fs::create_dir_all(&copies).context("cannot create the copy directory")?;
+        for f in &files {
+            let name = f.url.rsplit('/').next().unwrap_or("input");
+            for i in 0..args.repeat {
+                std::fs::copy(&f.url, copies.join(format!("r{i:03}-{name}"))).context("cannot copy an input")?;
+            }
+        }
+        let pattern = copies.join("*").to_string_lossy().to_string();
+        let listed = lehr_pipeline::plan::list_inputs(std::slice::from_ref(&pattern))
+            .await
+            .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+        (listed, vec![pattern])
+    } else {
+        (files, inputs)
+    };
+    let input_bytes: u64 = files.iter().map(|f| f.size).sum();
     let spec = format!(
         "version = 1\nname = \"bench\"\n[input]\npaths = {paths:?}\nsplit-size = {split:?}\n[[stage]]\ntype = \"normalize\"\n[[stage]]\ntype = \"min-length\"\nmin-chars = 50\n[output]\npath = {out:?}\nformats = [\"jsonl.zst\"]\n",
         paths = inputs,
@@ -148,7 +166,18 @@ async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
             base_dir: cwd.to_string_lossy().to_string(),
         })
         .await?;
-    let status = crate::progress::follow(&api, &job.job_id, true).await?;
+    // Poll often (in-process, cheap) so the figure is not quantized by the poll interval.
+    let status = loop {
+        let s = api
+            .get_job(pb::GetJobRequest { job_id: job.job_id.clone(), include_tasks: false })
+            .await?
+            .job
+            .expect("job");
+        if crate::progress::is_terminal_state(&s.state) {
+            break s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    };
     let secs = start.elapsed().as_secs_f64();
     shutdown.cancel();
     if status.state != "succeeded" {

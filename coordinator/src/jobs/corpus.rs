@@ -97,7 +97,13 @@ impl JobKind for CorpusKind {
         let r: ShardResult = serde_json::from_str(&task.result).map_err(|e| JobError::Storage(e.to_string()))?;
         let out = store::resolve(&job.output).map_err(storage)?;
         for f in &r.outputs {
-            out.copy(&f.attempt_key, &f.name).await.map_err(storage)?;
+            if let Err(e) = out.copy(&f.attempt_key, &f.name).await {
+                // A crash after an earlier promotion deleted the attempt's files but before it
+                // was recorded: the final file is already there.
+                if out.size(&f.name).await.map_err(storage)? != Some(f.bytes) {
+                    return Err(storage(e));
+                }
+            }
         }
         if let Some(attempt) = task.committed_attempt {
             out.delete_prefix(&attempt_prefix(&job.id, task.index, attempt)).await.map_err(storage)?;

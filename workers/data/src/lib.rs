@@ -224,6 +224,7 @@ async fn run_lease_inner(
     running.lock().expect("lock").remove(&lease.task_id);
     if progress.cancelled.load(std::sync::atomic::Ordering::Relaxed) && outcome.is_err() {
         tracing::info!("attempt stopped");
+        discard_attempt(&lease).await;
         return; // the coordinator already moved on; its lease expires or was revoked
     }
     let outcome = match outcome {
@@ -242,6 +243,20 @@ async fn run_lease_inner(
         Some(Ok(r)) => tracing::debug!(disposition = %r.disposition, "reported"),
         Some(Err(e)) => tracing::warn!(error = %e, "report refused"),
         None => tracing::warn!("shut down before the report got through; the lease will expire"),
+    }
+}
+
+/// Best effort: removes what a stopped attempt wrote (the job's finalize sweeps the rest).
+async fn discard_attempt(lease: &pb::TaskLease) {
+    if lease.kind != SHARD_TASK_KIND {
+        return;
+    }
+    let Ok(task) = serde_json::from_str::<ShardTask>(&lease.payload) else { return };
+    if let Ok(out) = lehr_pipeline::store::resolve(&task.output.path) {
+        let prefix = lehr_pipeline::task::attempt_prefix(&lease.job_id, task.task_index, lease.attempt);
+        if let Err(e) = out.delete_prefix(&prefix).await {
+            tracing::debug!(error = %e, "could not remove a stopped attempt's files");
+        }
     }
 }
 

@@ -1,0 +1,14 @@
+//! With the `train` feature, the lehr binary links libtorch through lehr-train: give it an rpath
+//! to libtorch (no LD_LIBRARY_PATH needed) and keep libtorch_cuda, which nothing references
+//! directly, so CUDA is visible at run time.
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=DEP_LEHR_TRAIN_LIBTORCH_LIB");
+    if let Ok(lib) = std::env::var("DEP_LEHR_TRAIN_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+        if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
+            println!("cargo:rustc-link-arg=-L{lib}");
+            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        }
+    }
+}

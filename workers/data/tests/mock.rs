@@ -1,0 +1,165 @@
+//! The worker against a mock coordinator (no network, no coordinator crate): it registers,
+//! leases, runs a real shard task over the sample corpus, reports each outcome once, with the
+//! right retry hint, and registers again when the coordinator forgets it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lehr_pipeline::plan::{InputFile, InputFormat, Shard};
+use lehr_pipeline::spec::{ByteSize, InputSpec, InvalidUtf8, OutputFormat, OutputSpec, UnreadableFile};
+use lehr_pipeline::task::{ShardResult, ShardTask, SHARD_TASK_KIND};
+use lehr_proto::pb::{self, report_task_request::Outcome};
+use lehr_proto::{ApiError, ApiResult, CoordinatorApi, ErrorCode};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Mock {
+    queue: Mutex<Vec<pb::TaskLease>>,
+    reports: Mutex<Vec<pb::ReportTaskRequest>>,
+    registrations: Mutex<u32>,
+    /// Refuse the first lease call as if the coordinator had lost its state.
+    forget_once: Mutex<bool>,
+}
+
+#[async_trait]
+impl CoordinatorApi for Mock {
+    async fn submit_job(&self, _: pb::SubmitJobRequest) -> ApiResult<pb::SubmitJobResponse> {
+        unimplemented!()
+    }
+    async fn get_job(&self, _: pb::GetJobRequest) -> ApiResult<pb::GetJobResponse> {
+        unimplemented!()
+    }
+    async fn list_jobs(&self, _: pb::ListJobsRequest) -> ApiResult<pb::ListJobsResponse> {
+        unimplemented!()
+    }
+    async fn cancel_job(&self, _: pb::CancelJobRequest) -> ApiResult<pb::CancelJobResponse> {
+        unimplemented!()
+    }
+    async fn list_workers(&self, _: pb::ListWorkersRequest) -> ApiResult<pb::ListWorkersResponse> {
+        unimplemented!()
+    }
+    async fn register_worker(&self, _: pb::RegisterWorkerRequest) -> ApiResult<pb::RegisterWorkerResponse> {
+        let mut n = self.registrations.lock().unwrap();
+        *n += 1;
+        Ok(pb::RegisterWorkerResponse { worker_id: format!("w{n}"), lease_ttl_ms: 1000, heartbeat_ms: 100 })
+    }
+    async fn lease_tasks(&self, _: pb::LeaseTasksRequest) -> ApiResult<pb::LeaseTasksResponse> {
+        if std::mem::take(&mut *self.forget_once.lock().unwrap()) {
+            return Err(ApiError::new(ErrorCode::FailedPrecondition, "unknown worker"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(pb::LeaseTasksResponse { leases: self.queue.lock().unwrap().drain(..).collect() })
+    }
+    async fn heartbeat(&self, _: pb::HeartbeatRequest) -> ApiResult<pb::HeartbeatResponse> {
+        Ok(pb::HeartbeatResponse { cancel: vec![] })
+    }
+    async fn report_task(&self, req: pb::ReportTaskRequest) -> ApiResult<pb::ReportTaskResponse> {
+        self.reports.lock().unwrap().push(req);
+        Ok(pb::ReportTaskResponse { disposition: "committed".into() })
+    }
+}
+
+fn shard_lease(task_id: u64, path: &std::path::Path, out: &std::path::Path, text_field: &str) -> pb::TaskLease {
+    let size = std::fs::metadata(path).unwrap().len();
+    let task = ShardTask {
+        task_index: task_id as u32,
+        shard: Shard {
+            file: InputFile { url: path.to_string_lossy().into(), size, format: InputFormat::Jsonl },
+            file_index: 0,
+            start: 0,
+            end: size,
+            range_index: 0,
+        },
+        input: InputSpec {
+            paths: vec![],
+            text_field: text_field.into(),
+            id_field: "id".into(),
+            split_size: ByteSize(1 << 20),
+            invalid_utf8: InvalidUtf8::Reject,
+            unreadable_file: UnreadableFile::Fail,
+        },
+        stages: vec![],
+        output: OutputSpec {
+            path: out.to_string_lossy().into(),
+            formats: vec![OutputFormat::JsonlZst],
+            zstd_level: 3,
+            overwrite: false,
+        },
+    };
+    pb::TaskLease {
+        task_id,
+        job_id: "job-test".into(),
+        attempt: 1,
+        kind: SHARD_TASK_KIND.into(),
+        payload: serde_json::to_string(&task).unwrap(),
+        lease_ttl_ms: 1000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_runs_reports_and_reregisters() {
+    let out = tempfile::tempdir().unwrap();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/data/ko.jsonl");
+    let mock = Arc::new(Mock::default());
+    *mock.forget_once.lock().unwrap() = true;
+    mock.queue.lock().unwrap().extend([
+        shard_lease(0, &sample, out.path(), "text"),
+        // every line lacks the `body` field: no line is a document, but the file is JSON, so
+        // this is a task with 300 bad records, not an unreadable file
+        shard_lease(1, &sample, out.path(), "body"),
+        pb::TaskLease {
+            task_id: 2,
+            job_id: "job-test".into(),
+            attempt: 1,
+            kind: "tokenize.shard".into(),
+            payload: "{}".into(),
+            lease_ttl_ms: 1000,
+        },
+    ]);
+    let shutdown = CancellationToken::new();
+    let api: Arc<dyn CoordinatorApi> = mock.clone();
+    let config = lehr_worker::WorkerConfig { name: "t".into(), slots: 3, run: Default::default() };
+    let worker = tokio::spawn(lehr_worker::start(config, api, shutdown.clone()));
+    for _ in 0..200 {
+        if mock.reports.lock().unwrap().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+
+    assert_eq!(*mock.registrations.lock().unwrap(), 2, "registered again after being forgotten");
+    let mut reports = mock.reports.lock().unwrap().clone();
+    reports.sort_by_key(|r| r.task_id);
+    assert_eq!(reports.len(), 3, "each task reported exactly once");
+    match &reports[0].outcome {
+        Some(Outcome::Success(json)) => {
+            let r: ShardResult = serde_json::from_str(json).unwrap();
+            assert_eq!(r.read.docs, 300);
+            assert_eq!(r.docs_written, 300);
+            let f = &r.outputs[0];
+            let bytes = std::fs::read(out.path().join(&f.attempt_key)).unwrap();
+            assert_eq!(bytes.len() as u64, f.bytes);
+            let text = zstd::decode_all(&bytes[..]).unwrap();
+            assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 300);
+        }
+        other => panic!("task 0: {other:?}"),
+    }
+    match &reports[1].outcome {
+        Some(Outcome::Success(json)) => {
+            let r: ShardResult = serde_json::from_str(json).unwrap();
+            assert_eq!((r.read.docs, r.read.bad_records), (0, 300));
+            assert!(r.read.bad[0].reason.contains("no `body` field"));
+        }
+        other => panic!("task 1: {other:?}"),
+    }
+    match &reports[2].outcome {
+        Some(Outcome::Failure(f)) => {
+            assert!(!f.retryable);
+            assert!(f.error.contains("cannot run tasks of kind `tokenize.shard`"), "{}", f.error);
+        }
+        other => panic!("task 2: {other:?}"),
+    }
+}
