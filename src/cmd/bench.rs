@@ -4,12 +4,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use lehr_coordinator::{CoordinatorConfig, SchedulerConfig};
 use lehr_proto::pb::{self, report_task_request::Outcome};
 use lehr_proto::{CoordinatorApi, GrpcCoordinatorClient};
 use tokio_util::sync::CancellationToken;
 
-use super::{CmdResult, Failure, EXIT_OK};
+use super::{start_embedded, CmdResult, Failure, EXIT_OK};
 use crate::cli::{BenchCommand, BenchCoordinatorArgs, BenchPipelineArgs};
 use crate::progress::human_bytes;
 
@@ -18,24 +17,6 @@ pub async fn run(cmd: BenchCommand) -> CmdResult {
         BenchCommand::Coordinator(a) => coordinator(a).await,
         BenchCommand::Pipeline(a) => pipeline(a).await,
     }
-}
-
-async fn start_embedded(
-    listen: bool,
-    shutdown: &CancellationToken,
-) -> Result<(lehr_coordinator::RunningCoordinator, tempfile::TempDir), Failure> {
-    let dir = tempfile::tempdir().context("no temporary directory")?;
-    let config = CoordinatorConfig {
-        state_dir: dir.path().to_path_buf(),
-        listen: listen.then(|| "127.0.0.1:0".parse().expect("addr")),
-        http_listen: None,
-        token: None,
-        scheduler: SchedulerConfig::default(),
-    };
-    let running = lehr_coordinator::start(config, shutdown.clone())
-        .await
-        .map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
-    Ok((running, dir))
 }
 
 /// Simulated workers lease one task at a time and report it done at once.
@@ -89,7 +70,9 @@ async fn drive(api: Arc<dyn CoordinatorApi>, tasks: u32, workers: u32) -> Result
 
 async fn coordinator(args: BenchCoordinatorArgs) -> CmdResult {
     let shutdown = CancellationToken::new();
-    let (running, _dir) = start_embedded(args.grpc, &shutdown).await?;
+    let dir = tempfile::tempdir().context("no temporary directory")?;
+    let listen = args.grpc.then(|| "127.0.0.1:0".parse().expect("addr"));
+    let (running, _) = start_embedded(dir.path().to_path_buf(), listen, 0, &shutdown).await?;
     let in_process = drive(running.api.clone(), args.tasks, args.workers).await?;
     let grpc = match running.grpc_addr {
         Some(addr) => {
@@ -150,13 +133,9 @@ async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
         out = out.path().join("out").to_string_lossy(),
     );
     let shutdown = CancellationToken::new();
-    let (running, _dir) = start_embedded(false, &shutdown).await?;
+    let state = tempfile::tempdir().context("no temporary directory")?;
+    let (running, _workers) = start_embedded(state.path().to_path_buf(), None, args.workers.max(1), &shutdown).await?;
     let api: Arc<dyn CoordinatorApi> = running.api.clone();
-    let mut workers = tokio::task::JoinSet::new();
-    for i in 0..args.workers.max(1) {
-        let config = lehr_worker::WorkerConfig { name: format!("bench-{i}"), slots: 1, run: Default::default() };
-        workers.spawn(lehr_worker::start(config, api.clone(), shutdown.child_token()));
-    }
     let start = Instant::now();
     let job = api
         .submit_job(pb::SubmitJobRequest {

@@ -4,15 +4,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use lehr_coordinator::{CoordinatorConfig, SchedulerConfig};
 use lehr_pipeline::manifest::{Manifest, MANIFEST_NAME, REJECTS_NAME};
 use lehr_pipeline::PipelineSpec;
 use lehr_proto::pb::{CancelJobRequest, JobStatus, SubmitJobRequest};
 use lehr_proto::CoordinatorApi;
 use tokio_util::sync::CancellationToken;
 
-use super::cluster::run_options_from_env;
-use super::{connect, interrupted, CmdResult, Failure, EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK};
+use super::{connect, interrupted, start_embedded, CmdResult, Failure, EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK};
 use crate::cli::{CorpusBuildArgs, CorpusCommand, CorpusInitArgs};
 use crate::progress::{follow, human_bytes};
 
@@ -58,27 +56,12 @@ async fn build(args: CorpusBuildArgs) -> CmdResult {
                     p
                 }
             };
-            let config = CoordinatorConfig {
-                state_dir,
-                listen: None,
-                http_listen: None,
-                token: None,
-                scheduler: SchedulerConfig::default(),
-            };
-            let running = lehr_coordinator::start(config, shutdown.clone())
-                .await
-                .map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
-            let api: Arc<dyn CoordinatorApi> = running.api.clone();
             let n = args
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2))
                 .max(1);
-            let mut workers = tokio::task::JoinSet::new();
-            for i in 0..n {
-                let config =
-                    lehr_worker::WorkerConfig { name: format!("embedded-{i}"), slots: 1, run: run_options_from_env() };
-                workers.spawn(lehr_worker::start(config, api.clone(), shutdown.child_token()));
-            }
+            let (running, workers) = start_embedded(state_dir, None, n, &shutdown).await?;
+            let api: Arc<dyn CoordinatorApi> = running.api.clone();
             embedded = Some((running, workers));
             api
         }

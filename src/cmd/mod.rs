@@ -109,6 +109,36 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
+/// A coordinator in this process (state in `state_dir`, gRPC only when `listen` is given) and
+/// `workers` local workers on its in-process API: the embedded mode of `corpus build` and the
+/// benchmarks.
+pub async fn start_embedded(
+    state_dir: std::path::PathBuf,
+    listen: Option<std::net::SocketAddr>,
+    workers: u32,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<(lehr_coordinator::RunningCoordinator, tokio::task::JoinSet<Result<(), lehr_worker::WorkerError>>), Failure>
+{
+    let config = lehr_coordinator::CoordinatorConfig {
+        state_dir,
+        listen,
+        http_listen: None,
+        token: None,
+        scheduler: lehr_coordinator::SchedulerConfig::default(),
+    };
+    let running = lehr_coordinator::start(config, shutdown.clone())
+        .await
+        .map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
+    let api: Arc<dyn CoordinatorApi> = running.api.clone();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..workers {
+        let config =
+            lehr_worker::WorkerConfig { name: format!("embedded-{i}"), slots: 1, run: cluster::run_options_from_env() };
+        set.spawn(lehr_worker::start(config, api.clone(), shutdown.child_token()));
+    }
+    Ok((running, set))
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn interrupted() {
     let term = async {

@@ -125,15 +125,19 @@ pub async fn start(
                             .lock()
                             .expect("lock")
                             .insert(lease.task_id, Running { attempt: lease.attempt, progress: progress.clone() });
-                        tasks.spawn(run_lease(
-                            api.clone(),
-                            worker_id.clone(),
-                            lease,
-                            progress,
-                            config.run.clone(),
-                            running.clone(),
-                            session.clone(),
-                        ));
+                        let span = tracing::info_span!("task", task_id = lease.task_id, attempt = lease.attempt, job_id = %lease.job_id);
+                        tasks.spawn(
+                            run_lease(
+                                api.clone(),
+                                worker_id.clone(),
+                                lease,
+                                progress,
+                                config.run.clone(),
+                                running.clone(),
+                                session.clone(),
+                            )
+                            .instrument(span),
+                        );
                     }
                 }
             }
@@ -199,19 +203,6 @@ async fn heartbeat_loop(
 }
 
 async fn run_lease(
-    api: Arc<dyn CoordinatorApi>,
-    worker_id: String,
-    lease: pb::TaskLease,
-    progress: Arc<TaskProgress>,
-    run: RunOptions,
-    running: RunningMap,
-    session: CancellationToken,
-) {
-    let span = tracing::info_span!("task", task_id = lease.task_id, attempt = lease.attempt, job_id = %lease.job_id);
-    run_lease_inner(api, worker_id, lease, progress, run, running, session).instrument(span).await
-}
-
-async fn run_lease_inner(
     api: Arc<dyn CoordinatorApi>,
     worker_id: String,
     lease: pb::TaskLease,
