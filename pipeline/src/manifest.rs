@@ -61,6 +61,9 @@ pub struct StageSummary {
     pub kept: u64,
     pub dropped: u64,
     pub dropped_by_rule: BTreeMap<String, u64>,
+    /// The stage's own counts (e.g. `pii.email`), when it keeps any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -133,6 +136,9 @@ pub fn build(
             for (rule, n) in &c.dropped {
                 *sum.dropped_by_rule.entry(rule.clone()).or_default() += n;
             }
+            for (key, n) in &c.counters {
+                *sum.counters.entry(key.clone()).or_default() += n;
+            }
         }
         for f in &r.outputs {
             t.files += 1;
@@ -151,6 +157,7 @@ pub fn build(
         kept: t.docs_written,
         dropped: 0,
         dropped_by_rule: BTreeMap::new(),
+        counters: BTreeMap::new(),
     };
     let mut all_stages = vec![read];
     all_stages.extend(stages);

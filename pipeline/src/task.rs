@@ -13,7 +13,7 @@ use crate::error::{PipelineError, PipelineResult};
 use crate::plan::Shard;
 use crate::read::{read_shard, ReadStats};
 use crate::spec::{InputSpec, OutputSpec, UnreadableFile};
-use crate::stages::{Decision, StageSpec};
+use crate::stages::{Counters, Decision, StageSpec};
 use crate::store;
 use crate::write::{sha256_hex, OutputFile, ShardWriter};
 
@@ -40,6 +40,9 @@ pub struct StageCounts {
     pub bytes_out: u64,
     /// Dropped documents by rule.
     pub dropped: BTreeMap<String, u64>,
+    /// The stage's own counts (replacements made, documents modified, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// What a committed shard attempt reports.
@@ -121,6 +124,7 @@ pub fn process(
     let stages: Vec<_> = task.stages.iter().map(|s| s.build()).collect();
     let mut counts: Vec<StageCounts> =
         stages.iter().map(|s| StageCounts { name: s.name().to_string(), ..Default::default() }).collect();
+    let mut stage_counters: Vec<Counters> = vec![Counters::default(); stages.len()];
     let mut writer = ShardWriter::new(&task.output)?;
     let mut stats = ReadStats::default();
     let outcome = read_shard(&task.shard, &task.input, &mut stats, &mut |mut doc| {
@@ -132,9 +136,9 @@ pub fn process(
         if let Some(d) = options.slow_per_doc {
             std::thread::sleep(d);
         }
-        for (stage, c) in stages.iter().zip(counts.iter_mut()) {
+        for ((stage, c), counters) in stages.iter().zip(counts.iter_mut()).zip(stage_counters.iter_mut()) {
             c.docs_in += 1;
-            match stage.process(&mut doc) {
+            match stage.process(&mut doc, counters) {
                 Decision::Keep => {
                     c.docs_out += 1;
                     c.bytes_out += doc.text.len() as u64;
@@ -156,11 +160,15 @@ pub fn process(
             for c in counts.iter_mut() {
                 *c = StageCounts { name: c.name.clone(), ..Default::default() };
             }
+            stage_counters = vec![Counters::default(); stages.len()];
             stats = ReadStats::default();
             Some(message)
         }
         Err(e) => return Err(e),
     };
+    for (c, k) in counts.iter_mut().zip(stage_counters) {
+        c.counters = k.0;
+    }
     let docs_written = writer.docs();
     let files = if docs_written == 0 { Vec::new() } else { writer.finish()? };
     Ok((

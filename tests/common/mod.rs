@@ -29,7 +29,10 @@ pub fn corpus_inputs() -> Vec<String> {
             .map(|f| shared.join(f).to_string_lossy().to_string())
             .collect()
     } else {
-        vec![repo().join("examples/data/*").to_string_lossy().to_string()]
+        ["*.jsonl", "*.jsonl.gz"]
+            .iter()
+            .map(|g| repo().join("examples/data").join(g).to_string_lossy().to_string())
+            .collect()
     }
 }
 

@@ -8,11 +8,13 @@
 
 mod min_length;
 mod normalize;
+mod pii;
 
 use serde::{Deserialize, Serialize};
 
 pub use min_length::MinLengthConfig;
 pub use normalize::{NormalizeConfig, UnicodeForm};
+pub use pii::PiiConfig;
 
 use crate::document::Document;
 
@@ -24,10 +26,23 @@ pub enum Decision {
     Drop(&'static str),
 }
 
+/// Named counts a stage keeps besides kept/dropped (e.g. `pii.email`), summed into the manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Counters(pub std::collections::BTreeMap<String, u64>);
+
+impl Counters {
+    pub fn add(&mut self, key: &str, n: u64) {
+        if n > 0 {
+            *self.0.entry(key.to_string()).or_default() += n;
+        }
+    }
+}
+
 pub trait Stage: Send + Sync {
     /// The name used in counts and reports (the spec's `type`).
     fn name(&self) -> &'static str;
-    fn process(&self, doc: &mut Document) -> Decision;
+    fn process(&self, doc: &mut Document, counters: &mut Counters) -> Decision;
 }
 
 /// One `[[stage]]` table of the spec.
@@ -38,13 +53,15 @@ pub enum StageSpec {
     Normalize(NormalizeConfig),
     /// Drops documents shorter (or longer) than a number of characters.
     MinLength(MinLengthConfig),
+    /// Masks e-mail addresses, phone numbers and IP addresses.
+    Pii(PiiConfig),
 }
 
 impl StageSpec {
     /// Checks values; on error returns the key (relative to the stage) and a message.
     pub fn validate(&self) -> Result<(), (String, String)> {
         match self {
-            StageSpec::Normalize(_) => Ok(()),
+            StageSpec::Normalize(_) | StageSpec::Pii(_) => Ok(()),
             StageSpec::MinLength(c) => c.validate(),
         }
     }
@@ -53,6 +70,7 @@ impl StageSpec {
         match self {
             StageSpec::Normalize(c) => Box::new(c.clone()),
             StageSpec::MinLength(c) => Box::new(c.clone()),
+            StageSpec::Pii(c) => Box::new(c.clone()),
         }
     }
 
@@ -60,6 +78,7 @@ impl StageSpec {
         match self {
             StageSpec::Normalize(_) => "normalize",
             StageSpec::MinLength(_) => "min-length",
+            StageSpec::Pii(_) => "pii",
         }
     }
 }
