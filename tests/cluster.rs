@@ -9,13 +9,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-const SPLIT: &str = "1MiB";
-/// Per-document delay so shards take long enough to be killed mid-way.
-const SLOW_DOC_US: u64 = 1000;
-
 fn reference_run(dir: &Path) -> std::collections::BTreeMap<String, String> {
     let out = dir.join("reference");
-    let spec = write_spec(dir, "reference", &corpus_inputs(), &out, SPLIT, "");
+    let spec = write_spec(dir, "reference", &corpus_inputs(), &out, crash_test_shape().0, "");
     let run = lehr().args(["corpus", "build"]).arg(&spec).args(["--workers", "1", "--json"]).output().unwrap();
     assert!(run.status.success(), "reference run failed: {}", String::from_utf8_lossy(&run.stderr));
     let report = json_of(&run);
@@ -35,13 +31,27 @@ fn submit(url: &str, spec: &Path) -> String {
     json_of(&out)["job_id"].as_str().unwrap().to_string()
 }
 
-/// A leased task with some progress, on a worker with this name.
+/// Whether a shard is a long one (a whole compressed file, or a byte range of at least 100 KB),
+/// so that a kill right after it is leased lands inside it, not after its last document.
+fn long_shard(shard: &str) -> bool {
+    if let Some((_, range)) = shard.rsplit_once(" [") {
+        let range = range.trim_end_matches(')');
+        let (a, b) = range.split_once("..").unwrap();
+        b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() >= 100_000
+    } else {
+        shard.ends_with(".gz") || shard.ends_with(".parquet")
+    }
+}
+
+/// A long shard leased to the worker with this name.
 fn busy_task_on(url: &str, job: &str, worker_name: &str) -> Option<u64> {
     let workers = workers(url);
     let id = workers.as_array()?.iter().find(|w| w["name"] == worker_name)?["worker_id"].as_str()?.to_string();
     let status = job_status(url, job)?;
     status["tasks"].as_array()?.iter().find_map(|t| {
-        (t["state"] == "leased" && t["worker_id"] == id.as_str()).then(|| t["task_id"].as_u64()).flatten()
+        (t["state"] == "leased" && t["worker_id"] == id.as_str() && long_shard(t["shard"].as_str().unwrap_or("")))
+            .then(|| t["task_id"].as_u64())
+            .flatten()
     })
 }
 
@@ -59,13 +69,16 @@ fn worker_sigkilled_mid_shard_job_still_matches_one_worker_run() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let _coordinator = spawn_coordinator(&dir.path().join("state"), port, "3s");
-    let mut workers: Vec<Proc> = (0..3).map(|i| spawn_worker(&url, &format!("w{i}"), SLOW_DOC_US)).collect();
+    // w1, the one to be killed, is ten times slower: its shards take several seconds, so the
+    // kill lands inside one however late the poll sees it.
+    let mut workers: Vec<Proc> = (0..3)
+        .map(|i| spawn_worker(&url, &format!("w{i}"), crash_test_shape().1 * if i == 1 { 10 } else { 1 }))
+        .collect();
     let out = dir.path().join("three");
-    let spec = write_spec(dir.path(), "three", &corpus_inputs(), &out, SPLIT, "");
+    let spec = write_spec(dir.path(), "three", &corpus_inputs(), &out, crash_test_shape().0, "");
     let job = submit(&url, &spec);
 
     // Kill worker w1 while it holds a shard it has started reading.
-    // (1 ms per document: a 1 MiB shard takes about a second, the kill lands well inside it)
     let victim = wait_until("w1 to be in a shard", Duration::from_secs(60), || busy_task_on(&url, &job, "w1"));
     workers[1].sigkill();
 
@@ -90,9 +103,9 @@ fn coordinator_sigkilled_and_restarted_mid_job_loses_and_repeats_nothing() {
     let url = format!("http://127.0.0.1:{port}");
     let state = dir.path().join("state");
     let mut coordinator = spawn_coordinator(&state, port, "3s");
-    let _workers: Vec<Proc> = (0..3).map(|i| spawn_worker(&url, &format!("w{i}"), SLOW_DOC_US)).collect();
+    let _workers: Vec<Proc> = (0..3).map(|i| spawn_worker(&url, &format!("w{i}"), crash_test_shape().1)).collect();
     let out = dir.path().join("restarted");
-    let spec = write_spec(dir.path(), "restarted", &corpus_inputs(), &out, SPLIT, "");
+    let spec = write_spec(dir.path(), "restarted", &corpus_inputs(), &out, crash_test_shape().0, "");
     let job = submit(&url, &spec);
 
     // Wait until some shards are committed and others are running, then SIGKILL it.

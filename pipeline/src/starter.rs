@@ -41,6 +41,13 @@ strip-control = true
 # one space between words, trimmed lines, at most one blank line in a row
 whitespace = true
 
+# mask e-mails, phone numbers (international, zh, ko, US formats) and IP addresses
+[[stage]]
+type = "pii"
+email = "<EMAIL>"
+phone = "<PHONE>"
+ip = "<IP>"
+
 [[stage]]
 type = "min-length"
 # characters (not bytes) after normalization, so CJK and Latin text are measured alike
@@ -71,6 +78,6 @@ mod tests {
         assert_eq!(spec.input.paths, vec!["data/*.jsonl", "s3://b/x.parquet"]);
         assert_eq!(spec.output.path, "out dir");
         assert_eq!(spec.name.as_deref(), Some("demo \"x\""));
-        assert_eq!(spec.stages.len(), 2);
+        assert_eq!(spec.stages.len(), 3);
     }
 }

@@ -20,10 +20,25 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The fixture corpora from ../shared when present, else the sample shipped in the repo.
+fn use_shared() -> bool {
+    std::env::var_os("LEHR_TEST_NO_SHARED").is_none() && repo().join("../shared/fixtures/corpus/en.jsonl").exists()
+}
+
+/// Shard size and per-document delay for the crash tests: about 25 shards of about a second
+/// each, on the fixture corpora (22 MB) or on the repo's sample (3.6 MB).
+pub fn crash_test_shape() -> (&'static str, u64) {
+    if use_shared() {
+        ("1MiB", 1000)
+    } else {
+        ("160KiB", 5000)
+    }
+}
+
+/// The fixture corpora from ../shared when present (unless LEHR_TEST_NO_SHARED is set), else
+/// the sample shipped in the repo.
 pub fn corpus_inputs() -> Vec<String> {
     let shared = repo().join("../shared/fixtures/corpus");
-    if shared.join("en.jsonl").exists() {
+    if use_shared() {
         ["en.jsonl", "zh.jsonl", "ko.jsonl", "en.jsonl.gz", "zh.parquet", "mixed_dirty.jsonl"]
             .iter()
             .map(|f| shared.join(f).to_string_lossy().to_string())

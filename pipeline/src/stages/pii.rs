@@ -18,7 +18,7 @@ use crate::document::Document;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PiiConfig {
-    /// Placeholder for e-mail addresses; `false`-like empty string keeps them.
+    /// Placeholder for e-mail addresses; an empty string keeps them.
     #[serde(default = "email_placeholder")]
     pub email: String,
     #[serde(default = "phone_placeholder")]
