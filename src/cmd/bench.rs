@@ -163,6 +163,7 @@ async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
         return Err(anyhow::anyhow!("bench job {}: {}", status.state, status.error).into());
     }
     let docs: u64 = status.stages.iter().map(|s| s.docs_in).sum();
+    let kept: u64 = status.stages.iter().map(|s| s.docs_out).sum();
     let mbps = input_bytes as f64 / secs / 1e6;
     if args.json {
         println!(
@@ -171,7 +172,7 @@ async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
         );
     } else {
         println!(
-            "pipeline read → normalize → min-length → write jsonl.zst: {} in {docs} docs, {} workers: {secs:.2}s, {mbps:.1} MB/s ({:.1} MB/s per worker)",
+            "pipeline read → normalize → min-length → write jsonl.zst: {} in {docs} docs ({kept} written), {} workers: {secs:.2}s, {mbps:.1} MB/s ({:.1} MB/s per worker)",
             human_bytes(input_bytes as f64),
             args.workers,
             mbps / args.workers.max(1) as f64
