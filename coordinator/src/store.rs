@@ -93,28 +93,28 @@ impl Store {
         state.next_task_id = counter("next_task_id")?;
         state.next_job_seq = counter("next_job_seq")?;
         state.next_worker_seq = counter("next_worker_seq")?;
-        let mut stmt = self.conn.prepare("SELECT body FROM jobs").map_err(self.sql())?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(self.sql())?;
-        for body in rows {
-            let job: Job = serde_json::from_str(&body.map_err(self.sql())?)
-                .map_err(|e| StoreError::Corrupt("jobs".into(), e.to_string()))?;
+        for job in self.rows::<Job>("jobs")? {
             state.jobs.insert(job.id.clone(), job);
         }
-        let mut stmt = self.conn.prepare("SELECT body FROM tasks").map_err(self.sql())?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(self.sql())?;
-        for body in rows {
-            let task: Task = serde_json::from_str(&body.map_err(self.sql())?)
-                .map_err(|e| StoreError::Corrupt("tasks".into(), e.to_string()))?;
+        for task in self.rows::<Task>("tasks")? {
             state.tasks.insert(task.id, task);
         }
-        let mut stmt = self.conn.prepare("SELECT body FROM workers").map_err(self.sql())?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(self.sql())?;
-        for body in rows {
-            let w: Worker = serde_json::from_str(&body.map_err(self.sql())?)
-                .map_err(|e| StoreError::Corrupt("workers".into(), e.to_string()))?;
+        for w in self.rows::<Worker>("workers")? {
             state.workers.insert(w.id.clone(), w);
         }
         Ok(state)
+    }
+
+    /// Every row of `table`, decoded from its JSON body.
+    fn rows<T: serde::de::DeserializeOwned>(&self, table: &str) -> StoreResult<Vec<T>> {
+        let mut stmt = self.conn.prepare(&format!("SELECT body FROM {table}")).map_err(self.sql())?;
+        let bodies = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(self.sql())?;
+        let mut out = Vec::new();
+        for body in bodies {
+            let body = body.map_err(self.sql())?;
+            out.push(serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(table.to_string(), e.to_string()))?);
+        }
+        Ok(out)
     }
 
     /// Writes the dirty rows of `state` (and the id counters) in one transaction.

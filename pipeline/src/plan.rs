@@ -10,7 +10,7 @@ use globset::GlobBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PipelineError, PipelineResult};
-use crate::store::{self, Location};
+use crate::store;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -199,11 +199,6 @@ pub fn split(files: &[InputFile], split_size: u64) -> Vec<Shard> {
         }
     }
     shards
-}
-
-/// Where a local location's files sit, for error messages.
-pub fn display_location(loc: &Location) -> String {
-    loc.url.clone()
 }
 
 #[cfg(test)]

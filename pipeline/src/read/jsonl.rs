@@ -40,7 +40,10 @@ pub fn read_jsonl(
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut offset = open_at;
     if ranged && shard.start > 0 {
-        let n = read_line(&mut reader, &mut buf, url, stats, 0)?;
+        // the partial line at the start belongs to the previous range
+        buf.clear();
+        let n =
+            reader.read_until(b'\n', &mut buf).map_err(|e| PipelineError::Io { location: url.clone(), source: e })?;
         offset += n as u64;
     }
 
@@ -159,16 +162,4 @@ pub fn read_jsonl(
         });
     }
     Ok(())
-}
-
-/// Reads and discards the partial line at the start of a range. Returns the bytes consumed.
-fn read_line(
-    reader: &mut impl BufRead,
-    buf: &mut Vec<u8>,
-    url: &str,
-    _stats: &mut ReadStats,
-    _line: u64,
-) -> PipelineResult<usize> {
-    buf.clear();
-    reader.read_until(b'\n', buf).map_err(|e| PipelineError::Io { location: url.into(), source: e })
 }
