@@ -146,7 +146,10 @@ pub fn build(
             files.push(ManifestFile { name: f.name.clone(), docs: f.docs, bytes: f.bytes, sha256: f.sha256.clone() });
         }
         if let Some(reason) = &r.skipped_file {
-            skipped_files.push(SkippedFile { file: r.shard.file.url.clone(), reason: reason.clone() });
+            // every range of a split file says so: list the file once
+            if skipped_files.last().is_none_or(|s: &SkippedFile| s.file != r.shard.file.url) {
+                skipped_files.push(SkippedFile { file: r.shard.file.url.clone(), reason: reason.clone() });
+            }
         }
         warnings.extend(r.read.warnings.iter().cloned());
         rejects.extend(r.read.bad.iter().cloned());

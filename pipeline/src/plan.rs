@@ -1,9 +1,9 @@
 //! Planning: input paths and globs → the sorted list of input files → shards.
 //!
 //! Files are sorted by URL and deduplicated, so the same inputs always give the same shards in
-//! the same order, whatever the listing order of the store. Uncompressed JSONL files larger than
-//! `split-size` become several byte-range shards (a line belongs to the shard holding its first
-//! byte); compressed files and parquet files are one shard each.
+//! the same order, whatever the listing order of the store. Uncompressed JSONL and parquet files
+//! larger than `split-size` become several byte-range shards (a line, or a parquet row group,
+//! belongs to the shard holding its first byte); gzip and zstd files are one shard each.
 
 use futures::TryStreamExt;
 use globset::GlobBuilder;
@@ -178,12 +178,13 @@ pub async fn list_inputs(paths: &[String]) -> PipelineResult<Vec<InputFile>> {
     Ok(files)
 }
 
-/// Cuts files into shards: byte ranges of `split_size` for uncompressed JSONL, whole files
-/// otherwise. Empty files still get one (empty) shard so that they appear in reports.
+/// Cuts files into shards: byte ranges of `split_size` for uncompressed JSONL and parquet,
+/// whole files otherwise. Empty files still get one (empty) shard so that they appear in reports.
 pub fn split(files: &[InputFile], split_size: u64) -> Vec<Shard> {
     let mut shards = Vec::new();
     for (file_index, file) in files.iter().enumerate() {
-        let ranges: Vec<(u64, u64)> = if file.format == InputFormat::Jsonl && file.size > split_size {
+        let splittable = matches!(file.format, InputFormat::Jsonl | InputFormat::Parquet);
+        let ranges: Vec<(u64, u64)> = if splittable && file.size > split_size {
             (0..file.size).step_by(split_size as usize).map(|s| (s, (s + split_size).min(file.size))).collect()
         } else {
             vec![(0, file.size)]
@@ -221,6 +222,7 @@ mod tests {
         let files = vec![
             f("/a.jsonl", 10_000, InputFormat::Jsonl),
             f("/b.jsonl.gz", 10_000, InputFormat::JsonlGz),
+            f("/d.parquet", 10_000, InputFormat::Parquet),
             f("/c.jsonl", 0, InputFormat::Jsonl),
         ];
         let shards = split(&files, 4096);
@@ -228,5 +230,6 @@ mod tests {
         assert_eq!(a, vec![(0, 4096), (4096, 8192), (8192, 10_000)]);
         assert_eq!(shards.iter().filter(|s| s.file.url == "/b.jsonl.gz").count(), 1);
         assert_eq!(shards.iter().filter(|s| s.file.url == "/c.jsonl").count(), 1);
+        assert_eq!(shards.iter().filter(|s| s.file.url == "/d.parquet").count(), 3);
     }
 }

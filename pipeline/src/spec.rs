@@ -34,7 +34,7 @@ pub struct InputSpec {
     pub text_field: String,
     #[serde(default = "default_id_field")]
     pub id_field: String,
-    /// Uncompressed JSONL files larger than this are split into byte-range shards.
+    /// JSONL and parquet files larger than this are split into byte-range shards.
     #[serde(default = "default_split_size")]
     pub split_size: ByteSize,
     #[serde(default)]

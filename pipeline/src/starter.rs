@@ -23,7 +23,7 @@ paths = [{paths}]
 # JSON keys / parquet columns of the text and the id (a missing id gets FILE@OFFSET).
 text-field = "text"
 id-field = "id"
-# Uncompressed JSONL files bigger than this are split into byte-range shards.
+# JSONL and parquet files bigger than this are split into byte-range shards (parquet by row group).
 split-size = "64MiB"
 # A line that is not valid UTF-8: "reject" (skip it, report file:line) or "replace" (U+FFFD).
 invalid-utf8 = "reject"

@@ -1,4 +1,7 @@
-//! Parquet through polars. The file must have a string `text` column (named by
+//! Parquet through polars. A shard is a byte range of the file: it reads the row groups that
+//! start inside it (a whole-file shard reads them all), so large files split by row group
+//! without the coordinator reading any parquet metadata. The file must have a string `text`
+//! column (named by
 //! `input.text-field`); `id` may be a string or an integer column (integers become strings),
 //! `source` and `lang` are optional strings; other columns are kept as extra fields, rendered as
 //! strings. A null `text` skips the row (counted, with its 1-based row number); a null `id` gets
@@ -12,6 +15,30 @@ use crate::error::{PipelineError, PipelineResult};
 use crate::plan::Shard;
 use crate::spec::InputSpec;
 
+/// Reads the row groups whose first byte lies in the shard's range; returns them and the file
+/// row number of their first row. Row groups are stored in order, so the chosen ones are
+/// contiguous rows.
+fn read_row_groups<R: polars::io::mmap::MmapBytesReader>(
+    mut reader: ParquetReader<R>,
+    shard: &Shard,
+) -> PolarsResult<(DataFrame, usize)> {
+    if shard.is_whole_file() {
+        return Ok((reader.finish()?, 0));
+    }
+    let meta = reader.get_metadata()?.clone();
+    let (mut first, mut rows, mut offset) = (None, 0usize, 0usize);
+    for rg in &meta.row_groups {
+        let start = rg.full_byte_range().start;
+        if (shard.start..shard.end).contains(&start) {
+            first.get_or_insert(offset);
+            rows += rg.num_rows();
+        }
+        offset += rg.num_rows();
+    }
+    let first = first.unwrap_or(0);
+    Ok((reader.with_slice(Some((first, rows))).finish()?, first))
+}
+
 pub fn read_parquet(
     shard: &Shard,
     input: &InputSpec,
@@ -24,19 +51,18 @@ pub fn read_parquet(
         file: url.clone(),
         message: format!("not a readable parquet file: {e}"),
     };
-    let df = if crate::store::is_remote(url) {
+    let (df, first_row) = if crate::store::is_remote(url) {
         // Parquet needs random access: fetch the object to a temporary file first.
         let mut tmp =
             tempfile::tempfile().map_err(|e| PipelineError::Io { location: "temp file".into(), source: e })?;
         let mut src = super::source::open_from(url, 0, shard.file.size)?;
         std::io::copy(&mut src, &mut tmp).map_err(|e| PipelineError::Io { location: url.clone(), source: e })?;
-        ParquetReader::new(tmp).finish().map_err(polars_err)?
+        read_row_groups(ParquetReader::new(tmp), shard).map_err(polars_err)?
     } else {
         let path = url.strip_prefix("file://").unwrap_or(url);
         let f = std::fs::File::open(path).map_err(|e| PipelineError::Io { location: url.clone(), source: e })?;
-        ParquetReader::new(f).finish().map_err(polars_err)?
+        read_row_groups(ParquetReader::new(f), shard).map_err(polars_err)?
     };
-
     let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
     let text_col = df.column(&input.text_field).map_err(|_| {
         schema_err(format!(
@@ -88,7 +114,7 @@ pub fn read_parquet(
     let file = file_name(url).to_string();
     for (row, text) in texts.iter().enumerate() {
         stats.lines += 1;
-        let row_no = row as u64 + 1;
+        let row_no = first_row as u64 + row as u64 + 1;
         let Some(text) = text else {
             stats.bad(BadRecord {
                 file: url.clone(),
