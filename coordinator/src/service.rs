@@ -363,13 +363,7 @@ impl CoordinatorApi for Coordinator {
                     worker_id: w.id.clone(),
                     name: w.name.clone(),
                     last_seen_ms: w.last_seen_ms,
-                    running_tasks: s
-                        .state
-                        .tasks
-                        .values()
-                        .filter(|t| t.state == TaskState::Leased && t.worker_id == w.id)
-                        .map(|t| t.id)
-                        .collect(),
+                    running_tasks: s.leased_by(&w.id),
                     alive: now - w.last_seen_ms <= s.config.lease_ttl_ms,
                 })
                 .collect();

@@ -108,6 +108,10 @@ pub struct Scheduler {
     leased: BTreeSet<TaskId>,
     /// (job, stage) → (tasks, committed tasks).
     stage_counts: BTreeMap<(String, usize), (u32, u32)>,
+    /// Job → its tasks, so per-job work never scans every task of every job.
+    job_index: BTreeMap<String, Vec<TaskId>>,
+    /// Committed tasks whose outputs are not promoted yet.
+    unpromoted: BTreeSet<TaskId>,
 }
 
 impl Scheduler {
@@ -126,7 +130,13 @@ impl Scheduler {
         self.queued.clear();
         self.leased.clear();
         self.stage_counts.clear();
+        self.job_index.clear();
+        self.unpromoted.clear();
         for t in self.state.tasks.values() {
+            self.job_index.entry(t.job_id.clone()).or_default().push(t.id);
+            if t.state == TaskState::Committed && !t.promoted {
+                self.unpromoted.insert(t.id);
+            }
             let seq = self.state.jobs.get(&t.job_id).map(|j| j.seq).unwrap_or(u64::MAX);
             let c = self.stage_counts.entry((t.job_id.clone(), t.stage)).or_default();
             c.0 += 1;
@@ -159,6 +169,7 @@ impl Scheduler {
                 if let Some(c) = self.stage_counts.get_mut(&(t.job_id.clone(), t.stage)) {
                     c.1 -= 1;
                 }
+                self.unpromoted.remove(&id);
             }
             _ => {}
         }
@@ -173,6 +184,9 @@ impl Scheduler {
             TaskState::Committed => {
                 if let Some(c) = self.stage_counts.get_mut(&(t.job_id.clone(), t.stage)) {
                     c.1 += 1;
+                }
+                if !t.promoted {
+                    self.unpromoted.insert(id);
                 }
             }
             _ => {}
@@ -235,6 +249,7 @@ impl Scheduler {
             );
             self.stage_counts.entry((job_id.clone(), nt.stage)).or_default().0 += 1;
             self.queued.insert((seq, nt.stage, nt.index, id));
+            self.job_index.entry(job_id.clone()).or_default().push(id);
             dirty.tasks.push(id);
         }
         Ok(dirty)
@@ -484,11 +499,12 @@ impl Scheduler {
         job.finished_ms = now;
         dirty.jobs.push(job_id.to_string());
         let open: Vec<TaskId> = self
-            .state
-            .tasks
-            .values()
-            .filter(|t| t.job_id == job_id && matches!(t.state, TaskState::Queued | TaskState::Leased))
-            .map(|t| t.id)
+            .job_index
+            .get(job_id)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|id| matches!(self.state.tasks[id].state, TaskState::Queued | TaskState::Leased))
             .collect();
         for id in open {
             let t = self.state.tasks.get_mut(&id).expect("task exists");
@@ -514,12 +530,10 @@ impl Scheduler {
 
     /// Committed tasks whose outputs are not promoted yet, for the shell's committer.
     pub fn pending_promotions(&self) -> Vec<TaskId> {
-        self.state
-            .tasks
-            .values()
-            .filter(|t| t.state == TaskState::Committed && !t.promoted)
-            .filter(|t| self.state.jobs.get(&t.job_id).is_some_and(|j| !j.state.is_terminal()))
-            .map(|t| t.id)
+        self.unpromoted
+            .iter()
+            .copied()
+            .filter(|id| self.state.jobs.get(&self.state.tasks[id].job_id).is_some_and(|j| !j.state.is_terminal()))
             .collect()
     }
 
@@ -527,6 +541,7 @@ impl Scheduler {
         match self.state.tasks.get_mut(&task_id) {
             Some(t) if t.state == TaskState::Committed && !t.promoted => {
                 t.promoted = true;
+                self.unpromoted.remove(&task_id);
                 Dirty { tasks: vec![task_id], ..Default::default() }
             }
             _ => Dirty::default(),
@@ -539,7 +554,7 @@ impl Scheduler {
             .jobs
             .values()
             .filter(|j| j.state == JobState::Finalizing)
-            .filter(|j| self.state.tasks.values().filter(|t| t.job_id == j.id).all(|t| t.promoted))
+            .filter(|j| self.job_index.get(&j.id).into_iter().flatten().all(|id| self.state.tasks[id].promoted))
             .map(|j| j.id.clone())
             .collect()
     }
@@ -565,9 +580,15 @@ impl Scheduler {
 
     /// Tasks of a job in (stage, index) order.
     pub fn job_tasks(&self, job_id: &str) -> Vec<&Task> {
-        let mut v: Vec<&Task> = self.state.tasks.values().filter(|t| t.job_id == job_id).collect();
+        let mut v: Vec<&Task> =
+            self.job_index.get(job_id).into_iter().flatten().map(|id| &self.state.tasks[id]).collect();
         v.sort_by_key(|t| (t.stage, t.index));
         v
+    }
+
+    /// Tasks a worker holds a live lease on.
+    pub fn leased_by(&self, worker_id: &str) -> Vec<TaskId> {
+        self.leased.iter().copied().filter(|id| self.state.tasks[id].worker_id == worker_id).collect()
     }
 
     /// (tasks, committed) of a job's stage.

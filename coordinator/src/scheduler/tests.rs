@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -122,6 +124,19 @@ fn indexes_survive_a_reload() {
     assert_eq!(reloaded.queued, s.queued);
     assert_eq!(reloaded.leased, s.leased);
     assert_eq!(reloaded.stage_counts, s.stage_counts);
+    assert_eq!(reloaded.unpromoted, s.unpromoted);
+    let sorted = |m: &BTreeMap<String, Vec<TaskId>>| -> BTreeMap<String, Vec<TaskId>> {
+        m.iter()
+            .map(|(k, v)| {
+                (k.clone(), {
+                    let mut v = v.clone();
+                    v.sort();
+                    v
+                })
+            })
+            .collect()
+    };
+    assert_eq!(sorted(&reloaded.job_index), sorted(&s.job_index));
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +146,7 @@ enum Op {
     Advance { ms: i64 },
     Succeed { grant: usize },
     Fail { grant: usize, retryable: bool },
+    Promote,
     Reload,
 }
 
@@ -141,6 +157,7 @@ fn op() -> impl Strategy<Value = Op> {
         (1i64..80).prop_map(|ms| Op::Advance { ms }),
         (0usize..40).prop_map(|grant| Op::Succeed { grant }),
         (0usize..40, any::<bool>()).prop_map(|(grant, retryable)| Op::Fail { grant, retryable }),
+        Just(Op::Promote),
         Just(Op::Reload),
     ]
 }
@@ -209,6 +226,15 @@ proptest! {
                         s.report_failure(&w, g.task_id, g.attempt, "boom", retryable, now);
                     }
                 }
+                Op::Promote => {
+                    if let Some(&id) = s.pending_promotions().first() {
+                        s.mark_promoted(id);
+                        prop_assert!(!s.pending_promotions().contains(&id));
+                    }
+                    for j in s.jobs_to_finalize() {
+                        prop_assert!(s.job_tasks(&j).iter().all(|t| t.state == TaskState::Committed && t.promoted));
+                    }
+                }
                 Op::Reload => {
                     s = Scheduler::from_state(s.state.clone(), s.config);
                 }
@@ -220,6 +246,9 @@ proptest! {
                 prop_assert_eq!(t.committed_attempt, Some(*att));
                 prop_assert_eq!(&t.result, result);
             }
+            // the derived indexes agree with the state
+            let unpromoted: BTreeSet<TaskId> = s.state.tasks.values().filter(|t| t.state == TaskState::Committed && !t.promoted).map(|t| t.id).collect();
+            prop_assert_eq!(&unpromoted, &s.unpromoted);
             // at most one live holder per task
             for t in s.state.tasks.values() {
                 let holders = grants.iter().filter(|(w, g)| g.task_id == t.id && s.holds_lease(t.id, w, g.attempt)).count();
