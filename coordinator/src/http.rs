@@ -47,14 +47,25 @@ fn authorized(
     }
 }
 
-async fn jobs(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
-    if let Err(r) = authorized(&s, &headers, &q) {
+/// Authorizes, then answers with the call's JSON or its error under `error_status`.
+async fn api_json<T: serde::Serialize>(
+    s: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    error_status: StatusCode,
+    call: impl std::future::Future<Output = lehr_proto::ApiResult<T>>,
+) -> Response {
+    if let Err(r) = authorized(s, headers, query) {
         return r.into_response();
     }
-    match s.coordinator.list_jobs(ListJobsRequest {}).await {
+    match call.await {
         Ok(r) => Json(r).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.message).into_response(),
+        Err(e) => (error_status, e.message).into_response(),
     }
+}
+
+async fn jobs(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    api_json(&s, &headers, &q, StatusCode::INTERNAL_SERVER_ERROR, s.coordinator.list_jobs(ListJobsRequest {})).await
 }
 
 async fn job(
@@ -63,23 +74,13 @@ async fn job(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers, &q) {
-        return r.into_response();
-    }
-    match s.coordinator.get_job(GetJobRequest { job_id: id, include_tasks: true }).await {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => (StatusCode::NOT_FOUND, e.message).into_response(),
-    }
+    let call = s.coordinator.get_job(GetJobRequest { job_id: id, include_tasks: true });
+    api_json(&s, &headers, &q, StatusCode::NOT_FOUND, call).await
 }
 
 async fn workers(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
-    if let Err(r) = authorized(&s, &headers, &q) {
-        return r.into_response();
-    }
-    match s.coordinator.list_workers(ListWorkersRequest {}).await {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.message).into_response(),
-    }
+    api_json(&s, &headers, &q, StatusCode::INTERNAL_SERVER_ERROR, s.coordinator.list_workers(ListWorkersRequest {}))
+        .await
 }
 
 fn escape(s: &str) -> String {

@@ -85,12 +85,6 @@ pub fn resolve_lines(results: &mut [ShardResult]) {
             bad.line += *before;
             bad.line_resolved = true;
         }
-        for w in r.read.warnings.iter_mut() {
-            // warnings of split files carry range-relative lines too; say so rather than guess
-            if r.shard.start > 0 {
-                w.push_str(&format!(" (line counted from byte {})", r.shard.start));
-            }
-        }
         *before += r.read.lines;
     }
 }

@@ -26,7 +26,6 @@ pub struct ShardWriter {
     jsonl: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
     parquet: Option<Columns>,
     docs: u64,
-    zstd_level: i32,
 }
 
 #[derive(Default)]
@@ -50,7 +49,7 @@ impl ShardWriter {
             None
         };
         let parquet = output.formats.contains(&OutputFormat::Parquet).then(Columns::default);
-        Ok(ShardWriter { jsonl, parquet, docs: 0, zstd_level: output.zstd_level })
+        Ok(ShardWriter { jsonl, parquet, docs: 0 })
     }
 
     pub fn write(&mut self, doc: Document) -> PipelineResult<()> {
@@ -87,14 +86,14 @@ impl ShardWriter {
             out.push((OutputFormat::JsonlZst.extension(), bytes));
         }
         if let Some(cols) = self.parquet {
-            out.push((OutputFormat::Parquet.extension(), write_parquet(cols, self.zstd_level)?));
+            out.push((OutputFormat::Parquet.extension(), write_parquet(cols)?));
         }
         Ok(out)
     }
 }
 
 #[cfg(feature = "parquet")]
-fn write_parquet(cols: Columns, _level: i32) -> PipelineResult<Vec<u8>> {
+fn write_parquet(cols: Columns) -> PipelineResult<Vec<u8>> {
     use polars::prelude::*;
     let err = |e: PolarsError| PipelineError::Parquet { location: "output".into(), message: e.to_string() };
     let height = cols.id.len();
@@ -116,7 +115,7 @@ fn write_parquet(cols: Columns, _level: i32) -> PipelineResult<Vec<u8>> {
 }
 
 #[cfg(not(feature = "parquet"))]
-fn write_parquet(_: Columns, _: i32) -> PipelineResult<Vec<u8>> {
+fn write_parquet(_: Columns) -> PipelineResult<Vec<u8>> {
     Err(PipelineError::Other("this build has no parquet support (feature `parquet`)".into()))
 }
 

@@ -41,13 +41,18 @@ fn input(policy: UnreadableFile) -> InputSpec {
 }
 
 fn run(path: &Path, policy: UnreadableFile) -> Result<ShardResult, PipelineError> {
+    run_with(path, input(policy))
+}
+
+/// Reads a whole file with these input options and no stage.
+fn run_with(path: &Path, input: InputSpec) -> Result<ShardResult, PipelineError> {
     let size = std::fs::metadata(path).unwrap().len();
     let url = path.to_string_lossy().to_string();
     let format = InputFormat::from_name(&url).unwrap();
     let task = ShardTask {
         task_index: 0,
         shard: Shard { file: InputFile { url, size, format }, file_index: 0, start: 0, end: size, range_index: 0 },
-        input: input(policy),
+        input,
         stages: vec![],
         output: OutputSpec {
             path: "/unused".into(),
@@ -133,30 +138,9 @@ fn bom_and_crlf_are_stripped() {
 
 #[test]
 fn invalid_utf8_can_be_repaired_instead() {
-    let path = data_dir().join("invalid_utf8.jsonl");
-    let size = std::fs::metadata(&path).unwrap().len();
-    let url = path.to_string_lossy().to_string();
     let mut inp = input(UnreadableFile::Fail);
     inp.invalid_utf8 = InvalidUtf8::Replace;
-    let task = ShardTask {
-        task_index: 0,
-        shard: Shard {
-            file: InputFile { url, size, format: InputFormat::Jsonl },
-            file_index: 0,
-            start: 0,
-            end: size,
-            range_index: 0,
-        },
-        input: inp,
-        stages: vec![],
-        output: OutputSpec {
-            path: "/unused".into(),
-            formats: vec![OutputFormat::JsonlZst],
-            zstd_level: 3,
-            overwrite: false,
-        },
-    };
-    let (r, _) = process(&task, &TaskProgress::default(), &RunOptions::default()).unwrap();
+    let r = run_with(&data_dir().join("invalid_utf8.jsonl"), inp).unwrap();
     assert_eq!(r.read.docs, 15);
     assert_eq!(r.read.utf8_repaired, 4);
     assert_eq!(r.read.bad_records, 0);

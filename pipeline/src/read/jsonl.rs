@@ -59,28 +59,22 @@ pub fn read_jsonl(
         buf.clear();
         let n = match reader.read_until(b'\n', &mut buf) {
             Ok(n) => n,
+            // A plain file that cannot be read fails the task (retryable I/O error).
+            Err(e) if shard.file.format == InputFormat::Jsonl => {
+                return Err(PipelineError::Io { location: url.clone(), source: e });
+            }
             Err(e) => {
                 // A cut stream (truncated gzip/zstd): the partial last line is not a document.
-                let reason = match shard.file.format {
-                    InputFormat::JsonlGz => {
-                        format!("unexpected end of gzip stream ({e}); the partial line was dropped")
-                    }
-                    InputFormat::JsonlZst => {
-                        format!("unexpected end of zstd stream ({e}); the partial line was dropped")
-                    }
-                    _ => format!("read error ({e}); the rest of the file was not read"),
-                };
+                let kind = if shard.file.format == InputFormat::JsonlGz { "gzip" } else { "zstd" };
+                let reason = format!("unexpected end of {kind} stream ({e}); the partial line was dropped");
                 stats.warnings.push(format!("{url}: line {}: {reason}", line_no + 1));
                 stats.bad(BadRecord {
                     file: url.clone(),
                     line: line_no + 1,
-                    line_resolved: shard.start == 0,
+                    line_resolved: true,
                     byte_offset: Some(line_offset),
                     reason,
                 });
-                if matches!(shard.file.format, InputFormat::Jsonl) {
-                    return Err(PipelineError::Io { location: url.clone(), source: e });
-                }
                 break;
             }
         };
