@@ -108,16 +108,45 @@ pub enum CorpusCommand {
     Init(CorpusInitArgs),
     /// Run a pipeline spec: on a coordinator, or embedded with local workers.
     Build(CorpusBuildArgs),
+    /// What the filters did: per language and rule, docs/bytes dropped, score quantiles,
+    /// sample dropped documents; writes report.html, report.md and dropped.svg.
+    Report(CorpusReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CorpusReportArgs {
+    /// A finished job's output directory (or URL), or a job id on `--coordinator`.
+    pub job_or_dir: String,
+    /// Ask this coordinator for the job's output directory.
+    #[arg(long, env = "LEHR_COORDINATOR")]
+    pub coordinator: Option<String>,
+    /// Where to write report.html, report.md and dropped.svg (default: OUTPUT/report/).
+    #[arg(long)]
+    pub out: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct CorpusInitArgs {
     /// Input paths, directories, globs or URLs.
-    #[arg(long = "input", required = true, num_args = 1..)]
+    #[arg(long = "input", required_unless_present = "list_presets", num_args = 1..)]
     pub inputs: Vec<String>,
     /// Output directory or URL.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "list_presets", default_value = "")]
     pub output: String,
+    /// basic | fineweb | fineweb-zh | fineweb-ko | bilingual (docs/presets.md).
+    #[arg(long, default_value = "basic")]
+    pub preset: String,
+    /// Use this fastText language-id model (e.g. lid.176.ftz) instead of the built-in detector.
+    #[arg(long)]
+    pub lid_model: Option<String>,
+    /// List the presets and exit.
+    #[arg(long)]
+    pub list_presets: bool,
     #[arg(long)]
     pub name: Option<String>,
 }

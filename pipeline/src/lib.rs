@@ -2,16 +2,21 @@
 //! document stages, shard tasks and job manifests. No tch here, and polars only behind the
 //! `parquet` feature.
 
+pub mod attributes;
 pub mod document;
 pub mod error;
+pub mod langid;
 pub mod manifest;
 pub mod plan;
 pub mod read;
+#[cfg(feature = "parquet")]
+pub mod report;
 pub mod spec;
 pub mod stages;
 pub mod starter;
 pub mod store;
 pub mod task;
+pub mod text;
 pub mod write;
 
 pub use document::Document;

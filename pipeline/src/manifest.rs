@@ -57,10 +57,22 @@ pub struct Totals {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StageSummary {
     pub name: String,
+    /// Column label in the attributes files (differs from `name` for per-language stages).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
     pub docs_in: u64,
     pub kept: u64,
     pub dropped: u64,
     pub dropped_by_rule: BTreeMap<String, u64>,
+    /// Input text bytes of the dropped documents, by rule.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped_bytes_by_rule: BTreeMap<String, u64>,
+    /// Documents already dropped by an earlier stage that this stage would have dropped too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub would_drop_by_rule: BTreeMap<String, u64>,
+    /// Documents passed through because the stage is limited to other languages.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_other_lang: u64,
     /// The stage's own counts (e.g. `pii.email`), when it keeps any.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, u64>,
@@ -70,6 +82,10 @@ pub struct StageSummary {
 pub struct SkippedFile {
     pub file: String,
     pub reason: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub const MANIFEST_FORMAT: &str = "lehr.corpus.manifest/v1";
@@ -121,7 +137,11 @@ pub fn build(
             *read.dropped_by_rule.entry("bad-record".into()).or_default() += r.read.bad_records;
         }
         if stages.is_empty() {
-            stages = r.stages.iter().map(|s| StageSummary { name: s.name.clone(), ..Default::default() }).collect();
+            stages = r
+                .stages
+                .iter()
+                .map(|s| StageSummary { name: s.name.clone(), label: s.label.clone(), ..Default::default() })
+                .collect();
         }
         for (sum, c) in stages.iter_mut().zip(&r.stages) {
             sum.docs_in += c.docs_in;
@@ -130,6 +150,13 @@ pub fn build(
             for (rule, n) in &c.dropped {
                 *sum.dropped_by_rule.entry(rule.clone()).or_default() += n;
             }
+            for (rule, n) in &c.dropped_bytes {
+                *sum.dropped_bytes_by_rule.entry(rule.clone()).or_default() += n;
+            }
+            for (rule, n) in &c.would_drop {
+                *sum.would_drop_by_rule.entry(rule.clone()).or_default() += n;
+            }
+            sum.skipped_other_lang += c.skipped_lang;
             for (key, n) in &c.counters {
                 *sum.counters.entry(key.clone()).or_default() += n;
             }
@@ -148,14 +175,8 @@ pub fn build(
         warnings.extend(r.read.warnings.iter().cloned());
         rejects.extend(r.read.bad.iter().cloned());
     }
-    let write = StageSummary {
-        name: "write".into(),
-        docs_in: t.docs_written,
-        kept: t.docs_written,
-        dropped: 0,
-        dropped_by_rule: BTreeMap::new(),
-        counters: BTreeMap::new(),
-    };
+    let write =
+        StageSummary { name: "write".into(), docs_in: t.docs_written, kept: t.docs_written, ..Default::default() };
     let mut all_stages = vec![read];
     all_stages.extend(stages);
     all_stages.push(write);

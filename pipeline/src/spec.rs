@@ -78,6 +78,28 @@ pub struct OutputSpec {
     /// Write even if the directory already holds a finished job's manifest.
     #[serde(default)]
     pub overwrite: bool,
+    /// `"lang"`: kept documents go to `lang=<code>/part-NNNNN.*` by the language the stages
+    /// set (`lang=unknown/` without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_by: Option<PartitionBy>,
+    /// Write `attributes/part-NNNNN.parquet`: per document its scores, the rules that fired and
+    /// the decision (see docs/pipeline.md).
+    #[serde(default = "default_true")]
+    pub attributes: bool,
+    /// Keep scoring documents after a stage dropped them, so that every rule's scores exist for
+    /// every document (re-filtering with other thresholds needs no recomputation).
+    #[serde(default = "default_true")]
+    pub score_dropped: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionBy {
+    Lang,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]

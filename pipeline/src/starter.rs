@@ -1,9 +1,239 @@
-//! `lehr corpus init`: a commented starter spec for the given inputs. It parses back into a
-//! valid [`PipelineSpec`](crate::PipelineSpec) (tested), so scripts can start from it.
+//! `lehr corpus init [--preset NAME]`: a commented starter spec for the given inputs. Every
+//! preset parses back into a valid [`PipelineSpec`](crate::PipelineSpec) (tested), so scripts
+//! can start from it. docs/presets.md says where each preset's numbers come from.
 
 /// Renders a TOML string literal.
 fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
+}
+
+/// `(name, one-line description)` of every preset.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("basic", "normalize, PII masking, minimum length (any language)"),
+    ("fineweb", "English FineWeb recipe: language id (en ≥ 0.65), Gopher repetition + quality, C4 (no terminal-punctuation rule), FineWeb filters, datatrove's default parameters"),
+    ("fineweb-zh", "Chinese FineWeb-2 recipe: language id (zh), jieba words, FineWeb-2 cmn_Hani thresholds and stop words, no C4"),
+    ("fineweb-ko", "Korean FineWeb-2 recipe: language id (ko), eojeol words, FineWeb-2 kor_Hang thresholds, particle stop words"),
+    ("bilingual", "zh/en/ko corpus: cleanup, language routing to lang=xx/ outputs, per-language filters (FineWeb / FineWeb-2 values), PII masking"),
+];
+
+/// The spec of a preset, or an error listing the presets. `lid_model` switches language id to
+/// fastText (e.g. lid.176.ftz); without it the built-in detector is used.
+pub fn preset_spec(
+    preset: &str,
+    inputs: &[String],
+    output: &str,
+    name: Option<&str>,
+    lid_model: Option<&str>,
+) -> Result<String, String> {
+    if preset == "basic" {
+        return Ok(starter_spec(inputs, output, name));
+    }
+    let head = |default_name: &str, stages: String, partition: bool| {
+        let paths = inputs.iter().map(|p| quote(p)).collect::<Vec<_>>().join(", ");
+        let name = quote(name.unwrap_or(default_name));
+        let partition = if partition {
+            "# kept documents go to lang=zh/, lang=en/, lang=ko/ by the detected language\npartition-by = \"lang\"\n"
+        } else {
+            ""
+        };
+        format!(
+            r#"# lehr corpus pipeline, preset "{preset}" (docs/presets.md: where every number comes from;
+# docs/pipeline.md: every key). Run it:  lehr corpus build THIS_FILE
+# Then look at what each rule did:     lehr corpus report OUTPUT_DIR
+version = 1
+name = {name}
+
+[input]
+paths = [{paths}]
+text-field = "text"
+id-field = "id"
+split-size = "64MiB"
+invalid-utf8 = "reject"
+unreadable-file = "fail"
+
+{stages}
+[output]
+path = {output}
+formats = ["jsonl.zst"]
+zstd-level = 3
+overwrite = false
+# per-document scores and decisions in attributes/part-NNNNN.parquet (re-filter without recomputing)
+attributes = true
+# keep scoring after a document is dropped, so every rule's score exists for every document
+score-dropped = true
+{partition}"#,
+            output = quote(output)
+        )
+    };
+    let lid = |keep: &[&str], min: f64, by_lang: &str| {
+        let keep = keep.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        let backend = match lid_model {
+            Some(m) => format!("backend = \"fasttext\"\nmodel = {}\n", quote(m)),
+            None => "# \"builtin\" needs no model file; for FineWeb-compatible scores use\n# backend = \"fasttext\" and model = \"path/to/lid.176.ftz\" (or: lehr corpus init --lid-model PATH)\nbackend = \"builtin\"\n".to_string(),
+        };
+        format!("[[stage]]\ntype = \"lang-id\"\n{backend}keep = [{keep}]\nmin-score = {min}\n{by_lang}\n")
+    };
+    let normalize = "[[stage]]\ntype = \"normalize\"\nunicode = \"nfc\"\nstrip-control = true\nwhitespace = false\n\n";
+    let boilerplate = "# cookie/share/login/breadcrumb lines (en, zh, ko), HTML leftovers, repeated blank lines\n[[stage]]\ntype = \"boilerplate\"\n\n";
+    let pii = "[[stage]]\ntype = \"pii\"\nemail = \"<EMAIL>\"\nphone = \"<PHONE>\"\nip = \"<IP>\"\n\n";
+    let en = |langs: &str| {
+        format!(
+            r#"# Gopher repetition, datatrove defaults (Gopher paper, table A1)
+[[stage]]
+type = "gopher-repetition"
+{langs}dup-line-frac = 0.3
+dup-para-frac = 0.3
+dup-line-char-frac = 0.2
+dup-para-char-frac = 0.2
+top-n-grams = [[2, 0.2], [3, 0.18], [4, 0.16]]
+dup-n-grams = [[5, 0.15], [6, 0.14], [7, 0.13], [8, 0.12], [9, 0.11], [10, 0.1]]
+
+# Gopher quality, datatrove defaults
+[[stage]]
+type = "gopher-quality"
+{langs}min-doc-words = 50
+max-doc-words = 100000
+min-avg-word-length = 3
+max-avg-word-length = 10
+max-symbol-word-ratio = 0.1
+max-bullet-lines-ratio = 0.9
+max-ellipsis-lines-ratio = 0.3
+max-non-alpha-words-ratio = 0.8
+min-stop-words = 2
+stop-words = ["the", "be", "to", "of", "and", "that", "have", "with"]
+
+# C4 rules as FineWeb ran them (examples/fineweb.py: filter_no_terminal_punct=False)
+[[stage]]
+type = "c4"
+{langs}filter-no-terminal-punct = false
+min-num-sentences = 5
+min-words-per-line = 3
+max-word-length = 1000
+
+# FineWeb quality, datatrove defaults
+[[stage]]
+type = "fineweb"
+{langs}line-punct-thr = 0.12
+short-line-thr = 0.67
+short-line-length = 30
+char-duplicates-ratio = 0.01
+new-line-ratio = 0.3
+
+"#
+        )
+    };
+    let zh = |langs: &str| {
+        format!(
+            r#"# FineWeb-2 cmn_Hani values (huggingface/fineweb-2 configs/cmn_Hani.yml); words by jieba
+[[stage]]
+type = "gopher-repetition"
+{langs}dup-line-frac = 0.287
+dup-para-frac = 0.3
+dup-line-char-frac = 0.2
+dup-para-char-frac = 0.2
+top-n-grams = [[2, 0.256], [3, 0.201], [4, 0.171]]
+dup-n-grams = [[5, 0.198], [6, 0.182], [7, 0.167], [8, 0.154], [9, 0.14], [10, 0.127]]
+
+[[stage]]
+type = "fineweb"
+{langs}line-punct-thr = 0.106
+short-line-thr = 0.67
+short-line-length = 30
+# FineWeb-2 raised char_dup_ratio from 0.01 to 0.1 for all languages
+char-duplicates-ratio = 0.1
+new-line-ratio = 0.178
+
+[[stage]]
+type = "gopher-quality"
+{langs}min-doc-words = 50
+max-doc-words = 100000
+min-avg-word-length = 1
+max-avg-word-length = 5
+max-symbol-word-ratio = 0.1
+max-bullet-lines-ratio = 0.9
+max-ellipsis-lines-ratio = 0.3
+max-non-alpha-words-ratio = 0.735
+min-stop-words = 2
+stop-words = ["的", "年", "在", "月", "是", "和", "日", "了", "於", "·", "為", "有", "被", "人", "中", "为", "他", "與", "後", "也", "而", "由"]
+
+"#
+        )
+    };
+    let ko = |langs: &str| {
+        format!(
+            r#"# FineWeb-2 kor_Hang values (huggingface/fineweb-2 configs/kor_Hang.yml); words are eojeol
+[[stage]]
+type = "gopher-repetition"
+{langs}dup-line-frac = 0.374
+dup-para-frac = 0.3
+dup-line-char-frac = 0.2
+dup-para-char-frac = 0.2
+top-n-grams = [[2, 0.282], [3, 0.228], [4, 0.185]]
+dup-n-grams = [[5, 0.201], [6, 0.184], [7, 0.168], [8, 0.154], [9, 0.14], [10, 0.127]]
+
+[[stage]]
+type = "fineweb"
+{langs}line-punct-thr = 0.062
+short-line-thr = 0.67
+short-line-length = 30
+char-duplicates-ratio = 0.1
+new-line-ratio = 0.196
+
+# FineWeb-2 counts Kiwi morphemes; lehr counts eojeol, so the mean word length bound is wider
+# (max 10 instead of 6) and the particle stop words match as word endings.
+[[stage]]
+type = "gopher-quality"
+{langs}min-doc-words = 50
+max-doc-words = 100000
+min-avg-word-length = 1
+max-avg-word-length = 10
+max-symbol-word-ratio = 0.1
+max-bullet-lines-ratio = 0.9
+max-ellipsis-lines-ratio = 0.3
+max-non-alpha-words-ratio = 0.791
+min-stop-words = 2
+stop-words = ["의", "다", "이", "는", "에", "을", "한", "년", "하", "은", "를", "했", "고", "에서", "가", "있", "으로", "인", "월", "로", "되"]
+stop-word-match = "suffix"
+
+"#
+        )
+    };
+    Ok(match preset {
+        "fineweb" => head("fineweb-en", format!("{}{}", lid(&["en"], 0.65, ""), en("")), false),
+        "fineweb-zh" => head(
+            "fineweb-zh",
+            format!("{}{}", lid(&["zh"], if lid_model.is_some() { 0.692 } else { 0.5 }, ""), zh("")),
+            false,
+        ),
+        "fineweb-ko" => head(
+            "fineweb-ko",
+            format!("{}{}", lid(&["ko"], if lid_model.is_some() { 0.842 } else { 0.5 }, ""), ko("")),
+            false,
+        ),
+        "bilingual" => head(
+            "bilingual",
+            format!(
+                "{normalize}{boilerplate}{}{}{}{}{pii}",
+                if lid_model.is_some() {
+                    lid(&["zh", "en", "ko"], 0.65, "# FineWeb-2's per-language thresholds (language_score in its configs, calibrated on GlotLID)\nmin-score-by-lang = { zh = 0.692, ko = 0.842 }\n")
+                } else {
+                    lid(
+                        &["zh", "en", "ko"],
+                        0.5,
+                        "# the built-in detector's score is script purity (CJK) or whatlang's confidence\n",
+                    )
+                },
+                en("languages = [\"en\"]\n"),
+                zh("languages = [\"zh\"]\n"),
+                ko("languages = [\"ko\"]\n"),
+            ),
+            true,
+        ),
+        other => {
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+            return Err(format!("unknown preset `{other}`; presets: {}", names.join(", ")));
+        }
+    })
 }
 
 pub fn starter_spec(inputs: &[String], output: &str, name: Option<&str>) -> String {
@@ -79,5 +309,25 @@ mod tests {
         assert_eq!(spec.output.path, "out dir");
         assert_eq!(spec.name.as_deref(), Some("demo \"x\""));
         assert_eq!(spec.stages.len(), 3);
+    }
+
+    #[test]
+    fn every_preset_parses_and_validates() {
+        for (preset, _) in PRESETS {
+            for model in [None, Some("lid.176.ftz")] {
+                let text = preset_spec(preset, &["in/*.jsonl".into()], "out", None, model).unwrap();
+                let spec = PipelineSpec::from_toml(&text).unwrap_or_else(|e| panic!("{preset}: {e}\n{text}"));
+                assert!(!spec.stages.is_empty());
+            }
+        }
+        let text = preset_spec("bilingual", &["x".into()], "o", None, None).unwrap();
+        let spec = PipelineSpec::from_toml(&text).unwrap();
+        assert_eq!(spec.output.partition_by, Some(crate::spec::PartitionBy::Lang));
+        let labels = crate::task::stage_labels(&spec.stages);
+        assert!(
+            labels.contains(&"gopher-quality-zh".to_string()) && labels.contains(&"c4-en".to_string()),
+            "{labels:?}"
+        );
+        assert!(preset_spec("nope", &[], "o", None, None).unwrap_err().contains("fineweb-zh"));
     }
 }

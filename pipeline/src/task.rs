@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::attributes::Attributes;
 use crate::error::{PipelineError, PipelineResult};
 use crate::plan::Shard;
 use crate::read::{read_shard, ReadStats};
-use crate::spec::{InputSpec, OutputSpec, UnreadableFile};
-use crate::stages::{Counters, Decision, StageSpec};
+use crate::spec::{InputSpec, OutputSpec, PartitionBy, UnreadableFile};
+use crate::stages::{Ctx, Decision, Stage, StageSpec};
 use crate::store;
 use crate::write::{sha256_hex, OutputFile, ShardWriter};
 
@@ -35,11 +36,24 @@ pub struct ShardTask {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StageCounts {
     pub name: String,
+    /// The stage's column label in the attributes file (`gopher-quality-zh`).
+    #[serde(default)]
+    pub label: String,
     pub docs_in: u64,
     pub docs_out: u64,
     pub bytes_out: u64,
-    /// Dropped documents by rule.
+    /// Dropped documents by rule (the first rule that dropped each document).
     pub dropped: BTreeMap<String, u64>,
+    /// Input text bytes of the documents dropped, by rule.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped_bytes: BTreeMap<String, u64>,
+    /// Documents an earlier stage had already dropped that this stage would also have dropped,
+    /// by rule (with `score-dropped`, so each rule's own rate is known).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub would_drop: BTreeMap<String, u64>,
+    /// Documents passed through because the stage does not apply to their language.
+    #[serde(default)]
+    pub skipped_lang: u64,
     /// The stage's own counts (replacements made, documents modified, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, u64>,
@@ -102,31 +116,79 @@ pub async fn run_shard_task(
 
     let out = store::resolve(&task.output.path)?;
     let prefix = attempt_prefix(job_id, task.task_index, attempt);
-    for (ext, bytes) in files {
-        let name = final_name(task.task_index, ext);
-        let attempt_key = format!("{prefix}/{name}");
-        let sha256 = sha256_hex(&bytes);
-        let size = bytes.len() as u64;
-        out.put(&attempt_key, bytes).await?;
-        result.outputs.push(OutputFile { name, attempt_key, docs: result.docs_written, bytes: size, sha256 });
+    for f in files {
+        let attempt_key = format!("{prefix}/{}", f.name);
+        let sha256 = sha256_hex(&f.bytes);
+        let size = f.bytes.len() as u64;
+        out.put(&attempt_key, f.bytes).await?;
+        result.outputs.push(OutputFile { name: f.name, attempt_key, docs: f.docs, bytes: size, sha256 });
     }
     Ok(result)
 }
 
-type Files = Vec<(&'static str, Vec<u8>)>;
+/// A finished output file of a shard, still in memory.
+pub struct EncodedFile {
+    /// Final path relative to the output directory.
+    pub name: String,
+    pub docs: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// The column label of each stage in the attributes file: the stage type, with its languages
+/// when it has some (`gopher-quality-zh`), and a counter when that is still ambiguous.
+pub fn stage_labels(stages: &[StageSpec]) -> Vec<String> {
+    let mut labels: Vec<String> = stages
+        .iter()
+        .map(|s| {
+            let langs = s.languages();
+            if langs.is_empty() {
+                s.name().to_string()
+            } else {
+                format!("{}-{}", s.name(), langs.join("+"))
+            }
+        })
+        .collect();
+    for i in 0..labels.len() {
+        let same = labels[..i].iter().filter(|l| **l == labels[i] || l.starts_with(&format!("{}#", labels[i]))).count();
+        if same > 0 {
+            labels[i] = format!("{}#{}", labels[i], same + 1);
+        }
+    }
+    labels
+}
 
 /// Reads, runs the stages and encodes the outputs, all in memory of one shard.
 pub fn process(
     task: &ShardTask,
     progress: &TaskProgress,
     options: &RunOptions,
-) -> PipelineResult<(ShardResult, Files)> {
-    let stages: Vec<_> = task.stages.iter().map(|s| s.build()).collect();
-    let mut counts: Vec<StageCounts> =
-        stages.iter().map(|s| StageCounts { name: s.name().to_string(), ..Default::default() }).collect();
-    let mut stage_counters: Vec<Counters> = vec![Counters::default(); stages.len()];
-    let mut writer = ShardWriter::new(&task.output)?;
+) -> PipelineResult<(ShardResult, Vec<EncodedFile>)> {
+    let stages: Vec<Box<dyn Stage>> = task
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.build().map_err(|e| PipelineError::spec(format!("stage[{i}]"), format!("{} stage: {e}", s.name())))
+        })
+        .collect::<Result<_, _>>()?;
+    let labels = stage_labels(&task.stages);
+    let fresh_counts = || -> Vec<StageCounts> {
+        stages
+            .iter()
+            .zip(&labels)
+            .map(|(s, l)| StageCounts { name: s.name().to_string(), label: l.clone(), ..Default::default() })
+            .collect()
+    };
+    let fresh_ctx = || -> Vec<Ctx> { stages.iter().map(|s| Ctx::for_stage(s.as_ref())).collect() };
+    let mut counts = fresh_counts();
+    let mut ctxs = fresh_ctx();
+    let attr_columns: Vec<Vec<String>> = stages.iter().map(|s| s.score_names()).collect();
+    let new_attrs = || task.output.attributes.then(|| Attributes::new(&task.shard.file.url, &labels, &attr_columns));
+    let mut attrs = new_attrs();
+    let mut writer = PartitionedWriter::new(&task.output);
     let mut stats = ReadStats::default();
+    let mut row = 0u64;
+    let score_dropped = task.output.score_dropped;
     let outcome = read_shard(&task.shard, &task.input, &mut stats, &mut |mut doc| {
         if progress.cancelled.load(Ordering::Relaxed) {
             return Err(PipelineError::Other("cancelled".into()));
@@ -136,18 +198,66 @@ pub fn process(
         if let Some(d) = options.slow_per_doc {
             std::thread::sleep(d);
         }
-        for ((stage, c), counters) in stages.iter().zip(counts.iter_mut()).zip(stage_counters.iter_mut()) {
+        let input_bytes = doc.text.len() as u64;
+        let mut dropped: Option<(usize, &'static str)> = None;
+        let mut preview: Option<String> = None;
+        let mut fired: Vec<Option<&'static str>> = vec![None; stages.len()];
+        let mut applied = vec![false; stages.len()];
+        for (i, ((stage, c), ctx)) in stages.iter().zip(counts.iter_mut()).zip(ctxs.iter_mut()).enumerate() {
+            if dropped.is_some() && !score_dropped {
+                break;
+            }
+            ctx.scores.iter_mut().for_each(|s| *s = None);
+            if !stage.applies_to(doc.lang.as_deref()) {
+                if dropped.is_none() {
+                    c.docs_in += 1;
+                    c.docs_out += 1;
+                    c.bytes_out += doc.text.len() as u64;
+                    c.skipped_lang += 1;
+                }
+                continue;
+            }
+            applied[i] = true;
+            let decision = stage.process(&mut doc, ctx);
+            if dropped.is_some() {
+                if let Decision::Drop(rule) = decision {
+                    fired[i] = Some(rule);
+                    *c.would_drop.entry(rule.to_string()).or_default() += 1;
+                }
+                continue;
+            }
             c.docs_in += 1;
-            match stage.process(&mut doc, counters) {
+            match decision {
                 Decision::Keep => {
                     c.docs_out += 1;
                     c.bytes_out += doc.text.len() as u64;
                 }
                 Decision::Drop(rule) => {
+                    fired[i] = Some(rule);
                     *c.dropped.entry(rule.to_string()).or_default() += 1;
-                    return Ok(());
+                    *c.dropped_bytes.entry(rule.to_string()).or_default() += input_bytes;
+                    dropped = Some((i, rule));
+                    if attrs.is_some() {
+                        preview = Some(doc.text.chars().take(crate::attributes::PREVIEW_CHARS).collect());
+                    }
                 }
             }
+        }
+        if let Some(a) = &mut attrs {
+            a.push(
+                &doc,
+                row,
+                input_bytes,
+                dropped.map(|(i, r)| (labels[i].as_str(), r)),
+                preview,
+                &fired,
+                &applied,
+                &ctxs,
+            );
+        }
+        row += 1;
+        if dropped.is_some() {
+            return Ok(());
         }
         writer.write(doc)
     });
@@ -156,21 +266,30 @@ pub fn process(
         Err(PipelineError::UnreadableFile { file, message }) if task.input.unreadable_file == UnreadableFile::Skip => {
             // Nothing of an unreadable file is kept: drop what was read before the error.
             tracing::warn!(%file, %message, "skipping unreadable input file");
-            writer = ShardWriter::new(&task.output)?;
-            for c in counts.iter_mut() {
-                *c = StageCounts { name: c.name.clone(), ..Default::default() };
-            }
-            stage_counters = vec![Counters::default(); stages.len()];
+            writer = PartitionedWriter::new(&task.output);
+            counts = fresh_counts();
+            ctxs = fresh_ctx();
+            attrs = new_attrs();
             stats = ReadStats::default();
             Some(message)
         }
         Err(e) => return Err(e),
     };
-    for (c, k) in counts.iter_mut().zip(stage_counters) {
-        c.counters = k.0;
+    for (c, k) in counts.iter_mut().zip(ctxs) {
+        c.counters = k.counters.0;
     }
     let docs_written = writer.docs();
-    let files = if docs_written == 0 { Vec::new() } else { writer.finish()? };
+    let mut files = writer.finish(task.task_index)?;
+    if let Some(a) = attrs {
+        if a.rows() > 0 {
+            let rows = a.rows();
+            files.push(EncodedFile {
+                name: format!("{ATTRIBUTES_DIR}/{}", final_name(task.task_index, "parquet")),
+                docs: rows,
+                bytes: a.finish()?,
+            });
+        }
+    }
     Ok((
         ShardResult {
             task_index: task.task_index,
@@ -183,4 +302,61 @@ pub fn process(
         },
         files,
     ))
+}
+
+/// Where the per-document scores and decisions go, relative to the output directory.
+pub const ATTRIBUTES_DIR: &str = "attributes";
+
+/// Kept documents, one writer per partition (`lang=zh/`) when the output is partitioned.
+struct PartitionedWriter {
+    output: OutputSpec,
+    writers: BTreeMap<String, (ShardWriter, u64)>,
+    docs: u64,
+}
+
+impl PartitionedWriter {
+    fn new(output: &OutputSpec) -> Self {
+        PartitionedWriter { output: output.clone(), writers: BTreeMap::new(), docs: 0 }
+    }
+
+    fn write(&mut self, doc: crate::document::Document) -> PipelineResult<()> {
+        let key = match self.output.partition_by {
+            Some(PartitionBy::Lang) => format!("lang={}", partition_value(doc.lang.as_deref())),
+            None => String::new(),
+        };
+        let entry = match self.writers.get_mut(&key) {
+            Some(e) => e,
+            None => self.writers.entry(key).or_insert((ShardWriter::new(&self.output)?, 0)),
+        };
+        entry.0.write(doc)?;
+        entry.1 += 1;
+        self.docs += 1;
+        Ok(())
+    }
+
+    fn docs(&self) -> u64 {
+        self.docs
+    }
+
+    fn finish(self, task_index: u32) -> PipelineResult<Vec<EncodedFile>> {
+        let mut out = Vec::new();
+        for (key, (w, docs)) in self.writers {
+            for (ext, bytes) in w.finish()? {
+                let name = final_name(task_index, ext);
+                let name = if key.is_empty() { name } else { format!("{key}/{name}") };
+                out.push(EncodedFile { name, docs, bytes });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A language code as a directory name: ASCII letters, digits, `-` and `_` only.
+fn partition_value(lang: Option<&str>) -> String {
+    match lang {
+        Some(l) if !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+            l.to_string()
+        }
+        _ => "unknown".into(),
+    }
 }

@@ -59,6 +59,9 @@ fn run_with(path: &Path, input: InputSpec) -> Result<ShardResult, PipelineError>
             formats: vec![OutputFormat::JsonlZst],
             zstd_level: 3,
             overwrite: false,
+            partition_by: None,
+            attributes: false,
+            score_dropped: true,
         },
     };
     process(&task, &TaskProgress::default(), &RunOptions::default()).map(|(r, _)| r)

@@ -37,10 +37,14 @@ fn read_split(path: &Path, format: InputFormat, split_size: u64) -> (Vec<Documen
                 formats: vec![OutputFormat::JsonlZst],
                 zstd_level: 1,
                 overwrite: false,
+                partition_by: None,
+                attributes: false,
+                score_dropped: true,
             },
         };
         let (r, files) = process(&task, &TaskProgress::default(), &RunOptions::default()).unwrap();
-        for (_, bytes) in files {
+        for f in files {
+            let bytes = f.bytes;
             let text = zstd::decode_all(&bytes[..]).unwrap();
             for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 docs.push(serde_json::from_slice(line).unwrap());

@@ -11,18 +11,72 @@ use lehr_proto::CoordinatorApi;
 use tokio_util::sync::CancellationToken;
 
 use super::{connect, interrupted, start_embedded, CmdResult, Failure, EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK};
-use crate::cli::{CorpusBuildArgs, CorpusCommand, CorpusInitArgs};
+use crate::cli::{CorpusBuildArgs, CorpusCommand, CorpusInitArgs, CorpusReportArgs};
 use crate::progress::{follow, human_bytes};
 
 pub async fn run(cmd: CorpusCommand) -> CmdResult {
     match cmd {
         CorpusCommand::Init(a) => init(a),
         CorpusCommand::Build(a) => build(a).await,
+        CorpusCommand::Report(a) => report_cmd(a).await,
     }
 }
 
 fn init(args: CorpusInitArgs) -> CmdResult {
-    print!("{}", lehr_pipeline::starter::starter_spec(&args.inputs, &args.output, args.name.as_deref()));
+    use lehr_pipeline::starter::{preset_spec, PRESETS};
+    if args.list_presets {
+        for (name, what) in PRESETS {
+            println!("{name:<12} {what}");
+        }
+        return Ok(EXIT_OK);
+    }
+    let text = preset_spec(&args.preset, &args.inputs, &args.output, args.name.as_deref(), args.lid_model.as_deref())
+        .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    print!("{text}");
+    Ok(EXIT_OK)
+}
+
+async fn report_cmd(args: CorpusReportArgs) -> CmdResult {
+    use lehr_pipeline::store;
+    let cwd = std::env::current_dir().context("no current directory")?;
+    let output = if store::is_remote(&args.job_or_dir) || std::path::Path::new(&args.job_or_dir).exists() {
+        store::absolutize(&args.job_or_dir, &cwd)
+    } else if let Some(url) = &args.coordinator {
+        let api = connect(url, &args.auth)?;
+        let job = api
+            .get_job(lehr_proto::pb::GetJobRequest { job_id: args.job_or_dir.clone(), include_tasks: false })
+            .await
+            .map_err(|e| Failure::usage(anyhow::anyhow!("job {}: {e}", args.job_or_dir)))?
+            .job
+            .context("coordinator returned no job")?;
+        job.output
+    } else {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} is neither a directory nor a URL; to look up a job id, pass --coordinator URL",
+            args.job_or_dir
+        )));
+    };
+    let out = store::resolve(&output).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    let report = lehr_pipeline::report::build(&out, &output).await.map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    let (dest, dest_display) = match &args.out {
+        Some(d) => {
+            let d = store::absolutize(d, &cwd);
+            (store::resolve(&d).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?, d)
+        }
+        None => (
+            store::resolve(&format!("{output}/report")).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?,
+            format!("{output}/report"),
+        ),
+    };
+    dest.put("report.html", report.to_html().into_bytes()).await.context("writing report.html")?;
+    dest.put("report.md", report.to_markdown().into_bytes()).await.context("writing report.md")?;
+    dest.put("dropped.svg", report.chart_svg().into_bytes()).await.context("writing dropped.svg")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    } else {
+        print!("{}", report.to_text());
+        println!("\nwrote {dest_display}/report.html, report.md and dropped.svg");
+    }
     Ok(EXIT_OK)
 }
 
@@ -134,10 +188,11 @@ fn print_summary(job: &JobStatus, elapsed: f64, manifest: Option<&Manifest>) {
         t.docs_read as f64 / elapsed.max(1e-3),
         human_bytes(t.text_bytes_read as f64 / elapsed.max(1e-3)),
     );
-    println!("{:<12} {:>10} {:>10} {:>10}  dropped by rule", "stage", "in", "kept", "dropped");
+    println!("{:<24} {:>10} {:>10} {:>10}  dropped by rule", "stage", "in", "kept", "dropped");
     for s in &m.stages {
         let rules: Vec<String> = s.dropped_by_rule.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        println!("{:<12} {:>10} {:>10} {:>10}  {}", s.name, s.docs_in, s.kept, s.dropped, rules.join(", "));
+        let label = if s.label.is_empty() { &s.name } else { &s.label };
+        println!("{:<24} {:>10} {:>10} {:>10}  {}", label, s.docs_in, s.kept, s.dropped, rules.join(", "));
     }
     println!(
         "wrote {} docs in {} files ({}) to {}",

@@ -29,6 +29,11 @@ pub fn resolve_spec(spec: &str, base_dir: &str) -> Result<PipelineSpec, JobError
         *p = store::absolutize(p, base);
     }
     spec.output.path = store::absolutize(&spec.output.path, base);
+    for (i, stage) in spec.stages.iter_mut().enumerate() {
+        stage.resolve_paths(base);
+        // Load models and compile patterns now: a missing model file is the submitter's error.
+        stage.build().map_err(|e| JobError::Invalid(format!("stage[{i}] ({}): {e}", stage.name())))?;
+    }
     Ok(spec)
 }
 

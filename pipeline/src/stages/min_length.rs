@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Counters, Decision, Stage};
+use super::{Ctx, Decision, Stage};
 use crate::document::Document;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,7 +31,7 @@ impl Stage for MinLengthConfig {
         "min-length"
     }
 
-    fn process(&self, doc: &mut Document, _counters: &mut Counters) -> Decision {
+    fn process(&self, doc: &mut Document, _ctx: &mut Ctx) -> Decision {
         // Byte length bounds the char count from both sides (1..=4 bytes per char): count
         // characters only when the bytes alone cannot decide.
         let bytes = doc.text.len() as u64;
@@ -58,7 +58,7 @@ mod tests {
 
     fn decide(min: u64, max: Option<u64>, text: &str) -> Decision {
         let cfg = MinLengthConfig { min_chars: min, max_chars: max };
-        cfg.process(&mut Document::new("d", text), &mut Counters::default())
+        cfg.process(&mut Document::new("d", text), &mut Ctx::default())
     }
 
     #[test]

@@ -6,15 +6,21 @@
 //! `validate` that returns `(key, message)`, and a [`Stage`] implementation; then a variant in
 //! [`StageSpec`].
 
+mod boilerplate;
+mod langid;
 mod min_length;
 mod normalize;
 mod pii;
+mod quality;
 
 use serde::{Deserialize, Serialize};
 
+pub use boilerplate::BoilerplateConfig;
+pub use langid::{LangIdBackend, LangIdConfig};
 pub use min_length::MinLengthConfig;
 pub use normalize::{NormalizeConfig, UnicodeForm};
 pub use pii::PiiConfig;
+pub use quality::{C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig, StopWordMatch};
 
 use crate::document::Document;
 
@@ -39,10 +45,50 @@ impl Counters {
     }
 }
 
+/// What a stage may record about the document it is looking at: counts summed into the
+/// manifest and per-document scores written to the attributes file.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    pub counters: Counters,
+    /// One slot per name of [`Stage::score_names`], reset to `None` before each document.
+    pub scores: Vec<Option<f64>>,
+}
+
+impl Ctx {
+    pub fn for_stage(stage: &dyn Stage) -> Ctx {
+        Ctx { counters: Counters::default(), scores: vec![None; stage.score_names().len()] }
+    }
+    pub fn set(&mut self, slot: usize, value: f64) {
+        if let Some(s) = self.scores.get_mut(slot) {
+            *s = Some(value);
+        }
+    }
+}
+
 pub trait Stage: Send + Sync {
     /// The name used in counts and reports (the spec's `type`).
     fn name(&self) -> &'static str;
-    fn process(&self, doc: &mut Document, counters: &mut Counters) -> Decision;
+    /// Names of the per-document scores the stage records, fixed for the stage's life so that
+    /// attribute columns are the same in every shard.
+    fn score_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Whether the stage looks at documents of this language (`None`: unknown language).
+    fn applies_to(&self, _lang: Option<&str>) -> bool {
+        true
+    }
+    fn process(&self, doc: &mut Document, ctx: &mut Ctx) -> Decision;
+}
+
+/// `languages = [...]` of a stage: empty means every document; otherwise the document's
+/// language (ISO 639-1, region/script suffixes ignored: `zh-Hant` is `zh`) must be listed.
+pub fn lang_matches(languages: &[String], lang: Option<&str>) -> bool {
+    if languages.is_empty() {
+        return true;
+    }
+    let Some(lang) = lang else { return languages.iter().any(|l| l == "unknown") };
+    let base = lang.split(['-', '_']).next().unwrap_or(lang);
+    languages.iter().any(|l| l.eq_ignore_ascii_case(lang) || l.eq_ignore_ascii_case(base))
 }
 
 /// One `[[stage]]` table of the spec.
@@ -55,6 +101,20 @@ pub enum StageSpec {
     MinLength(MinLengthConfig),
     /// Masks e-mail addresses, phone numbers and IP addresses.
     Pii(PiiConfig),
+    /// Language identification (built-in or fastText lid.176) with a score; keeps or drops by
+    /// language and minimum score.
+    LangId(LangIdConfig),
+    /// Drops boilerplate lines (cookie banners, share/subscribe, breadcrumbs), strips leftover
+    /// HTML, collapses blank lines.
+    Boilerplate(BoilerplateConfig),
+    /// Gopher quality rules (word counts, mean word length, symbols, bullets, stop words).
+    GopherQuality(GopherQualityConfig),
+    /// Gopher repetition rules (duplicate lines/paragraphs, top and duplicated n-grams).
+    GopherRepetition(GopherRepetitionConfig),
+    /// C4 line and page rules.
+    C4(C4Config),
+    /// FineWeb quality rules (line punctuation, short lines, duplicated lines, list-like pages).
+    Fineweb(FineWebConfig),
 }
 
 impl StageSpec {
@@ -63,14 +123,46 @@ impl StageSpec {
         match self {
             StageSpec::Normalize(_) | StageSpec::Pii(_) => Ok(()),
             StageSpec::MinLength(c) => c.validate(),
+            StageSpec::LangId(c) => c.validate(),
+            StageSpec::Boilerplate(c) => c.validate(),
+            StageSpec::GopherQuality(c) => c.validate(),
+            StageSpec::GopherRepetition(c) => c.validate(),
+            StageSpec::C4(c) => c.validate(),
+            StageSpec::Fineweb(c) => c.validate(),
         }
     }
 
-    pub fn build(&self) -> Box<dyn Stage> {
-        match self {
+    /// Builds the stage (compiles patterns, loads models). Errors say what to fix.
+    pub fn build(&self) -> Result<Box<dyn Stage>, String> {
+        Ok(match self {
             StageSpec::Normalize(c) => Box::new(c.clone()),
             StageSpec::MinLength(c) => Box::new(c.clone()),
             StageSpec::Pii(c) => Box::new(c.clone()),
+            StageSpec::LangId(c) => Box::new(c.build()?),
+            StageSpec::Boilerplate(c) => Box::new(c.build()?),
+            StageSpec::GopherQuality(c) => Box::new(c.build()),
+            StageSpec::GopherRepetition(c) => Box::new(c.build()),
+            StageSpec::C4(c) => Box::new(c.build()),
+            StageSpec::Fineweb(c) => Box::new(c.build()),
+        })
+    }
+
+    /// The `languages` a stage is limited to (empty: all).
+    pub fn languages(&self) -> &[String] {
+        match self {
+            StageSpec::GopherQuality(c) => &c.languages,
+            StageSpec::GopherRepetition(c) => &c.languages,
+            StageSpec::C4(c) => &c.languages,
+            StageSpec::Fineweb(c) => &c.languages,
+            StageSpec::Boilerplate(c) => &c.languages,
+            StageSpec::Normalize(_) | StageSpec::MinLength(_) | StageSpec::Pii(_) | StageSpec::LangId(_) => &[],
+        }
+    }
+
+    /// Makes file paths in the stage (models) absolute against the submit directory.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let StageSpec::LangId(c) = self {
+            c.resolve_paths(base);
         }
     }
 
@@ -79,6 +171,12 @@ impl StageSpec {
             StageSpec::Normalize(_) => "normalize",
             StageSpec::MinLength(_) => "min-length",
             StageSpec::Pii(_) => "pii",
+            StageSpec::LangId(_) => "lang-id",
+            StageSpec::Boilerplate(_) => "boilerplate",
+            StageSpec::GopherQuality(_) => "gopher-quality",
+            StageSpec::GopherRepetition(_) => "gopher-repetition",
+            StageSpec::C4(_) => "c4",
+            StageSpec::Fineweb(_) => "fineweb",
         }
     }
 }

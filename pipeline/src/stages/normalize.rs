@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{is_nfc_quick, is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
-use super::{Counters, Decision, Stage};
+use super::{Ctx, Decision, Stage};
 use crate::document::Document;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -155,7 +155,7 @@ impl Stage for NormalizeConfig {
         "normalize"
     }
 
-    fn process(&self, doc: &mut Document, _counters: &mut Counters) -> Decision {
+    fn process(&self, doc: &mut Document, _ctx: &mut Ctx) -> Decision {
         if let Some(s) = self.normalize(&doc.text) {
             doc.text = s;
         }

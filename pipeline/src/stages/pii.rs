@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::{Counters, Decision, Stage};
+use super::{Ctx, Decision, Stage};
 use crate::document::Document;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -155,13 +155,13 @@ impl Stage for PiiConfig {
         "pii"
     }
 
-    fn process(&self, doc: &mut Document, counters: &mut Counters) -> Decision {
+    fn process(&self, doc: &mut Document, ctx: &mut Ctx) -> Decision {
         if let Some((s, [email, phone, ip])) = self.mask(&doc.text) {
             doc.text = s;
-            counters.add("pii.email", email);
-            counters.add("pii.phone", phone);
-            counters.add("pii.ip", ip);
-            counters.add("docs-modified", 1);
+            ctx.counters.add("pii.email", email);
+            ctx.counters.add("pii.phone", phone);
+            ctx.counters.add("pii.ip", ip);
+            ctx.counters.add("docs-modified", 1);
         }
         Decision::Keep
     }

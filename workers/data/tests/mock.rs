@@ -85,6 +85,9 @@ fn shard_lease(task_id: u64, path: &std::path::Path, out: &std::path::Path, text
             formats: vec![OutputFormat::JsonlZst],
             zstd_level: 3,
             overwrite: false,
+            partition_by: None,
+            attributes: false,
+            score_dropped: true,
         },
     };
     pb::TaskLease {

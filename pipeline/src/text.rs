@@ -1,0 +1,477 @@
+//! Words, sentences and character classes for the quality filters.
+//!
+//! The filters count words, so what a "word" is decides their results. lehr picks the word
+//! splitter from the document's language, as datatrove/FineWeb-2 do:
+//!
+//! - `zh` (and `zh-*`, `cmn`, `yue`): jieba-rs segmentation (datatrove uses spaCy's Chinese
+//!   tokenizer with the jieba segmenter, i.e. the same dictionary-based segmentation);
+//! - `ko`: eojeol (whitespace-separated units) with punctuation split off, since Korean spacing
+//!   already marks word units;
+//! - everything else: an English-style rule tokenizer that follows spaCy's English rules
+//!   (datatrove's English word tokenizer is `spacy.blank("en")`): split on whitespace, then peel
+//!   prefix and suffix punctuation, split contractions (`don't` → `do n't`) and hyphens between
+//!   letters. There is no Rust port of spaCy's tokenizer; this one reproduces the rules that move
+//!   Gopher/FineWeb counts (tests/bench compare the filter decisions with datatrove's).
+//!
+//! All functions return slices of the input: no allocation per word.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// How a document's text is split into words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WordSplitter {
+    /// spaCy-English-like rules (Latin, Cyrillic, ... scripts).
+    Rules,
+    /// jieba-rs dictionary + HMM segmentation (Chinese).
+    Jieba,
+    /// Whitespace units with leading/trailing punctuation split off (Korean eojeol).
+    Eojeol,
+}
+
+impl WordSplitter {
+    /// The splitter for a language code (ISO 639-1 or -3, optionally with a region/script).
+    pub fn for_lang(lang: Option<&str>) -> WordSplitter {
+        let base = lang.unwrap_or("").split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
+        match base.as_str() {
+            "zh" | "cmn" | "zho" | "yue" | "wuu" => WordSplitter::Jieba,
+            "ko" | "kor" => WordSplitter::Eojeol,
+            _ => WordSplitter::Rules,
+        }
+    }
+
+    /// Splits `text` into words (whitespace never appears in a word; punctuation tokens do).
+    pub fn words<'a>(self, text: &'a str) -> Vec<&'a str> {
+        let mut out = Vec::with_capacity(text.len() / 5 + 1);
+        match self {
+            WordSplitter::Rules => {
+                for chunk in text.split(char::is_whitespace).filter(|c| !c.is_empty()) {
+                    split_rules(chunk, &mut out);
+                }
+            }
+            WordSplitter::Eojeol => {
+                for chunk in text.split(char::is_whitespace).filter(|c| !c.is_empty()) {
+                    split_punct_edges(chunk, &mut out);
+                }
+            }
+            WordSplitter::Jieba => {
+                for w in JIEBA.cut(text, true) {
+                    let w = w.word.trim();
+                    if !w.is_empty() {
+                        out.push(w);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+static JIEBA: LazyLock<jieba_rs::Jieba> = LazyLock::new(jieba_rs::Jieba::new);
+
+/// Loads the Chinese segmenter's dictionary now (it takes ~0.3 s), rather than on the first
+/// Chinese document.
+pub fn warm_up_jieba() {
+    LazyLock::force(&JIEBA);
+}
+
+/// Punctuation, symbols and control characters: a word made only of these is a "symbol word"
+/// (Gopher's counts leave them out).
+pub fn is_punct_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_punctuation() || c.is_ascii_control();
+    }
+    if c.is_control() {
+        return true;
+    }
+    // General categories P* and S* outside ASCII: the common ranges first, then the regex.
+    matches!(c, '\u{2000}'..='\u{206F}' | '\u{3000}'..='\u{303F}' | '\u{FF01}'..='\u{FF0F}' | '\u{FF1A}'..='\u{FF20}' | '\u{FF3B}'..='\u{FF40}' | '\u{FF5B}'..='\u{FF65}' | '«' | '»' | '·' | '¡' | '¿' | '§' | '¶' | '°' | '©' | '®' | '×' | '÷')
+        || {
+            let mut buf = [0u8; 4];
+            PUNCT_RE.is_match(c.encode_utf8(&mut buf))
+        }
+}
+
+static PUNCT_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[\p{P}\p{S}]$").expect("valid regex"));
+
+/// True if every character of `w` is punctuation/symbol (and `w` is not empty).
+pub fn is_symbol_word(w: &str) -> bool {
+    !w.is_empty() && w.chars().all(is_punct_char)
+}
+
+/// Characters that end a sentence (Unicode `Sentence_Terminal`: `.` `!` `?` `。` `！` `？` ...),
+/// which is what datatrove's `TERMINAL_PUNCTUATION` lists.
+pub fn is_terminal_punct(c: char) -> bool {
+    if c.is_ascii() {
+        return matches!(c, '.' | '!' | '?');
+    }
+    matches!(c, '。' | '！' | '？' | '｡' | '．' | '﹒' | '﹗' | '﹖') || {
+        let mut buf = [0u8; 4];
+        TERMINAL_RE.is_match(c.encode_utf8(&mut buf))
+    }
+}
+
+static TERMINAL_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\p{Sentence_Terminal}$").expect("valid regex"));
+
+/// Number of sentences in `words` (as produced by [`WordSplitter::words`]), with spaCy's
+/// sentencizer rule: a sentence ends after a terminal-punctuation token and the next sentence
+/// starts at the next token that is not punctuation.
+pub fn sentence_count(words: &[&str]) -> usize {
+    if words.is_empty() {
+        return 0;
+    }
+    let mut n = 1;
+    let mut seen_end = false;
+    for w in words {
+        let single_terminal = {
+            let mut cs = w.chars();
+            matches!((cs.next(), cs.next()), (Some(c), None) if is_terminal_punct(c))
+        };
+        if seen_end && !single_terminal && !is_symbol_word(w) {
+            n += 1;
+            seen_end = false;
+        } else if single_terminal {
+            seen_end = true;
+        }
+    }
+    n
+}
+
+fn first_char(s: &str) -> Option<char> {
+    s.chars().next()
+}
+fn last_char(s: &str) -> Option<char> {
+    s.chars().next_back()
+}
+
+/// Korean/other whitespace units: leading and trailing punctuation become their own tokens.
+fn split_punct_edges<'a>(chunk: &'a str, out: &mut Vec<&'a str>) {
+    let mut s = chunk;
+    while let Some(c) = first_char(s) {
+        if s.len() == c.len_utf8() || !is_punct_char(c) {
+            break;
+        }
+        out.push(&s[..c.len_utf8()]);
+        s = &s[c.len_utf8()..];
+    }
+    let mut tail = Vec::new();
+    while let Some(c) = last_char(s) {
+        if s.len() == c.len_utf8() || !is_punct_char(c) {
+            break;
+        }
+        tail.push(&s[s.len() - c.len_utf8()..]);
+        s = &s[..s.len() - c.len_utf8()];
+    }
+    if !s.is_empty() {
+        out.push(s);
+    }
+    out.extend(tail.into_iter().rev());
+}
+
+/// Prefix characters spaCy splits off the front of a token.
+fn is_prefix_char(c: char) -> bool {
+    matches!(
+        c,
+        '(' | '['
+            | '{'
+            | '"'
+            | '\''
+            | '`'
+            | '«'
+            | '“'
+            | '‘'
+            | '„'
+            | '‚'
+            | '¿'
+            | '¡'
+            | '$'
+            | '£'
+            | '€'
+            | '¥'
+            | '#'
+            | '&'
+            | '*'
+            | '+'
+            | '<'
+            | '='
+            | '>'
+            | '~'
+            | '§'
+            | '%'
+            | '—'
+            | '–'
+            | '-'
+            | ','
+            | ':'
+            | ';'
+            | '!'
+            | '?'
+            | '.'
+            | '…'
+            | '/'
+            | '\\'
+            | '|'
+            | '_'
+            | '@'
+            | '^'
+            | ')'
+            | ']'
+            | '}'
+            | '»'
+            | '”'
+            | '’'
+    ) || (!c.is_ascii() && is_punct_char(c) && !c.is_alphanumeric())
+}
+
+/// Suffix characters spaCy splits off the end of a token (`.` is handled separately).
+fn is_suffix_char(c: char) -> bool {
+    matches!(
+        c,
+        ',' | ':'
+            | ';'
+            | '!'
+            | '?'
+            | '"'
+            | '\''
+            | '`'
+            | ')'
+            | ']'
+            | '}'
+            | '»'
+            | '”'
+            | '’'
+            | '“'
+            | '‘'
+            | '…'
+            | '%'
+            | '°'
+            | '*'
+            | '|'
+            | '>'
+            | '<'
+            | '='
+            | '+'
+            | '~'
+            | '#'
+            | '&'
+            | '—'
+            | '–'
+            | '-'
+            | '/'
+            | '\\'
+            | '_'
+            | '('
+            | '['
+            | '{'
+    ) || (!c.is_ascii() && is_punct_char(c) && !c.is_alphanumeric())
+}
+
+/// Words spaCy's English tokenizer keeps whole although they end in `.`.
+const ABBREVIATIONS: &[&str] = &[
+    "a.m.", "p.m.", "e.g.", "i.e.", "etc.", "vs.", "mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "jr.", "sr.", "inc.",
+    "ltd.", "co.", "corp.", "no.", "jan.", "feb.", "mar.", "apr.", "jun.", "jul.", "aug.", "sep.", "sept.", "oct.",
+    "nov.", "dec.", "mt.", "gov.", "gen.", "rev.", "sen.", "rep.", "u.s.", "u.k.", "n.y.",
+];
+
+const CONTRACTION_SUFFIXES: &[&str] =
+    &["n't", "n’t", "'s", "’s", "'m", "’m", "'re", "’re", "'ve", "’ve", "'ll", "’ll", "'d", "’d", "'S", "N'T"];
+
+fn is_url_like(s: &str) -> bool {
+    s.contains("://") || s.starts_with("www.") || (s.contains('@') && s.contains('.'))
+}
+
+/// spaCy-English-like splitting of one whitespace-free chunk.
+fn split_rules<'a>(chunk: &'a str, out: &mut Vec<&'a str>) {
+    let mut s = chunk;
+    let mut tail: Vec<&'a str> = Vec::new();
+    loop {
+        if s.is_empty() {
+            break;
+        }
+        if is_abbreviation(s) || is_url_like(s) {
+            out.push(s);
+            s = "";
+            break;
+        }
+        // prefixes
+        if s.starts_with("...") && s.len() > 3 {
+            out.push(&s[..3]);
+            s = &s[3..];
+            continue;
+        }
+        if let Some(c) = first_char(s) {
+            if s.len() > c.len_utf8() && is_prefix_char(c) {
+                out.push(&s[..c.len_utf8()]);
+                s = &s[c.len_utf8()..];
+                continue;
+            }
+        }
+        // suffixes
+        if s.ends_with("...") && s.len() > 3 {
+            tail.push(&s[s.len() - 3..]);
+            s = &s[..s.len() - 3];
+            continue;
+        }
+        if let Some(suf) = CONTRACTION_SUFFIXES.iter().find(|suf| s.len() > suf.len() && s.ends_with(**suf)) {
+            let cut = s.len() - suf.len();
+            // `n't` only after a letter ("don't"); the others after a letter too
+            if s[..cut].chars().next_back().is_some_and(char::is_alphabetic) {
+                tail.push(&s[cut..]);
+                s = &s[..cut];
+                continue;
+            }
+        }
+        if let Some(c) = last_char(s) {
+            if s.len() > c.len_utf8() {
+                let head = &s[..s.len() - c.len_utf8()];
+                let split = if c == '.' {
+                    // spaCy: a final period splits after a lowercase letter, a digit, punctuation,
+                    // or two capitals ("USA." → "USA" "."); "A." and "U.S." stay whole.
+                    let mut back = head.chars().rev();
+                    match (back.next(), back.next()) {
+                        (Some(p), _) if p.is_lowercase() || p.is_numeric() || is_punct_char(p) => true,
+                        (Some(p), Some(q)) if p.is_uppercase() && q.is_uppercase() => true,
+                        (Some(p), _) if !p.is_alphabetic() => true,
+                        _ => false,
+                    }
+                } else {
+                    is_suffix_char(c)
+                };
+                if split {
+                    tail.push(&s[s.len() - c.len_utf8()..]);
+                    s = head;
+                    continue;
+                }
+            }
+        }
+        break;
+    }
+    if !s.is_empty() {
+        split_infixes(s, out);
+    }
+    out.extend(tail.into_iter().rev());
+}
+
+fn is_abbreviation(s: &str) -> bool {
+    s.len() <= 6 && s.ends_with('.') && ABBREVIATIONS.iter().any(|a| a.eq_ignore_ascii_case(s))
+}
+
+/// Infix splits: hyphens/dashes/`~` between a letter or digit and a letter, `,` between
+/// letters, `:<>=/` between a letter or digit and a letter, `...`/`…` anywhere, `+-*^` between
+/// digits, and `.` between a lowercase letter and a capital.
+fn split_infixes<'a>(s: &'a str, out: &mut Vec<&'a str>) {
+    if s.chars().all(char::is_alphanumeric) {
+        out.push(s);
+        return;
+    }
+    let chars: Vec<(usize, char)> = s.char_indices().collect();
+    let mut start = 0usize;
+    let mut i = 0usize;
+    while i < chars.len() {
+        let (pos, c) = chars[i];
+        let prev = if i > 0 { Some(chars[i - 1].1) } else { None };
+        let next = chars.get(i + 1).map(|x| x.1);
+        let mut len = 0usize; // bytes of the infix at i
+        if c == '.' && s[pos..].starts_with("..") {
+            len = s[pos..].bytes().take_while(|b| *b == b'.').count();
+        } else if c == '…' {
+            len = c.len_utf8();
+        } else if let (Some(p), Some(n)) = (prev, next) {
+            let split = match c {
+                '-' | '–' | '—' | '~' => (p.is_alphabetic() || p.is_numeric()) && n.is_alphabetic(),
+                ',' => p.is_alphabetic() && n.is_alphabetic(),
+                ':' | '<' | '>' | '=' | '/' => (p.is_alphabetic() || p.is_numeric()) && n.is_alphabetic(),
+                '+' | '*' | '^' => p.is_numeric() && (n.is_numeric() || n == '-'),
+                '.' => p.is_lowercase() && n.is_uppercase(),
+                _ => false,
+            };
+            if split {
+                len = c.len_utf8();
+            }
+            if c == '-' && p.is_numeric() && (n.is_numeric() || n == '-') {
+                len = 1;
+            }
+        }
+        if len > 0 && pos > 0 && pos + len < s.len() {
+            if pos > start {
+                out.push(&s[start..pos]);
+            }
+            out.push(&s[pos..pos + len]);
+            start = pos + len;
+            while i < chars.len() && chars[i].0 < start {
+                i += 1;
+            }
+            continue;
+        }
+        i += 1;
+    }
+    if start < s.len() {
+        out.push(&s[start..]);
+    }
+}
+
+/// Whether `c` is a CJK ideograph, kana or Hangul syllable/jamo (text written without spaces
+/// between words, or with units that are not English-like words).
+pub fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F
+        | 0x1100..=0x11FF | 0x3130..=0x318F | 0xAC00..=0xD7AF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn english_rules_split_like_spacy() {
+        let w = WordSplitter::Rules.words("I don't think (really) it's well-known, e.g. in the U.S. today... Yes!");
+        assert_eq!(
+            w,
+            vec![
+                "I", "do", "n't", "think", "(", "really", ")", "it", "'s", "well", "-", "known", ",", "e.g.", "in",
+                "the", "U.S.", "today", "...", "Yes", "!"
+            ]
+        );
+        assert_eq!(
+            WordSplitter::Rules.words("Costs $3.50 or 5-6 EUR. See https://x.org/a."),
+            vec!["Costs", "$", "3.50", "or", "5", "-", "6", "EUR", ".", "See", "https://x.org/a."]
+        );
+    }
+
+    #[test]
+    fn chinese_uses_jieba_and_korean_eojeol() {
+        let w = WordSplitter::for_lang(Some("zh")).words("我们今天去公园散步吧，好吗？");
+        assert_eq!(w, vec!["我们", "今天", "去", "公园", "散步", "吧", "，", "好", "吗", "？"]);
+        let w = WordSplitter::for_lang(Some("ko")).words("안녕하세요, 반갑습니다! (정말)");
+        assert_eq!(w, vec!["안녕하세요", ",", "반갑습니다", "!", "(", "정말", ")"]);
+    }
+
+    #[test]
+    fn character_classes() {
+        assert!(is_symbol_word("--") && is_symbol_word("。") && is_symbol_word("…") && is_symbol_word("©"));
+        assert!(!is_symbol_word("a-") && !is_symbol_word("") && !is_symbol_word("中"));
+        assert!(is_terminal_punct('.') && is_terminal_punct('。') && is_terminal_punct('？') && is_terminal_punct('।'));
+        assert!(!is_terminal_punct(',') && !is_terminal_punct(':') && !is_terminal_punct('a'));
+    }
+
+    #[test]
+    fn sentences_follow_the_sentencizer() {
+        let s = |t: &str| sentence_count(&WordSplitter::Rules.words(t));
+        assert_eq!(s("One. Two! Three? Four"), 4);
+        assert_eq!(s("Mr. Smith went to the U.S. yesterday."), 1);
+        assert_eq!(s("Wait... what?!"), 1);
+        assert_eq!(s(""), 0);
+        assert_eq!(sentence_count(&WordSplitter::Jieba.words("今天天气很好。我们去公园吧！")), 2);
+    }
+
+    #[test]
+    fn never_panics_on_odd_text() {
+        for t in ["", " ", "....", "-", "'", "\u{FFFD}\u{FFFD}", "a\u{0301}-b", "🙂-🙂", "1-", "-1", "n't", "'s"] {
+            for sp in [WordSplitter::Rules, WordSplitter::Eojeol, WordSplitter::Jieba] {
+                let ws = sp.words(t);
+                assert!(ws.iter().all(|w| !w.is_empty() && !w.contains(char::is_whitespace)), "{t:?} {ws:?}");
+            }
+        }
+    }
+}
