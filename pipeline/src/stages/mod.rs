@@ -16,7 +16,7 @@ mod quality;
 use serde::{Deserialize, Serialize};
 
 pub use boilerplate::BoilerplateConfig;
-pub use langid::{LangIdBackend, LangIdConfig};
+pub use langid::{LangId, LangIdBackend, LangIdConfig};
 pub use min_length::MinLengthConfig;
 pub use normalize::{NormalizeConfig, UnicodeForm};
 pub use pii::PiiConfig;

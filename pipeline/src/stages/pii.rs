@@ -79,16 +79,29 @@ static PHONE: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid phone regex")
 });
 
+/// Seven-digit local numbers (`555-0123`) only after a word that says it is a phone number
+/// ("call", "phone", "tel", "fax", "mobile", 电话, 전화): without that context such a pattern is
+/// as often a range or a code.
+static LOCAL_PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(?:\b(?:call|phone|tel|telephone|fax|mobile|cell|ph)\.?|电话|手机|전화|휴대폰)\s*(?:[:：]\s*)?(?:(?:us|me)\s+)?(?:at\s+|on\s+)?([2-9][0-9]{2}[-.][0-9]{4})(?:$|[^0-9])")
+        .expect("valid local phone regex")
+});
+
 /// Replaces the first capture group of every match of `re` that `valid` accepts with
 /// `placeholder`; returns the text and the count.
-fn replace_group(re: &Regex, text: &str, placeholder: &str, valid: impl Fn(&str) -> bool) -> Option<(String, u64)> {
+fn replace_group(
+    re: &Regex,
+    text: &str,
+    placeholder: &str,
+    valid: impl Fn(&str, usize, usize) -> bool,
+) -> Option<(String, u64)> {
     let mut out = String::new();
     let mut last = 0;
     let mut n = 0;
     let mut pos = 0;
     while let Some(c) = re.captures_at(text, pos) {
         let g = c.get(1).expect("group 1");
-        if !valid(g.as_str()) {
+        if !valid(text, g.start(), g.end()) {
             // skip this candidate: resume after its first character
             pos = g.start() + g.as_str().chars().next().map_or(1, char::len_utf8);
             if pos >= text.len() {
@@ -114,10 +127,52 @@ fn replace_group(re: &Regex, text: &str, placeholder: &str, valid: impl Fn(&str)
 }
 
 /// E.164 numbers have at most 15 digits; local numbers at least 7.
-fn plausible_phone(m: &str) -> bool {
-    let digits = m.bytes().filter(u8::is_ascii_digit).count();
+fn plausible_phone(text: &str, start: usize, end: usize) -> bool {
+    let digits = text[start..end].bytes().filter(u8::is_ascii_digit).count();
     (7..=15).contains(&digits)
 }
+
+/// Dotted quads that are version or section numbers, not addresses: "LibreOffice 7.4.7.1",
+/// "build 7.4.7.1-1", "version 10.0.0.1", "section 3.2.1.4". Quads of single digits
+/// ("1.2.3.4", "8.8.8.8") are numbering or well-known public services, never a person's address.
+fn plausible_ip(text: &str, start: usize, end: usize) -> bool {
+    let m = &text[start..end];
+    if m.contains(':') {
+        return true;
+    }
+    if m.split('.').all(|o| o.len() == 1) {
+        return false;
+    }
+    if text[end..].starts_with('-') && text[end + 1..].starts_with(|c: char| c.is_ascii_digit()) {
+        return false;
+    }
+    let before: String = text[..start].chars().rev().take(24).collect::<Vec<_>>().into_iter().rev().collect();
+    let before = before.to_lowercase();
+    let last_word = before.split_whitespace().next_back().unwrap_or("");
+    let last_word = last_word.trim_end_matches([':', '：']);
+    !(VERSION_WORDS.iter().any(|w| last_word == *w) || ["版本", "버전"].iter().any(|w| last_word.ends_with(w)))
+}
+
+const VERSION_WORDS: [&str; 18] = [
+    "version",
+    "ver.",
+    "ver",
+    "build",
+    "release",
+    "update",
+    "libreoffice",
+    "openoffice",
+    "firefox",
+    "chrome",
+    "section",
+    "chapter",
+    "§",
+    "clause",
+    "article",
+    "figure",
+    "table",
+    "step",
+];
 
 impl PiiConfig {
     /// Returns the masked text and counts (email, phone, ip), or `None` when nothing matched.
@@ -134,7 +189,7 @@ impl PiiConfig {
         }
         if !self.ip.is_empty() {
             let src = current.as_deref().unwrap_or(text);
-            if let Some((s, n)) = replace_group(&IP, src, &self.ip, |_| true) {
+            if let Some((s, n)) = replace_group(&IP, src, &self.ip, plausible_ip) {
                 current = Some(s);
                 counts[2] = n;
             }
@@ -144,6 +199,11 @@ impl PiiConfig {
             if let Some((s, n)) = replace_group(&PHONE, src, &self.phone, plausible_phone) {
                 current = Some(s);
                 counts[1] = n;
+            }
+            let src = current.as_deref().unwrap_or(text);
+            if let Some((s, n)) = replace_group(&LOCAL_PHONE, src, &self.phone, |_, _, _| true) {
+                current = Some(s);
+                counts[1] += n;
             }
         }
         current.map(|s| (s, counts))
@@ -190,6 +250,9 @@ mod tests {
         assert_eq!(mask("电话13812345678或010-12345678"), "电话<PHONE>或<PHONE>");
         assert_eq!(mask("문의: 010-1234-5678, 02-123-4567"), "문의: <PHONE>, <PHONE>");
         assert_eq!(mask("call +1 (415) 555-0199 or (212) 555-0100."), "call <PHONE> or <PHONE>.");
+        assert_eq!(mask("Call 555-0159 between 9am and 5pm"), "Call <PHONE> between 9am and 5pm");
+        assert_eq!(mask("or call 555-0191."), "or call <PHONE>.");
+        assert_eq!(mask("Tel: 555.0101, 电话：555-0102"), "Tel: <PHONE>, 电话：<PHONE>");
         assert_eq!(mask("+82 10 1234 5678"), "<PHONE>");
     }
 
@@ -211,6 +274,11 @@ mod tests {
             "values range from -922337203685477.5808 to +922337203685477.5807.",
             "MAX_Long = &h7fffffff ' 2147483647 = &o17777777777",
             "=LOGNORM.DIST(0.1;0;1;1) returns 0.0106510993",
+            "pages 555-0123 of the report",
+            "LibreOffice 7.4.7.1 was released together with build 7.4.7.1-1.",
+            "upgrade to version 10.2.0.1 today",
+            "See section 3.12.1.4 for details; the ratio was 1.2.3.4.",
+            "the phone cost 299.9999 dollars",
         ] {
             assert_eq!(mask(t), t);
         }
