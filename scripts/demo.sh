@@ -15,5 +15,12 @@ echo
 echo "== output in .lehr/demo:"
 ls -l .lehr/demo | head -20
 echo
+echo "== lehr corpus build examples/bilingual.toml   (preset bilingual: cleanup, language routing, per-language filters, PII)"
+rm -rf .lehr/demo-bilingual
+"$LEHR" corpus build examples/bilingual.toml
+echo
+echo "== lehr corpus report .lehr/demo-bilingual"
+"$LEHR" corpus report .lehr/demo-bilingual | head -40
+echo
 echo "== lehr train smoke (libtorch forward/backward)"
 "$LEHR" train smoke
