@@ -72,7 +72,8 @@ fn bilingual_preset_builds_routes_and_reports() {
             }
         }
         if ["en", "zh", "ko"].contains(&l["lang"].as_str().unwrap()) {
-            let scores: Vec<&str> = l["scores"].as_array().unwrap().iter().map(|s| s["column"].as_str().unwrap()).collect();
+            let scores: Vec<&str> =
+                l["scores"].as_array().unwrap().iter().map(|s| s["column"].as_str().unwrap()).collect();
             assert!(scores.contains(&"lang-id.score"), "{scores:?}");
         }
     }

@@ -75,14 +75,22 @@ pub struct ScoreReport {
     pub quantiles: Vec<(f64, f64)>,
 }
 
+/// Per (stage, rule): dropped docs, dropped bytes, docs fired on, samples.
+#[derive(Default)]
+struct RuleAcc {
+    dropped: u64,
+    bytes: u64,
+    fired: u64,
+    samples: Vec<Sample>,
+}
+
 #[derive(Default)]
 struct LangAcc {
     docs: u64,
     bytes: u64,
     kept_docs: u64,
     kept_bytes: u64,
-    /// (stage, rule) → (dropped docs, dropped bytes, fired docs, samples)
-    rules: BTreeMap<(String, String), (u64, u64, u64, Vec<Sample>)>,
+    rules: BTreeMap<(String, String), RuleAcc>,
     scores: BTreeMap<String, Vec<f64>>,
 }
 
@@ -146,10 +154,10 @@ pub async fn build(out: &Location, output_display: &str) -> PipelineResult<Repor
                 acc.kept_bytes += bytes_col[i];
             } else if let (Some(stage), Some(r)) = (&dropped_by[i], &rule[i]) {
                 let e = acc.rules.entry((stage.clone(), r.clone())).or_default();
-                e.0 += 1;
-                e.1 += bytes_col[i];
-                if e.3.len() < SAMPLES_PER_RULE {
-                    e.3.push(Sample {
+                e.dropped += 1;
+                e.bytes += bytes_col[i];
+                if e.samples.len() < SAMPLES_PER_RULE {
+                    e.samples.push(Sample {
                         id: ids[i].clone().unwrap_or_default(),
                         preview: preview[i].clone().unwrap_or_default(),
                     });
@@ -157,7 +165,7 @@ pub async fn build(out: &Location, output_display: &str) -> PipelineResult<Repor
             }
             for (stage, col) in &rule_cols {
                 if let Some(r) = &col[i] {
-                    acc.rules.entry((stage.clone(), r.clone())).or_default().2 += 1;
+                    acc.rules.entry((stage.clone(), r.clone())).or_default().fired += 1;
                 }
             }
             for (name, col) in &score_cols {
@@ -181,13 +189,13 @@ pub async fn build(out: &Location, output_display: &str) -> PipelineResult<Repor
         let mut rules: Vec<RuleReport> = acc
             .rules
             .into_iter()
-            .map(|((stage, rule), (d, b, fired, samples))| RuleReport {
+            .map(|((stage, rule), a)| RuleReport {
                 stage,
                 rule,
-                dropped_docs: d,
-                dropped_bytes: b,
-                fired_docs: fired,
-                samples,
+                dropped_docs: a.dropped,
+                dropped_bytes: a.bytes,
+                fired_docs: a.fired,
+                samples: a.samples,
             })
             .collect();
         rules.sort_by(|a, b| b.dropped_docs.cmp(&a.dropped_docs).then(b.fired_docs.cmp(&a.fired_docs)));

@@ -42,7 +42,7 @@ impl WordSplitter {
     }
 
     /// Splits `text` into words (whitespace never appears in a word; punctuation tokens do).
-    pub fn words<'a>(self, text: &'a str) -> Vec<&'a str> {
+    pub fn words(self, text: &str) -> Vec<&str> {
         let mut out = Vec::with_capacity(text.len() / 5 + 1);
         match self {
             WordSplitter::Rules => {

@@ -150,7 +150,7 @@ fn plausible_ip(text: &str, start: usize, end: usize) -> bool {
     let before = before.to_lowercase();
     let last_word = before.split_whitespace().next_back().unwrap_or("");
     let last_word = last_word.trim_end_matches([':', '：']);
-    !(VERSION_WORDS.iter().any(|w| last_word == *w) || ["版本", "버전"].iter().any(|w| last_word.ends_with(w)))
+    !(VERSION_WORDS.contains(&last_word) || ["版本", "버전"].iter().any(|w| last_word.ends_with(w)))
 }
 
 const VERSION_WORDS: [&str; 18] = [
