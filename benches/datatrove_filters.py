@@ -483,7 +483,11 @@ def main():
         log(f"warning: {no_lang} documents have no `lang`; lehr may not pick its English word splitter for them")
     del recs
 
-    # A. + B. decisions on the input as it is
+    # A. + B. decisions on the input as it is (lehr first: it is quick and fails early on a spec
+    # its build does not understand)
+    log(f"lehr: corpus build {args.input} ...")
+    le = run_lehr(args.lehr, args.input, args.work, "agree")
+    lehr_rows = read_lehr_attributes(le["out"])
     log(f"datatrove: filtering {args.input} ...")
     dt = run_datatrove(args.input)
     if dt["errors"]:
@@ -491,9 +495,6 @@ def main():
         log(hint or "datatrove raised errors:")
         for msg, c in dt["errors"].most_common(5):
             log(f"  {c} x {msg}")
-    log("lehr: corpus build ...")
-    le = run_lehr(args.lehr, args.input, args.work, "agree")
-    lehr_rows = read_lehr_attributes(le["out"])
 
     # C. agreement
     cmp = compare(texts, dt, lehr_rows, args.work)
@@ -505,10 +506,10 @@ def main():
     else:
         rep = os.path.join(args.work, f"input-x{args.repeat}.jsonl")
         write_repeated(args.input, rep, args.repeat)
-        log(f"datatrove: speed run on {args.repeat} copies ...")
-        dt_speed = run_datatrove(rep)
         log(f"lehr: speed run on {args.repeat} copies ...")
         le_speed = run_lehr(args.lehr, rep, args.work, "speed")
+        log(f"datatrove: speed run on {args.repeat} copies ...")
+        dt_speed = run_datatrove(rep)
     mb = dt_speed["text_bytes"] / 1e6
     lehr_mbs = mb / le_speed["wall_s"]
     dt_mbs = mb / dt_speed["filter_s"]

@@ -76,13 +76,26 @@ pub struct Boilerplate {
     extra: RegexSet,
 }
 
-/// Whole-line patterns (after trimming), case-insensitive.
-const LINE_PATTERNS: &[&str] = &[
-    // English
+/// Whole-line patterns (after trimming), case-insensitive, that mark boilerplate whatever the
+/// line ends with: cookie banners, copyright and disclaimer lines.
+const STRONG_PATTERNS: &[&str] = &[
     r"^(accept|allow|reject|manage)( all)? cookies$",
     r"^cookie (policy|settings|preferences|notice)$",
     r"^(we|this (web)?site|our site) uses? cookies\b.*",
     r"^by (continuing|using this site)\b.*\b(cookies|privacy)\b.*",
+    r"^(©|\(c\)|copyright)\s*(©\s*)?\d{4}.*",
+    r"^all rights reserved\.?$",
+    r"^(版权所有|版权声明|免责声明|未经授权|本网站使用|本站使用)\S*.*$",
+    r"^.{0,10}(cookie|隐私政策|用户协议).{0,30}$",
+    r"^(무단\s?전재|저작권자|copyright).*(금지|reserved|©).*$",
+    r"^(쿠키 정책|개인정보처리방침|이용약관)(\s*[|·/]\s*\S+)*$",
+];
+
+/// Navigation-like lines (share, login, next post, read more, ...). They only count when the
+/// line does not end like a sentence: "Click here to apply the properties." is help text,
+/// "Click here to download the PDF" is a link.
+const WEAK_PATTERNS: &[&str] = &[
+    // English
     r"^(advertisement|sponsored( content)?|ad)$",
     r"^(skip to (main )?content|back to top|scroll to top|jump to navigation)$",
     r"^(share( this( article| post| page)?)?|share on \w+.*|tweet( this)?|pin it)$",
@@ -90,31 +103,39 @@ const LINE_PATTERNS: &[&str] = &[
     r"^(related|recommended|popular|trending|latest) (articles|posts|stories|news|reads)$",
     r"^(leave|post|add|write) a (comment|reply)$",
     r"^\d+ comments?$",
-    r"^(next|previous|older|newer) (post|article|page|story)\W*$",
+    r"^(next|previous|older|newer) (post|article|story|entry)\W*$",
     r"^(log ?in|sign ?in|sign ?up|register|log ?out)( (/|\||or) (log ?in|sign ?in|sign ?up|register))?$",
     r"^subscribe( now| today)?( to (our|the) (newsletter|channel|blog|podcast).*)?$",
     r"^(sign up|subscribe) (for|to) (our|the) newsletter.*",
     r"^follow us( on .*)?$",
     r"^(powered by|designed by|theme by) \S+.*$",
-    r"^(©|\(c\)|copyright)\s*(©\s*)?\d{4}.*",
-    r"^all rights reserved\.?$",
     r"^click here( to .*)?$",
     r"^(print|email|e-mail) this (page|article)$",
     // Chinese
-    r"^(上一篇|下一篇|上一页|下一页|举报|广告|收藏|评论|点赞|分享|相关阅读|相关文章|相关新闻|热门推荐|返回顶部|返回首页|登录|注册|网站地图)[:：]?.{0,20}$",
-    r"^(分享到|扫一扫|打印本页|关闭窗口|责任编辑|免责声明|版权所有|版权声明|来源|编辑|点击查看|点击阅读|更多精彩|本网站使用|本站使用|联系我们|关于我们|未经授权).*$",
-    r"^.{0,10}(cookie|隐私政策|用户协议).{0,30}$",
+    r"^(上一篇|下一篇|举报|广告|收藏|评论|点赞|分享|相关阅读|相关文章|相关新闻|热门推荐|返回顶部|返回首页|登录|注册|网站地图)([:：].{0,20})?$",
+    r"^(分享到|扫一扫|打印本页|关闭窗口|责任编辑|点击查看|点击阅读|更多精彩|联系我们|关于我们).*$",
     // Korean
-    r"^(이전글|다음글|광고|프린트|인쇄|공유하기|스크랩|기사 스크랩|관련기사|관련 기사|많이 본 뉴스|인기 기사|구독하기|구독|맨 위로|위로 가기|로그인|회원가입|쿠키 정책|개인정보처리방침|이용약관|고객센터)\b.*$",
-    r"^\S{1,10} 공유$",
+    r"^(이전글|다음글|광고|프린트|공유하기|스크랩|기사 스크랩|관련기사|관련 기사|많이 본 뉴스|인기 기사|구독하기|맨 위로|위로 가기|로그인|회원가입|고객센터)$",
+    r"^(로그인|회원가입)(\s*[|·/]\s*(로그인|회원가입))+$",
+    r"^(카카오톡|카카오스토리|페이스북|트위터|네이버|밴드|링크|url) 공유(하기)?$",
     r"^댓글\s*\d*$",
     r"^이 기사를 추천합니다$",
-    r"^(무단\s?전재|저작권자|copyright).*(금지|reserved|©).*$",
 ];
 
-static LINE_SET: LazyLock<RegexSet> = LazyLock::new(|| {
-    RegexSet::new(LINE_PATTERNS.iter().map(|p| format!("(?i){p}"))).expect("valid boilerplate patterns")
+static STRONG_SET: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new(STRONG_PATTERNS.iter().map(|p| format!("(?i){p}"))).expect("valid boilerplate patterns")
 });
+static WEAK_SET: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new(WEAK_PATTERNS.iter().map(|p| format!("(?i){p}"))).expect("valid boilerplate patterns")
+});
+
+fn is_boilerplate_line(line: &str) -> bool {
+    if STRONG_SET.is_match(line) {
+        return true;
+    }
+    let sentence = line.chars().next_back().is_some_and(crate::text::is_terminal_punct);
+    !sentence && (WEAK_SET.is_match(line) || is_link_row(line))
+}
 
 /// `Home > News > Article` (breadcrumbs) and `About | Contact | Jobs` (link rows): short
 /// segments joined by two or more separators, without sentence punctuation.
@@ -122,9 +143,17 @@ fn is_link_row(line: &str) -> bool {
     if line.chars().count() > 100 || line.chars().next_back().is_some_and(crate::text::is_terminal_punct) {
         return false;
     }
-    for sep in [" > ", " » ", " › ", " | ", " / ", " · "] {
+    for sep in [" > ", " » ", " › ", " | ", " · "] {
         let parts: Vec<&str> = line.split(sep).collect();
-        if parts.len() >= 3 && parts.iter().all(|p| !p.trim().is_empty() && p.chars().count() <= 30) {
+        // link texts: short, each with a letter and no code punctuation ("{ % | & | ! }" is a
+        // syntax summary, "A > B And B > C" an expression)
+        if parts.len() >= 3
+            && parts.iter().all(|p| {
+                p.chars().any(char::is_alphabetic)
+                    && p.chars().count() <= 30
+                    && !p.contains(['=', '(', ')', '{', '}', '[', ']', ';', '\'', '"'])
+            })
+        {
             return true;
         }
     }
@@ -145,15 +174,35 @@ static HTML_BREAK_TAGS: LazyLock<Regex> = LazyLock::new(|| {
 });
 static HTML_TAGS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"</?[a-zA-Z][a-zA-Z0-9-]*\b[^<>]{0,500}>").expect("valid regex"));
+/// Layout tags. A document is HTML when it has a doctype or at least two of these: text that
+/// *mentions* tags (`the tag <SCRIPT LANGUAGE="JavaScript">`, `<META NAME=...>`) or merely
+/// contains `&gt;` is left alone.
 static LOOKS_HTML: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)</?(html|head|body|div|p|span|a|br|script|style|h[1-6]|li|ul|table|td|tr|nav|meta|title)\b[^<>]{0,500}>|&(amp|lt|gt|nbsp|quot|#\d+|#x[0-9a-f]+);")
+    Regex::new(r"(?i)<!doctype html|</?(html|head|body|div|p|span|br|h[1-6]|li|ul|ol|table|td|tr|nav|section|article)\b[^<>]{0,500}>|<a\s+href=[^<>]{0,500}>")
         .expect("valid regex")
 });
 
+fn looks_html(text: &str) -> bool {
+    let mut n = 0;
+    for m in LOOKS_HTML.find_iter(text) {
+        if m.as_str().len() > 2 && m.as_str()[..2].eq_ignore_ascii_case("<!") {
+            return true;
+        }
+        n += 1;
+        if n >= 2 {
+            return true;
+        }
+    }
+    false
+}
+/// Entities left after a first decoding round (`&amp;nbsp;` → `&nbsp;`).
+static ENTITY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)&(amp|lt|gt|nbsp|quot|apos|#\d+|#x[0-9a-f]+);").expect("valid regex"));
+
 fn strip_html(text: &str) -> String {
     let mut s = text.to_string();
-    for _ in 0..2 {
-        if !LOOKS_HTML.is_match(&s) {
+    for round in 0..2 {
+        if round > 0 && !looks_html(&s) && !ENTITY.is_match(&s) {
             break;
         }
         let t = HTML_BLOCKS.replace_all(&s, "\n");
@@ -178,7 +227,7 @@ impl Stage for Boilerplate {
     fn process(&self, doc: &mut Document, ctx: &mut Ctx) -> Decision {
         let c = &self.cfg;
         let mut text = std::borrow::Cow::Borrowed(doc.text.as_str());
-        if c.strip_html && LOOKS_HTML.is_match(&text) {
+        if c.strip_html && looks_html(&text) {
             ctx.counters.add("html-docs", 1);
             text = strip_html(&text).into();
         }
@@ -189,8 +238,7 @@ impl Stage for Boilerplate {
             let trimmed = line.trim();
             if !trimmed.is_empty()
                 && trimmed.chars().count() <= c.max_line_chars
-                && ((c.drop_lines && (LINE_SET.is_match(trimmed) || is_link_row(trimmed)))
-                    || self.extra.is_match(trimmed))
+                && ((c.drop_lines && is_boilerplate_line(trimmed)) || self.extra.is_match(trimmed))
             {
                 dropped += 1;
                 continue;
@@ -264,7 +312,9 @@ mod tests {
         let (d, t) = clean(html);
         assert_eq!(d, Decision::Keep);
         assert_eq!(t, "Title\n\nIt's a  test\nline.");
-        assert_eq!(clean("<script>x</script>").0, Decision::Drop("empty_after_cleanup"));
+        assert_eq!(clean("<html><body><script>x</script></body></html>").0, Decision::Drop("empty_after_cleanup"));
+        let mention = "The script is identified by the tag <SCRIPT LANGUAGE=\"JavaScript\"> and &gt; is an entity.";
+        assert_eq!(clean(mention).1, mention);
         assert_eq!(clean("a < b and c > d, 3 > 2.").1, "a < b and c > d, 3 > 2.");
     }
 }
