@@ -85,6 +85,9 @@ pub fn is_punct_char(c: char) -> bool {
     if c.is_control() {
         return true;
     }
+    if c.is_alphanumeric() || c.is_whitespace() {
+        return false;
+    }
     // General categories P* and S* outside ASCII: the common ranges first, then the regex.
     matches!(c, '\u{2000}'..='\u{206F}' | '\u{3000}'..='\u{303F}' | '\u{FF01}'..='\u{FF0F}' | '\u{FF1A}'..='\u{FF20}' | '\u{FF3B}'..='\u{FF40}' | '\u{FF5B}'..='\u{FF65}' | '«' | '»' | '·' | '¡' | '¿' | '§' | '¶' | '°' | '©' | '®' | '×' | '÷')
         || {
@@ -270,27 +273,91 @@ fn is_suffix_char(c: char) -> bool {
 /// Words spaCy's English tokenizer keeps whole although they end in `.`.
 const ABBREVIATIONS: &[&str] = &[
     "a.m.", "p.m.", "e.g.", "i.e.", "etc.", "vs.", "mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "jr.", "sr.", "inc.",
-    "ltd.", "co.", "corp.", "no.", "jan.", "feb.", "mar.", "apr.", "jun.", "jul.", "aug.", "sep.", "sept.", "oct.",
-    "nov.", "dec.", "mt.", "gov.", "gen.", "rev.", "sen.", "rep.", "u.s.", "u.k.", "n.y.",
+    "ltd.", "co.", "corp.", "jan.", "feb.", "mar.", "apr.", "jun.", "jul.", "aug.", "sep.", "sept.", "oct.", "nov.",
+    "dec.", "mt.", "gov.", "gen.", "rev.", "sen.", "rep.", "u.s.", "u.k.", "n.y.",
 ];
 
 const CONTRACTION_SUFFIXES: &[&str] =
     &["n't", "n’t", "'s", "’s", "'m", "’m", "'re", "’re", "'ve", "’ve", "'ll", "’ll", "'d", "’d", "'S", "N'T"];
 
 fn is_url_like(s: &str) -> bool {
-    s.contains("://") || s.starts_with("www.") || (s.contains('@') && s.contains('.'))
+    if s.contains("://") || s.starts_with("www.") || (s.contains('@') && s.contains('.')) {
+        return true;
+    }
+    // domain/path without a scheme: "wikipedia.org/wiki/Page"
+    match s.split_once('/') {
+        Some((host, _)) => {
+            let mut labels = host.split('.');
+            let first = labels.next().unwrap_or("");
+            let tld = host.rsplit('.').next().unwrap_or("");
+            host.contains('.')
+                && !first.is_empty()
+                && (2..=6).contains(&tld.len())
+                && tld.chars().all(|c| c.is_ascii_lowercase())
+                && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        }
+        None => false,
+    }
+}
+
+/// Words spaCy's English exceptions split although they have no apostrophe:
+/// `(word, length of the first part)`, matched case-insensitively.
+const SPLIT_WORDS: &[(&str, usize)] = &[
+    ("cannot", 3),
+    ("gonna", 3),
+    ("gotta", 3),
+    ("wanna", 3),
+    ("im", 1),
+    ("ive", 1),
+    ("dont", 2),
+    ("didnt", 3),
+    ("doesnt", 4),
+    ("isnt", 2),
+    ("wasnt", 3),
+    ("cant", 2),
+    ("wont", 2),
+    ("thats", 4),
+    ("youre", 3),
+];
+
+/// A chunk made of one punctuation character repeated (`...`, `--`, `-----`, `!!!!`): spaCy
+/// keeps it as one token.
+fn is_punct_run(s: &str) -> bool {
+    let mut cs = s.chars();
+    match cs.next() {
+        Some(c) if is_punct_char(c) => cs.all(|d| d == c),
+        _ => false,
+    }
 }
 
 /// spaCy-English-like splitting of one whitespace-free chunk.
 fn split_rules<'a>(chunk: &'a str, out: &mut Vec<&'a str>) {
+    // Fast path: most chunks are plain ASCII words or numbers.
+    if chunk.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if (2..=6).contains(&chunk.len()) {
+            if let Some((_, n)) = SPLIT_WORDS.iter().find(|(w, _)| w.eq_ignore_ascii_case(chunk)) {
+                out.push(&chunk[..*n]);
+                out.push(&chunk[*n..]);
+                return;
+            }
+        }
+        out.push(chunk);
+        return;
+    }
     let mut s = chunk;
     let mut tail: Vec<&'a str> = Vec::new();
     loop {
         if s.is_empty() {
             break;
         }
-        if is_abbreviation(s) || is_url_like(s) {
+        if is_abbreviation(s) || is_url_like(s) || is_punct_run(s) || is_letter_period(s) || is_option(s) {
             out.push(s);
+            s = "";
+            break;
+        }
+        if let Some((_, n)) = SPLIT_WORDS.iter().find(|(w, _)| w.eq_ignore_ascii_case(s)) {
+            out.push(&s[..*n]);
+            out.push(&s[*n..]);
             s = "";
             break;
         }
@@ -351,6 +418,20 @@ fn split_rules<'a>(chunk: &'a str, out: &mut Vec<&'a str>) {
         split_infixes(s, out);
     }
     out.extend(tail.into_iter().rev());
+}
+
+/// `u.`, `d.`: a single letter and a period stay one token (spaCy's exceptions).
+fn is_letter_period(s: &str) -> bool {
+    let mut cs = s.chars();
+    matches!((cs.next(), cs.next(), cs.next()), (Some(c), Some('.'), None) if c.is_alphabetic())
+}
+
+/// Command-line options (`-h`, `--help`, `--output=x`) stay one token.
+fn is_option(s: &str) -> bool {
+    let rest = s.strip_prefix("--").or_else(|| s.strip_prefix('-')).unwrap_or("");
+    !rest.is_empty()
+        && rest.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn is_abbreviation(s: &str) -> bool {
@@ -440,6 +521,28 @@ mod tests {
     }
 
     #[test]
+    fn spacy_exceptions_and_runs() {
+        let w = WordSplitter::Rules.words("I cannot use --help or -h ... ----- see wikipedia.org/wiki/OpenDocument.");
+        assert_eq!(
+            w,
+            vec![
+                "I",
+                "can",
+                "not",
+                "use",
+                "--help",
+                "or",
+                "-h",
+                "...",
+                "-----",
+                "see",
+                "wikipedia.org/wiki/OpenDocument."
+            ]
+        );
+        assert_eq!(WordSplitter::Rules.words("Im gonna hit No."), vec!["I", "m", "gon", "na", "hit", "No", "."]);
+    }
+
+    #[test]
     fn chinese_uses_jieba_and_korean_eojeol() {
         let w = WordSplitter::for_lang(Some("zh")).words("我们今天去公园散步吧，好吗？");
         assert_eq!(w, vec!["我们", "今天", "去", "公园", "散步", "吧", "，", "好", "吗", "？"]);
@@ -461,6 +564,7 @@ mod tests {
         assert_eq!(s("One. Two! Three? Four"), 4);
         assert_eq!(s("Mr. Smith went to the U.S. yesterday."), 1);
         assert_eq!(s("Wait... what?!"), 1);
+        assert_eq!(s("May God bles u. Good nite."), 1);
         assert_eq!(s(""), 0);
         assert_eq!(sentence_count(&WordSplitter::Jieba.words("今天天气很好。我们去公园吧！")), 2);
     }

@@ -15,8 +15,7 @@
 //! Every filter computes all of its scores before deciding, so the attributes file holds the
 //! full picture even for documents that an earlier rule dropped.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -26,7 +25,7 @@ use super::{lang_matches, Ctx, Decision, Stage};
 use crate::document::Document;
 use crate::text::{is_symbol_word, is_terminal_punct, sentence_count, WordSplitter};
 
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Python's `str.splitlines()` boundaries.
 fn is_line_break(c: char) -> bool {
@@ -67,7 +66,7 @@ fn chars(s: &str) -> usize {
 
 /// `(duplicate elements, characters in duplicates)`: every occurrence after the first counts.
 fn find_duplicates<'a>(items: impl IntoIterator<Item = &'a str>) -> (usize, usize) {
-    let mut seen: HashSet<&str, BuildHasherDefault<DefaultHasher>> = HashSet::default();
+    let mut seen: FxHashSet<&str> = FxHashSet::default();
     let (mut n, mut c) = (0, 0);
     for x in items {
         if !seen.insert(x) {
@@ -309,7 +308,7 @@ impl Stage for GopherQuality {
         let alpha_ratio = if n_words == 0 { 0.0 } else { n_alpha as f64 / n_words as f64 };
         let stop_found = match c.stop_word_match {
             StopWordMatch::Exact => {
-                let mut found: HashSet<&str> = HashSet::new();
+                let mut found: FxHashSet<&str> = FxHashSet::default();
                 for w in &words {
                     if self.stop.contains(*w) {
                         found.insert(w);
@@ -436,50 +435,207 @@ pub struct GopherRepetition {
 
 static PARAGRAPH_BREAK: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\n{2,}").expect("valid regex"));
 
+/// Polynomial hashes of every substring of one string in O(1) after an O(len) pass (mod the
+/// Mersenne prime 2^61 - 1). The repetition rules hash millions of n-grams per megabyte; building
+/// each n-gram as a string and hashing it was 80% of the filters' time.
+struct PrefixHash {
+    prefix: Vec<u64>,
+}
+
+const MERSENNE61: u64 = (1 << 61) - 1;
+const BASE: u64 = 0x1F3D_5B79_A2C4_E681 % MERSENNE61;
+
+fn mul_mod(a: u64, b: u64) -> u64 {
+    let p = a as u128 * b as u128;
+    let lo = (p as u64) & MERSENNE61;
+    let hi = (p >> 61) as u64;
+    let s = lo + hi;
+    if s >= MERSENNE61 {
+        s - MERSENNE61
+    } else {
+        s
+    }
+}
+
+impl PrefixHash {
+    fn new(bytes: impl ExactSizeIterator<Item = u8>) -> PrefixHash {
+        let mut prefix = Vec::with_capacity(bytes.len() + 1);
+        prefix.push(0);
+        let mut h = 0u64;
+        for b in bytes {
+            h = mul_mod(h, BASE) + b as u64 + 1;
+            if h >= MERSENNE61 {
+                h -= MERSENNE61;
+            }
+            prefix.push(h);
+        }
+        PrefixHash { prefix }
+    }
+
+    /// Hash of bytes `[a, b)`, mixed with the length.
+    fn range(&self, a: usize, b: usize, powers: &Powers) -> u64 {
+        let h = (self.prefix[b] + MERSENNE61 - mul_mod(self.prefix[a], powers.get(b - a))) % MERSENNE61;
+        h ^ ((b - a) as u64).rotate_left(61)
+    }
+}
+
+/// BASE^k for the n-gram lengths seen so far, grown on demand (n-grams are short: a table per
+/// document of its full length was a third of the hashing time).
+#[derive(Default)]
+struct Powers(Vec<u64>);
+
+impl Powers {
+    fn ensure(&mut self, k: usize) {
+        if self.0.is_empty() {
+            self.0.push(1);
+        }
+        while self.0.len() <= k {
+            let last = *self.0.last().expect("not empty");
+            self.0.push(mul_mod(last, BASE));
+        }
+    }
+    fn get(&self, k: usize) -> u64 {
+        self.0[k]
+    }
+    /// After a document with a huge word, give the memory back.
+    fn trim(&mut self) {
+        if self.0.len() > 1 << 20 {
+            self.0.truncate(1 << 16);
+            self.0.shrink_to_fit();
+        }
+    }
+}
+
+/// The words of a document as two byte streams: concatenated (datatrove's `"".join` for
+/// duplicated n-grams, where `["ab", "c"]` equals `["a", "bc"]`) and space-joined (`" ".join`
+/// for the top n-gram), with each word's start offset in both.
+struct NgramIndex {
+    cat: PrefixHash,
+    cat_off: Vec<usize>,
+    spaced: PrefixHash,
+    spaced_off: Vec<usize>,
+    chars: Vec<usize>,
+}
+
+impl NgramIndex {
+    fn new(words: &[&str]) -> NgramIndex {
+        let mut cat_off = Vec::with_capacity(words.len() + 1);
+        let mut spaced_off = Vec::with_capacity(words.len() + 1);
+        let (mut c, mut sp) = (0usize, 0usize);
+        for w in words {
+            cat_off.push(c);
+            spaced_off.push(sp);
+            c += w.len();
+            sp += w.len() + 1;
+        }
+        cat_off.push(c);
+        spaced_off.push(sp);
+        let cat = PrefixHash::new(ExactBytes(words.iter().flat_map(|w| w.bytes()), c));
+        let spaced = PrefixHash::new(ExactBytes(words.iter().flat_map(|w| w.bytes().chain(std::iter::once(b' '))), sp));
+        NgramIndex { cat, cat_off, spaced, spaced_off, chars: words.iter().map(|w| chars(w)).collect() }
+    }
+}
+
+/// An iterator with a known length (flat_map does not know its own).
+struct ExactBytes<I>(I, usize);
+impl<I: Iterator<Item = u8>> Iterator for ExactBytes<I> {
+    type Item = u8;
+    fn next(&mut self) -> Option<u8> {
+        self.0.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.1, Some(self.1))
+    }
+}
+impl<I: Iterator<Item = u8>> ExactSizeIterator for ExactBytes<I> {}
+
 /// Characters of the most frequent n-gram (words joined by one space) times its count; ties go
 /// to the n-gram seen first, like Python's `Counter.most_common`.
-fn top_ngram_chars(words: &[&str], word_chars: &[usize], n: usize, buf: &mut String) -> Option<usize> {
-    if words.len() < n {
+fn top_ngram_chars(ix: &NgramIndex, n: usize) -> Option<usize> {
+    let words = ix.chars.len();
+    if words < n {
         return None;
     }
-    let hasher = BuildHasherDefault::<DefaultHasher>::default();
-    // hash → (count, first position, chars)
-    let mut counts: Map<u64, (usize, usize, usize)> = Map::default();
-    for i in 0..=words.len() - n {
-        buf.clear();
-        for (k, w) in words[i..i + n].iter().enumerate() {
-            if k > 0 {
-                buf.push(' ');
-            }
-            buf.push_str(w);
+    // hash → (count, first position); the map is reused between calls on this thread
+    let (count, first) = SCRATCH.with_borrow_mut(|(counts, _, powers)| {
+        counts.clear();
+        counts.reserve(words);
+        let longest = (0..=words - n).map(|i| ix.spaced_off[i + n] - ix.spaced_off[i]).max().unwrap_or(0);
+        powers.ensure(longest);
+        for i in 0..=words - n {
+            // the n words and the n - 1 spaces between them
+            let h = ix.spaced.range(ix.spaced_off[i], ix.spaced_off[i + n] - 1, powers);
+            counts.entry(h).or_insert((0, i as u32)).0 += 1;
         }
-        let h = hasher.hash_one(buf.as_str());
-        let len = word_chars[i..i + n].iter().sum::<usize>() + n - 1;
-        counts.entry(h).or_insert((0, i, len)).0 += 1;
-    }
-    let best = counts.values().max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))?;
-    Some(best.0 * best.2)
+        let best = counts.values().copied().max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        shrink(counts);
+        powers.trim();
+        best
+    })?;
+    let (count, first) = (count as usize, first as usize);
+    let len = ix.chars[first..first + n].iter().sum::<usize>() + n - 1;
+    Some(count * len)
 }
 
 /// Characters covered by repeated n-grams (words concatenated without separator, as datatrove
 /// does); after a repeat the scan jumps past it.
-fn dup_ngram_chars(words: &[&str], word_chars: &[usize], n: usize, buf: &mut String) -> usize {
-    let hasher = BuildHasherDefault::<DefaultHasher>::default();
-    let mut seen: HashSet<u64, BuildHasherDefault<DefaultHasher>> = HashSet::default();
-    let (mut repeated, mut idx) = (0usize, 0usize);
-    while idx + n <= words.len() {
-        buf.clear();
-        for w in &words[idx..idx + n] {
-            buf.push_str(w);
+fn dup_ngram_chars(ix: &NgramIndex, n: usize) -> usize {
+    let words = ix.chars.len();
+    SCRATCH.with_borrow_mut(|(_, seen, powers)| {
+        seen.clear();
+        seen.reserve(words);
+        if words >= n {
+            powers.ensure((0..=words - n).map(|i| ix.cat_off[i + n] - ix.cat_off[i]).max().unwrap_or(0));
         }
-        if !seen.insert(hasher.hash_one(buf.as_str())) {
-            repeated += word_chars[idx..idx + n].iter().sum::<usize>();
-            idx += n;
-        } else {
-            idx += 1;
+        let (mut repeated, mut idx) = (0usize, 0usize);
+        while idx + n <= words {
+            if !seen.insert(ix.cat.range(ix.cat_off[idx], ix.cat_off[idx + n], powers)) {
+                repeated += ix.chars[idx..idx + n].iter().sum::<usize>();
+                idx += n;
+            } else {
+                idx += 1;
+            }
+        }
+        shrink(seen);
+        powers.trim();
+        repeated
+    })
+}
+
+type Scratch = (FxHashMap<u64, (u32, u32)>, FxHashSet<u64>, Powers);
+
+thread_local! {
+    /// Hash tables reused across documents (allocating and growing them per n-gram size was a
+    /// large share of the stage's time).
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Default::default());
+}
+
+/// After a huge document, give the memory back rather than keep it for the thread's life.
+fn shrink<T>(table: &mut T)
+where
+    T: ShrinkTo,
+{
+    table.shrink_big();
+}
+
+trait ShrinkTo {
+    fn shrink_big(&mut self);
+}
+impl<K: std::hash::Hash + Eq, V> ShrinkTo for FxHashMap<K, V> {
+    fn shrink_big(&mut self) {
+        if self.capacity() > 1 << 20 {
+            self.clear();
+            self.shrink_to(1 << 16);
         }
     }
-    repeated
+}
+impl<K: std::hash::Hash + Eq> ShrinkTo for FxHashSet<K> {
+    fn shrink_big(&mut self) {
+        if self.capacity() > 1 << 20 {
+            self.clear();
+            self.shrink_to(1 << 16);
+        }
+    }
 }
 
 impl Stage for GopherRepetition {
@@ -525,17 +681,16 @@ impl Stage for GopherRepetition {
         check(3, lc as f64 / total, c.dup_line_char_frac, "dup_line_char_frac", ctx);
 
         let words = WordSplitter::for_lang(doc.lang.as_deref()).words(text);
-        let word_chars: Vec<usize> = words.iter().map(|w| chars(w)).collect();
-        let mut buf = String::new();
+        let ix = NgramIndex::new(&words);
         let mut slot = 4;
         for &(n, frac) in &c.top_n_grams {
-            if let Some(top) = top_ngram_chars(&words, &word_chars, n, &mut buf) {
+            if let Some(top) = top_ngram_chars(&ix, n) {
                 check(slot, top as f64 / total, Some(frac), ngram_rule(true, n), ctx);
             }
             slot += 1;
         }
         for &(n, frac) in &c.dup_n_grams {
-            let d = dup_ngram_chars(&words, &word_chars, n, &mut buf);
+            let d = dup_ngram_chars(&ix, n);
             check(slot, d as f64 / total, Some(frac), ngram_rule(false, n), ctx);
             slot += 1;
         }
@@ -893,13 +1048,15 @@ mod tests {
     #[test]
     fn datatrove_dup_ngrams_concatenate_words() {
         // "".join: ["ab","c"] and ["a","bc"] are the same 2-gram; after a repeat the scan jumps.
-        let words = ["ab", "c", "a", "bc", "x"];
-        let wc: Vec<usize> = words.iter().map(|w| w.len()).collect();
-        assert_eq!(dup_ngram_chars(&words, &wc, 2, &mut String::new()), 3);
-        let words = ["a", "b", "a", "b", "a", "b"];
-        let wc = vec![1; 6];
-        assert_eq!(dup_ngram_chars(&words, &wc, 2, &mut String::new()), 4);
-        assert_eq!(top_ngram_chars(&words, &wc, 2, &mut String::new()), Some(9));
+        let ix = NgramIndex::new(&["ab", "c", "a", "bc", "x"]);
+        assert_eq!(dup_ngram_chars(&ix, 2), 3);
+        let ix = NgramIndex::new(&["a", "b", "a", "b", "a", "b"]);
+        assert_eq!(dup_ngram_chars(&ix, 2), 4);
+        assert_eq!(top_ngram_chars(&ix, 2), Some(9));
+        // " ".join keeps word boundaries: "ab c" and "a bc" differ
+        let ix = NgramIndex::new(&["ab", "c", "a", "bc", "ab", "c"]);
+        assert_eq!(top_ngram_chars(&ix, 2), Some(8));
+        assert_eq!(NgramIndex::new(&[]).chars.len(), 0);
     }
 
     #[test]
