@@ -320,12 +320,13 @@ const SPLIT_WORDS: &[(&str, usize)] = &[
     ("youre", 3),
 ];
 
-/// A chunk made of one punctuation character repeated (`...`, `--`, `-----`, `!!!!`): spaCy
-/// keeps it as one token.
+/// A chunk made of one of `-` `.` `~` `|` repeated (`...`, `--`, `-----`): spaCy keeps it as
+/// one token. Runs of its prefix/suffix characters (`!!!!`, `____`, `====`, `****`) it splits
+/// into single characters, which the peeling below does too.
 fn is_punct_run(s: &str) -> bool {
     let mut cs = s.chars();
     match cs.next() {
-        Some(c) if is_punct_char(c) => cs.all(|d| d == c),
+        Some(c) if matches!(c, '-' | '.' | '~' | '|') => cs.all(|d| d == c),
         _ => false,
     }
 }
@@ -540,6 +541,10 @@ mod tests {
             ]
         );
         assert_eq!(WordSplitter::Rules.words("Im gonna hit No."), vec!["I", "m", "gon", "na", "hit", "No", "."]);
+        assert_eq!(
+            WordSplitter::Rules.words("____ ==== |||| ~~~"),
+            vec!["_", "_", "_", "_", "=", "=", "=", "=", "||||", "~~~"]
+        );
     }
 
     #[test]
