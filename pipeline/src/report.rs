@@ -223,6 +223,8 @@ pub async fn build(out: &Location, output_display: &str) -> PipelineResult<Repor
             scores,
         });
     }
+    // biggest languages first; stray labels (a mojibake page detected as `af`) last
+    report.languages.sort_by(|a, b| b.docs.cmp(&a.docs).then(a.lang.cmp(&b.lang)));
     Ok(report)
 }
 
