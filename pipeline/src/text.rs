@@ -345,6 +345,13 @@ fn split_rules<'a>(chunk: &'a str, out: &mut Vec<&'a str>) {
         out.push(chunk);
         return;
     }
+    // Whitespace-free runs over 1 KiB (minified code, base64, "=====" x 10^6): the rule loop
+    // below rescans the chunk per peeled character (quadratic), so these get the linear edge
+    // splitter instead. Real words are never this long.
+    if chunk.len() > 1024 {
+        split_punct_edges(chunk, out);
+        return;
+    }
     let mut s = chunk;
     let mut tail: Vec<&'a str> = Vec::new();
     loop {
@@ -572,6 +579,15 @@ mod tests {
         assert_eq!(s("May God bles u. Good nite."), 1);
         assert_eq!(s(""), 0);
         assert_eq!(sentence_count(&WordSplitter::Jieba.words("今天天气很好。我们去公园吧！")), 2);
+    }
+
+    #[test]
+    fn long_runs_take_linear_time() {
+        let t = std::time::Instant::now();
+        for run in ["=".repeat(1 << 20), format!("x{}", "!".repeat(1 << 20)), format!("{}x", "-".repeat(1 << 20))] {
+            assert!(!WordSplitter::Rules.words(&run).is_empty());
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -137,6 +137,9 @@ fn check_ratio(key: &str, v: Option<f64>) -> Result<(), (String, String)> {
 
 fn check_ngrams(key: &str, v: &[(usize, f64)]) -> Result<(), (String, String)> {
     for (i, (n, f)) in v.iter().enumerate() {
+        if v[..i].iter().any(|(m, _)| m == n) {
+            return Err((format!("{key}[{i}]"), format!("n-gram size {n} is listed twice")));
+        }
         if !(1..=20).contains(n) {
             return Err((format!("{key}[{i}]"), format!("n-gram size {n} is outside 1..=20")));
         }
