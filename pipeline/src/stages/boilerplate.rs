@@ -140,7 +140,8 @@ fn is_boilerplate_line(line: &str) -> bool {
 /// `Home > News > Article` (breadcrumbs) and `About | Contact | Jobs` (link rows): short
 /// segments joined by two or more separators, without sentence punctuation.
 fn is_link_row(line: &str) -> bool {
-    if line.chars().count() > 100 || line.chars().next_back().is_some_and(crate::text::is_terminal_punct) {
+    // (lines ending like a sentence never get here: see `is_boilerplate_line`)
+    if line.chars().count() > 100 {
         return false;
     }
     for sep in [" > ", " » ", " › ", " | ", " · "] {

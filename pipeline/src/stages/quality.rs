@@ -461,8 +461,8 @@ fn mul_mod(a: u64, b: u64) -> u64 {
 }
 
 impl PrefixHash {
-    fn new(bytes: impl ExactSizeIterator<Item = u8>) -> PrefixHash {
-        let mut prefix = Vec::with_capacity(bytes.len() + 1);
+    fn new(bytes: impl Iterator<Item = u8>, len: usize) -> PrefixHash {
+        let mut prefix = Vec::with_capacity(len + 1);
         prefix.push(0);
         let mut h = 0u64;
         for b in bytes {
@@ -533,24 +533,11 @@ impl NgramIndex {
         }
         cat_off.push(c);
         spaced_off.push(sp);
-        let cat = PrefixHash::new(ExactBytes(words.iter().flat_map(|w| w.bytes()), c));
-        let spaced = PrefixHash::new(ExactBytes(words.iter().flat_map(|w| w.bytes().chain(std::iter::once(b' '))), sp));
+        let cat = PrefixHash::new(words.iter().flat_map(|w| w.bytes()), c);
+        let spaced = PrefixHash::new(words.iter().flat_map(|w| w.bytes().chain(std::iter::once(b' '))), sp);
         NgramIndex { cat, cat_off, spaced, spaced_off, chars: words.iter().map(|w| chars(w)).collect() }
     }
 }
-
-/// An iterator with a known length (flat_map does not know its own).
-struct ExactBytes<I>(I, usize);
-impl<I: Iterator<Item = u8>> Iterator for ExactBytes<I> {
-    type Item = u8;
-    fn next(&mut self) -> Option<u8> {
-        self.0.next()
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.1, Some(self.1))
-    }
-}
-impl<I: Iterator<Item = u8>> ExactSizeIterator for ExactBytes<I> {}
 
 /// Characters of the most frequent n-gram (words joined by one space) times its count; ties go
 /// to the n-gram seen first, like Python's `Counter.most_common`.
@@ -571,7 +558,11 @@ fn top_ngram_chars(ix: &NgramIndex, n: usize) -> Option<usize> {
             counts.entry(h).or_insert((0, i as u32)).0 += 1;
         }
         let best = counts.values().copied().max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        shrink(counts);
+        if counts.capacity() > 1 << 20 {
+            // after a huge document, give the memory back rather than keep it for the thread's life
+            counts.clear();
+            counts.shrink_to(1 << 16);
+        }
         powers.trim();
         best
     })?;
@@ -599,7 +590,10 @@ fn dup_ngram_chars(ix: &NgramIndex, n: usize) -> usize {
                 idx += 1;
             }
         }
-        shrink(seen);
+        if seen.capacity() > 1 << 20 {
+            seen.clear();
+            seen.shrink_to(1 << 16);
+        }
         powers.trim();
         repeated
     })
@@ -611,34 +605,6 @@ thread_local! {
     /// Hash tables reused across documents (allocating and growing them per n-gram size was a
     /// large share of the stage's time).
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Default::default());
-}
-
-/// After a huge document, give the memory back rather than keep it for the thread's life.
-fn shrink<T>(table: &mut T)
-where
-    T: ShrinkTo,
-{
-    table.shrink_big();
-}
-
-trait ShrinkTo {
-    fn shrink_big(&mut self);
-}
-impl<K: std::hash::Hash + Eq, V> ShrinkTo for FxHashMap<K, V> {
-    fn shrink_big(&mut self) {
-        if self.capacity() > 1 << 20 {
-            self.clear();
-            self.shrink_to(1 << 16);
-        }
-    }
-}
-impl<K: std::hash::Hash + Eq> ShrinkTo for FxHashSet<K> {
-    fn shrink_big(&mut self) {
-        if self.capacity() > 1 << 20 {
-            self.clear();
-            self.shrink_to(1 << 16);
-        }
-    }
 }
 
 impl Stage for GopherRepetition {
