@@ -3,6 +3,7 @@
 //! `parquet` feature.
 
 pub mod attributes;
+pub mod dedup;
 pub mod document;
 pub mod error;
 pub mod langid;

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PipelineError, PipelineResult};
+use crate::dedup::DedupSpec;
 use crate::stages::StageSpec;
 
 /// Current spec version; a spec with another `version` is refused.
@@ -22,6 +23,9 @@ pub struct PipelineSpec {
     pub input: InputSpec,
     #[serde(default, rename = "stage")]
     pub stages: Vec<StageSpec>,
+    /// Deduplication across the whole job (exact or MinHash-LSH), after the stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupSpec>,
     pub output: OutputSpec,
 }
 
@@ -171,6 +175,9 @@ impl PipelineSpec {
         }
         for (i, stage) in self.stages.iter().enumerate() {
             stage.validate().map_err(|(key, message)| PipelineError::spec(format!("stage[{i}].{key}"), message))?;
+        }
+        if let Some(d) = &self.dedup {
+            d.validate().map_err(|(key, message)| PipelineError::spec(format!("dedup.{key}"), message))?;
         }
         if self.output.path.trim().is_empty() {
             return Err(PipelineError::spec("output.path", "must not be empty"));

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::attributes::Attributes;
+use crate::dedup::{read_clusters, DedupApply, DedupFilter};
+use crate::document::Document;
 use crate::error::{PipelineError, PipelineResult};
 use crate::plan::Shard;
 use crate::read::{read_shard, ReadStats};
@@ -30,6 +32,9 @@ pub struct ShardTask {
     pub stages: Vec<StageSpec>,
     /// `path` is absolute (or a URL).
     pub output: OutputSpec,
+    /// Set in the filter phase of a dedup job: the clusters to apply after the stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupApply>,
 }
 
 /// Documents in/out of one stage.
@@ -108,13 +113,23 @@ pub async fn run_shard_task(
     progress: Arc<TaskProgress>,
     options: RunOptions,
 ) -> PipelineResult<ShardResult> {
+    let out = store::resolve(&task.output.path)?;
+    let extra: Option<Box<dyn Stage>> = match &task.dedup {
+        Some(apply) => {
+            let bytes = out.get(&apply.clusters).await?.ok_or_else(|| {
+                PipelineError::Other(format!("cluster file {} is missing", out.child_url(&apply.clusters)))
+            })?;
+            let members = read_clusters(&bytes, &out.child_url(&apply.clusters))?;
+            Some(Box::new(DedupFilter::new(apply, members)))
+        }
+        None => None,
+    };
     let task2 = task.clone();
     let progress2 = progress.clone();
-    let (mut result, files) = tokio::task::spawn_blocking(move || process(&task2, &progress2, &options))
+    let (mut result, files) = tokio::task::spawn_blocking(move || process(&task2, &progress2, &options, extra))
         .await
         .map_err(|e| PipelineError::Other(format!("shard task panicked: {e}")))??;
 
-    let out = store::resolve(&task.output.path)?;
     let prefix = attempt_prefix(job_id, task.task_index, attempt);
     for f in files {
         let attempt_key = format!("{prefix}/{}", f.name);
@@ -157,13 +172,40 @@ pub fn stage_labels(stages: &[StageSpec]) -> Vec<String> {
     labels
 }
 
-/// Reads, runs the stages and encodes the outputs, all in memory of one shard.
+/// Where a shard's kept documents go.
+pub trait KeptSink {
+    /// A kept document and its row (position among the documents read from the shard).
+    fn keep(&mut self, row: u64, doc: Document) -> PipelineResult<()>;
+    /// Forget everything kept so far (the file turned out unreadable and is skipped).
+    fn reset(&mut self);
+}
+
+/// Reads, runs the stages (then `extra`, if any) and encodes the outputs, all in memory of one
+/// shard.
 pub fn process(
     task: &ShardTask,
     progress: &TaskProgress,
     options: &RunOptions,
+    extra: Option<Box<dyn Stage>>,
 ) -> PipelineResult<(ShardResult, Vec<EncodedFile>)> {
-    let stages: Vec<Box<dyn Stage>> = task
+    let mut writer = PartitionedWriter::new(&task.output);
+    let (mut result, attrs) = run_stages(task, progress, options, extra, &mut writer)?;
+    result.docs_written = writer.docs();
+    let mut files = writer.finish(task.task_index)?;
+    files.extend(attrs);
+    Ok((result, files))
+}
+
+/// Reads a shard and runs the stages, handing kept documents to `sink`; returns the counts
+/// and the attributes file (when the output asks for one).
+pub fn run_stages(
+    task: &ShardTask,
+    progress: &TaskProgress,
+    options: &RunOptions,
+    extra: Option<Box<dyn Stage>>,
+    sink: &mut dyn KeptSink,
+) -> PipelineResult<(ShardResult, Option<EncodedFile>)> {
+    let mut stages: Vec<Box<dyn Stage>> = task
         .stages
         .iter()
         .enumerate()
@@ -171,7 +213,11 @@ pub fn process(
             s.build().map_err(|e| PipelineError::spec(format!("stage[{i}]"), format!("{} stage: {e}", s.name())))
         })
         .collect::<Result<_, _>>()?;
-    let labels = stage_labels(&task.stages);
+    let mut labels = stage_labels(&task.stages);
+    if let Some(e) = extra {
+        labels.push(e.name().to_string());
+        stages.push(e);
+    }
     let fresh_counts = || -> Vec<StageCounts> {
         stages
             .iter()
@@ -185,7 +231,6 @@ pub fn process(
     let attr_columns: Vec<Vec<String>> = stages.iter().map(|s| s.score_names()).collect();
     let new_attrs = || task.output.attributes.then(|| Attributes::new(&task.shard.file.url, &labels, &attr_columns));
     let mut attrs = new_attrs();
-    let mut writer = PartitionedWriter::new(&task.output);
     let mut stats = ReadStats::default();
     let mut row = 0u64;
     let score_dropped = task.output.score_dropped;
@@ -208,6 +253,7 @@ pub fn process(
                 break;
             }
             ctx.scores.iter_mut().for_each(|s| *s = None);
+            ctx.row = row;
             if !stage.applies_to(doc.lang.as_deref()) {
                 if dropped.is_none() {
                     c.docs_in += 1;
@@ -259,14 +305,14 @@ pub fn process(
         if dropped.is_some() {
             return Ok(());
         }
-        writer.write(doc)
+        sink.keep(row - 1, doc)
     });
     let skipped_file = match outcome {
         Ok(()) => None,
         Err(PipelineError::UnreadableFile { file, message }) if task.input.unreadable_file == UnreadableFile::Skip => {
             // Nothing of an unreadable file is kept: drop what was read before the error.
             tracing::warn!(%file, %message, "skipping unreadable input file");
-            writer = PartitionedWriter::new(&task.output);
+            sink.reset();
             counts = fresh_counts();
             ctxs = fresh_ctx();
             attrs = new_attrs();
@@ -278,12 +324,11 @@ pub fn process(
     for (c, k) in counts.iter_mut().zip(ctxs) {
         c.counters = k.counters.0;
     }
-    let docs_written = writer.docs();
-    let mut files = writer.finish(task.task_index)?;
+    let mut attr_file = None;
     if let Some(a) = attrs {
         if a.rows() > 0 {
             let rows = a.rows();
-            files.push(EncodedFile {
+            attr_file = Some(EncodedFile {
                 name: format!("{ATTRIBUTES_DIR}/{}", final_name(task.task_index, "parquet")),
                 docs: rows,
                 bytes: a.finish()?,
@@ -297,11 +342,20 @@ pub fn process(
             read: stats,
             stages: counts,
             outputs: Vec::new(),
-            docs_written,
+            docs_written: 0,
             skipped_file,
         },
-        files,
+        attr_file,
     ))
+}
+
+impl KeptSink for PartitionedWriter {
+    fn keep(&mut self, _row: u64, doc: Document) -> PipelineResult<()> {
+        self.write(doc)
+    }
+    fn reset(&mut self) {
+        *self = PartitionedWriter::new(&self.output);
+    }
 }
 
 /// Where the per-document scores and decisions go, relative to the output directory.
@@ -319,7 +373,7 @@ impl PartitionedWriter {
         PartitionedWriter { output: output.clone(), writers: BTreeMap::new(), docs: 0 }
     }
 
-    fn write(&mut self, doc: crate::document::Document) -> PipelineResult<()> {
+    fn write(&mut self, doc: Document) -> PipelineResult<()> {
         let key = match self.output.partition_by {
             Some(PartitionBy::Lang) => format!("lang={}", partition_value(doc.lang.as_deref())),
             None => String::new(),

@@ -76,6 +76,11 @@ pub fn warm_up_jieba() {
     LazyLock::force(&JIEBA);
 }
 
+/// jieba-rs dictionary segmentation without the HMM (deterministic for unseen words too).
+pub fn jieba_words(text: &str) -> Vec<&str> {
+    JIEBA.cut(text, false).into_iter().map(|t| t.word).collect()
+}
+
 /// Punctuation, symbols and control characters: a word made only of these is a "symbol word"
 /// (Gopher's counts leave them out).
 pub fn is_punct_char(c: char) -> bool {

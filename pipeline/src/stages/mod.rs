@@ -7,6 +7,7 @@
 //! [`StageSpec`].
 
 mod boilerplate;
+mod decontam;
 mod langid;
 mod min_length;
 mod normalize;
@@ -16,6 +17,7 @@ mod quality;
 use serde::{Deserialize, Serialize};
 
 pub use boilerplate::BoilerplateConfig;
+pub use decontam::{units as decontam_units, DecontamAction, DecontamConfig, Decontaminate, NgramIndex};
 pub use langid::{LangId, LangIdBackend, LangIdConfig};
 pub use min_length::MinLengthConfig;
 pub use normalize::{NormalizeConfig, UnicodeForm};
@@ -52,11 +54,13 @@ pub struct Ctx {
     pub counters: Counters,
     /// One slot per name of [`Stage::score_names`], reset to `None` before each document.
     pub scores: Vec<Option<f64>>,
+    /// The document's position among the documents read from the shard (0-based).
+    pub row: u64,
 }
 
 impl Ctx {
     pub fn for_stage(stage: &dyn Stage) -> Ctx {
-        Ctx { counters: Counters::default(), scores: vec![None; stage.score_names().len()] }
+        Ctx { counters: Counters::default(), scores: vec![None; stage.score_names().len()], row: 0 }
     }
     pub fn set(&mut self, slot: usize, value: f64) {
         if let Some(s) = self.scores.get_mut(slot) {
@@ -115,6 +119,8 @@ pub enum StageSpec {
     C4(C4Config),
     /// FineWeb quality rules (line punctuation, short lines, duplicated lines, list-like pages).
     Fineweb(FineWebConfig),
+    /// Drops (or flags) documents sharing an n-gram with evaluation items.
+    Decontaminate(DecontamConfig),
 }
 
 impl StageSpec {
@@ -129,6 +135,7 @@ impl StageSpec {
             StageSpec::GopherRepetition(c) => c.validate(),
             StageSpec::C4(c) => c.validate(),
             StageSpec::Fineweb(c) => c.validate(),
+            StageSpec::Decontaminate(c) => c.validate(),
         }
     }
 
@@ -144,6 +151,7 @@ impl StageSpec {
             StageSpec::GopherRepetition(c) => Box::new(c.build()),
             StageSpec::C4(c) => Box::new(c.build()),
             StageSpec::Fineweb(c) => Box::new(c.build()),
+            StageSpec::Decontaminate(c) => Box::new(c.build()?),
         })
     }
 
@@ -155,14 +163,20 @@ impl StageSpec {
             StageSpec::C4(c) => &c.languages,
             StageSpec::Fineweb(c) => &c.languages,
             StageSpec::Boilerplate(c) => &c.languages,
-            StageSpec::Normalize(_) | StageSpec::MinLength(_) | StageSpec::Pii(_) | StageSpec::LangId(_) => &[],
+            StageSpec::Normalize(_)
+            | StageSpec::MinLength(_)
+            | StageSpec::Pii(_)
+            | StageSpec::LangId(_)
+            | StageSpec::Decontaminate(_) => &[],
         }
     }
 
     /// Makes file paths in the stage (models) absolute against the submit directory.
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
-        if let StageSpec::LangId(c) = self {
-            c.resolve_paths(base);
+        match self {
+            StageSpec::LangId(c) => c.resolve_paths(base),
+            StageSpec::Decontaminate(c) => c.resolve_paths(base),
+            _ => {}
         }
     }
 
@@ -177,6 +191,7 @@ impl StageSpec {
             StageSpec::GopherRepetition(_) => "gopher-repetition",
             StageSpec::C4(_) => "c4",
             StageSpec::Fineweb(_) => "fineweb",
+            StageSpec::Decontaminate(_) => "decontaminate",
         }
     }
 }
