@@ -27,6 +27,9 @@ pub enum Command {
     /// Corpus jobs: write a starter spec, build a corpus.
     #[command(subcommand)]
     Corpus(CorpusCommand),
+    /// Deduplication tools: the LSH S-curve for choosing bands × rows.
+    #[command(subcommand)]
+    Dedup(DedupCommand),
     /// Show jobs, or one job with its stages, shards, attempts; and workers.
     Status(StatusArgs),
     /// Cancel a job.
@@ -113,6 +116,32 @@ pub enum CorpusCommand {
     Report(CorpusReportArgs),
 }
 
+#[derive(Subcommand, Debug)]
+pub enum DedupCommand {
+    /// Probability that MinHash-LSH with B bands × R rows catches a pair, against its true
+    /// Jaccard similarity; optionally as an SVG chart.
+    Curve(DedupCurveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DedupCurveArgs {
+    /// Bands (LSH buckets per document).
+    #[arg(long, default_value_t = 14)]
+    pub bands: u32,
+    /// Hashes per band.
+    #[arg(long, default_value_t = 8)]
+    pub rows: u32,
+    /// More settings to compare, as BxR (e.g. `--compare 20x13 --compare 9x13`).
+    #[arg(long)]
+    pub compare: Vec<String>,
+    /// Write the curves as an SVG chart here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct CorpusReportArgs {
     /// A finished job's output directory (or URL), or a job id on `--coordinator`.
@@ -138,9 +167,13 @@ pub struct CorpusInitArgs {
     /// Output directory or URL.
     #[arg(long, required_unless_present = "list_presets", default_value = "")]
     pub output: String,
-    /// basic | fineweb | fineweb-zh | fineweb-ko | bilingual (docs/presets.md).
+    /// basic | fineweb | fineweb-zh | fineweb-ko | bilingual | dedup-exact | dedup-minhash |
+    /// decontaminate (docs/presets.md; `--list-presets`).
     #[arg(long, default_value = "basic")]
     pub preset: String,
+    /// Evaluation items (JSONL) for the `decontaminate` preset; repeat for several files.
+    #[arg(long = "eval-set")]
+    pub eval_sets: Vec<String>,
     /// Use this fastText language-id model (e.g. lid.176.ftz) instead of the built-in detector.
     #[arg(long)]
     pub lid_model: Option<String>,

@@ -133,6 +133,8 @@ impl Coordinator {
             match kind.promote(&job, &task).await {
                 Ok(()) => {
                     let _ = self.apply(|s| ((), s.mark_promoted(task.id)));
+                    // A promotion can complete a stage that another depends on.
+                    self.work_ready.notify_waiters();
                     did = true;
                 }
                 Err(e) => {

@@ -14,6 +14,9 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("fineweb-zh", "Chinese FineWeb-2 recipe: language id (zh), jieba words, FineWeb-2 cmn_Hani thresholds and stop words, no C4"),
     ("fineweb-ko", "Korean FineWeb-2 recipe: language id (ko), eojeol words, FineWeb-2 kor_Hang thresholds, particle stop words"),
     ("bilingual", "zh/en/ko corpus: cleanup, language routing to lang=xx/ outputs, per-language filters (FineWeb / FineWeb-2 values), PII masking"),
+    ("dedup-exact", "exact dedup across the whole job on a normalized content hash (NFKC, lowercase, whitespace)"),
+    ("dedup-minhash", "MinHash-LSH near dedup, FineWeb-style: word 5-grams for en/ko, character 5-grams for zh/ja, 14 bands x 8 rows (threshold ~0.72)"),
+    ("decontaminate", "drop documents sharing a 13-gram with evaluation items (--eval-set FILE.jsonl, repeatable)"),
 ];
 
 /// The spec of a preset, or an error listing the presets. `lid_model` switches language id to
@@ -24,6 +27,7 @@ pub fn preset_spec(
     output: &str,
     name: Option<&str>,
     lid_model: Option<&str>,
+    eval_sets: &[String],
 ) -> Result<String, String> {
     if preset == "basic" {
         return Ok(starter_spec(inputs, output, name));
@@ -229,12 +233,73 @@ stop-word-match = "suffix"
             ),
             true,
         ),
+        "dedup-exact" => head("dedup-exact", DEDUP_EXACT.to_string(), false),
+        "dedup-minhash" => head("dedup-minhash", DEDUP_MINHASH.to_string(), false),
+        "decontaminate" => {
+            if eval_sets.is_empty() {
+                return Err("the decontaminate preset needs --eval-set FILE.jsonl (evaluation items with `text`, or `context` + `choices` + `gold`)".into());
+            }
+            let sets = eval_sets.iter().map(|p| quote(p)).collect::<Vec<_>>().join(", ");
+            head(
+                "decontaminate",
+                format!(
+                    r#"# Drop documents that share any 13-gram (GPT-3's and DCLM's n) with an evaluation item.
+# Units: lowercase words split at whitespace and punctuation; CJK ideographs and kana count
+# one unit each. manifest.json counts the hits per item (`item:<id>`); `action = "flag"` keeps
+# the documents with `contaminated_by = [ids]` instead.
+[[stage]]
+type = "decontaminate"
+eval-sets = [{sets}]
+ngram = 13
+action = "drop"
+
+"#
+                ),
+                false,
+            )
+        }
         other => {
             let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
             return Err(format!("unknown preset `{other}`; presets: {}", names.join(", ")));
         }
     })
 }
+
+const DEDUP_EXACT: &str = r#"# Exact dedup across every shard of the job: documents whose text is the same after
+# normalization form one cluster; the first in input order survives (keep = "longest" keeps the
+# longest). dedup.json reports the clusters.
+[dedup]
+method = "exact"
+normalize = ["nfkc", "lowercase", "whitespace"]
+keep = "first"
+# add dedup_cluster and dedup_cluster_size to surviving documents of clusters (for upsampling)
+annotate = true
+
+"#;
+
+const DEDUP_MINHASH: &str = r#"# MinHash-LSH near dedup across the whole job (docs/dedup.md). FineWeb's settings
+# (datatrove's MinhashConfig defaults): word 5-grams, 14 bands x 8 rows = 112 hashes, so a pair
+# with Jaccard 0.72 is caught half of the time and one with 0.8 92% of the time:
+#   lehr dedup curve --bands 14 --rows 8
+# Chinese and Japanese have no spaces: character 5-grams instead (`unit = "jieba"` for jieba words).
+[dedup]
+method = "minhash"
+keep = "first"
+# datatrove's TextNormConfig: lowercase, punctuation and digits normalized, whitespace collapsed
+normalize = ["nfkc", "lowercase", "punctuation", "digits", "whitespace"]
+bands = 14
+rows = 8
+seed = 1
+shingle = { unit = "words", size = 5 }
+# 0: one bucket task per band per 32 GiB of input
+bucket-partitions = 0
+annotate = true
+
+[dedup.languages]
+zh = { unit = "chars", size = 5 }
+ja = { unit = "chars", size = 5 }
+
+"#;
 
 pub fn starter_spec(inputs: &[String], output: &str, name: Option<&str>) -> String {
     let paths = inputs.iter().map(|p| quote(p)).collect::<Vec<_>>().join(", ");
@@ -315,12 +380,13 @@ mod tests {
     fn every_preset_parses_and_validates() {
         for (preset, _) in PRESETS {
             for model in [None, Some("lid.176.ftz")] {
-                let text = preset_spec(preset, &["in/*.jsonl".into()], "out", None, model).unwrap();
+                let text = preset_spec(preset, &["in/*.jsonl".into()], "out", None, model, &["eval.jsonl".into()])
+                    .unwrap();
                 let spec = PipelineSpec::from_toml(&text).unwrap_or_else(|e| panic!("{preset}: {e}\n{text}"));
-                assert!(!spec.stages.is_empty());
+                assert!(!spec.stages.is_empty() || spec.dedup.is_some(), "{preset}");
             }
         }
-        let text = preset_spec("bilingual", &["x".into()], "o", None, None).unwrap();
+        let text = preset_spec("bilingual", &["x".into()], "o", None, None, &[]).unwrap();
         let spec = PipelineSpec::from_toml(&text).unwrap();
         assert_eq!(spec.output.partition_by, Some(crate::spec::PartitionBy::Lang));
         let labels = crate::task::stage_labels(&spec.stages);
@@ -328,6 +394,14 @@ mod tests {
             labels.contains(&"gopher-quality-zh".to_string()) && labels.contains(&"c4-en".to_string()),
             "{labels:?}"
         );
-        assert!(preset_spec("nope", &[], "o", None, None).unwrap_err().contains("fineweb-zh"));
+        assert!(preset_spec("nope", &[], "o", None, None, &[]).unwrap_err().contains("fineweb-zh"));
+        assert!(preset_spec("decontaminate", &[], "o", None, None, &[]).unwrap_err().contains("--eval-set"));
+        let mh = PipelineSpec::from_toml(&preset_spec("dedup-minhash", &["x".into()], "o", None, None, &[]).unwrap())
+            .unwrap()
+            .dedup
+            .unwrap();
+        assert_eq!((mh.bands, mh.rows), (14, 8));
+        assert_eq!(mh.shingle_for(Some("zh")).unit, crate::dedup::ShingleUnit::Chars);
+        assert_eq!(mh.shingle_for(Some("en")).unit, crate::dedup::ShingleUnit::Words);
     }
 }

@@ -30,7 +30,14 @@ fn init(args: CorpusInitArgs) -> CmdResult {
         }
         return Ok(EXIT_OK);
     }
-    let text = preset_spec(&args.preset, &args.inputs, &args.output, args.name.as_deref(), args.lid_model.as_deref())
+    let text = preset_spec(
+        &args.preset,
+        &args.inputs,
+        &args.output,
+        args.name.as_deref(),
+        args.lid_model.as_deref(),
+        &args.eval_sets,
+    )
         .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
     print!("{text}");
     Ok(EXIT_OK)

@@ -1,6 +1,7 @@
 mod bench;
 mod cluster;
 mod corpus;
+mod dedup;
 mod status;
 mod train;
 
@@ -95,6 +96,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Coordinator(a) => cluster::coordinator(a).await,
         Command::Worker(a) => cluster::worker(a).await,
         Command::Corpus(c) => corpus::run(c).await,
+        Command::Dedup(d) => dedup::run(d),
         Command::Status(a) => status::status(a).await,
         Command::Cancel(a) => status::cancel(a).await,
         Command::Bench(b) => bench::run(b).await,

@@ -2,11 +2,21 @@
 //! (`corpus.shard`), each reading a file or a byte range and writing `part-NNNNN.*` under its
 //! attempt prefix; on commit the coordinator copies the winning attempt's files to their final
 //! names; when all are in, it writes `rejects.jsonl`, `spec.toml` and, last, `manifest.json`.
+//!
+//! With `[dedup]` the job has four stages (signatures → buckets → clusters → shards, see
+//! `lehr_pipeline::dedup`); the intermediate files live under `_lehr/dedup/<job>/` in the
+//! output directory, are promoted like outputs, and are removed at finalize, which also writes
+//! `dedup.json`.
 
 use std::path::Path;
 
 use async_trait::async_trait;
+use lehr_pipeline::dedup::{
+    cluster_file, phase_attempt_prefix, phase_of, BucketTask, ClusterTask, DedupApply, PhaseResult, SignatureTask,
+    BUCKETS_TASK_KIND, CLUSTERS_TASK_KIND, SIGNATURES_TASK_KIND,
+};
 use lehr_pipeline::manifest::{self, MANIFEST_NAME, REJECTS_NAME};
+use lehr_pipeline::write::OutputFile;
 use lehr_pipeline::plan::{self, InputFile};
 use lehr_pipeline::spec::PipelineSpec;
 use lehr_pipeline::store;
@@ -43,7 +53,7 @@ impl JobKind for CorpusKind {
         "corpus"
     }
 
-    async fn plan(&self, _job_id: &str, name: &str, spec_text: &str, base_dir: &str) -> Result<PlannedJob, JobError> {
+    async fn plan(&self, job_id: &str, name: &str, spec_text: &str, base_dir: &str) -> Result<PlannedJob, JobError> {
         let spec = resolve_spec(spec_text, base_dir)?;
         let out = store::resolve(&spec.output.path).map_err(|e| JobError::Invalid(e.to_string()))?;
         if !spec.output.overwrite && out.exists(MANIFEST_NAME).await.map_err(storage)? {
@@ -54,38 +64,109 @@ impl JobKind for CorpusKind {
         }
         let files = plan::list_inputs(&spec.input.paths).await.map_err(|e| JobError::Invalid(e.to_string()))?;
         let shards = plan::split(&files, spec.input.split_size.0);
-        let tasks = shards
-            .into_iter()
-            .enumerate()
-            .map(|(i, shard)| {
-                let describe = shard.describe();
-                let task = ShardTask {
-                    task_index: i as u32,
-                    shard,
-                    input: spec.input.clone(),
-                    stages: spec.stages.clone(),
-                    output: spec.output.clone(),
-                };
-                NewTask {
-                    stage: 0,
-                    index: i as u32,
-                    kind: SHARD_TASK_KIND.into(),
-                    payload: serde_json::to_string(&task).expect("task serializes"),
-                    shard: describe,
-                }
-            })
-            .collect();
         let name =
             if name.is_empty() { spec.name.clone().unwrap_or_else(|| "corpus".into()) } else { name.to_string() };
+        if shards.len() > u32::MAX as usize / 2 {
+            return Err(JobError::Invalid("too many shards; raise input.split-size".into()));
+        }
+        let Some(dedup) = spec.dedup.clone() else {
+            let tasks = shard_tasks(&spec, &shards, 0, None, "");
+            return Ok(PlannedJob {
+                name,
+                output: spec.output.path.clone(),
+                stages: vec![StageDef { name: "shards".into(), depends_on: vec![] }],
+                tasks,
+            });
+        };
+        let work = format!("_lehr/dedup/{job_id}");
+        let input_bytes: u64 = files.iter().map(|f| f.size).sum();
+        let partitions = dedup.partitions_for(input_bytes);
+        let bands = dedup.band_count();
+        let n_shards = shards.len() as u32;
+        let mut tasks = Vec::new();
+        for (i, shard) in shards.iter().enumerate() {
+            let task = SignatureTask {
+                task_index: i as u32,
+                shard: shard.clone(),
+                input: spec.input.clone(),
+                stages: spec.stages.clone(),
+                output: spec.output.clone(),
+                dedup: dedup.clone(),
+                partitions,
+                work: work.clone(),
+            };
+            tasks.push(NewTask {
+                stage: 0,
+                index: i as u32,
+                kind: SIGNATURES_TASK_KIND.into(),
+                payload: serde_json::to_string(&task).expect("task serializes"),
+                shard: shard.describe(),
+            });
+        }
+        for band in 0..bands {
+            for partition in 0..partitions {
+                let index = band * partitions + partition;
+                let task = BucketTask {
+                    task_index: index,
+                    band,
+                    partition,
+                    shards: n_shards,
+                    output_path: spec.output.path.clone(),
+                    work: work.clone(),
+                };
+                tasks.push(NewTask {
+                    stage: 1,
+                    index,
+                    kind: BUCKETS_TASK_KIND.into(),
+                    payload: serde_json::to_string(&task).expect("task serializes"),
+                    shard: format!("band {band} partition {partition} of {n_shards} shards"),
+                });
+            }
+        }
+        let cluster = ClusterTask {
+            task_index: 0,
+            bands,
+            partitions,
+            shards: n_shards,
+            keep: dedup.keep,
+            method: dedup.method,
+            output_path: spec.output.path.clone(),
+            work: work.clone(),
+        };
+        tasks.push(NewTask {
+            stage: 2,
+            index: 0,
+            kind: CLUSTERS_TASK_KIND.into(),
+            payload: serde_json::to_string(&cluster).expect("task serializes"),
+            shard: format!("links of {} bucket tasks", bands * partitions),
+        });
+        tasks.extend(shard_tasks(&spec, &shards, 3, Some(&dedup), &work));
         Ok(PlannedJob {
             name,
             output: spec.output.path.clone(),
-            stages: vec![StageDef { name: "shards".into(), depends_on: vec![] }],
+            stages: vec![
+                StageDef { name: "signatures".into(), depends_on: vec![] },
+                StageDef { name: "buckets".into(), depends_on: vec![0] },
+                StageDef { name: "clusters".into(), depends_on: vec![1] },
+                StageDef { name: "shards".into(), depends_on: vec![2] },
+            ],
             tasks,
         })
     }
 
     fn stats(&self, task: &Task, result: &str) -> Result<TaskStats, String> {
+        if task.kind != SHARD_TASK_KIND {
+            let r: PhaseResult = serde_json::from_str(result).map_err(|e| format!("malformed {} result: {e}", task.kind))?;
+            if r.task_index != task.index {
+                return Err(format!("result of task index {} reported for index {}", r.task_index, task.index));
+            }
+            return Ok(TaskStats {
+                docs_in: r.docs_in,
+                docs_out: r.docs_out,
+                bytes_in: r.bytes_in,
+                bad_records: r.bad_records,
+            });
+        }
         let r: ShardResult = serde_json::from_str(result).map_err(|e| format!("malformed shard result: {e}"))?;
         if r.task_index != task.index {
             return Err(format!("result of task index {} reported for index {}", r.task_index, task.index));
@@ -99,9 +180,9 @@ impl JobKind for CorpusKind {
     }
 
     async fn promote(&self, job: &Job, task: &Task) -> Result<(), JobError> {
-        let r: ShardResult = serde_json::from_str(&task.result).map_err(|e| JobError::Storage(e.to_string()))?;
+        let outputs = committed_outputs(task)?;
         let out = store::resolve(&job.output).map_err(storage)?;
-        for f in &r.outputs {
+        for f in &outputs {
             if let Err(e) = out.copy(&f.attempt_key, &f.name).await {
                 // A crash after an earlier promotion deleted the attempt's files but before it
                 // was recorded: the final file is already there.
@@ -111,21 +192,29 @@ impl JobKind for CorpusKind {
             }
         }
         if let Some(attempt) = task.committed_attempt {
-            out.delete_prefix(&attempt_prefix(&job.id, task.index, attempt)).await.map_err(storage)?;
+            out.delete_prefix(&task_attempt_prefix(job, task, attempt)).await.map_err(storage)?;
         }
         Ok(())
     }
 
     async fn discard(&self, job: &Job, task: &Task, attempt: u32) -> Result<(), JobError> {
         let out = store::resolve(&job.output).map_err(storage)?;
-        out.delete_prefix(&attempt_prefix(&job.id, task.index, attempt)).await.map_err(storage)?;
+        out.delete_prefix(&task_attempt_prefix(job, task, attempt)).await.map_err(storage)?;
         Ok(())
     }
 
     async fn finalize(&self, job: &Job, tasks: &[Task]) -> Result<(), JobError> {
         let spec = resolve_spec(&job.spec, &job.base_dir)?;
         let mut results = Vec::with_capacity(tasks.len());
+        let mut dedup_report = None;
         for t in tasks {
+            if t.kind == CLUSTERS_TASK_KIND {
+                let r: PhaseResult = serde_json::from_str(&t.result).map_err(|e| JobError::Storage(e.to_string()))?;
+                dedup_report = r.report;
+            }
+            if t.kind != SHARD_TASK_KIND {
+                continue;
+            }
             results.push(serde_json::from_str::<ShardResult>(&t.result).map_err(|e| JobError::Storage(e.to_string()))?);
         }
         let mut inputs: Vec<InputFile> = results.iter().map(|r| r.shard.file.clone()).collect();
@@ -134,14 +223,79 @@ impl JobKind for CorpusKind {
         let out = store::resolve(&job.output).map_err(storage)?;
         out.put(REJECTS_NAME, manifest::rejects_to_bytes(&rejects)).await.map_err(storage)?;
         out.put("spec.toml", spec.to_toml().into_bytes()).await.map_err(storage)?;
+        if let Some(report) = dedup_report {
+            let bytes = serde_json::to_vec_pretty(&report).expect("report serializes");
+            out.put(DEDUP_REPORT_NAME, bytes).await.map_err(storage)?;
+            out.delete_prefix(&format!("_lehr/dedup/{}", job.id)).await.map_err(storage)?;
+            if let Some(local) = &out.local {
+                let _ = std::fs::remove_dir(local.join("_lehr/dedup"));
+            }
+        }
         // The manifest goes last: its presence means the directory is complete.
         out.put(MANIFEST_NAME, manifest::to_bytes(&manifest)).await.map_err(storage)?;
         out.delete_prefix(&format!("_lehr/attempts/{}", job.id)).await.map_err(storage)?;
         if let Some(local) = &out.local {
             // remove `_lehr/attempts` and `_lehr` when nothing else is left in them
             let _ = std::fs::remove_dir(local.join("_lehr/attempts"));
+            let _ = std::fs::remove_dir(local.join("_lehr/dedup"));
             let _ = std::fs::remove_dir(local.join("_lehr"));
         }
         Ok(())
+    }
+}
+
+/// The dedup report a dedup job writes next to its manifest.
+pub const DEDUP_REPORT_NAME: &str = "dedup.json";
+
+/// Shard tasks of stage `stage`; with `dedup`, each applies its shard's cluster file.
+fn shard_tasks(
+    spec: &PipelineSpec,
+    shards: &[plan::Shard],
+    stage: usize,
+    dedup: Option<&lehr_pipeline::dedup::DedupSpec>,
+    work: &str,
+) -> Vec<NewTask> {
+    shards
+        .iter()
+        .enumerate()
+        .map(|(i, shard)| {
+            let task = ShardTask {
+                task_index: i as u32,
+                shard: shard.clone(),
+                input: spec.input.clone(),
+                stages: spec.stages.clone(),
+                output: spec.output.clone(),
+                dedup: dedup.map(|d| DedupApply {
+                    method: d.method,
+                    clusters: cluster_file(work, i as u32),
+                    annotate: d.annotate,
+                    shard: i as u32,
+                }),
+            };
+            NewTask {
+                stage,
+                index: i as u32,
+                kind: SHARD_TASK_KIND.into(),
+                payload: serde_json::to_string(&task).expect("task serializes"),
+                shard: shard.describe(),
+            }
+        })
+        .collect()
+}
+
+/// The files a committed task wrote, whatever its kind.
+fn committed_outputs(task: &Task) -> Result<Vec<OutputFile>, JobError> {
+    let parse = |e: serde_json::Error| JobError::Storage(format!("task {} result: {e}", task.id));
+    if task.kind == SHARD_TASK_KIND {
+        Ok(serde_json::from_str::<ShardResult>(&task.result).map_err(parse)?.outputs)
+    } else {
+        Ok(serde_json::from_str::<PhaseResult>(&task.result).map_err(parse)?.outputs)
+    }
+}
+
+fn task_attempt_prefix(job: &Job, task: &Task, attempt: u32) -> String {
+    match phase_of(&task.kind) {
+        Some(phase) => phase_attempt_prefix(&job.id, phase, task.index, attempt),
+        None => attempt_prefix(&job.id, task.index, attempt),
     }
 }

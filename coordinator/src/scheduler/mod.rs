@@ -106,8 +106,10 @@ pub struct Scheduler {
     /// Queued tasks in lease order: (job seq, stage, index, id).
     queued: BTreeSet<(u64, usize, u32, TaskId)>,
     leased: BTreeSet<TaskId>,
-    /// (job, stage) → (tasks, committed tasks).
-    stage_counts: BTreeMap<(String, usize), (u32, u32)>,
+    /// (job, stage) → (tasks, committed tasks, committed tasks whose outputs are promoted). A
+    /// stage that others depend on is complete when all its tasks are promoted: the next stage
+    /// reads their outputs under the final names.
+    stage_counts: BTreeMap<(String, usize), (u32, u32, u32)>,
     /// Job → its tasks, so per-job work never scans every task of every job.
     job_index: BTreeMap<String, Vec<TaskId>>,
     /// Committed tasks whose outputs are not promoted yet.
@@ -147,7 +149,12 @@ impl Scheduler {
                 TaskState::Leased => {
                     self.leased.insert(t.id);
                 }
-                TaskState::Committed => c.1 += 1,
+                TaskState::Committed => {
+                    c.1 += 1;
+                    if t.promoted {
+                        c.2 += 1;
+                    }
+                }
                 _ => {}
             }
         }
@@ -168,6 +175,9 @@ impl Scheduler {
             TaskState::Committed => {
                 if let Some(c) = self.stage_counts.get_mut(&(t.job_id.clone(), t.stage)) {
                     c.1 -= 1;
+                    if t.promoted {
+                        c.2 -= 1;
+                    }
                 }
                 self.unpromoted.remove(&id);
             }
@@ -184,6 +194,9 @@ impl Scheduler {
             TaskState::Committed => {
                 if let Some(c) = self.stage_counts.get_mut(&(t.job_id.clone(), t.stage)) {
                     c.1 += 1;
+                    if t.promoted {
+                        c.2 += 1;
+                    }
                 }
                 if !t.promoted {
                     self.unpromoted.insert(id);
@@ -193,8 +206,12 @@ impl Scheduler {
         }
     }
 
+    fn stage_committed(&self, job_id: &str, stage: usize) -> bool {
+        self.stage_counts.get(&(job_id.to_string(), stage)).is_none_or(|(total, committed, _)| total == committed)
+    }
+
     fn stage_complete(&self, job_id: &str, stage: usize) -> bool {
-        self.stage_counts.get(&(job_id.to_string(), stage)).is_none_or(|(total, committed)| total == committed)
+        self.stage_counts.get(&(job_id.to_string(), stage)).is_none_or(|(total, _, promoted)| total == promoted)
     }
 
     pub fn submit(&mut self, job_id: String, job: NewJob, now: i64) -> Result<Dirty, SchedulerError> {
@@ -449,7 +466,7 @@ impl Scheduler {
         Self::end_attempt(t, attempt, "committed", "", now);
         let mut dirty = Dirty { tasks: vec![task_id], ..Default::default() };
         let job = &self.state.jobs[&job_id];
-        if (0..job.stages.len()).all(|s| self.stage_complete(&job_id, s)) {
+        if (0..job.stages.len()).all(|s| self.stage_committed(&job_id, s)) {
             let job = self.state.jobs.get_mut(&job_id).expect("job exists");
             job.state = JobState::Finalizing;
             dirty.jobs.push(job_id);
@@ -542,6 +559,9 @@ impl Scheduler {
             Some(t) if t.state == TaskState::Committed && !t.promoted => {
                 t.promoted = true;
                 self.unpromoted.remove(&task_id);
+                if let Some(c) = self.stage_counts.get_mut(&(t.job_id.clone(), t.stage)) {
+                    c.2 += 1;
+                }
                 Dirty { tasks: vec![task_id], ..Default::default() }
             }
             _ => Dirty::default(),
@@ -593,6 +613,6 @@ impl Scheduler {
 
     /// (tasks, committed) of a job's stage.
     pub fn stage_progress(&self, job_id: &str, stage: usize) -> (u32, u32) {
-        self.stage_counts.get(&(job_id.to_string(), stage)).copied().unwrap_or((0, 0))
+        self.stage_counts.get(&(job_id.to_string(), stage)).map(|c| (c.0, c.1)).unwrap_or((0, 0))
     }
 }

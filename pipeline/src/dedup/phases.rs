@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::records::{decode_into, encode, ClusterRecord, EdgeRecord, SigRecord};
-use super::{DedupSpec, Hasher, KeepRule};
+use super::{DedupMethod, DedupSpec, Hasher, KeepRule};
 use crate::document::Document;
 use crate::error::{PipelineError, PipelineResult};
 use crate::plan::Shard;
@@ -58,6 +58,7 @@ pub struct ClusterTask {
     pub partitions: u32,
     pub shards: u32,
     pub keep: KeepRule,
+    pub method: DedupMethod,
     pub output_path: String,
     pub work: String,
 }
@@ -116,6 +117,40 @@ fn edge_file(work: &str, band: u32, partition: u32) -> String {
 /// A shard's cluster file, relative to the output directory.
 pub fn cluster_file(work: &str, shard: u32) -> String {
     format!("{work}/clusters/s{shard:05}.bin")
+}
+
+/// Where an attempt of a task of `kind` writes: (output location, prefix), for discarding a
+/// stopped attempt's files. `None` for kinds that write nothing or payloads that do not parse.
+pub fn attempt_location(kind: &str, payload: &str, job_id: &str, attempt: u32) -> Option<(String, String)> {
+    match kind {
+        crate::task::SHARD_TASK_KIND => {
+            let t: ShardTask = serde_json::from_str(payload).ok()?;
+            Some((t.output.path, crate::task::attempt_prefix(job_id, t.task_index, attempt)))
+        }
+        SIGNATURES_TASK_KIND => {
+            let t: SignatureTask = serde_json::from_str(payload).ok()?;
+            Some((t.output.path, phase_attempt_prefix(job_id, "sig", t.task_index, attempt)))
+        }
+        BUCKETS_TASK_KIND => {
+            let t: BucketTask = serde_json::from_str(payload).ok()?;
+            Some((t.output_path, phase_attempt_prefix(job_id, "bucket", t.task_index, attempt)))
+        }
+        CLUSTERS_TASK_KIND => {
+            let t: ClusterTask = serde_json::from_str(payload).ok()?;
+            Some((t.output_path, phase_attempt_prefix(job_id, "cluster", t.task_index, attempt)))
+        }
+        _ => None,
+    }
+}
+
+/// The phase name used in attempt prefixes of a task kind.
+pub fn phase_of(kind: &str) -> Option<&'static str> {
+    match kind {
+        SIGNATURES_TASK_KIND => Some("sig"),
+        BUCKETS_TASK_KIND => Some("bucket"),
+        CLUSTERS_TASK_KIND => Some("cluster"),
+        _ => None,
+    }
 }
 
 /// The attempt prefix of a phase task (distinct from the shard tasks' prefixes).
@@ -397,12 +432,7 @@ pub fn cluster_links(edges: &[EdgeRecord], shards: u32, keep: KeepRule) -> (Vec<
 }
 
 /// Phase 3.
-pub async fn run_clusters(
-    task: ClusterTask,
-    method: &str,
-    job_id: &str,
-    attempt: u32,
-) -> PipelineResult<PhaseResult> {
+pub async fn run_clusters(task: ClusterTask, job_id: &str, attempt: u32) -> PipelineResult<PhaseResult> {
     let out = store::resolve(&task.output_path)?;
     let mut edges: Vec<EdgeRecord> = Vec::new();
     for band in 0..task.bands {
@@ -412,7 +442,7 @@ pub async fn run_clusters(
             decode_into(&bytes, &out.child_url(&rel), &mut edges)?;
         }
     }
-    let (t, m) = (task.clone(), method.to_string());
+    let (t, m) = (task.clone(), task.method.as_str().to_string());
     let (files, report) = tokio::task::spawn_blocking(move || {
         let (per_shard, mut report) = cluster_links(&edges, t.shards, t.keep);
         report.method = m;

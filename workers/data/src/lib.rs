@@ -7,6 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lehr_pipeline::dedup::{
+    run_buckets, run_clusters, run_signatures, BucketTask, ClusterTask, SignatureTask, BUCKETS_TASK_KIND,
+    CLUSTERS_TASK_KIND, SIGNATURES_TASK_KIND,
+};
 use lehr_pipeline::task::{run_shard_task, RunOptions, ShardTask, TaskProgress, SHARD_TASK_KIND};
 use lehr_proto::pb::{self, report_task_request::Outcome};
 use lehr_proto::{ApiError, CoordinatorApi, ErrorCode};
@@ -239,12 +243,12 @@ async fn run_lease(
 
 /// Best effort: removes what a stopped attempt wrote (the job's finalize sweeps the rest).
 async fn discard_attempt(lease: &pb::TaskLease) {
-    if lease.kind != SHARD_TASK_KIND {
+    let Some((output, prefix)) =
+        lehr_pipeline::dedup::attempt_location(&lease.kind, &lease.payload, &lease.job_id, lease.attempt)
+    else {
         return;
-    }
-    let Ok(task) = serde_json::from_str::<ShardTask>(&lease.payload) else { return };
-    if let Ok(out) = lehr_pipeline::store::resolve(&task.output.path) {
-        let prefix = lehr_pipeline::task::attempt_prefix(&lease.job_id, task.task_index, lease.attempt);
+    };
+    if let Ok(out) = lehr_pipeline::store::resolve(&output) {
         if let Err(e) = out.delete_prefix(&prefix).await {
             tracing::debug!(error = %e, "could not remove a stopped attempt's files");
         }
@@ -266,9 +270,34 @@ async fn execute(
                 .map_err(|e| (e.to_string(), e.is_retryable()))?;
             Ok(serde_json::to_string(&result).expect("result serializes"))
         }
+        SIGNATURES_TASK_KIND => {
+            let task: SignatureTask =
+                serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))?;
+            let result = run_signatures(task, &lease.job_id, lease.attempt, progress, run)
+                .await
+                .map_err(|e| (e.to_string(), e.is_retryable()))?;
+            Ok(serde_json::to_string(&result).expect("result serializes"))
+        }
+        BUCKETS_TASK_KIND => {
+            let task: BucketTask =
+                serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))?;
+            let result =
+                run_buckets(task, &lease.job_id, lease.attempt).await.map_err(|e| (e.to_string(), e.is_retryable()))?;
+            Ok(serde_json::to_string(&result).expect("result serializes"))
+        }
+        CLUSTERS_TASK_KIND => {
+            let task: ClusterTask =
+                serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))?;
+            let result =
+                run_clusters(task, &lease.job_id, lease.attempt).await.map_err(|e| (e.to_string(), e.is_retryable()))?;
+            Ok(serde_json::to_string(&result).expect("result serializes"))
+        }
         NOOP_TASK_KIND => Ok("{}".into()),
         other => Err((
-            format!("this worker cannot run tasks of kind `{other}` (it runs: {SHARD_TASK_KIND}, {NOOP_TASK_KIND})"),
+            format!(
+                "this worker cannot run tasks of kind `{other}` (it runs: {SHARD_TASK_KIND}, {SIGNATURES_TASK_KIND}, \
+                 {BUCKETS_TASK_KIND}, {CLUSTERS_TASK_KIND}, {NOOP_TASK_KIND})"
+            ),
             false,
         )),
     }
