@@ -168,13 +168,27 @@ async fn read_manifest(output: &str) -> Option<Manifest> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// `dedup.json` of a dedup job's output.
+async fn read_dedup_report(output: &str) -> Option<lehr_pipeline::dedup::DedupReport> {
+    let loc = lehr_pipeline::store::resolve(output).ok()?;
+    let bytes = loc.get(lehr_coordinator::jobs::corpus::DEDUP_REPORT_NAME).await.ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
 pub async fn report(job: &JobStatus, elapsed: f64, json: bool) -> CmdResult {
     let manifest = if job.state == "succeeded" { read_manifest(&job.output).await } else { None };
+    let dedup = if job.state == "succeeded" { read_dedup_report(&job.output).await } else { None };
     if json {
-        let v = serde_json::json!({"job": job, "elapsed_s": elapsed, "manifest": manifest});
+        let v = serde_json::json!({"job": job, "elapsed_s": elapsed, "manifest": manifest, "dedup": dedup});
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         print_summary(job, elapsed, manifest.as_ref());
+        if let Some(d) = dedup {
+            println!(
+                "dedup ({}, keep {}): {} clusters of 2 or more holding {} docs; {} duplicates dropped; sizes {:?} (dedup.json)",
+                d.method, d.keep, d.clusters, d.docs_in_clusters, d.duplicates, d.size_histogram
+            );
+        }
     }
     Ok(if job.state == "succeeded" { EXIT_OK } else { EXIT_JOB_FAILED })
 }
