@@ -22,5 +22,12 @@ echo
 echo "== lehr corpus report .lehr/demo-bilingual"
 "$LEHR" corpus report .lehr/demo-bilingual | head -40
 echo
+echo "== lehr corpus build examples/dedup.toml   (preset dedup-minhash: signatures -> buckets -> clusters -> filter)"
+rm -rf .lehr/demo-dedup
+"$LEHR" corpus build examples/dedup.toml
+echo
+echo "== lehr dedup curve --bands 14 --rows 8 --compare 20x13"
+"$LEHR" dedup curve --bands 14 --rows 8 --compare 20x13 --svg .lehr/demo-dedup/curve.svg | tail -4
+echo
 echo "== lehr train smoke (libtorch forward/backward)"
 "$LEHR" train smoke

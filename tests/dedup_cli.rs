@@ -135,8 +135,12 @@ fn minhash_job_agrees_with_ground_truth_and_a_crash_changes_nothing() {
         (0..3).map(|i| spawn_worker(&url, &format!("w{i}"), shape().1 * if i == 1 { 10 } else { 1 })).collect();
     let out = dir.path().join("crash");
     let spec = minhash_spec(dir.path(), "crash", &out);
-    let submitted =
-        lehr().args(["corpus", "build"]).arg(&spec).args(["--coordinator", &url, "--detach", "--json"]).output().unwrap();
+    let submitted = lehr()
+        .args(["corpus", "build"])
+        .arg(&spec)
+        .args(["--coordinator", &url, "--detach", "--json"])
+        .output()
+        .unwrap();
     assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
     let job = json_of(&submitted)["job_id"].as_str().unwrap().to_string();
     let victim = wait_until("w1 to hold a signatures task", Duration::from_secs(60), || {
@@ -253,7 +257,8 @@ fn decontaminate_preset_drops_documents_quoting_eval_items_and_names_them() {
     }
 
     // Without --eval-set the preset says what it needs.
-    let run = lehr().args(["corpus", "init", "--preset", "decontaminate", "--input", "x", "--output", "o"]).output().unwrap();
+    let run =
+        lehr().args(["corpus", "init", "--preset", "decontaminate", "--input", "x", "--output", "o"]).output().unwrap();
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("--eval-set"));
 }

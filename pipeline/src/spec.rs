@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{PipelineError, PipelineResult};
 use crate::dedup::DedupSpec;
+use crate::error::{PipelineError, PipelineResult};
 use crate::stages::StageSpec;
 
 /// Current spec version; a spec with another `version` is refused.

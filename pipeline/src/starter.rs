@@ -380,8 +380,8 @@ mod tests {
     fn every_preset_parses_and_validates() {
         for (preset, _) in PRESETS {
             for model in [None, Some("lid.176.ftz")] {
-                let text = preset_spec(preset, &["in/*.jsonl".into()], "out", None, model, &["eval.jsonl".into()])
-                    .unwrap();
+                let text =
+                    preset_spec(preset, &["in/*.jsonl".into()], "out", None, model, &["eval.jsonl".into()]).unwrap();
                 let spec = PipelineSpec::from_toml(&text).unwrap_or_else(|e| panic!("{preset}: {e}\n{text}"));
                 assert!(!spec.stages.is_empty() || spec.dedup.is_some(), "{preset}");
             }

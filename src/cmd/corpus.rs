@@ -38,7 +38,7 @@ fn init(args: CorpusInitArgs) -> CmdResult {
         args.lid_model.as_deref(),
         &args.eval_sets,
     )
-        .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
     print!("{text}");
     Ok(EXIT_OK)
 }

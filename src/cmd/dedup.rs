@@ -122,7 +122,11 @@ pub fn svg(settings: &[(u32, u32)]) -> String {
         left + pw / 2.0,
         h - 8.0
     );
-    s += &format!("<text x=\"14\" y=\"{:.1}\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">P(caught)</text>\n", top + ph / 2.0, top + ph / 2.0);
+    s += &format!(
+        "<text x=\"14\" y=\"{:.1}\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">P(caught)</text>\n",
+        top + ph / 2.0,
+        top + ph / 2.0
+    );
     for (i, &(b, r)) in settings.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let pts: Vec<String> = (0..=200)

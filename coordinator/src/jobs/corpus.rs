@@ -16,11 +16,11 @@ use lehr_pipeline::dedup::{
     BUCKETS_TASK_KIND, CLUSTERS_TASK_KIND, SIGNATURES_TASK_KIND,
 };
 use lehr_pipeline::manifest::{self, MANIFEST_NAME, REJECTS_NAME};
-use lehr_pipeline::write::OutputFile;
 use lehr_pipeline::plan::{self, InputFile};
 use lehr_pipeline::spec::PipelineSpec;
 use lehr_pipeline::store;
 use lehr_pipeline::task::{attempt_prefix, ShardResult, ShardTask, SHARD_TASK_KIND};
+use lehr_pipeline::write::OutputFile;
 
 use super::{JobError, JobKind, PlannedJob};
 use crate::scheduler::{Job, NewTask, StageDef, Task, TaskStats};
@@ -156,7 +156,8 @@ impl JobKind for CorpusKind {
 
     fn stats(&self, task: &Task, result: &str) -> Result<TaskStats, String> {
         if task.kind != SHARD_TASK_KIND {
-            let r: PhaseResult = serde_json::from_str(result).map_err(|e| format!("malformed {} result: {e}", task.kind))?;
+            let r: PhaseResult =
+                serde_json::from_str(result).map_err(|e| format!("malformed {} result: {e}", task.kind))?;
             if r.task_index != task.index {
                 return Err(format!("result of task index {} reported for index {}", r.task_index, task.index));
             }

@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 
 pub use filter::{DedupApply, DedupFilter, DEDUP_STAGE_NAME};
 pub use phases::{
-    attempt_location, bucket_partition, cluster_file, cluster_links, phase_attempt_prefix, phase_of, run_buckets, run_clusters, run_signatures, BucketTask, ClusterTask, DedupReport, PhaseResult,
-    SignatureTask, BUCKETS_TASK_KIND, CLUSTERS_TASK_KIND, SIGNATURES_TASK_KIND,
+    attempt_location, bucket_partition, cluster_file, cluster_links, phase_attempt_prefix, phase_of, run_buckets,
+    run_clusters, run_signatures, BucketTask, ClusterTask, DedupReport, PhaseResult, SignatureTask, BUCKETS_TASK_KIND,
+    CLUSTERS_TASK_KIND, SIGNATURES_TASK_KIND,
 };
 pub use records::{read_clusters, ClusterRecord, EdgeRecord, SigRecord};
 pub use shingle::{shingle_hashes, ShingleSet};
@@ -448,7 +449,10 @@ mod tests {
 
     #[test]
     fn normalization_steps() {
-        let s = normalize_text("  Hello,  WORLD 2024!\n「你好」 ", &[TextNorm::Lowercase, TextNorm::Punctuation, TextNorm::Digits, TextNorm::Whitespace]);
+        let s = normalize_text(
+            "  Hello,  WORLD 2024!\n「你好」 ",
+            &[TextNorm::Lowercase, TextNorm::Punctuation, TextNorm::Digits, TextNorm::Whitespace],
+        );
         assert_eq!(s, "hello world 0000 你好");
         assert_eq!(normalize_text("ＡＢＣ１", &[TextNorm::Nfkc]), "ABC1");
     }

@@ -329,10 +329,18 @@ pub async fn run_buckets(task: BucketTask, job_id: &str, attempt: u32) -> Pipeli
     let name = edge_file(&task.work, task.band, task.partition);
     let prefix = phase_attempt_prefix(job_id, "bucket", task.task_index, attempt);
     let outputs = put_files(&out, &prefix, vec![(name, edges.len() as u64, encode(&edges))]).await?;
-    Ok(PhaseResult { task_index: task.task_index, outputs, docs_in: docs, docs_out: docs, counters, ..Default::default() })
+    Ok(PhaseResult {
+        task_index: task.task_index,
+        outputs,
+        docs_in: docs,
+        docs_out: docs,
+        counters,
+        ..Default::default()
+    })
 }
 
 /// Union-find over dense node indices, with path halving and union by size.
+#[derive(Default)]
 struct UnionFind {
     parent: Vec<u32>,
     size: Vec<u32>,
@@ -360,91 +368,119 @@ impl UnionFind {
     }
 }
 
-/// Clusters from links: per shard, its documents' (row, cluster, size, survivor), sorted by
-/// row, and the report. Pure: the same links in any order give the same result.
-pub fn cluster_links(edges: &[EdgeRecord], shards: u32, keep: KeepRule) -> (Vec<Vec<ClusterRecord>>, DedupReport) {
-    let mut index: FxHashMap<u64, u32> = FxHashMap::default();
-    let mut keys: Vec<u64> = Vec::new();
-    let mut lens: Vec<u32> = Vec::new();
-    let mut node = |key: u64, len: u32, keys: &mut Vec<u64>, lens: &mut Vec<u32>| -> u32 {
-        *index.entry(key).or_insert_with(|| {
-            keys.push(key);
-            lens.push(len);
-            (keys.len() - 1) as u32
-        })
-    };
-    let mut pairs = Vec::with_capacity(edges.len());
-    for e in edges {
-        let a = node(e.a, e.a_len, &mut keys, &mut lens);
-        let b = node(e.b, e.b_len, &mut keys, &mut lens);
-        pairs.push((a, b));
+/// Union-find over the documents that have links, fed one edge file at a time so that only
+/// the nodes stay in memory (about 50 bytes per linked document), never all the links.
+#[derive(Default)]
+pub struct ClusterBuilder {
+    index: FxHashMap<u64, u32>,
+    keys: Vec<u64>,
+    lens: Vec<u32>,
+    uf: UnionFind,
+    links: u64,
+}
+
+impl ClusterBuilder {
+    fn node(&mut self, key: u64, len: u32) -> u32 {
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let i = self.keys.len() as u32;
+        self.index.insert(key, i);
+        self.keys.push(key);
+        self.lens.push(len);
+        self.uf.parent.push(i);
+        self.uf.size.push(1);
+        i
     }
-    let n = keys.len();
-    let mut uf = UnionFind { parent: (0..n as u32).collect(), size: vec![1; n] };
-    for (a, b) in pairs {
-        uf.union(a, b);
+
+    pub fn add(&mut self, edges: &[EdgeRecord]) {
+        for e in edges {
+            let a = self.node(e.a, e.a_len);
+            let b = self.node(e.b, e.b_len);
+            self.uf.union(a, b);
+        }
+        self.links += edges.len() as u64;
     }
-    // Per root: the cluster id (smallest key), its size and the survivor.
-    let mut best: FxHashMap<u32, (u64, u32, u64, u32)> = FxHashMap::default(); // root → (min key, size, survivor key, survivor len)
-    let roots: Vec<u32> = (0..n as u32).map(|i| uf.find(i)).collect();
-    for (i, &root) in roots.iter().enumerate() {
-        let (key, len) = (keys[i], lens[i]);
-        let e = best.entry(root).or_insert((key, 0, key, len));
-        e.0 = e.0.min(key);
-        e.1 += 1;
-        let better = match keep {
-            KeepRule::First => key < e.2,
-            KeepRule::Longest => len > e.3 || (len == e.3 && key < e.2),
+
+    /// Per shard, its documents' (row, cluster, size, survivor) sorted by row, and the report.
+    /// The same links in any order and any batching give the same result.
+    pub fn finish(self, shards: u32, keep: KeepRule) -> (Vec<Vec<ClusterRecord>>, DedupReport) {
+        let ClusterBuilder { index, keys, lens, mut uf, links } = self;
+        drop(index);
+        let n = keys.len();
+        // Per root: the cluster id (smallest key), its size and the survivor.
+        let mut best: FxHashMap<u32, (u64, u32, u64, u32)> = FxHashMap::default(); // root → (min key, size, survivor key, survivor len)
+        let roots: Vec<u32> = (0..n as u32).map(|i| uf.find(i)).collect();
+        for (i, &root) in roots.iter().enumerate() {
+            let (key, len) = (keys[i], lens[i]);
+            let e = best.entry(root).or_insert((key, 0, key, len));
+            e.0 = e.0.min(key);
+            e.1 += 1;
+            let better = match keep {
+                KeepRule::First => key < e.2,
+                KeepRule::Longest => len > e.3 || (len == e.3 && key < e.2),
+            };
+            if better {
+                e.2 = key;
+                e.3 = len;
+            }
+        }
+        let mut per_shard: Vec<Vec<ClusterRecord>> = vec![Vec::new(); shards as usize];
+        for (i, &root) in roots.iter().enumerate() {
+            let (cluster, size, survivor, _) = best[&root];
+            let key = keys[i];
+            let shard = (key >> 32) as usize;
+            if let Some(v) = per_shard.get_mut(shard) {
+                v.push(ClusterRecord { row: key as u32, cluster, size, survivor: key == survivor });
+            }
+        }
+        per_shard.iter_mut().for_each(|v| v.sort_unstable());
+        let mut report = DedupReport {
+            keep: match keep {
+                KeepRule::First => "first".into(),
+                KeepRule::Longest => "longest".into(),
+            },
+            links,
+            clusters: best.len() as u64,
+            docs_in_clusters: n as u64,
+            duplicates: (n - best.len()) as u64,
+            ..Default::default()
         };
-        if better {
-            e.2 = key;
-            e.3 = len;
+        let mut sizes: Vec<(u32, u64)> = best.values().map(|&(id, size, _, _)| (size, id)).collect();
+        for &(size, _) in &sizes {
+            *report.size_histogram.entry(size).or_default() += 1;
         }
+        sizes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        report.largest = sizes.iter().take(20).map(|&(size, id)| (super::filter::cluster_name(id), size)).collect();
+        (per_shard, report)
     }
-    let mut per_shard: Vec<Vec<ClusterRecord>> = vec![Vec::new(); shards as usize];
-    for (i, &root) in roots.iter().enumerate() {
-        let (cluster, size, survivor, _) = best[&root];
-        let key = keys[i];
-        let shard = (key >> 32) as usize;
-        if let Some(v) = per_shard.get_mut(shard) {
-            v.push(ClusterRecord { row: key as u32, cluster, size, survivor: key == survivor });
-        }
-    }
-    per_shard.iter_mut().for_each(|v| v.sort_unstable());
-    let mut report = DedupReport {
-        keep: match keep {
-            KeepRule::First => "first".into(),
-            KeepRule::Longest => "longest".into(),
-        },
-        links: edges.len() as u64,
-        clusters: best.len() as u64,
-        docs_in_clusters: n as u64,
-        duplicates: (n - best.len()) as u64,
-        ..Default::default()
-    };
-    let mut sizes: Vec<(u32, u64)> = best.values().map(|&(id, size, _, _)| (size, id)).collect();
-    for &(size, _) in &sizes {
-        *report.size_histogram.entry(size).or_default() += 1;
-    }
-    sizes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    report.largest = sizes.iter().take(20).map(|&(size, id)| (super::filter::cluster_name(id), size)).collect();
-    (per_shard, report)
+}
+
+/// Clusters from links in one batch (see [`ClusterBuilder`]).
+pub fn cluster_links(edges: &[EdgeRecord], shards: u32, keep: KeepRule) -> (Vec<Vec<ClusterRecord>>, DedupReport) {
+    let mut b = ClusterBuilder::default();
+    b.add(edges);
+    b.finish(shards, keep)
 }
 
 /// Phase 3.
 pub async fn run_clusters(task: ClusterTask, job_id: &str, attempt: u32) -> PipelineResult<PhaseResult> {
     let out = store::resolve(&task.output_path)?;
+    let mut builder = ClusterBuilder::default();
     let mut edges: Vec<EdgeRecord> = Vec::new();
     for band in 0..task.bands {
         for p in 0..task.partitions {
             let rel = edge_file(&task.work, band, p);
             let bytes = get_required(&out, &rel).await?;
+            edges.clear();
             decode_into(&bytes, &out.child_url(&rel), &mut edges)?;
+            builder.add(&edges);
         }
     }
+    drop(edges);
     let (t, m) = (task.clone(), task.method.as_str().to_string());
     let (files, report) = tokio::task::spawn_blocking(move || {
-        let (per_shard, mut report) = cluster_links(&edges, t.shards, t.keep);
+        let (per_shard, mut report) = builder.finish(t.shards, t.keep);
         report.method = m;
         let files: Vec<(String, u64, Vec<u8>)> = per_shard
             .iter()
@@ -488,6 +524,10 @@ mod tests {
         let (b, rb) = cluster_links(&edges, 3, KeepRule::First);
         assert_eq!(a, b);
         assert_eq!(ra, rb);
+        let mut batched = ClusterBuilder::default();
+        batched.add(&edges[..1]);
+        batched.add(&edges[1..]);
+        assert_eq!(batched.finish(3, KeepRule::First), (b.clone(), rb.clone()));
         assert_eq!(ra.clusters, 3);
         assert_eq!(ra.docs_in_clusters, 7);
         assert_eq!(ra.duplicates, 4);

@@ -68,15 +68,19 @@ impl DecontamConfig {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let v: Value = serde_json::from_str(line)
-                    .map_err(|e| format!("{path}:{}: not a JSON object: {e}", i + 1))?;
+                let v: Value =
+                    serde_json::from_str(line).map_err(|e| format!("{path}:{}: not a JSON object: {e}", i + 1))?;
                 let Some(item_text) = item_text(&v) else {
                     return Err(format!("{path}:{}: an eval item needs `text` or `context`", i + 1));
                 };
                 let id = match v.get("id") {
                     Some(Value::String(s)) => s.clone(),
                     Some(other) => other.to_string(),
-                    None => format!("{}:{}", Path::new(path).file_name().map(|f| f.to_string_lossy()).unwrap_or_default(), i + 1),
+                    None => format!(
+                        "{}:{}",
+                        Path::new(path).file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
+                        i + 1
+                    ),
                 };
                 index.add(id, &item_text);
             }
@@ -217,7 +221,8 @@ impl Stage for Decontaminate {
         match self.action {
             DecontamAction::Drop => Decision::Drop("eval_overlap"),
             DecontamAction::Flag => {
-                let ids: Vec<Value> = hits.iter().map(|&h| Value::String(self.index.items[h as usize].clone())).collect();
+                let ids: Vec<Value> =
+                    hits.iter().map(|&h| Value::String(self.index.items[h as usize].clone())).collect();
                 doc.extra.insert("contaminated_by".into(), Value::Array(ids));
                 Decision::Keep
             }
@@ -256,7 +261,8 @@ mod tests {
         assert_eq!(ctx.counters.0.get("item:q1"), Some(&1));
         let mut zh = Document::new("z", "李白的诗：床前明月光疑是地上霜举头望明月，真好。");
         assert_eq!(s.process(&mut zh, &mut ctx), Decision::Drop("eval_overlap"));
-        let mut clean = Document::new("c", "The structure of an atom is a nucleus with electrons around it, says the guide.");
+        let mut clean =
+            Document::new("c", "The structure of an atom is a nucleus with electrons around it, says the guide.");
         assert_eq!(s.process(&mut clean, &mut ctx), Decision::Keep);
     }
 
@@ -274,10 +280,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.jsonl");
         std::fs::write(&p, "{\"text\":\"ok ok ok\"}\nnot json\n").unwrap();
-        let err = DecontamConfig { eval_sets: vec![p.to_string_lossy().into()], ngram: 3, action: DecontamAction::Drop }
-            .build()
-            .err()
-            .unwrap();
+        let err =
+            DecontamConfig { eval_sets: vec![p.to_string_lossy().into()], ngram: 3, action: DecontamAction::Drop }
+                .build()
+                .err()
+                .unwrap();
         assert!(err.contains("bad.jsonl:2"), "{err}");
     }
 }

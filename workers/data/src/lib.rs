@@ -288,8 +288,9 @@ async fn execute(
         CLUSTERS_TASK_KIND => {
             let task: ClusterTask =
                 serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))?;
-            let result =
-                run_clusters(task, &lease.job_id, lease.attempt).await.map_err(|e| (e.to_string(), e.is_retryable()))?;
+            let result = run_clusters(task, &lease.job_id, lease.attempt)
+                .await
+                .map_err(|e| (e.to_string(), e.is_retryable()))?;
             Ok(serde_json::to_string(&result).expect("result serializes"))
         }
         NOOP_TASK_KIND => Ok("{}".into()),
