@@ -48,6 +48,10 @@ fn stages_wait_for_their_dependencies() {
     assert_eq!(s.report_success(&w, g[0].task_id, 1, "r".into(), TaskStats::default(), 1).0, Disposition::Committed);
     assert!(s.lease(&w, 10, 1).unwrap().0.is_empty(), "stage 1 waits for all of stage 0");
     s.report_success(&w, g[1].task_id, 1, "r".into(), TaskStats::default(), 2);
+    assert!(s.lease(&w, 10, 2).unwrap().0.is_empty(), "stage 1 also waits for stage 0's outputs to be promoted");
+    s.mark_promoted(g[0].task_id);
+    assert!(s.lease(&w, 10, 2).unwrap().0.is_empty(), "one of two promoted is not enough");
+    s.mark_promoted(g[1].task_id);
     let (g2, _) = s.lease(&w, 10, 2).unwrap();
     assert_eq!(g2.len(), 1);
     s.report_success(&w, g2[0].task_id, 1, "r".into(), TaskStats::default(), 3);
@@ -181,6 +185,10 @@ proptest! {
                 Op::Lease { worker, max } => {
                     let (g, _) = s.lease(&workers[worker], max, now).unwrap();
                     for grant in g {
+                        // a task runs only once every task of the stages before it (the
+                        // dependency chain of `job`) is committed and its outputs promoted
+                        let stage = s.state.tasks[&grant.task_id].stage;
+                        prop_assert!(s.state.tasks.values().filter(|t| t.stage < stage).all(|t| t.state == TaskState::Committed && t.promoted));
                         // a task is never handed out while another holder's lease is live
                         for (w, other) in &grants {
                             if other.task_id == grant.task_id {

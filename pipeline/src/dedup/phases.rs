@@ -326,6 +326,7 @@ pub async fn run_buckets(task: BucketTask, job_id: &str, attempt: u32) -> Pipeli
     let mut counters = BTreeMap::new();
     counters.insert("shared_buckets".to_string(), buckets);
     counters.insert("links".to_string(), edges.len() as u64);
+    counters.insert("records".to_string(), docs);
     let name = edge_file(&task.work, task.band, task.partition);
     let prefix = phase_attempt_prefix(job_id, "bucket", task.task_index, attempt);
     let outputs = put_files(&out, &prefix, vec![(name, edges.len() as u64, encode(&edges))]).await?;
@@ -499,8 +500,6 @@ pub async fn run_clusters(task: ClusterTask, job_id: &str, attempt: u32) -> Pipe
     Ok(PhaseResult {
         task_index: task.task_index,
         outputs,
-        docs_in: report.docs_in_clusters,
-        docs_out: report.docs_in_clusters - report.duplicates,
         counters,
         report: Some(report),
         ..Default::default()
