@@ -497,13 +497,7 @@ pub async fn run_clusters(task: ClusterTask, job_id: &str, attempt: u32) -> Pipe
     let mut counters = BTreeMap::new();
     counters.insert("clusters".to_string(), report.clusters);
     counters.insert("duplicates".to_string(), report.duplicates);
-    Ok(PhaseResult {
-        task_index: task.task_index,
-        outputs,
-        counters,
-        report: Some(report),
-        ..Default::default()
-    })
+    Ok(PhaseResult { task_index: task.task_index, outputs, counters, report: Some(report), ..Default::default() })
 }
 
 #[cfg(test)]
