@@ -192,15 +192,14 @@ fn exact_preset_keeps_the_first_of_each_repeated_text() {
 
     // Independently: the preset's normalization (NFKC, lowercase, whitespace runs) and the first
     // document of each normalized text in input order.
-    let mut first: HashMap<String, String> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let mut expected_kept = Vec::new();
     for line in std::fs::read_to_string(&input).unwrap().lines() {
         let v: Value = serde_json::from_str(line).unwrap();
         let norm: String = v["text"].as_str().unwrap().nfkc().collect::<String>().to_lowercase();
         let norm = norm.split_whitespace().collect::<Vec<_>>().join(" ");
         let id = v["id"].as_str().unwrap().to_string();
-        if !first.contains_key(&norm) {
-            first.insert(norm, id.clone());
+        if seen.insert(norm) {
             expected_kept.push(id);
         }
     }

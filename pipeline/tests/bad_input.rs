@@ -51,6 +51,7 @@ fn run_with(path: &Path, input: InputSpec) -> Result<ShardResult, PipelineError>
     let format = InputFormat::from_name(&url).unwrap();
     let task = ShardTask {
         task_index: 0,
+        dedup: None,
         shard: Shard { file: InputFile { url, size, format }, file_index: 0, start: 0, end: size, range_index: 0 },
         input,
         stages: vec![],
@@ -64,7 +65,7 @@ fn run_with(path: &Path, input: InputSpec) -> Result<ShardResult, PipelineError>
             score_dropped: true,
         },
     };
-    process(&task, &TaskProgress::default(), &RunOptions::default()).map(|(r, _)| r)
+    process(&task, &TaskProgress::default(), &RunOptions::default(), None).map(|(r, _)| r)
 }
 
 fn expected() -> serde_json::Map<String, Value> {

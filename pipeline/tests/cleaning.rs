@@ -343,6 +343,7 @@ fn task_for(path: &Path, stages: Vec<StageSpec>, partition: Option<PartitionBy>)
     let format = if path.extension().is_some_and(|e| e == "gz") { InputFormat::JsonlGz } else { InputFormat::Jsonl };
     ShardTask {
         task_index: 0,
+        dedup: None,
         shard: Shard {
             file: InputFile { url: path.to_string_lossy().into(), size, format },
             file_index: 0,
@@ -372,7 +373,7 @@ fn task_for(path: &Path, stages: Vec<StageSpec>, partition: Option<PartitionBy>)
 }
 
 fn run(task: &ShardTask) -> (ShardResult, Vec<EncodedFile>) {
-    process(task, &TaskProgress::default(), &RunOptions::default()).unwrap()
+    process(task, &TaskProgress::default(), &RunOptions::default(), None).unwrap()
 }
 
 fn jsonl_ids(f: &EncodedFile) -> Vec<Value> {

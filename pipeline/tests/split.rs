@@ -22,6 +22,7 @@ fn read_split(path: &Path, format: InputFormat, split_size: u64) -> (Vec<Documen
     for (i, shard) in split(&[file], split_size).into_iter().enumerate() {
         let task = ShardTask {
             task_index: i as u32,
+            dedup: None,
             shard,
             input: InputSpec {
                 paths: vec![],
@@ -42,7 +43,7 @@ fn read_split(path: &Path, format: InputFormat, split_size: u64) -> (Vec<Documen
                 score_dropped: true,
             },
         };
-        let (r, files) = process(&task, &TaskProgress::default(), &RunOptions::default()).unwrap();
+        let (r, files) = process(&task, &TaskProgress::default(), &RunOptions::default(), None).unwrap();
         for f in files {
             let bytes = f.bytes;
             let text = zstd::decode_all(&bytes[..]).unwrap();

@@ -103,7 +103,7 @@ pub(crate) fn encode<R: Record>(records: &[R]) -> Vec<u8> {
 
 /// Decodes a record file, appending to `into`; `what` names it in errors.
 pub(crate) fn decode_into<R: Record>(bytes: &[u8], what: &str, into: &mut Vec<R>) -> PipelineResult<()> {
-    if bytes.len() < 8 || &bytes[..8] != R::MAGIC || (bytes.len() - 8) % R::SIZE != 0 {
+    if bytes.len() < 8 || &bytes[..8] != R::MAGIC || !(bytes.len() - 8).is_multiple_of(R::SIZE) {
         return Err(PipelineError::Other(format!(
             "{what}: not a complete {} file ({} bytes)",
             String::from_utf8_lossy(R::MAGIC),

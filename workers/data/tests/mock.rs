@@ -64,6 +64,7 @@ fn shard_lease(task_id: u64, path: &std::path::Path, out: &std::path::Path, text
     let size = std::fs::metadata(path).unwrap().len();
     let task = ShardTask {
         task_index: task_id as u32,
+        dedup: None,
         shard: Shard {
             file: InputFile { url: path.to_string_lossy().into(), size, format: InputFormat::Jsonl },
             file_index: 0,
