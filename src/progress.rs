@@ -43,7 +43,7 @@ pub async fn follow(api: &Arc<dyn CoordinatorApi>, job_id: &str, quiet: bool) ->
         ProgressBar::new(0)
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} shards  {msg}")
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
@@ -70,18 +70,21 @@ pub async fn follow(api: &Arc<dyn CoordinatorApi>, job_id: &str, quiet: bool) ->
         let secs = start.elapsed().as_secs_f64().max(1e-3);
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-        bar.set_message(format!(
-            "{:.0} docs/s  {}/s  [{}]",
-            docs as f64 / secs,
-            human_bytes(bytes as f64 / secs),
-            job.state
-        ));
+        // A multi-stage job (dedup: signatures → buckets → clusters → shards) names the stage
+        // that is running.
+        let state = match job.stages.iter().find(|s| s.tasks_committed < s.tasks_total) {
+            Some(st) if job.stages.len() > 1 && job.state == "running" => format!("{}: {}", job.state, st.name),
+            _ => job.state.clone(),
+        };
+        bar.set_message(
+            format!("{:.0} docs/s  {}/s  [{state}]", docs as f64 / secs, human_bytes(bytes as f64 / secs),),
+        );
         if is_terminal_state(&job.state) {
             bar.finish_and_clear();
             return Ok(job);
         }
         if bar.is_hidden() && !quiet && last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("{}: {done}/{total} shards, {docs} docs", job.job_id);
+            eprintln!("{}: {done}/{total} tasks, {docs} docs [{state}]", job.job_id);
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
