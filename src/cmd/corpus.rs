@@ -139,7 +139,7 @@ async fn build(args: CorpusBuildArgs) -> CmdResult {
         return Ok(EXIT_OK);
     }
     if !args.json {
-        eprintln!("job {} submitted: {} shards", submitted.job_id, submitted.tasks);
+        eprintln!("job {} submitted: {} tasks", submitted.job_id, submitted.tasks);
     }
     let job = tokio::select! {
         r = follow(&api, &submitted.job_id, args.json) => r?,
