@@ -4,12 +4,7 @@
 # ($LEHR_CACHE/bench-venv). Inputs: 5 copies of the fixture corpora (../shared) or of the sample.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LEHR_CACHE=${LEHR_CACHE:-$HOME/.cache/lehr}
-VENV=$LEHR_CACHE/bench-venv
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import datatrove' 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "datatrove==0.10.1" regex zstandard orjson >&2
-fi
+source scripts/lib/bench_venv.sh
 cargo build --release --quiet
 LEHR=${CARGO_TARGET_DIR:-target}/release/lehr
 IN=$(mktemp -d)

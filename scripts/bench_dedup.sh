@@ -9,15 +9,8 @@
 #      WORK       work dir (default: ${CARGO_TARGET_DIR:-target}/bench-dedup)
 #      LEHR_CACHE where the venv lives (default ~/.cache/lehr)
 set -euo pipefail
-# datatrove 0.10.1 hashes str with xxhash.xxh64_intdigest, which xxhash 4 refuses: pin xxhash<4.
 cd "$(dirname "$0")/.."
-LEHR_CACHE=${LEHR_CACHE:-$HOME/.cache/lehr}
-VENV=$LEHR_CACHE/bench-venv
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import datatrove, xxhash, zstandard, spacy, tokenizers; assert xxhash.VERSION < "4"' 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "datatrove==0.10.1" regex zstandard orjson "spacy==3.8.*" fasttext-numpy2-wheel pyarrow "xxhash<4" tokenizers >&2
-fi
+source scripts/lib/bench_venv.sh
 if [ ! -f ../shared/fixtures/dedup/labels.csv ]; then
   echo "this benchmark needs ../shared/fixtures (the corpora and the labelled near duplicates)" >&2
   exit 2

@@ -13,13 +13,7 @@
 #      LEHR_CACHE where the venv lives (default ~/.cache/lehr)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LEHR_CACHE=${LEHR_CACHE:-$HOME/.cache/lehr}
-VENV=$LEHR_CACHE/bench-venv
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import datatrove, spacy, pyarrow, orjson' 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "datatrove==0.10.1" regex zstandard orjson "spacy==3.8.*" fasttext-numpy2-wheel pyarrow >&2
-fi
+source scripts/lib/bench_venv.sh
 if [ -z "${LEHR:-}" ]; then
   cargo build --release --quiet
   LEHR=${CARGO_TARGET_DIR:-target}/release/lehr

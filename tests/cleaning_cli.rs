@@ -12,24 +12,11 @@ fn model() -> String {
     repo().join("examples/models/lid.176.ftz").to_string_lossy().into()
 }
 
-fn init(dir: &std::path::Path, preset: &str, out: &std::path::Path, extra: &[&str]) -> std::path::PathBuf {
-    let mut cmd = lehr();
-    cmd.args(["corpus", "init", "--preset", preset, "--output"]).arg(out).arg("--input");
-    for i in corpus_inputs() {
-        cmd.arg(i);
-    }
-    let run = cmd.args(extra).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let spec = dir.join(format!("{preset}.toml"));
-    std::fs::write(&spec, &run.stdout).unwrap();
-    spec
-}
-
 #[test]
 fn bilingual_preset_builds_routes_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let spec = init(dir.path(), "bilingual", &out, &["--lid-model", &model()]);
+    let spec = init_preset(dir.path(), "bilingual", &corpus_inputs(), &out, &["--lid-model", &model()]);
     let run = lehr().args(["corpus", "build"]).arg(&spec).args(["--workers", "2", "--json"]).output().unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let manifest = json_of(&run)["manifest"].clone();
@@ -103,7 +90,7 @@ fn bad_preset_model_and_report_arguments_get_clear_errors() {
 
     // a fastText model that is not there: refused before any work, naming the file
     let out = dir.path().join("out");
-    let spec = init(dir.path(), "fineweb", &out, &["--lid-model", "/nonexistent/lid.176.ftz"]);
+    let spec = init_preset(dir.path(), "fineweb", &corpus_inputs(), &out, &["--lid-model", "/nonexistent/lid.176.ftz"]);
     let run = lehr().args(["corpus", "build"]).arg(&spec).args(["--workers", "1"]).output().unwrap();
     assert_eq!(run.status.code(), Some(2), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(String::from_utf8_lossy(&run.stderr).contains("/nonexistent/lid.176.ftz"));

@@ -166,24 +166,13 @@ fn minhash_job_agrees_with_ground_truth_and_a_crash_changes_nothing() {
     assert_eq!(checksums(&out), checksums(&reference), "3 workers and a crash must write what 1 worker writes");
 }
 
-fn init(dir: &Path, preset: &str, inputs: &[&Path], out: &Path, extra: &[&str]) -> PathBuf {
-    let mut cmd = lehr();
-    cmd.args(["corpus", "init", "--preset", preset, "--output"]).arg(out).arg("--input");
-    cmd.args(inputs);
-    let run = cmd.args(extra).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let spec = dir.join(format!("{preset}.toml"));
-    std::fs::write(&spec, &run.stdout).unwrap();
-    spec
-}
-
 #[test]
 fn exact_preset_keeps_the_first_of_each_repeated_text() {
     use unicode_normalization::UnicodeNormalization;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let input = dedup_dir().join("near_dups.jsonl");
-    let spec = init(dir.path(), "dedup-exact", &[&input], &out, &[]);
+    let spec = init_preset(dir.path(), "dedup-exact", &[&input], &out, &[]);
     // several shards, so that repeats cross shard boundaries
     let text = std::fs::read_to_string(&spec).unwrap().replace("split-size = \"64MiB\"", "split-size = \"256KiB\"");
     std::fs::write(&spec, text).unwrap();
@@ -244,7 +233,7 @@ fn decontaminate_preset_drops_documents_quoting_eval_items_and_names_them() {
     let input = dir.path().join("docs.jsonl");
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let out = dir.path().join("out");
-    let spec = init(dir.path(), "decontaminate", &[&input], &out, &["--eval-set", eval.to_str().unwrap()]);
+    let spec = init_preset(dir.path(), "decontaminate", &[&input], &out, &["--eval-set", eval.to_str().unwrap()]);
     let report = build(&spec, "1");
     let st = stage(&report["manifest"], "decontaminate");
     assert_eq!(st["dropped"].as_u64(), Some(quoted.len() as u64), "{st:#}");

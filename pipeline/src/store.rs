@@ -138,6 +138,11 @@ impl Location {
         }
     }
 
+    /// [`get`](Self::get) for a file that must be there; `what` says what it is in the error.
+    pub async fn get_required(&self, rel: &str, what: &str) -> PipelineResult<bytes::Bytes> {
+        self.get(rel).await?.ok_or_else(|| PipelineError::Other(format!("{} is missing ({what})", self.child_url(rel))))
+    }
+
     pub async fn exists(&self, rel: &str) -> PipelineResult<bool> {
         match self.store.head(&self.child(rel)).await {
             Ok(_) => Ok(true),

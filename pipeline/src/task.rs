@@ -116,9 +116,7 @@ pub async fn run_shard_task(
     let out = store::resolve(&task.output.path)?;
     let extra: Option<Box<dyn Stage>> = match &task.dedup {
         Some(apply) => {
-            let bytes = out.get(&apply.clusters).await?.ok_or_else(|| {
-                PipelineError::Other(format!("cluster file {} is missing", out.child_url(&apply.clusters)))
-            })?;
+            let bytes = out.get_required(&apply.clusters, "the dedup clusters phase's output for this shard").await?;
             let members = read_clusters(&bytes, &out.child_url(&apply.clusters))?;
             Some(Box::new(DedupFilter::new(apply, members)))
         }
@@ -130,18 +128,28 @@ pub async fn run_shard_task(
         .await
         .map_err(|e| PipelineError::Other(format!("shard task panicked: {e}")))??;
 
-    let prefix = attempt_prefix(job_id, task.task_index, attempt);
+    result.outputs = put_attempt_files(&out, &attempt_prefix(job_id, task.task_index, attempt), files).await?;
+    Ok(result)
+}
+
+/// Writes a task's files under its attempt's prefix and describes them for the result.
+pub async fn put_attempt_files(
+    out: &store::Location,
+    prefix: &str,
+    files: Vec<EncodedFile>,
+) -> PipelineResult<Vec<OutputFile>> {
+    let mut outputs = Vec::with_capacity(files.len());
     for f in files {
         let attempt_key = format!("{prefix}/{}", f.name);
         let sha256 = sha256_hex(&f.bytes);
         let size = f.bytes.len() as u64;
         out.put(&attempt_key, f.bytes).await?;
-        result.outputs.push(OutputFile { name: f.name, attempt_key, docs: f.docs, bytes: size, sha256 });
+        outputs.push(OutputFile { name: f.name, attempt_key, docs: f.docs, bytes: size, sha256 });
     }
-    Ok(result)
+    Ok(outputs)
 }
 
-/// A finished output file of a shard, still in memory.
+/// A finished output file of a task, still in memory.
 pub struct EncodedFile {
     /// Final path relative to the output directory.
     pub name: String,

@@ -55,6 +55,25 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `lehr corpus init --preset PRESET --output OUT --input INPUTS... EXTRA...` written to
+/// `DIR/PRESET.toml`.
+pub fn init_preset<I: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    preset: &str,
+    inputs: &[I],
+    out: &Path,
+    extra: &[&str],
+) -> PathBuf {
+    let mut cmd = lehr();
+    cmd.args(["corpus", "init", "--preset", preset, "--output"]).arg(out).arg("--input");
+    cmd.args(inputs);
+    let run = cmd.args(extra).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let spec = dir.join(format!("{preset}.toml"));
+    std::fs::write(&spec, &run.stdout).unwrap();
+    spec
+}
+
 /// Writes a pipeline spec with these inputs and output.
 pub fn write_spec(dir: &Path, name: &str, inputs: &[String], output: &Path, split: &str, extra_input: &str) -> PathBuf {
     let spec = format!(

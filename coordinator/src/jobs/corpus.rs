@@ -12,14 +12,14 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use lehr_pipeline::dedup::{
-    cluster_file, phase_attempt_prefix, phase_of, BucketTask, ClusterTask, DedupApply, PhaseResult, SignatureTask,
+    cluster_file, task_attempt_prefix, BucketTask, ClusterTask, DedupApply, PhaseResult, SignatureTask,
     BUCKETS_TASK_KIND, CLUSTERS_TASK_KIND, SIGNATURES_TASK_KIND,
 };
 use lehr_pipeline::manifest::{self, MANIFEST_NAME, REJECTS_NAME};
 use lehr_pipeline::plan::{self, InputFile};
 use lehr_pipeline::spec::PipelineSpec;
 use lehr_pipeline::store;
-use lehr_pipeline::task::{attempt_prefix, ShardResult, ShardTask, SHARD_TASK_KIND};
+use lehr_pipeline::task::{ShardResult, ShardTask, SHARD_TASK_KIND};
 use lehr_pipeline::write::OutputFile;
 
 use super::{JobError, JobKind, PlannedJob};
@@ -155,29 +155,30 @@ impl JobKind for CorpusKind {
     }
 
     fn stats(&self, task: &Task, result: &str) -> Result<TaskStats, String> {
-        if task.kind != SHARD_TASK_KIND {
-            let r: PhaseResult =
-                serde_json::from_str(result).map_err(|e| format!("malformed {} result: {e}", task.kind))?;
-            if r.task_index != task.index {
-                return Err(format!("result of task index {} reported for index {}", r.task_index, task.index));
-            }
-            return Ok(TaskStats {
+        let malformed = |e: serde_json::Error| format!("malformed {} result: {e}", task.kind);
+        let (index, stats) = if task.kind == SHARD_TASK_KIND {
+            let r: ShardResult = serde_json::from_str(result).map_err(malformed)?;
+            let stats = TaskStats {
+                docs_in: r.read.docs,
+                docs_out: r.docs_written,
+                bytes_in: r.read.bytes,
+                bad_records: r.read.bad_records,
+            };
+            (r.task_index, stats)
+        } else {
+            let r: PhaseResult = serde_json::from_str(result).map_err(malformed)?;
+            let stats = TaskStats {
                 docs_in: r.docs_in,
                 docs_out: r.docs_out,
                 bytes_in: r.bytes_in,
                 bad_records: r.bad_records,
-            });
+            };
+            (r.task_index, stats)
+        };
+        if index != task.index {
+            return Err(format!("result of task index {index} reported for index {}", task.index));
         }
-        let r: ShardResult = serde_json::from_str(result).map_err(|e| format!("malformed shard result: {e}"))?;
-        if r.task_index != task.index {
-            return Err(format!("result of task index {} reported for index {}", r.task_index, task.index));
-        }
-        Ok(TaskStats {
-            docs_in: r.read.docs,
-            docs_out: r.docs_written,
-            bytes_in: r.read.bytes,
-            bad_records: r.read.bad_records,
-        })
+        Ok(stats)
     }
 
     async fn promote(&self, job: &Job, task: &Task) -> Result<(), JobError> {
@@ -193,14 +194,14 @@ impl JobKind for CorpusKind {
             }
         }
         if let Some(attempt) = task.committed_attempt {
-            out.delete_prefix(&task_attempt_prefix(job, task, attempt)).await.map_err(storage)?;
+            out.delete_prefix(&task_attempt_prefix(&task.kind, &job.id, task.index, attempt)).await.map_err(storage)?;
         }
         Ok(())
     }
 
     async fn discard(&self, job: &Job, task: &Task, attempt: u32) -> Result<(), JobError> {
         let out = store::resolve(&job.output).map_err(storage)?;
-        out.delete_prefix(&task_attempt_prefix(job, task, attempt)).await.map_err(storage)?;
+        out.delete_prefix(&task_attempt_prefix(&task.kind, &job.id, task.index, attempt)).await.map_err(storage)?;
         Ok(())
     }
 
@@ -228,9 +229,6 @@ impl JobKind for CorpusKind {
             let bytes = serde_json::to_vec_pretty(&report).expect("report serializes");
             out.put(DEDUP_REPORT_NAME, bytes).await.map_err(storage)?;
             out.delete_prefix(&format!("_lehr/dedup/{}", job.id)).await.map_err(storage)?;
-            if let Some(local) = &out.local {
-                let _ = std::fs::remove_dir(local.join("_lehr/dedup"));
-            }
         }
         // The manifest goes last: its presence means the directory is complete.
         out.put(MANIFEST_NAME, manifest::to_bytes(&manifest)).await.map_err(storage)?;
@@ -270,7 +268,6 @@ fn shard_tasks(
                     method: d.method,
                     clusters: cluster_file(work, i as u32),
                     annotate: d.annotate,
-                    shard: i as u32,
                 }),
             };
             NewTask {
@@ -291,12 +288,5 @@ fn committed_outputs(task: &Task) -> Result<Vec<OutputFile>, JobError> {
         Ok(serde_json::from_str::<ShardResult>(&task.result).map_err(parse)?.outputs)
     } else {
         Ok(serde_json::from_str::<PhaseResult>(&task.result).map_err(parse)?.outputs)
-    }
-}
-
-fn task_attempt_prefix(job: &Job, task: &Task, attempt: u32) -> String {
-    match phase_of(&task.kind) {
-        Some(phase) => phase_attempt_prefix(&job.id, phase, task.index, attempt),
-        None => attempt_prefix(&job.id, task.index, attempt),
     }
 }

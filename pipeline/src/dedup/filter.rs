@@ -21,8 +21,6 @@ pub struct DedupApply {
     /// The shard's cluster file, relative to the output directory.
     pub clusters: String,
     pub annotate: bool,
-    /// The shard's index in the job (the high half of its documents' keys).
-    pub shard: u32,
 }
 
 /// The cluster membership of one shard's documents, by row.

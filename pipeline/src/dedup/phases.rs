@@ -17,9 +17,11 @@ use crate::plan::Shard;
 use crate::read::ReadStats;
 use crate::spec::{InputSpec, OutputSpec};
 use crate::stages::StageSpec;
-use crate::store::{self, Location};
-use crate::task::{run_stages, KeptSink, RunOptions, ShardTask, StageCounts, TaskProgress};
-use crate::write::{sha256_hex, OutputFile};
+use crate::store;
+use crate::task::{
+    put_attempt_files, run_stages, EncodedFile, KeptSink, RunOptions, ShardTask, StageCounts, TaskProgress,
+};
+use crate::write::OutputFile;
 
 pub const SIGNATURES_TASK_KIND: &str = "dedup.signatures";
 pub const BUCKETS_TASK_KIND: &str = "dedup.buckets";
@@ -122,66 +124,43 @@ pub fn cluster_file(work: &str, shard: u32) -> String {
 /// Where an attempt of a task of `kind` writes: (output location, prefix), for discarding a
 /// stopped attempt's files. `None` for kinds that write nothing or payloads that do not parse.
 pub fn attempt_location(kind: &str, payload: &str, job_id: &str, attempt: u32) -> Option<(String, String)> {
-    match kind {
+    let (output, index) = match kind {
         crate::task::SHARD_TASK_KIND => {
             let t: ShardTask = serde_json::from_str(payload).ok()?;
-            Some((t.output.path, crate::task::attempt_prefix(job_id, t.task_index, attempt)))
+            (t.output.path, t.task_index)
         }
         SIGNATURES_TASK_KIND => {
             let t: SignatureTask = serde_json::from_str(payload).ok()?;
-            Some((t.output.path, phase_attempt_prefix(job_id, "sig", t.task_index, attempt)))
+            (t.output.path, t.task_index)
         }
         BUCKETS_TASK_KIND => {
             let t: BucketTask = serde_json::from_str(payload).ok()?;
-            Some((t.output_path, phase_attempt_prefix(job_id, "bucket", t.task_index, attempt)))
+            (t.output_path, t.task_index)
         }
         CLUSTERS_TASK_KIND => {
             let t: ClusterTask = serde_json::from_str(payload).ok()?;
-            Some((t.output_path, phase_attempt_prefix(job_id, "cluster", t.task_index, attempt)))
+            (t.output_path, t.task_index)
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some((output, task_attempt_prefix(kind, job_id, index, attempt)))
 }
 
-/// The phase name used in attempt prefixes of a task kind.
-pub fn phase_of(kind: &str) -> Option<&'static str> {
-    match kind {
-        SIGNATURES_TASK_KIND => Some("sig"),
-        BUCKETS_TASK_KIND => Some("bucket"),
-        CLUSTERS_TASK_KIND => Some("cluster"),
-        _ => None,
-    }
-}
-
-/// The attempt prefix of a phase task (distinct from the shard tasks' prefixes).
-pub fn phase_attempt_prefix(job_id: &str, phase: &str, task_index: u32, attempt: u32) -> String {
+/// The prefix (relative to the output directory) where an attempt of a task of `kind` writes:
+/// shard tasks use [`crate::task::attempt_prefix`]; the dedup phases add their phase name, as
+/// their task indices start at 0 in every stage.
+pub fn task_attempt_prefix(kind: &str, job_id: &str, task_index: u32, attempt: u32) -> String {
+    let phase = match kind {
+        SIGNATURES_TASK_KIND => "sig",
+        BUCKETS_TASK_KIND => "bucket",
+        CLUSTERS_TASK_KIND => "cluster",
+        _ => return crate::task::attempt_prefix(job_id, task_index, attempt),
+    };
     format!("_lehr/attempts/{job_id}/{phase}-t{task_index:05}-a{attempt}")
 }
 
-async fn put_files(
-    out: &Location,
-    prefix: &str,
-    files: Vec<(String, u64, Vec<u8>)>,
-) -> PipelineResult<Vec<OutputFile>> {
-    let mut outputs = Vec::with_capacity(files.len());
-    for (name, docs, bytes) in files {
-        let attempt_key = format!("{prefix}/{name}");
-        let sha256 = sha256_hex(&bytes);
-        let size = bytes.len() as u64;
-        out.put(&attempt_key, bytes).await?;
-        outputs.push(OutputFile { name, attempt_key, docs, bytes: size, sha256 });
-    }
-    Ok(outputs)
-}
-
-async fn get_required(out: &Location, rel: &str) -> PipelineResult<bytes::Bytes> {
-    out.get(rel).await?.ok_or_else(|| {
-        PipelineError::Other(format!(
-            "{} is missing (an earlier dedup phase's output; was the output directory changed during the job?)",
-            out.child_url(rel)
-        ))
-    })
-}
+/// What a missing intermediate file means.
+const MISSING: &str = "an earlier dedup phase's output; was the output directory changed during the job?";
 
 /// Band records of one shard, grouped per (band, partition).
 struct SigSink {
@@ -252,7 +231,8 @@ pub async fn run_signatures(
         for (i, mut recs) in std::mem::take(&mut sink.files).into_iter().enumerate() {
             recs.sort_unstable();
             let (band, partition) = (i as u32 / sink.partitions, i as u32 % sink.partitions);
-            files.push((sig_file(&t.work, band, partition, t.task_index), recs.len() as u64, encode(&recs)));
+            let name = sig_file(&t.work, band, partition, t.task_index);
+            files.push(EncodedFile { name, docs: recs.len() as u64, bytes: encode(&recs) });
         }
         debug_assert_eq!(files.len() as u32, sink.bands * sink.partitions);
         let mut counters = BTreeMap::new();
@@ -275,8 +255,8 @@ pub async fn run_signatures(
     .await
     .map_err(|e| PipelineError::Other(format!("signature task panicked: {e}")))??;
     let out = store::resolve(&task.output.path)?;
-    let prefix = phase_attempt_prefix(job_id, "sig", task.task_index, attempt);
-    let outputs = put_files(&out, &prefix, files).await?;
+    let prefix = task_attempt_prefix(SIGNATURES_TASK_KIND, job_id, task.task_index, attempt);
+    let outputs = put_attempt_files(&out, &prefix, files).await?;
     Ok(PhaseResult { outputs, ..result })
 }
 
@@ -309,7 +289,7 @@ pub async fn run_buckets(task: BucketTask, job_id: &str, attempt: u32) -> Pipeli
     let mut recs: Vec<SigRecord> = Vec::new();
     for s in 0..task.shards {
         let rel = sig_file(&task.work, task.band, task.partition, s);
-        let bytes = get_required(&out, &rel).await?;
+        let bytes = out.get_required(&rel, MISSING).await?;
         decode_into(&bytes, &out.child_url(&rel), &mut recs)?;
     }
     let docs = recs.len() as u64;
@@ -328,8 +308,9 @@ pub async fn run_buckets(task: BucketTask, job_id: &str, attempt: u32) -> Pipeli
     counters.insert("links".to_string(), edges.len() as u64);
     counters.insert("records".to_string(), docs);
     let name = edge_file(&task.work, task.band, task.partition);
-    let prefix = phase_attempt_prefix(job_id, "bucket", task.task_index, attempt);
-    let outputs = put_files(&out, &prefix, vec![(name, edges.len() as u64, encode(&edges))]).await?;
+    let prefix = task_attempt_prefix(BUCKETS_TASK_KIND, job_id, task.task_index, attempt);
+    let file = EncodedFile { name, docs: edges.len() as u64, bytes: encode(&edges) };
+    let outputs = put_attempt_files(&out, &prefix, vec![file]).await?;
     Ok(PhaseResult {
         task_index: task.task_index,
         outputs,
@@ -472,7 +453,7 @@ pub async fn run_clusters(task: ClusterTask, job_id: &str, attempt: u32) -> Pipe
     for band in 0..task.bands {
         for p in 0..task.partitions {
             let rel = edge_file(&task.work, band, p);
-            let bytes = get_required(&out, &rel).await?;
+            let bytes = out.get_required(&rel, MISSING).await?;
             edges.clear();
             decode_into(&bytes, &out.child_url(&rel), &mut edges)?;
             builder.add(&edges);
@@ -483,17 +464,21 @@ pub async fn run_clusters(task: ClusterTask, job_id: &str, attempt: u32) -> Pipe
     let (files, report) = tokio::task::spawn_blocking(move || {
         let (per_shard, mut report) = builder.finish(t.shards, t.keep);
         report.method = m;
-        let files: Vec<(String, u64, Vec<u8>)> = per_shard
+        let files: Vec<EncodedFile> = per_shard
             .iter()
             .enumerate()
-            .map(|(s, recs)| (cluster_file(&t.work, s as u32), recs.len() as u64, encode(recs)))
+            .map(|(s, recs)| EncodedFile {
+                name: cluster_file(&t.work, s as u32),
+                docs: recs.len() as u64,
+                bytes: encode(recs),
+            })
             .collect();
         (files, report)
     })
     .await
     .map_err(|e| PipelineError::Other(format!("cluster task panicked: {e}")))?;
-    let prefix = phase_attempt_prefix(job_id, "cluster", task.task_index, attempt);
-    let outputs = put_files(&out, &prefix, files).await?;
+    let prefix = task_attempt_prefix(CLUSTERS_TASK_KIND, job_id, task.task_index, attempt);
+    let outputs = put_attempt_files(&out, &prefix, files).await?;
     let mut counters = BTreeMap::new();
     counters.insert("clusters".to_string(), report.clusters);
     counters.insert("duplicates".to_string(), report.duplicates);

@@ -17,7 +17,7 @@ mod quality;
 use serde::{Deserialize, Serialize};
 
 pub use boilerplate::BoilerplateConfig;
-pub use decontam::{units as decontam_units, DecontamAction, DecontamConfig, Decontaminate, NgramIndex};
+pub use decontam::{DecontamAction, DecontamConfig, Decontaminate, NgramIndex};
 pub use langid::{LangId, LangIdBackend, LangIdConfig};
 pub use min_length::MinLengthConfig;
 pub use normalize::{NormalizeConfig, UnicodeForm};

@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lehr_pipeline::dedup::{
-    run_buckets, run_clusters, run_signatures, BucketTask, ClusterTask, SignatureTask, BUCKETS_TASK_KIND,
-    CLUSTERS_TASK_KIND, SIGNATURES_TASK_KIND,
+    run_buckets, run_clusters, run_signatures, BUCKETS_TASK_KIND, CLUSTERS_TASK_KIND, SIGNATURES_TASK_KIND,
 };
-use lehr_pipeline::task::{run_shard_task, RunOptions, ShardTask, TaskProgress, SHARD_TASK_KIND};
+use lehr_pipeline::task::{run_shard_task, RunOptions, TaskProgress, SHARD_TASK_KIND};
 use lehr_proto::pb::{self, report_task_request::Outcome};
 use lehr_proto::{ApiError, CoordinatorApi, ErrorCode};
 use tokio_util::sync::CancellationToken;
@@ -255,44 +254,29 @@ async fn discard_attempt(lease: &pb::TaskLease) {
     }
 }
 
+/// A lease's payload as a task of type `T` (a payload that does not parse never will).
+fn payload<T: serde::de::DeserializeOwned>(lease: &pb::TaskLease) -> Result<T, (String, bool)> {
+    serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))
+}
+
+/// A task runner's outcome as the result JSON, or the error with whether a retry can help.
+fn reported<R: serde::Serialize>(r: lehr_pipeline::PipelineResult<R>) -> Result<String, (String, bool)> {
+    let result = r.map_err(|e| (e.to_string(), e.is_retryable()))?;
+    Ok(serde_json::to_string(&result).expect("result serializes"))
+}
+
 /// Runs a leased task; errors carry whether a retry can help.
 async fn execute(
     lease: &pb::TaskLease,
     progress: Arc<TaskProgress>,
     run: RunOptions,
 ) -> Result<String, (String, bool)> {
+    let (job, attempt) = (lease.job_id.as_str(), lease.attempt);
     match lease.kind.as_str() {
-        SHARD_TASK_KIND => {
-            let task: ShardTask =
-                serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))?;
-            let result = run_shard_task(task, &lease.job_id, lease.attempt, progress, run)
-                .await
-                .map_err(|e| (e.to_string(), e.is_retryable()))?;
-            Ok(serde_json::to_string(&result).expect("result serializes"))
-        }
-        SIGNATURES_TASK_KIND => {
-            let task: SignatureTask =
-                serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))?;
-            let result = run_signatures(task, &lease.job_id, lease.attempt, progress, run)
-                .await
-                .map_err(|e| (e.to_string(), e.is_retryable()))?;
-            Ok(serde_json::to_string(&result).expect("result serializes"))
-        }
-        BUCKETS_TASK_KIND => {
-            let task: BucketTask =
-                serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))?;
-            let result =
-                run_buckets(task, &lease.job_id, lease.attempt).await.map_err(|e| (e.to_string(), e.is_retryable()))?;
-            Ok(serde_json::to_string(&result).expect("result serializes"))
-        }
-        CLUSTERS_TASK_KIND => {
-            let task: ClusterTask =
-                serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed task payload: {e}"), false))?;
-            let result = run_clusters(task, &lease.job_id, lease.attempt)
-                .await
-                .map_err(|e| (e.to_string(), e.is_retryable()))?;
-            Ok(serde_json::to_string(&result).expect("result serializes"))
-        }
+        SHARD_TASK_KIND => reported(run_shard_task(payload(lease)?, job, attempt, progress, run).await),
+        SIGNATURES_TASK_KIND => reported(run_signatures(payload(lease)?, job, attempt, progress, run).await),
+        BUCKETS_TASK_KIND => reported(run_buckets(payload(lease)?, job, attempt).await),
+        CLUSTERS_TASK_KIND => reported(run_clusters(payload(lease)?, job, attempt).await),
         NOOP_TASK_KIND => Ok("{}".into()),
         other => Err((
             format!(
