@@ -30,6 +30,9 @@ pub enum Command {
     /// Deduplication tools: the LSH S-curve for choosing bands × rows.
     #[command(subcommand)]
     Dedup(DedupCommand),
+    /// Tokenizers: train a byte-level BPE on a bilingual sample, with a compression report.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
     /// Show jobs, or one job with its stages, shards, attempts; and workers.
     Status(StatusArgs),
     /// Cancel a job.
@@ -123,6 +126,51 @@ pub enum DedupCommand {
     Curve(DedupCurveArgs),
 }
 
+#[derive(Subcommand, Debug)]
+pub enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer (Qwen2 pre-tokenizer) on documents balanced across
+    /// languages; report bytes per token per language against a reference tokenizer.
+    Train(TokenizerTrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizerTrainArgs {
+    /// Input documents: JSONL (.gz/.zst) or parquet paths, directories or globs. A document's
+    /// language is its `lang` field, else the built-in detector's guess.
+    #[arg(long = "input", required = true, num_args = 1..)]
+    pub inputs: Vec<String>,
+    /// Where to write tokenizer.json.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Vocabulary size, special tokens included.
+    #[arg(long, default_value_t = 32_000)]
+    pub vocab_size: usize,
+    /// Special tokens, first ones first (ids 0, 1, ...). Default: <|endoftext|>.
+    #[arg(long = "special-token")]
+    pub special_tokens: Vec<String>,
+    /// Share of the training bytes per language, e.g. `--ratio zh=0.5 --ratio en=0.3 --ratio ko=0.2`
+    /// (must sum to 1). Default: equal shares of every language found.
+    #[arg(long = "ratio")]
+    pub ratios: Vec<String>,
+    /// At most this much text trains the tokenizer (e.g. 200MB).
+    #[arg(long, default_value = "256MiB")]
+    pub sample_size: String,
+    /// Held-out text per language for the compression report (at most a fifth of it).
+    #[arg(long, default_value = "2MiB")]
+    pub eval_size: String,
+    /// A merge must occur this often.
+    #[arg(long, default_value_t = 2)]
+    pub min_frequency: u64,
+    /// Compare compression with this tokenizer.json (e.g. Qwen2.5's).
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct DedupCurveArgs {
     /// Bands (LSH buckets per document).
@@ -168,12 +216,18 @@ pub struct CorpusInitArgs {
     #[arg(long, required_unless_present = "list_presets", default_value = "")]
     pub output: String,
     /// basic | fineweb | fineweb-zh | fineweb-ko | bilingual | dedup-exact | dedup-minhash |
-    /// decontaminate (docs/presets.md; `--list-presets`).
+    /// decontaminate | tokenize (docs/presets.md; `--list-presets`).
     #[arg(long, default_value = "basic")]
     pub preset: String,
     /// Evaluation items (JSONL) for the `decontaminate` preset; repeat for several files.
     #[arg(long = "eval-set")]
     pub eval_sets: Vec<String>,
+    /// The tokenizer.json for the `tokenize` preset.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+    /// End-of-document token for the `tokenize` preset (default `<|endoftext|>`).
+    #[arg(long)]
+    pub eos: Option<String>,
     /// Use this fastText language-id model (e.g. lid.176.ftz) instead of the built-in detector.
     #[arg(long)]
     pub lid_model: Option<String>,

@@ -18,6 +18,7 @@ pub mod starter;
 pub mod store;
 pub mod task;
 pub mod text;
+pub mod tokens;
 pub mod write;
 
 pub use document::Document;

@@ -94,6 +94,31 @@ pub struct OutputSpec {
     /// every document (re-filtering with other thresholds needs no recomputation).
     #[serde(default = "default_true")]
     pub score_dropped: bool,
+    /// With the `tokens` format: the tokenizer and EOS that turn kept documents into token
+    /// shards (`part-NNNNN.bin/.idx/.tokens.json`, docs/formats.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenize: Option<TokenizeSpec>,
+}
+
+/// `[output.tokenize]`: kept documents → Megatron token shards, EOS after every document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TokenizeSpec {
+    /// A Hugging Face `tokenizer.json` (local path, relative to the spec, or URL).
+    pub tokenizer: String,
+    /// The token appended after each document (`<|endoftext|>` for Qwen2.5); must be in the
+    /// tokenizer's vocabulary.
+    pub eos: String,
+    /// The name the mixer knows these tokens by (default: the spec's `name`, else `corpus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Documents encoded together (in parallel, on all of the worker's cores).
+    #[serde(default = "default_batch_docs")]
+    pub batch_docs: usize,
+}
+
+fn default_batch_docs() -> usize {
+    512
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -112,6 +137,9 @@ pub enum OutputFormat {
     JsonlZst,
     #[serde(rename = "parquet")]
     Parquet,
+    /// Token shards (needs `[output.tokenize]`).
+    #[serde(rename = "tokens")]
+    Tokens,
 }
 
 impl OutputFormat {
@@ -119,6 +147,7 @@ impl OutputFormat {
         match self {
             OutputFormat::JsonlZst => "jsonl.zst",
             OutputFormat::Parquet => "parquet",
+            OutputFormat::Tokens => "bin",
         }
     }
 }
@@ -183,13 +212,40 @@ impl PipelineSpec {
             return Err(PipelineError::spec("output.path", "must not be empty"));
         }
         if self.output.formats.is_empty() {
-            return Err(PipelineError::spec("output.formats", "list at least one of \"jsonl.zst\", \"parquet\""));
+            return Err(PipelineError::spec("output.formats", "list at least one of \"jsonl.zst\", \"parquet\", \"tokens\""));
         }
         let mut formats = self.output.formats.clone();
         formats.sort();
         formats.dedup();
         if formats.len() != self.output.formats.len() {
             return Err(PipelineError::spec("output.formats", "a format is listed twice"));
+        }
+        let wants_tokens = self.output.formats.contains(&OutputFormat::Tokens);
+        match (&self.output.tokenize, wants_tokens) {
+            (None, true) => {
+                return Err(PipelineError::spec(
+                    "output.tokenize",
+                    "the \"tokens\" format needs an [output.tokenize] table (tokenizer, eos)",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(PipelineError::spec(
+                    "output.formats",
+                    "[output.tokenize] is set but \"tokens\" is not among the formats",
+                ))
+            }
+            (Some(t), true) => {
+                if t.tokenizer.trim().is_empty() {
+                    return Err(PipelineError::spec("output.tokenize.tokenizer", "must name a tokenizer.json"));
+                }
+                if t.eos.is_empty() {
+                    return Err(PipelineError::spec("output.tokenize.eos", "must name the end-of-document token"));
+                }
+                if t.batch_docs == 0 {
+                    return Err(PipelineError::spec("output.tokenize.batch-docs", "must be at least 1"));
+                }
+            }
+            (None, false) => {}
         }
         if !(1..=22).contains(&self.output.zstd_level) {
             return Err(PipelineError::spec("output.zstd-level", "must be between 1 and 22"));

@@ -17,7 +17,19 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("dedup-exact", "exact dedup across the whole job on a normalized content hash (NFKC, lowercase, whitespace)"),
     ("dedup-minhash", "MinHash-LSH near dedup, FineWeb-style: word 5-grams for en/ko, character 5-grams for zh/ja, 14 bands x 8 rows (threshold ~0.72)"),
     ("decontaminate", "drop documents sharing a 13-gram with evaluation items (--eval-set FILE.jsonl, repeatable)"),
+    ("tokenize", "token shards for training (Megatron .bin/.idx + metadata) with a tokenizer.json (--tokenizer FILE [--eos TOKEN])"),
 ];
+
+/// Preset inputs beyond paths and name.
+#[derive(Debug, Clone, Default)]
+pub struct PresetExtras {
+    /// Evaluation sets for `decontaminate`.
+    pub eval_sets: Vec<String>,
+    /// `tokenizer.json` for `tokenize`.
+    pub tokenizer: Option<String>,
+    /// End-of-document token for `tokenize` (default `<|endoftext|>`, Qwen2.5's).
+    pub eos: Option<String>,
+}
 
 /// The spec of a preset, or an error listing the presets. `lid_model` switches language id to
 /// fastText (e.g. lid.176.ftz); without it the built-in detector is used.
@@ -27,8 +39,9 @@ pub fn preset_spec(
     output: &str,
     name: Option<&str>,
     lid_model: Option<&str>,
-    eval_sets: &[String],
+    extras: &PresetExtras,
 ) -> Result<String, String> {
+    let eval_sets = &extras.eval_sets;
     if preset == "basic" {
         return Ok(starter_spec(inputs, output, name));
     }
@@ -258,6 +271,32 @@ action = "drop"
                 false,
             )
         }
+        "tokenize" => {
+            let Some(tokenizer) = &extras.tokenizer else {
+                return Err("the tokenize preset needs --tokenizer FILE (a Hugging Face tokenizer.json, e.g. Qwen2.5's)".into());
+            };
+            let eos = extras.eos.as_deref().unwrap_or("<|endoftext|>");
+            let mut text = head("tokenize", String::new(), false).replace(
+                "formats = [\"jsonl.zst\"]",
+                "# token shards only; add \"jsonl.zst\" to keep the text too\nformats = [\"tokens\"]",
+            );
+            text.push_str(&format!(
+                r#"
+# Every kept document is encoded (no special tokens added) and followed by `eos`; each output
+# file becomes part-NNNNN.bin/.idx (Megatron-LM indexed dataset, uint16 ids when the vocabulary
+# is under 65,500, int32 otherwise) and part-NNNNN.tokens.json (docs/formats.md).
+[output.tokenize]
+tokenizer = {tokenizer}
+eos = {eos}
+# the mixer's name for these tokens (default: the spec's name)
+# source = "web-en"
+batch-docs = 512
+"#,
+                tokenizer = quote(tokenizer),
+                eos = quote(eos)
+            ));
+            text
+        }
         other => {
             let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
             return Err(format!("unknown preset `{other}`; presets: {}", names.join(", ")));
@@ -378,15 +417,20 @@ mod tests {
 
     #[test]
     fn every_preset_parses_and_validates() {
+        let extras = PresetExtras {
+            eval_sets: vec!["eval.jsonl".into()],
+            tokenizer: Some("tokenizer.json".into()),
+            eos: None,
+        };
         for (preset, _) in PRESETS {
             for model in [None, Some("lid.176.ftz")] {
                 let text =
-                    preset_spec(preset, &["in/*.jsonl".into()], "out", None, model, &["eval.jsonl".into()]).unwrap();
+                    preset_spec(preset, &["in/*.jsonl".into()], "out", None, model, &extras).unwrap();
                 let spec = PipelineSpec::from_toml(&text).unwrap_or_else(|e| panic!("{preset}: {e}\n{text}"));
-                assert!(!spec.stages.is_empty() || spec.dedup.is_some(), "{preset}");
+                assert!(!spec.stages.is_empty() || spec.dedup.is_some() || spec.output.tokenize.is_some(), "{preset}");
             }
         }
-        let text = preset_spec("bilingual", &["x".into()], "o", None, None, &[]).unwrap();
+        let text = preset_spec("bilingual", &["x".into()], "o", None, None, &PresetExtras::default()).unwrap();
         let spec = PipelineSpec::from_toml(&text).unwrap();
         assert_eq!(spec.output.partition_by, Some(crate::spec::PartitionBy::Lang));
         let labels = crate::task::stage_labels(&spec.stages);
@@ -394,9 +438,10 @@ mod tests {
             labels.contains(&"gopher-quality-zh".to_string()) && labels.contains(&"c4-en".to_string()),
             "{labels:?}"
         );
-        assert!(preset_spec("nope", &[], "o", None, None, &[]).unwrap_err().contains("fineweb-zh"));
-        assert!(preset_spec("decontaminate", &[], "o", None, None, &[]).unwrap_err().contains("--eval-set"));
-        let mh = PipelineSpec::from_toml(&preset_spec("dedup-minhash", &["x".into()], "o", None, None, &[]).unwrap())
+        assert!(preset_spec("nope", &[], "o", None, None, &PresetExtras::default()).unwrap_err().contains("fineweb-zh"));
+        assert!(preset_spec("decontaminate", &[], "o", None, None, &PresetExtras::default()).unwrap_err().contains("--eval-set"));
+        assert!(preset_spec("tokenize", &[], "o", None, None, &PresetExtras::default()).unwrap_err().contains("--tokenizer"));
+        let mh = PipelineSpec::from_toml(&preset_spec("dedup-minhash", &["x".into()], "o", None, None, &PresetExtras::default()).unwrap())
             .unwrap()
             .dedup
             .unwrap();

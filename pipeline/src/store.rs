@@ -103,6 +103,16 @@ pub fn resolve(s: &str) -> PipelineResult<Location> {
     })
 }
 
+/// Reads one whole file given as an absolute local path or a URL; `what` names it in errors.
+pub async fn read_file(s: &str, what: &str) -> PipelineResult<bytes::Bytes> {
+    let trimmed = s.trim_end_matches('/');
+    let (dir, name) = trimmed
+        .rsplit_once('/')
+        .ok_or_else(|| PipelineError::Location(s.into(), "expected an absolute path or URL to a file".into()))?;
+    let dir = if dir.is_empty() || dir.ends_with(':') || dir.ends_with("//") { format!("{dir}/") } else { dir.to_string() };
+    resolve(&dir)?.get_required(name, what).await
+}
+
 impl Location {
     /// The key of `rel` (a `/`-separated relative path) under this location.
     pub fn child(&self, rel: &str) -> Path {
@@ -166,6 +176,21 @@ impl Location {
             .copy(&self.child(from), &self.child(to))
             .await
             .map_err(|e| PipelineError::Store { location: self.child_url(from), source: e })
+    }
+
+    /// Every object under this location, as paths relative to it (missing location: none).
+    pub async fn list_files(&self) -> PipelineResult<Vec<String>> {
+        use futures::TryStreamExt;
+        let keys: Vec<Path> = match self.store.list(Some(&self.prefix)).map_ok(|m| m.location).try_collect().await {
+            Ok(k) => k,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(PipelineError::Store { location: self.url.clone(), source: e }),
+        };
+        let base: Vec<_> = self.prefix.parts().collect();
+        Ok(keys
+            .into_iter()
+            .map(|k| k.parts().skip(base.len()).map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+            .collect())
     }
 
     /// Deletes every object under `rel` (a directory-like prefix). Missing is fine.

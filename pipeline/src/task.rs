@@ -18,6 +18,7 @@ use crate::read::{read_shard, ReadStats};
 use crate::spec::{InputSpec, OutputSpec, PartitionBy, UnreadableFile};
 use crate::stages::{Ctx, Decision, Stage, StageSpec};
 use crate::store;
+use crate::tokens::TokenizerHandle;
 use crate::write::{sha256_hex, OutputFile, ShardWriter};
 
 /// Task kind of corpus shard tasks in the coordinator protocol.
@@ -93,6 +94,8 @@ pub struct RunOptions {
     /// Fault injection for tests: sleep this long after each document, so that a test can kill
     /// a worker in the middle of a shard.
     pub slow_per_doc: Option<Duration>,
+    /// The loaded `[output.tokenize]` tokenizer (set by [`run_shard_task`]).
+    pub tokenizer: Option<TokenizerHandle>,
 }
 
 /// The prefix (relative to the output directory) where an attempt writes.
@@ -122,6 +125,11 @@ pub async fn run_shard_task(
         }
         None => None,
     };
+    let mut options = options;
+    #[cfg(feature = "tokenize")]
+    if let Some(t) = &task.output.tokenize {
+        options.tokenizer = Some(crate::tokens::tokenize::LoadedTokenizer::load(t).await?);
+    }
     let task2 = task.clone();
     let progress2 = progress.clone();
     let (mut result, files) = tokio::task::spawn_blocking(move || process(&task2, &progress2, &options, extra))
@@ -196,7 +204,7 @@ pub fn process(
     options: &RunOptions,
     extra: Option<Box<dyn Stage>>,
 ) -> PipelineResult<(ShardResult, Vec<EncodedFile>)> {
-    let mut writer = PartitionedWriter::new(&task.output);
+    let mut writer = PartitionedWriter::new(&task.output, options.tokenizer.clone());
     let (mut result, attrs) = run_stages(task, progress, options, extra, &mut writer)?;
     result.docs_written = writer.docs();
     let mut files = writer.finish(task.task_index)?;
@@ -362,7 +370,7 @@ impl KeptSink for PartitionedWriter {
         self.write(doc)
     }
     fn reset(&mut self) {
-        *self = PartitionedWriter::new(&self.output);
+        *self = PartitionedWriter::new(&self.output, self.tokenizer.take());
     }
 }
 
@@ -372,13 +380,14 @@ pub const ATTRIBUTES_DIR: &str = "attributes";
 /// Kept documents, one writer per partition (`lang=zh/`) when the output is partitioned.
 struct PartitionedWriter {
     output: OutputSpec,
+    tokenizer: Option<TokenizerHandle>,
     writers: BTreeMap<String, (ShardWriter, u64)>,
     docs: u64,
 }
 
 impl PartitionedWriter {
-    fn new(output: &OutputSpec) -> Self {
-        PartitionedWriter { output: output.clone(), writers: BTreeMap::new(), docs: 0 }
+    fn new(output: &OutputSpec, tokenizer: Option<TokenizerHandle>) -> Self {
+        PartitionedWriter { output: output.clone(), tokenizer, writers: BTreeMap::new(), docs: 0 }
     }
 
     fn write(&mut self, doc: Document) -> PipelineResult<()> {
@@ -388,7 +397,7 @@ impl PartitionedWriter {
         };
         let entry = match self.writers.get_mut(&key) {
             Some(e) => e,
-            None => self.writers.entry(key).or_insert((ShardWriter::new(&self.output)?, 0)),
+            None => self.writers.entry(key).or_insert((ShardWriter::new(&self.output, self.tokenizer.as_ref())?, 0)),
         };
         entry.0.write(doc)?;
         entry.1 += 1;

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::document::Document;
 use crate::error::{PipelineError, PipelineResult};
 use crate::spec::{OutputFormat, OutputSpec};
+use crate::tokens::TokenizerHandle;
 
 /// A file written by a task, as recorded in its result and in the manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub struct OutputFile {
 pub struct ShardWriter {
     jsonl: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
     parquet: Option<Columns>,
+    #[cfg(feature = "tokenize")]
+    tokens: Option<crate::tokens::tokenize::TokenBatcher>,
     docs: u64,
 }
 
@@ -38,7 +41,8 @@ struct Columns {
 }
 
 impl ShardWriter {
-    pub fn new(output: &OutputSpec) -> PipelineResult<Self> {
+    /// `tokenizer` must be given when the output has the `tokens` format.
+    pub fn new(output: &OutputSpec, tokenizer: Option<&TokenizerHandle>) -> PipelineResult<Self> {
         let jsonl = if output.formats.contains(&OutputFormat::JsonlZst) {
             let mut enc = zstd::stream::write::Encoder::new(Vec::new(), output.zstd_level)
                 .map_err(|e| PipelineError::Other(format!("zstd encoder: {e}")))?;
@@ -49,12 +53,37 @@ impl ShardWriter {
             None
         };
         let parquet = output.formats.contains(&OutputFormat::Parquet).then(Columns::default);
-        Ok(ShardWriter { jsonl, parquet, docs: 0 })
+        let wants_tokens = output.formats.contains(&OutputFormat::Tokens);
+        #[cfg(feature = "tokenize")]
+        let tokens = match (wants_tokens, tokenizer, &output.tokenize) {
+            (false, _, _) => None,
+            (true, Some(t), Some(spec)) => Some(crate::tokens::tokenize::TokenBatcher::new(t.clone(), spec)),
+            _ => return Err(PipelineError::Other("the tokens format needs [output.tokenize] and its tokenizer".into())),
+        };
+        #[cfg(not(feature = "tokenize"))]
+        if wants_tokens {
+            let _ = tokenizer;
+            return Err(PipelineError::Other("this build has no tokenizer support (feature `tokenize`)".into()));
+        }
+        Ok(ShardWriter {
+            jsonl,
+            parquet,
+            #[cfg(feature = "tokenize")]
+            tokens,
+            docs: 0,
+        })
     }
 
     pub fn write(&mut self, doc: Document) -> PipelineResult<()> {
         use std::io::Write;
         self.docs += 1;
+        #[cfg(feature = "tokenize")]
+        if let Some(t) = &mut self.tokens {
+            if self.jsonl.is_none() && self.parquet.is_none() {
+                return t.push(doc.text);
+            }
+            t.push(doc.text.clone())?;
+        }
         if let Some(enc) = &mut self.jsonl {
             serde_json::to_writer(&mut *enc, &doc).map_err(|e| PipelineError::Other(format!("json: {e}")))?;
             enc.write_all(b"\n").map_err(|e| PipelineError::Io { location: "zstd buffer".into(), source: e })?;
@@ -87,6 +116,13 @@ impl ShardWriter {
         }
         if let Some(cols) = self.parquet {
             out.push((OutputFormat::Parquet.extension(), write_parquet(cols)?));
+        }
+        #[cfg(feature = "tokenize")]
+        if let Some(t) = self.tokens {
+            let (bin, idx, meta) = t.finish()?;
+            out.push((OutputFormat::Tokens.extension(), bin));
+            out.push(("idx", idx));
+            out.push((crate::tokens::META_SUFFIX, meta));
         }
         Ok(out)
     }

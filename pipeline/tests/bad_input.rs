@@ -63,6 +63,7 @@ fn run_with(path: &Path, input: InputSpec) -> Result<ShardResult, PipelineError>
             partition_by: None,
             attributes: false,
             score_dropped: true,
+            tokenize: None,
         },
     };
     process(&task, &TaskProgress::default(), &RunOptions::default(), None).map(|(r, _)| r)

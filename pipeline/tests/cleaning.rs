@@ -256,7 +256,7 @@ fn pii_values_of_the_fixture_are_masked() {
 }
 
 fn preset_stages(preset: &str) -> Vec<StageSpec> {
-    let text = lehr_pipeline::starter::preset_spec(preset, &["x".into()], "o", None, Some(&model()), &[]).unwrap();
+    let text = lehr_pipeline::starter::preset_spec(preset, &["x".into()], "o", None, Some(&model()), &Default::default()).unwrap();
     PipelineSpec::from_toml(&text).unwrap().stages
 }
 
@@ -368,6 +368,7 @@ fn task_for(path: &Path, stages: Vec<StageSpec>, partition: Option<PartitionBy>)
             partition_by: partition,
             attributes: true,
             score_dropped: true,
+            tokenize: None,
         },
     }
 }

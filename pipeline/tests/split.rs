@@ -41,6 +41,7 @@ fn read_split(path: &Path, format: InputFormat, split_size: u64) -> (Vec<Documen
                 partition_by: None,
                 attributes: false,
                 score_dropped: true,
+                tokenize: None,
             },
         };
         let (r, files) = process(&task, &TaskProgress::default(), &RunOptions::default(), None).unwrap();

@@ -55,7 +55,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> CmdResult {
 /// Fault injection for tests: `LEHR_FAULT_SLOW_DOC_US` makes every document take this long.
 pub fn run_options_from_env() -> RunOptions {
     let slow = std::env::var("LEHR_FAULT_SLOW_DOC_US").ok().and_then(|v| v.parse::<u64>().ok()).filter(|&us| us > 0);
-    RunOptions { slow_per_doc: slow.map(Duration::from_micros) }
+    RunOptions { slow_per_doc: slow.map(Duration::from_micros), ..Default::default() }
 }
 
 pub async fn worker(args: WorkerArgs) -> CmdResult {

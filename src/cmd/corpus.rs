@@ -36,7 +36,11 @@ fn init(args: CorpusInitArgs) -> CmdResult {
         &args.output,
         args.name.as_deref(),
         args.lid_model.as_deref(),
-        &args.eval_sets,
+        &lehr_pipeline::starter::PresetExtras {
+            eval_sets: args.eval_sets.clone(),
+            tokenizer: args.tokenizer.clone(),
+            eos: args.eos.clone(),
+        },
     )
     .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
     print!("{text}");

@@ -3,6 +3,7 @@ mod cluster;
 mod corpus;
 mod dedup;
 mod status;
+mod tokenizer;
 mod train;
 
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Worker(a) => cluster::worker(a).await,
         Command::Corpus(c) => corpus::run(c).await,
         Command::Dedup(d) => dedup::run(d),
+        Command::Tokenizer(t) => tokenizer::run(t).await,
         Command::Status(a) => status::status(a).await,
         Command::Cancel(a) => status::cancel(a).await,
         Command::Bench(b) => bench::run(b).await,

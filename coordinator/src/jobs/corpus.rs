@@ -39,6 +39,12 @@ pub fn resolve_spec(spec: &str, base_dir: &str) -> Result<PipelineSpec, JobError
         *p = store::absolutize(p, base);
     }
     spec.output.path = store::absolutize(&spec.output.path, base);
+    if let Some(t) = &mut spec.output.tokenize {
+        t.tokenizer = store::absolutize(&t.tokenizer, base);
+        if t.source.is_none() {
+            t.source = Some(spec.name.clone().unwrap_or_else(|| "corpus".into()));
+        }
+    }
     for (i, stage) in spec.stages.iter_mut().enumerate() {
         stage.resolve_paths(base);
         // Load models and compile patterns now: a missing model file is the submitter's error.

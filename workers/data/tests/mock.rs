@@ -89,6 +89,7 @@ fn shard_lease(task_id: u64, path: &std::path::Path, out: &std::path::Path, text
             partition_by: None,
             attributes: false,
             score_dropped: true,
+            tokenize: None,
         },
     };
     pb::TaskLease {
