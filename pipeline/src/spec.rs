@@ -212,7 +212,10 @@ impl PipelineSpec {
             return Err(PipelineError::spec("output.path", "must not be empty"));
         }
         if self.output.formats.is_empty() {
-            return Err(PipelineError::spec("output.formats", "list at least one of \"jsonl.zst\", \"parquet\", \"tokens\""));
+            return Err(PipelineError::spec(
+                "output.formats",
+                "list at least one of \"jsonl.zst\", \"parquet\", \"tokens\"",
+            ));
         }
         let mut formats = self.output.formats.clone();
         formats.sort();

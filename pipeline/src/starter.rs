@@ -273,13 +273,17 @@ action = "drop"
         }
         "tokenize" => {
             let Some(tokenizer) = &extras.tokenizer else {
-                return Err("the tokenize preset needs --tokenizer FILE (a Hugging Face tokenizer.json, e.g. Qwen2.5's)".into());
+                return Err(
+                    "the tokenize preset needs --tokenizer FILE (a Hugging Face tokenizer.json, e.g. Qwen2.5's)".into(),
+                );
             };
             let eos = extras.eos.as_deref().unwrap_or("<|endoftext|>");
-            let mut text = head("tokenize", String::new(), false).replace(
-                "formats = [\"jsonl.zst\"]",
-                "# token shards only; add \"jsonl.zst\" to keep the text too\nformats = [\"tokens\"]",
-            );
+            let mut text = head("tokenize", String::new(), false)
+                .replace(
+                    "formats = [\"jsonl.zst\"]",
+                    "# token shards only; add \"jsonl.zst\" to keep the text too\nformats = [\"tokens\"]",
+                )
+                .replace("attributes = true", "attributes = false");
             text.push_str(&format!(
                 r#"
 # Every kept document is encoded (no special tokens added) and followed by `eos`; each output
@@ -417,15 +421,11 @@ mod tests {
 
     #[test]
     fn every_preset_parses_and_validates() {
-        let extras = PresetExtras {
-            eval_sets: vec!["eval.jsonl".into()],
-            tokenizer: Some("tokenizer.json".into()),
-            eos: None,
-        };
+        let extras =
+            PresetExtras { eval_sets: vec!["eval.jsonl".into()], tokenizer: Some("tokenizer.json".into()), eos: None };
         for (preset, _) in PRESETS {
             for model in [None, Some("lid.176.ftz")] {
-                let text =
-                    preset_spec(preset, &["in/*.jsonl".into()], "out", None, model, &extras).unwrap();
+                let text = preset_spec(preset, &["in/*.jsonl".into()], "out", None, model, &extras).unwrap();
                 let spec = PipelineSpec::from_toml(&text).unwrap_or_else(|e| panic!("{preset}: {e}\n{text}"));
                 assert!(!spec.stages.is_empty() || spec.dedup.is_some() || spec.output.tokenize.is_some(), "{preset}");
             }
@@ -438,13 +438,21 @@ mod tests {
             labels.contains(&"gopher-quality-zh".to_string()) && labels.contains(&"c4-en".to_string()),
             "{labels:?}"
         );
-        assert!(preset_spec("nope", &[], "o", None, None, &PresetExtras::default()).unwrap_err().contains("fineweb-zh"));
-        assert!(preset_spec("decontaminate", &[], "o", None, None, &PresetExtras::default()).unwrap_err().contains("--eval-set"));
-        assert!(preset_spec("tokenize", &[], "o", None, None, &PresetExtras::default()).unwrap_err().contains("--tokenizer"));
-        let mh = PipelineSpec::from_toml(&preset_spec("dedup-minhash", &["x".into()], "o", None, None, &PresetExtras::default()).unwrap())
-            .unwrap()
-            .dedup
-            .unwrap();
+        assert!(preset_spec("nope", &[], "o", None, None, &PresetExtras::default())
+            .unwrap_err()
+            .contains("fineweb-zh"));
+        assert!(preset_spec("decontaminate", &[], "o", None, None, &PresetExtras::default())
+            .unwrap_err()
+            .contains("--eval-set"));
+        assert!(preset_spec("tokenize", &[], "o", None, None, &PresetExtras::default())
+            .unwrap_err()
+            .contains("--tokenizer"));
+        let mh = PipelineSpec::from_toml(
+            &preset_spec("dedup-minhash", &["x".into()], "o", None, None, &PresetExtras::default()).unwrap(),
+        )
+        .unwrap()
+        .dedup
+        .unwrap();
         assert_eq!((mh.bands, mh.rows), (14, 8));
         assert_eq!(mh.shingle_for(Some("zh")).unit, crate::dedup::ShingleUnit::Chars);
         assert_eq!(mh.shingle_for(Some("en")).unit, crate::dedup::ShingleUnit::Words);

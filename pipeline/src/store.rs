@@ -109,7 +109,8 @@ pub async fn read_file(s: &str, what: &str) -> PipelineResult<bytes::Bytes> {
     let (dir, name) = trimmed
         .rsplit_once('/')
         .ok_or_else(|| PipelineError::Location(s.into(), "expected an absolute path or URL to a file".into()))?;
-    let dir = if dir.is_empty() || dir.ends_with(':') || dir.ends_with("//") { format!("{dir}/") } else { dir.to_string() };
+    let dir =
+        if dir.is_empty() || dir.ends_with(':') || dir.ends_with("//") { format!("{dir}/") } else { dir.to_string() };
     resolve(&dir)?.get_required(name, what).await
 }
 

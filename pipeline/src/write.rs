@@ -58,7 +58,9 @@ impl ShardWriter {
         let tokens = match (wants_tokens, tokenizer, &output.tokenize) {
             (false, _, _) => None,
             (true, Some(t), Some(spec)) => Some(crate::tokens::tokenize::TokenBatcher::new(t.clone(), spec)),
-            _ => return Err(PipelineError::Other("the tokens format needs [output.tokenize] and its tokenizer".into())),
+            _ => {
+                return Err(PipelineError::Other("the tokens format needs [output.tokenize] and its tokenizer".into()))
+            }
         };
         #[cfg(not(feature = "tokenize"))]
         if wants_tokens {

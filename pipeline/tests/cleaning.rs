@@ -256,7 +256,9 @@ fn pii_values_of_the_fixture_are_masked() {
 }
 
 fn preset_stages(preset: &str) -> Vec<StageSpec> {
-    let text = lehr_pipeline::starter::preset_spec(preset, &["x".into()], "o", None, Some(&model()), &Default::default()).unwrap();
+    let text =
+        lehr_pipeline::starter::preset_spec(preset, &["x".into()], "o", None, Some(&model()), &Default::default())
+            .unwrap();
     PipelineSpec::from_toml(&text).unwrap().stages
 }
 

@@ -92,7 +92,8 @@ fn parse_ratios(specs: &[String], found: &ByLanguage) -> Result<BTreeMap<String,
             let (l, r) = s
                 .split_once('=')
                 .ok_or_else(|| Failure::usage(anyhow::anyhow!("--ratio `{s}`: write LANG=SHARE, e.g. zh=0.5")))?;
-            let r: f64 = r.trim().parse().map_err(|_| Failure::usage(anyhow::anyhow!("--ratio `{s}`: not a number")))?;
+            let r: f64 =
+                r.trim().parse().map_err(|_| Failure::usage(anyhow::anyhow!("--ratio `{s}`: not a number")))?;
             Ok((l.trim().to_string(), r))
         })
         .collect()
@@ -105,7 +106,9 @@ async fn train_cmd(args: TokenizerTrainArgs) -> CmdResult {
     let sample_bytes = size(&args.sample_size, "--sample-size")?;
     let eval_bytes = size(&args.eval_size, "--eval-size")?;
     if args.vocab_size < 257 + args.special_tokens.len() {
-        return Err(Failure::usage(anyhow::anyhow!("--vocab-size must exceed the 256 byte tokens plus the special tokens")));
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--vocab-size must exceed the 256 byte tokens plus the special tokens"
+        )));
     }
     let reference = match &args.reference {
         Some(p) => Some(
@@ -152,9 +155,7 @@ async fn train_cmd(args: TokenizerTrainArgs) -> CmdResult {
     if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    tokenizer
-        .save(&args.output, true)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.output.display()))?;
+    tokenizer.save(&args.output, true).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.output.display()))?;
     let mut languages = Vec::new();
     for (lang, held) in &split.held_out {
         let ours = compression(&tokenizer, held).map_err(|e| anyhow::anyhow!(e))?;
@@ -162,7 +163,8 @@ async fn train_cmd(args: TokenizerTrainArgs) -> CmdResult {
             Some(r) => Some(compression(r, held).map_err(|e| anyhow::anyhow!(e))?),
             None => None,
         };
-        let relative = theirs.as_ref().filter(|t| t.bytes_per_token > 0.0).map(|t| ours.bytes_per_token / t.bytes_per_token);
+        let relative =
+            theirs.as_ref().filter(|t| t.bytes_per_token > 0.0).map(|t| ours.bytes_per_token / t.bytes_per_token);
         let train = &split.train[lang];
         languages.push(LangReport {
             lang: lang.clone(),

@@ -120,7 +120,10 @@ impl TokenShardWriter {
     /// Appends one document (its ids, EOS included if wanted).
     pub fn push(&mut self, ids: &[u32]) -> PipelineResult<()> {
         if ids.len() > i32::MAX as usize {
-            return Err(PipelineError::Other(format!("a document of {} tokens exceeds the index's i32 length", ids.len())));
+            return Err(PipelineError::Other(format!(
+                "a document of {} tokens exceeds the index's i32 length",
+                ids.len()
+            )));
         }
         match self.dtype {
             TokenDtype::Uint16 => {
@@ -261,7 +264,12 @@ pub struct TokenShard {
 
 impl TokenShard {
     /// Checks that the three parts agree (tokens, documents, dtype, `.bin` length).
-    pub fn from_parts(name: String, meta: TokenShardMeta, index: TokenIndex, bin: bytes::Bytes) -> PipelineResult<Self> {
+    pub fn from_parts(
+        name: String,
+        meta: TokenShardMeta,
+        index: TokenIndex,
+        bin: bytes::Bytes,
+    ) -> PipelineResult<Self> {
         let bad = |m: String| PipelineError::UnreadableFile { file: name.clone(), message: m };
         if meta.dtype != index.dtype {
             return Err(bad(format!("metadata says {:?}, the index {:?}", meta.dtype, index.dtype)));
@@ -315,9 +323,7 @@ impl TokenShard {
         let w = self.index.dtype.width();
         let bytes = &self.bin[start as usize * w..end as usize * w];
         match self.index.dtype {
-            TokenDtype::Uint16 => {
-                out.extend(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32))
-            }
+            TokenDtype::Uint16 => out.extend(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)),
             TokenDtype::Int32 => {
                 out.extend(bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u32))
             }

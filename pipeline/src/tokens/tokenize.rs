@@ -32,13 +32,19 @@ impl LoadedTokenizer {
             file: path.to_string(),
             message: format!("not a Hugging Face tokenizer.json: {e}"),
         })?;
-        let eos_id = tokenizer.token_to_id(eos).ok_or_else(|| {
-            PipelineError::spec("output.tokenize.eos", format!("`{eos}` is not a token of {path}"))
-        })?;
+        let eos_id = tokenizer
+            .token_to_id(eos)
+            .ok_or_else(|| PipelineError::spec("output.tokenize.eos", format!("`{eos}` is not a token of {path}")))?;
         let vocab_size = tokenizer.get_vocab(true).values().copied().max().map_or(0, |m| m + 1);
         Ok(LoadedTokenizer {
             dtype: TokenDtype::for_vocab(vocab_size as usize),
-            info: TokenizerInfo { path: path.to_string(), sha256: sha256_hex(bytes), vocab_size, eos: eos.to_string(), eos_id },
+            info: TokenizerInfo {
+                path: path.to_string(),
+                sha256: sha256_hex(bytes),
+                vocab_size,
+                eos: eos.to_string(),
+                eos_id,
+            },
             tokenizer,
         })
     }
@@ -46,7 +52,8 @@ impl LoadedTokenizer {
     /// Loads the spec's tokenizer (an absolute path or URL), once per process and content.
     pub async fn load(spec: &TokenizeSpec) -> PipelineResult<Arc<Self>> {
         static CACHE: OnceLock<Mutex<HashMap<(String, String), Arc<LoadedTokenizer>>>> = OnceLock::new();
-        let bytes = crate::store::read_file(&spec.tokenizer, "the tokenizer named by output.tokenize.tokenizer").await?;
+        let bytes =
+            crate::store::read_file(&spec.tokenizer, "the tokenizer named by output.tokenize.tokenizer").await?;
         let key = (sha256_hex(&bytes), spec.eos.clone());
         let cache = CACHE.get_or_init(Default::default);
         if let Some(t) = cache.lock().expect("tokenizer cache").get(&key) {

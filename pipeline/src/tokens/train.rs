@@ -21,7 +21,8 @@ use crate::error::{PipelineError, PipelineResult};
 
 /// Qwen2's (and GPT-4's cl100k-like) pre-tokenization pattern: English contractions, letter
 /// runs with one leading non-letter, single digits, punctuation runs, newlines, spaces.
-pub const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -53,7 +54,10 @@ pub struct Split3 {
 pub fn balanced_sample(mut docs: ByLanguage, cfg: &TrainConfig) -> PipelineResult<Split3> {
     let sum: f64 = cfg.ratios.values().sum();
     if cfg.ratios.is_empty() || (sum - 1.0).abs() > 1e-6 || cfg.ratios.values().any(|r| *r <= 0.0) {
-        return Err(PipelineError::spec("--ratio", format!("language ratios must be positive and sum to 1 (they sum to {sum})")));
+        return Err(PipelineError::spec(
+            "--ratio",
+            format!("language ratios must be positive and sum to 1 (they sum to {sum})"),
+        ));
     }
     let mut out = Split3::default();
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
@@ -81,11 +85,7 @@ pub fn balanced_sample(mut docs: ByLanguage, cfg: &TrainConfig) -> PipelineResul
         out.held_out.insert(lang.clone(), held);
         out.train.insert(lang.clone(), list);
     }
-    let budget = cfg
-        .ratios
-        .iter()
-        .map(|(l, r)| available[l] as f64 / r)
-        .fold(cfg.sample_bytes as f64, f64::min);
+    let budget = cfg.ratios.iter().map(|(l, r)| available[l] as f64 / r).fold(cfg.sample_bytes as f64, f64::min);
     for (lang, list) in out.train.iter_mut() {
         let target = (budget * cfg.ratios[lang]) as u64;
         let mut bytes = 0u64;
@@ -102,16 +102,18 @@ pub fn balanced_sample(mut docs: ByLanguage, cfg: &TrainConfig) -> PipelineResul
 /// Trains the tokenizer on `texts`.
 pub fn train(texts: &[String], cfg: &TrainConfig) -> PipelineResult<Tokenizer> {
     let err = |e: tokenizers::Error| PipelineError::Other(format!("tokenizer training: {e}"));
-    let split = Split::new(SplitPattern::Regex(QWEN2_SPLIT.into()), SplitDelimiterBehavior::Isolated, false).map_err(err)?;
+    let split =
+        Split::new(SplitPattern::Regex(QWEN2_SPLIT.into()), SplitDelimiterBehavior::Isolated, false).map_err(err)?;
     let byte_level = ByteLevel::new(false, false, false);
     let pre = Sequence::new(vec![PreTokenizerWrapper::Split(split), PreTokenizerWrapper::ByteLevel(byte_level)]);
-    let mut tok = TokenizerBuilder::<BPE, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>::new()
-        .with_model(BPE::default())
-        .with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(pre)))
-        .with_post_processor(Some(PostProcessorWrapper::ByteLevel(ByteLevel::new(false, false, false))))
-        .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())))
-        .build()
-        .map_err(err)?;
+    let mut tok =
+        TokenizerBuilder::<BPE, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>::new()
+            .with_model(BPE::default())
+            .with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(pre)))
+            .with_post_processor(Some(PostProcessorWrapper::ByteLevel(ByteLevel::new(false, false, false))))
+            .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())))
+            .build()
+            .map_err(err)?;
     let mut trainer = BpeTrainerBuilder::new()
         .vocab_size(cfg.vocab_size)
         .min_frequency(cfg.min_frequency)
