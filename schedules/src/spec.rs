@@ -1,0 +1,451 @@
+//! The run spec (TOML): sources (named sets of token shards), stages with per-source token
+//! budgets or ratios, sequence length, global batch, and a learning-rate phase per stage.
+//! Every table rejects unknown keys; [`RunSpec::validate`] names the stage and key at fault
+//! (`stage[3] "anneal".ratios: ...`). docs/schedules.md documents every key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::lr::DecayShape;
+
+/// Current run-spec version.
+pub const RUN_SPEC_VERSION: u32 = 1;
+
+/// An invalid spec: `key` is the dotted path (`stage[2].budgets."fineweb-edu"`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid run spec: `{key}`: {message}")]
+pub struct SpecError {
+    pub key: String,
+    pub message: String,
+}
+
+pub(crate) fn spec_err(key: impl fmt::Display, message: impl fmt::Display) -> SpecError {
+    SpecError { key: key.to_string(), message: message.to_string() }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RunSpec {
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Seeds the mixer (sequence order, shard order per epoch).
+    #[serde(default)]
+    pub seed: u64,
+    /// Tokens per training sequence (a stage may override it).
+    pub sequence_length: u32,
+    /// Tokens per optimizer step across all ranks; a multiple of the sequence length.
+    pub global_batch_tokens: u64,
+    pub lr: LrSpec,
+    /// Named sets of token shards, by name.
+    pub sources: BTreeMap<String, SourceSpec>,
+    #[serde(rename = "stage")]
+    pub stages: Vec<StageSpec>,
+}
+
+/// `[lr]`: the peak learning rate that every stage's factors multiply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LrSpec {
+    pub peak: f64,
+}
+
+/// `[sources.NAME]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SourceSpec {
+    /// Directory of the source's token shards, relative to the data root (`--data`); default:
+    /// the source's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Group for `lehr mix inspect --by category` (web, code, math, chinese, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// How many passes over the source the whole run may make (OLMo's max repetition ratio);
+    /// 1 means no token is seen twice.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub max_repetition: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+
+/// `[[stage]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StageSpec {
+    pub name: String,
+    /// Tokens in the stage: needed with `ratios`; with `budgets` it must equal their sum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenCount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_batch_tokens: Option<u64>,
+    pub lr: StageLr,
+    /// Tokens per source (integers, or strings like "16.2B", "500M").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub budgets: BTreeMap<String, TokenCount>,
+    /// Share of the stage's tokens per source (sum to 1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ratios: BTreeMap<String, f64>,
+}
+
+/// The learning-rate phase of a stage, as factors of `lr.peak`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StageLr {
+    pub phase: LrPhase,
+    /// Decay shape (decay stages; default 1-sqrt). Warmup is linear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<DecayShape>,
+    /// Factor at the stage's first step (warmup: 0, stable and decay: 1 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<f64>,
+    /// Factor after the stage's last step (warmup and stable: 1, decay: 0 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<f64>,
+    /// Stable stages: ramp linearly from 0 over this many steps first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrPhase {
+    Warmup,
+    Stable,
+    /// Consecutive decay stages with the same shape, `from` and `to` form one decay over their
+    /// combined steps (YuLan-Mini's phases 26–27 share one 1-sqrt decay).
+    Decay,
+}
+
+impl StageLr {
+    pub fn stable() -> Self {
+        StageLr { phase: LrPhase::Stable, shape: None, from: None, to: None, warmup_steps: None }
+    }
+    pub fn from_factor(&self) -> f64 {
+        self.from.unwrap_or(match self.phase {
+            LrPhase::Warmup => 0.0,
+            LrPhase::Stable | LrPhase::Decay => 1.0,
+        })
+    }
+    pub fn to_factor(&self) -> f64 {
+        self.to.unwrap_or(match self.phase {
+            LrPhase::Warmup | LrPhase::Stable => 1.0,
+            LrPhase::Decay => 0.0,
+        })
+    }
+    pub fn decay_shape(&self) -> DecayShape {
+        self.shape.unwrap_or(DecayShape::OneSqrt)
+    }
+}
+
+/// A token count: an integer, or a string with a K/M/B/T suffix ("16.2B" = 16,200,000,000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TokenCount(pub u64);
+
+impl std::str::FromStr for TokenCount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim().replace('_', "");
+        let (num, mult) = match t.chars().last() {
+            Some('K' | 'k') => (&t[..t.len() - 1], 1e3),
+            Some('M' | 'm') => (&t[..t.len() - 1], 1e6),
+            Some('B' | 'b' | 'G' | 'g') => (&t[..t.len() - 1], 1e9),
+            Some('T' | 't') => (&t[..t.len() - 1], 1e12),
+            _ => (t.as_str(), 1.0),
+        };
+        let v: f64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a token count (write 1000000, \"500M\" or \"16.2B\")"))?;
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(format!("`{s}` is not a token count"));
+        }
+        Ok(TokenCount((v * mult).round() as u64))
+    }
+}
+
+impl fmt::Display for TokenCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for TokenCount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = TokenCount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a token count: an integer, or a string like \"16.2B\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TokenCount, E> {
+                Ok(TokenCount(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TokenCount, E> {
+                u64::try_from(v).map(TokenCount).map_err(|_| E::custom("a token count cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TokenCount, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl RunSpec {
+    /// Parses and validates.
+    pub fn from_toml(text: &str) -> Result<Self, SpecError> {
+        // toml's message names the unknown or mistyped key and its line.
+        let spec: RunSpec = toml::from_str(text).map_err(|e| spec_err("toml", e.to_string().trim()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a run spec always serializes")
+    }
+
+    pub fn sequence_length(&self, stage: &StageSpec) -> u32 {
+        stage.sequence_length.unwrap_or(self.sequence_length)
+    }
+    pub fn global_batch_tokens(&self, stage: &StageSpec) -> u64 {
+        stage.global_batch_tokens.unwrap_or(self.global_batch_tokens)
+    }
+
+    /// Checks everything the types cannot; data availability is checked by
+    /// [`crate::plan::Plan::new`] when the data is known.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.version != RUN_SPEC_VERSION {
+            return Err(spec_err(
+                "version",
+                format!("version {} is not supported; this lehr reads {RUN_SPEC_VERSION}", self.version),
+            ));
+        }
+        if !(self.lr.peak.is_finite() && self.lr.peak > 0.0) {
+            return Err(spec_err("lr.peak", format!("must be a positive number, got {}", self.lr.peak)));
+        }
+        if self.sources.is_empty() {
+            return Err(spec_err("sources", "declare at least one source ([sources.NAME])"));
+        }
+        for (name, s) in &self.sources {
+            if !(s.max_repetition.is_finite() && s.max_repetition > 0.0) {
+                return Err(spec_err(
+                    format!("sources.{name:?}.max-repetition"),
+                    "must be a positive number (1 = one pass)",
+                ));
+            }
+        }
+        if self.stages.is_empty() {
+            return Err(spec_err("stage", "declare at least one [[stage]]"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, st) in self.stages.iter().enumerate() {
+            let at = |key: &str| format!("stage[{i}] {:?}.{key}", st.name);
+            if st.name.trim().is_empty() {
+                return Err(spec_err(format!("stage[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(st.name.as_str()) {
+                return Err(spec_err(at("name"), "two stages have this name"));
+            }
+            let seq = self.sequence_length(st);
+            let batch = self.global_batch_tokens(st);
+            if seq == 0 {
+                return Err(spec_err(at("sequence-length"), "must be at least 1"));
+            }
+            if batch == 0 || !batch.is_multiple_of(seq as u64) {
+                return Err(spec_err(
+                    at("global-batch-tokens"),
+                    format!("{batch} is not a positive multiple of the sequence length {seq}"),
+                ));
+            }
+            match (st.budgets.is_empty(), st.ratios.is_empty()) {
+                (true, true) => {
+                    return Err(spec_err(at("budgets"), "give the stage `budgets` (tokens per source) or `ratios`"))
+                }
+                (false, false) => return Err(spec_err(at("ratios"), "give either `budgets` or `ratios`, not both")),
+                _ => {}
+            }
+            for name in st.budgets.keys().chain(st.ratios.keys()) {
+                if !self.sources.contains_key(name) {
+                    let table = if st.budgets.contains_key(name) { "budgets" } else { "ratios" };
+                    return Err(spec_err(
+                        format!("{}.{name:?}", at(table)),
+                        "unknown source (declare it under [sources])",
+                    ));
+                }
+            }
+            if !st.ratios.is_empty() {
+                for (name, r) in &st.ratios {
+                    if !(r.is_finite() && *r >= 0.0) {
+                        return Err(spec_err(
+                            format!("{}.{name:?}", at("ratios")),
+                            format!("{r} is not a share in [0, 1]"),
+                        ));
+                    }
+                }
+                let sum: f64 = st.ratios.values().sum();
+                if (sum - 1.0).abs() > 1e-6 {
+                    return Err(spec_err(at("ratios"), format!("ratios sum to {sum}, not 1")));
+                }
+                if st.tokens.is_none() {
+                    return Err(spec_err(at("tokens"), "a stage with `ratios` needs its total `tokens`"));
+                }
+            } else if let Some(t) = st.tokens {
+                let sum: u64 = st.budgets.values().map(|b| b.0).sum();
+                if sum != t.0 {
+                    return Err(spec_err(at("tokens"), format!("{} but the budgets sum to {sum}", t.0)));
+                }
+            }
+            let lr = &st.lr;
+            for (key, v) in [("lr.from", lr.from), ("lr.to", lr.to)] {
+                if let Some(v) = v {
+                    if !(v.is_finite() && v >= 0.0) {
+                        return Err(spec_err(at(key), format!("{v} is not a non-negative factor of lr.peak")));
+                    }
+                }
+            }
+            match lr.phase {
+                LrPhase::Stable if lr.from_factor() != lr.to_factor() => {
+                    return Err(spec_err(at("lr.to"), "a stable phase keeps one factor (`from` = `to`)"))
+                }
+                LrPhase::Warmup | LrPhase::Stable if lr.shape.is_some() => {
+                    return Err(spec_err(at("lr.shape"), "only decay phases have a shape"))
+                }
+                LrPhase::Decay if lr.to_factor() > lr.from_factor() => {
+                    return Err(spec_err(at("lr.to"), "a decay phase must not rise (`to` ≤ `from`)"))
+                }
+                LrPhase::Warmup | LrPhase::Decay if lr.warmup_steps.is_some() => {
+                    return Err(spec_err(at("lr.warmup-steps"), "only stable phases take warmup-steps"))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Per stage, the token budget of every source: exact integers that sum to the stage's
+    /// tokens (ratios are apportioned by largest remainder).
+    pub fn budgets(&self, stage: &StageSpec) -> BTreeMap<String, u64> {
+        if !stage.budgets.is_empty() {
+            return stage.budgets.iter().map(|(k, v)| (k.clone(), v.0)).collect();
+        }
+        let total = stage.tokens.map_or(0, |t| t.0);
+        let mut out: Vec<(String, u64, f64)> = stage
+            .ratios
+            .iter()
+            .map(|(k, r)| {
+                let exact = r * total as f64;
+                (k.clone(), exact.floor() as u64, exact - exact.floor())
+            })
+            .collect();
+        let assigned: u64 = out.iter().map(|o| o.1).sum();
+        let mut order: Vec<usize> = (0..out.len()).collect();
+        order.sort_by(|&a, &b| out[b].2.total_cmp(&out[a].2).then(a.cmp(&b)));
+        for &i in order.iter().take(total.saturating_sub(assigned) as usize) {
+            out[i].1 += 1;
+        }
+        out.into_iter().map(|(k, v, _)| (k, v)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const SMALL: &str = r#"
+version = 1
+name = "small"
+seed = 7
+sequence-length = 128
+global-batch-tokens = 1024
+[lr]
+peak = 3e-4
+[sources.web]
+category = "web"
+[sources.code]
+category = "code"
+max-repetition = 2
+[[stage]]
+name = "stable"
+lr = { phase = "stable", warmup-steps = 10 }
+budgets = { web = "1M", code = 250_000 }
+[[stage]]
+name = "anneal"
+tokens = "400K"
+lr = { phase = "decay", shape = "1-sqrt" }
+ratios = { web = 0.5, code = 0.5 }
+"#;
+
+    fn with(edit: impl Fn(&mut RunSpec)) -> Result<(), SpecError> {
+        let mut s: RunSpec = toml::from_str(SMALL).unwrap();
+        edit(&mut s);
+        s.validate()
+    }
+
+    #[test]
+    fn parses_and_apportions() {
+        let s = RunSpec::from_toml(SMALL).unwrap();
+        assert_eq!(s.stages[0].budgets["web"], TokenCount(1_000_000));
+        assert_eq!(s.budgets(&s.stages[1]).values().sum::<u64>(), 400_000);
+        let back = RunSpec::from_toml(&s.to_toml()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn errors_name_stage_and_key() {
+        let e = with(|s| {
+            s.stages[1].ratios.insert("web".into(), 0.6);
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "stage[1] \"anneal\".ratios");
+        assert!(e.message.contains("sum to 1.1"), "{e}");
+        let e = with(|s| {
+            s.stages[0].budgets.insert("books".into(), TokenCount(5));
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "stage[0] \"stable\".budgets.\"books\"");
+        let e = with(|s| s.global_batch_tokens = 1000).unwrap_err();
+        assert!(e.key.ends_with("global-batch-tokens") && e.message.contains("multiple"), "{e}");
+        let e = with(|s| s.stages[1].lr.to = Some(2.0)).unwrap_err();
+        assert_eq!(e.key, "stage[1] \"anneal\".lr.to");
+        let e = with(|s| s.stages[1].tokens = None).unwrap_err();
+        assert_eq!(e.key, "stage[1] \"anneal\".tokens");
+        let unknown = SMALL.replace("max-repetition = 2", "max-repetitions = 2");
+        let e = RunSpec::from_toml(&unknown).unwrap_err();
+        assert!(e.message.contains("max-repetitions"), "{e}");
+        assert!("12.5x".parse::<TokenCount>().is_err());
+        assert_eq!("16.2B".parse::<TokenCount>().unwrap(), TokenCount(16_200_000_000));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ratio_budgets_sum_exactly(total in 0u64..10_000_000_000, weights in proptest::collection::vec(1u32..1000, 1..20)) {
+            let sum: u32 = weights.iter().sum();
+            let mut st: RunSpec = toml::from_str(SMALL).unwrap();
+            let stage = &mut st.stages[1];
+            stage.tokens = Some(TokenCount(total));
+            stage.ratios = weights.iter().enumerate().map(|(i, w)| (format!("s{i}"), *w as f64 / sum as f64)).collect();
+            let b = st.budgets(&st.stages[1]);
+            proptest::prop_assert_eq!(b.values().sum::<u64>(), total);
+            for (k, v) in &b {
+                let exact = st.stages[1].ratios[k] * total as f64;
+                proptest::prop_assert!((*v as f64 - exact).abs() <= 1.0 + exact * 1e-12);
+            }
+        }
+    }
+}
