@@ -7,8 +7,8 @@
 //!   label), where `start` is where earlier stages left the stream.
 //! * Interleaving puts the `j`-th sequence of `s` at key `(j + u_s) / n_s` (`u_s` a seeded
 //!   offset in (0, 1)) and orders all sequences by key: each source is spread evenly over the
-//!   stage instead of arriving in runs, and any prefix of the stage holds every source in
-//!   proportion to within one sequence.
+//!   stage instead of arriving in runs; any prefix of the stage holds every source in
+//!   proportion to within `1 + S·share` sequences (S sources), and the whole stage exactly.
 //! * Resume is O(1) in the position: [`StageOrder::counts_before`] finds how many sequences of
 //!   every source precede position `p` with `O(S² log N)` exact integer arithmetic and no
 //!   replay, so a restart from a single counter continues the identical order.
@@ -348,16 +348,18 @@ mod tests {
 
         #[test]
         fn sources_are_spread_evenly(counts in proptest::collection::vec(1u64..400, 2..6), seed in 0u64..1000) {
-            // Every prefix holds each source in proportion to within one sequence (plus one
-            // for the offset): no runs.
+            // Every prefix holds each source in proportion to within 1 + S·share sequences
+            // (S sources; the proof is in docs/schedules.md): no runs.
             let o = order(&counts, seed);
             let n = o.len() as f64;
+            let k = counts.len() as f64;
             let mut seen = vec![0u64; counts.len()];
             for (pos, slot) in o.iter_from(0) {
                 seen[slot.source] += 1;
                 for (s, &c) in counts.iter().enumerate() {
                     let expected = c as f64 * (pos + 1) as f64 / n;
-                    prop_assert!((seen[s] as f64 - expected).abs() <= 2.0, "source {} at {}: {} vs {}", s, pos, seen[s], expected);
+                    let bound = 1.0 + k * c as f64 / n + 1e-9;
+                    prop_assert!((seen[s] as f64 - expected).abs() < bound, "source {} at {}: {} vs {}", s, pos, seen[s], expected);
                 }
             }
         }
