@@ -33,6 +33,12 @@ pub enum Command {
     /// Tokenizers: train a byte-level BPE on a bilingual sample, with a compression report.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
+    /// Run specs: stages, per-source token budgets, learning-rate phases.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// The stage mixer: what each stage's data mix is, planned and realized.
+    #[command(subcommand)]
+    Mix(MixCommand),
     /// Show jobs, or one job with its stages, shards, attempts; and workers.
     Status(StatusArgs),
     /// Cancel a job.
@@ -167,6 +173,78 @@ pub struct TokenizerTrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Print a commented starter run spec (`--list-presets` for the presets).
+    Init(ScheduleInitArgs),
+    /// Check a run spec (and, with --data, that the data suffices); print its plan.
+    Validate(ScheduleValidateArgs),
+    /// Convert YuLan-Mini's per-phase recipe JSON files into a run spec.
+    ImportYulan(ImportYulanArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleInitArgs {
+    /// yulan-mini-like | demo (docs/schedules.md says where each preset's numbers come from).
+    #[arg(long, default_value = "yulan-mini-like")]
+    pub preset: String,
+    #[arg(long)]
+    pub list_presets: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleValidateArgs {
+    pub spec: PathBuf,
+    /// Data root: each source's token shards are under DATA/<path or name>.
+    #[arg(long)]
+    pub data: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportYulanArgs {
+    /// Directory of recipe files (NN_DATE_TIME.json).
+    pub dir: PathBuf,
+    /// Where to write the spec.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Leave out recipe files whose name contains this (e.g. one of two phase-26 variants).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    #[arg(long, default_value = "yulan-mini")]
+    pub name: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MixCommand {
+    /// Per stage and source (or category): planned tokens, share, available tokens, epochs,
+    /// warnings; a stacked-bar chart (PNG, SVG) and an HTML page. With --data --measure, the
+    /// tokens a mixer run really reads beside the planned ones.
+    Inspect(MixInspectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MixInspectArgs {
+    pub spec: PathBuf,
+    /// Data root of the sources' token shards.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Group sources: `source` (default) or `category` (the sources' `category` key).
+    #[arg(long, default_value = "source")]
+    pub by: String,
+    /// Run the mixer over every stage's real token shards and report the tokens read per source.
+    #[arg(long, requires = "data")]
+    pub measure: bool,
+    /// Where to write mix.png, mix.svg and mix.html (default: mix-report/ next to the spec).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }

@@ -2,6 +2,7 @@
 //! failed or was cancelled, 2 bad arguments or spec, 3 coordinator or storage unreachable,
 //! 130 interrupted.
 
+mod chart;
 mod cli;
 mod cmd;
 mod progress;

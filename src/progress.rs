@@ -90,3 +90,30 @@ pub async fn follow(api: &Arc<dyn CoordinatorApi>, job_id: &str, quiet: bool) ->
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A simple counter bar for local work (hidden with `--json` or off a terminal).
+pub struct Progress(ProgressBar);
+
+impl Progress {
+    pub fn new(quiet: bool, total: u64, unit: &str) -> Self {
+        let bar = if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
+        } else {
+            ProgressBar::new(total)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit} {{per_sec}}"
+            ))
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        Progress(bar)
+    }
+    pub fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
+    pub fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}

@@ -8,6 +8,7 @@ pub mod document;
 pub mod error;
 pub mod langid;
 pub mod manifest;
+pub mod mix;
 pub mod plan;
 pub mod read;
 #[cfg(feature = "parquet")]

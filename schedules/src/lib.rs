@@ -7,6 +7,7 @@
 pub mod lr;
 pub mod mixer;
 pub mod plan;
+pub mod presets;
 pub mod spec;
 pub mod yulan;
 

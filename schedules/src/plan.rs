@@ -78,6 +78,7 @@ impl Plan {
         let mut warnings = Vec::new();
         let mut stream: BTreeMap<&str, u64> = BTreeMap::new();
         let mut step = 0u64;
+        let mut short = Vec::new();
         for (index, st) in spec.stages.iter().enumerate() {
             let seq = spec.sequence_length(st);
             let batch_sequences = spec.global_batch_tokens(st) / seq as u64;
@@ -128,12 +129,7 @@ impl Plan {
             let sequences: u64 = sources.iter().map(|s| s.sequences).sum();
             let steps = sequences.div_ceil(batch_sequences);
             if !sequences.is_multiple_of(batch_sequences) {
-                warnings.push(format!(
-                    "stage {:?}: {sequences} sequences are not a whole number of {batch_sequences}-sequence batches; \
-                     its last step has {} sequences",
-                    st.name,
-                    sequences % batch_sequences
-                ));
+                short.push(format!("{:?} ({} of {batch_sequences})", st.name, sequences % batch_sequences));
             }
             stages.push(StagePlan {
                 index,
@@ -150,6 +146,13 @@ impl Plan {
                 sources,
             });
             step += steps;
+        }
+        if !short.is_empty() {
+            warnings.push(format!(
+                "the last step of {} stage(s) is a short batch (sequences not a multiple of the global batch): {}",
+                short.len(),
+                short.join(", ")
+            ));
         }
         // Decay runs: consecutive decay stages with the same shape and factors.
         let mut i = 0;
@@ -269,7 +272,7 @@ budgets = { b = 20_000 }
         assert_eq!((s1.sources[0].sequences, s1.sources[1].sequences), (50, 51), "rounded to the nearest sequence");
         assert_eq!(s1.sources[0].stream_start, 10_000, "a continues where the warmup stage left it");
         assert_eq!(s1.steps, 11);
-        assert!(p.warnings.iter().any(|w| w.contains("\"s1\"") && w.contains("last step has 1")), "{:?}", p.warnings);
+        assert!(p.warnings.iter().any(|w| w.contains("\"s1\" (1 of 10)")), "{:?}", p.warnings);
         assert_eq!(p.stages[3].sources[0].stream_start, 5_100 + 20_000);
         assert_eq!(p.stages[2].decay_run, Some((21, 40)));
     }

@@ -141,10 +141,10 @@ pub fn category(name: &str, sft: bool) -> String {
         "chinese"
     } else if has(&["math", "gsm8k", "proof-pile", "scalequest", "numina"]) {
         "math"
-    } else if has(&["stackexchange", "reddit", "tulu-flan", "book", "paper", "wiki-", "cosmopedia-v2"]) {
-        "general"
     } else if has(&["the_stack", "the-stack", "code", "starcoder", "opencoder", "jupyter", "smollm_dedup"]) {
         "code"
+    } else if has(&["stackexchange", "reddit", "tulu-flan", "book", "paper", "wiki-", "cosmopedia-v2"]) {
+        "general"
     } else if has(&["fineweb", "dclm", "news", "common"]) {
         "web"
     } else {
@@ -160,7 +160,7 @@ pub fn category(name: &str, sft: bool) -> String {
 /// Names that mark instruction/SFT-formatted data in recipes without flags.
 fn sft_by_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["sft", "tulu-flan", "code_gen_qwen", "scalequest", "gsm8k", "dm_math", "opc-annealing"]
+    ["sft", "tulu-flan", "code_gen_qwen", "scalequest", "gsm8k", "dm_math", "synthetic_qa"]
         .iter()
         .any(|p| n.contains(p))
 }
@@ -179,12 +179,16 @@ pub fn to_spec(recipes: &[Recipe], name: &str) -> (RunSpec, Vec<String>) {
         "Recipes with SFT-flagged manual budgets are annealing phases: one shared 1-sqrt decay to 0.".into(),
         "The phase-1 warmup of the original run is not released; add `warmup-steps` to the first stage.".into(),
     ];
-    let sft_any: std::collections::HashSet<&str> =
+    // A source named in a flagged (annealing) recipe takes its flag from there; others are
+    // classified by name.
+    let sft_flagged: std::collections::HashSet<&str> =
         recipes.iter().flat_map(|r| r.sft.iter().map(String::as_str)).collect();
+    let in_flagged: std::collections::HashSet<&str> =
+        recipes.iter().filter(|r| r.flagged).flat_map(|r| r.selected.iter().map(|s| s.0.as_str())).collect();
     let mut stages = Vec::with_capacity(recipes.len());
     for r in recipes {
         for (n, _) in &r.selected {
-            let sft = sft_any.contains(n.as_str()) || sft_by_name(n);
+            let sft = if in_flagged.contains(n.as_str()) { sft_flagged.contains(n.as_str()) } else { sft_by_name(n) };
             sources.entry(n.clone()).or_insert_with(|| SourceSpec {
                 path: None,
                 category: Some(category(n, sft)),
@@ -255,6 +259,7 @@ mod tests {
         assert_eq!(category("chinese-fineweb-edu_use/cci2_use", false), "chinese");
         assert_eq!(category("wiki-baike-en/v3", false), "general");
         assert_eq!(category("MNBVC/code/googlecode/filter_copyright/go", false), "code");
+        assert_eq!(category("the-stack-v2/Jupyter_Notebook/md_scored_classified/score_3", false), "code");
         assert_eq!(category("the_stack_v2_python_cleaned_scored_dedup/score_3", false), "code");
         assert_eq!(category("OpenCoder-LLM/fineweb-math-corpus-dedup/split_1", false), "math");
         assert_eq!(category("dolma-unzip/stackexchange", false), "general");

@@ -2,6 +2,7 @@ mod bench;
 mod cluster;
 mod corpus;
 mod dedup;
+mod schedule;
 mod status;
 mod tokenizer;
 mod train;
@@ -99,6 +100,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Corpus(c) => corpus::run(c).await,
         Command::Dedup(d) => dedup::run(d),
         Command::Tokenizer(t) => tokenizer::run(t).await,
+        Command::Schedule(c) => schedule::run(c).await,
+        Command::Mix(c) => schedule::mix(c).await,
         Command::Status(a) => status::status(a).await,
         Command::Cancel(a) => status::cancel(a).await,
         Command::Bench(b) => bench::run(b).await,

@@ -300,7 +300,12 @@ impl TokenShard {
         let idx_rel = format!("{prefix}.idx");
         let idx = dir.get_required(&idx_rel, "token shard index").await?;
         let index = TokenIndex::decode(&idx, &dir.child_url(&idx_rel))?;
-        let bin = dir.get_required(&format!("{prefix}.bin"), "token shard data").await?;
+        let bin_rel = format!("{prefix}.bin");
+        let bin = match &dir.local {
+            // Local shards are memory-mapped: pages load on demand and stay shared.
+            Some(root) => map_file(&root.join(&bin_rel))?,
+            None => dir.get_required(&bin_rel, "token shard data").await?,
+        };
         TokenShard::from_parts(dir.child_url(prefix), meta, index, bin)
     }
 
@@ -338,6 +343,35 @@ impl TokenShard {
         self.extend_range(start, start + self.index.lengths[d] as u64, &mut out);
         out
     }
+}
+
+fn map_file(path: &std::path::Path) -> PipelineResult<bytes::Bytes> {
+    let io = |e| PipelineError::Io { location: path.display().to_string(), source: e };
+    let file = std::fs::File::open(path).map_err(io)?;
+    if file.metadata().map_err(io)?.len() == 0 {
+        return Ok(bytes::Bytes::new());
+    }
+    // SAFETY: shards are written once under a temporary name and promoted; lehr never
+    // modifies a promoted shard in place. Another program truncating it while it is mapped
+    // would fault this process, which is the usual contract of memory-mapped datasets
+    // (Megatron and NeMo map the same files).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    Ok(bytes::Bytes::from_owner(map))
+}
+
+/// Reads only the metadata of every shard under `dir`.
+pub async fn list_metadata(dir: &store::Location) -> PipelineResult<Vec<(String, TokenShardMeta)>> {
+    let mut out = Vec::new();
+    for prefix in list_shards(dir).await? {
+        let rel = format!("{prefix}.{META_SUFFIX}");
+        let bytes = dir.get_required(&rel, "token shard metadata").await?;
+        let meta: TokenShardMeta = serde_json::from_slice(&bytes).map_err(|e| PipelineError::UnreadableFile {
+            file: dir.child_url(&rel),
+            message: format!("not lehr token-shard metadata: {e}"),
+        })?;
+        out.push((prefix, meta));
+    }
+    Ok(out)
 }
 
 /// The shard prefixes (`part-00000`, `lang=zh/part-00001`) of every token shard under `dir`,
