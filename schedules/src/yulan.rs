@@ -141,6 +141,9 @@ pub fn category(name: &str, sft: bool) -> String {
         "chinese"
     } else if has(&["math", "gsm8k", "proof-pile", "scalequest", "numina"]) {
         "math"
+    } else if has(&["fineweb-code"]) {
+        // OpenCoder's code-related web pages: web text, counted with the general data.
+        "general"
     } else if has(&["the_stack", "the-stack", "code", "starcoder", "opencoder", "jupyter", "smollm_dedup"]) {
         "code"
     } else if has(&["stackexchange", "reddit", "tulu-flan", "book", "paper", "wiki-", "cosmopedia-v2"]) {
