@@ -12,6 +12,9 @@ use crate::error::{PipelineError, PipelineResult};
 use crate::spec::TokenizeSpec;
 use crate::write::sha256_hex;
 
+/// Loaded tokenizers by (content sha256, EOS).
+type TokenizerCache = HashMap<(String, String), Arc<LoadedTokenizer>>;
+
 /// A tokenizer ready to encode, with what the shard metadata records about it.
 pub struct LoadedTokenizer {
     pub tokenizer: Tokenizer,
@@ -51,7 +54,7 @@ impl LoadedTokenizer {
 
     /// Loads the spec's tokenizer (an absolute path or URL), once per process and content.
     pub async fn load(spec: &TokenizeSpec) -> PipelineResult<Arc<Self>> {
-        static CACHE: OnceLock<Mutex<HashMap<(String, String), Arc<LoadedTokenizer>>>> = OnceLock::new();
+        static CACHE: OnceLock<Mutex<TokenizerCache>> = OnceLock::new();
         let bytes =
             crate::store::read_file(&spec.tokenizer, "the tokenizer named by output.tokenize.tokenizer").await?;
         let key = (sha256_hex(&bytes), spec.eos.clone());
