@@ -29,5 +29,16 @@ echo
 echo "== lehr dedup curve --bands 14 --rows 8 --compare 20x13"
 "$LEHR" dedup curve --bands 14 --rows 8 --compare 20x13 --svg .lehr/demo-dedup/curve.svg | tail -4
 echo
+echo "== lehr corpus build examples/tokenize.toml   (preset tokenize: Megatron .bin/.idx token shards per language)"
+rm -rf .lehr/demo-tokens
+"$LEHR" corpus build examples/tokenize.toml
+echo
+echo "== lehr mix inspect examples/mix-demo.toml --data .lehr/demo-tokens --measure   (planned vs realized per stage)"
+"$LEHR" mix inspect examples/mix-demo.toml --data .lehr/demo-tokens --measure --out .lehr/demo-mix
+echo
+echo "== lehr schedule import-yulan examples/yulan-mini   (YuLan-Mini's real phase-1 and annealing recipes)"
+"$LEHR" schedule import-yulan examples/yulan-mini -o .lehr/yulan-mini.toml
+"$LEHR" mix inspect .lehr/yulan-mini.toml --by category --out .lehr/yulan-mix | head -24
+echo
 echo "== lehr train smoke (libtorch forward/backward)"
 "$LEHR" train smoke

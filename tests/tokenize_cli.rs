@@ -128,6 +128,9 @@ fn tokenize_preset_writes_megatron_shards_equal_to_an_independent_encoding() {
     let inputs = sample_inputs();
     let (out, report) = build_tokens(dir.path(), &demo_tokenizer(), &inputs, "512KiB");
     assert_eq!(report["job"]["state"], "succeeded", "{report}");
+    let texts = input_texts(&inputs);
+    assert_eq!(report["tokens"]["documents"].as_u64().unwrap(), texts.len() as u64);
+    assert_eq!(report["tokens"]["dtype"], "uint16");
     check_against_independent_encoding(&out, &demo_tokenizer(), &inputs, "<|endoftext|>", 8);
 }
 

@@ -179,14 +179,46 @@ async fn read_dedup_report(output: &str) -> Option<lehr_pipeline::dedup::DedupRe
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Totals of the token shards a job wrote (`None` without the tokens format).
+async fn read_token_totals(output: &str, manifest: Option<&Manifest>) -> Option<serde_json::Value> {
+    let suffix = format!(".{}", lehr_pipeline::tokens::META_SUFFIX);
+    manifest?.files.iter().find(|f| f.name.ends_with(&suffix))?;
+    let loc = lehr_pipeline::store::resolve(output).ok()?;
+    let metas = lehr_pipeline::tokens::list_metadata(&loc).await.ok()?;
+    let tokens: u64 = metas.iter().map(|m| m.1.tokens).sum();
+    let documents: u64 = metas.iter().map(|m| m.1.documents).sum();
+    let text_bytes: u64 = metas.iter().map(|m| m.1.text_bytes).sum();
+    Some(serde_json::json!({
+        "shards": metas.len(),
+        "tokens": tokens,
+        "documents": documents,
+        "text_bytes": text_bytes,
+        "bytes_per_token": text_bytes as f64 / (tokens.saturating_sub(documents)).max(1) as f64,
+        "dtype": metas.first().map(|m| m.1.dtype),
+        "tokenizer_sha256": metas.first().map(|m| m.1.tokenizer.sha256.clone()),
+    }))
+}
+
 pub async fn report(job: &JobStatus, elapsed: f64, json: bool) -> CmdResult {
     let manifest = if job.state == "succeeded" { read_manifest(&job.output).await } else { None };
     let dedup = if job.state == "succeeded" { read_dedup_report(&job.output).await } else { None };
+    let tokens = read_token_totals(&job.output, manifest.as_ref()).await;
     if json {
-        let v = serde_json::json!({"job": job, "elapsed_s": elapsed, "manifest": manifest, "dedup": dedup});
+        let v = serde_json::json!({"job": job, "elapsed_s": elapsed, "manifest": manifest, "dedup": dedup, "tokens": tokens});
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         print_summary(job, elapsed, manifest.as_ref());
+        if let Some(t) = tokens {
+            println!(
+                "tokens: {} in {} token shards ({} documents, EOS included; {:.2} text bytes per token, {}): {:.0} tokens/s",
+                t["tokens"],
+                t["shards"],
+                t["documents"],
+                t["bytes_per_token"].as_f64().unwrap_or(0.0),
+                t["dtype"].as_str().unwrap_or("?"),
+                t["tokens"].as_f64().unwrap_or(0.0) / elapsed.max(1e-3)
+            );
+        }
         if let Some(d) = dedup {
             println!(
                 "dedup ({}, keep {}): {} clusters of 2 or more holding {} docs; {} duplicates dropped; sizes {:?} (dedup.json)",

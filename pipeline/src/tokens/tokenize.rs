@@ -12,6 +12,9 @@ use crate::error::{PipelineError, PipelineResult};
 use crate::spec::TokenizeSpec;
 use crate::write::sha256_hex;
 
+/// Words whose BPE merges are cached per tokenizer (HF's default is 10,000).
+pub const BPE_WORD_CACHE: usize = 262_144;
+
 /// Loaded tokenizers by (content sha256, EOS).
 type TokenizerCache = HashMap<(String, String), Arc<LoadedTokenizer>>;
 
@@ -31,10 +34,18 @@ impl std::fmt::Debug for LoadedTokenizer {
 impl LoadedTokenizer {
     /// Parses `tokenizer.json` bytes; `eos` must be a token of its vocabulary.
     pub fn from_bytes(bytes: &[u8], path: &str, eos: &str) -> PipelineResult<Self> {
-        let tokenizer = Tokenizer::from_bytes(bytes).map_err(|e| PipelineError::UnreadableFile {
+        let mut tokenizer = Tokenizer::from_bytes(bytes).map_err(|e| PipelineError::UnreadableFile {
             file: path.to_string(),
             message: format!("not a Hugging Face tokenizer.json: {e}"),
         })?;
+        // BPE caches the merges of each pre-tokenized word, but only the first 10,000 distinct
+        // words (the cache never evicts, it stops inserting). A corpus has millions; a larger
+        // cache keeps the frequent words of every language (~40 MB at most).
+        if let tokenizers::ModelWrapper::BPE(bpe) = tokenizer.get_model() {
+            let mut bpe = bpe.clone();
+            bpe.resize_cache(BPE_WORD_CACHE);
+            tokenizer.with_model(tokenizers::ModelWrapper::BPE(bpe));
+        }
         let eos_id = tokenizer
             .token_to_id(eos)
             .ok_or_else(|| PipelineError::spec("output.tokenize.eos", format!("`{eos}` is not a token of {path}")))?;
