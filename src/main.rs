@@ -10,6 +10,14 @@ mod progress;
 use clap::Parser;
 
 fn main() {
+    // `lehr ... | head` should end quietly like other Unix tools, not panic on a closed pipe:
+    // Rust ignores SIGPIPE by default, so printing to a closed stdout is an error that
+    // `println!` turns into a panic.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is always valid.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = cli::Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = runtime.block_on(cmd::run(cli));
