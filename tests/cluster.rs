@@ -48,8 +48,16 @@ fn busy_task_on(url: &str, job: &str, worker_name: &str) -> Option<u64> {
     let workers = workers(url);
     let id = workers.as_array()?.iter().find(|w| w["name"] == worker_name)?["worker_id"].as_str()?.to_string();
     let status = job_status(url, job)?;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
     status["tasks"].as_array()?.iter().find_map(|t| {
-        (t["state"] == "leased" && t["worker_id"] == id.as_str() && long_shard(t["shard"].as_str().unwrap_or("")))
+        // Only an attempt that started less than 1.5 s ago: w1 needs several seconds per
+        // shard, so the kill lands inside it even on a loaded machine (a victim picked late in
+        // its shard could commit before the kill, and the test would prove nothing).
+        let started = t["attempt_log"].as_array()?.last()?["started_ms"].as_i64()?;
+        (t["state"] == "leased"
+            && t["worker_id"] == id.as_str()
+            && long_shard(t["shard"].as_str().unwrap_or(""))
+            && now_ms - started < 1500)
             .then(|| t["task_id"].as_u64())
             .flatten()
     })

@@ -159,7 +159,13 @@ fn example_specs_parse() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml") {
             let text = std::fs::read_to_string(&p).unwrap();
-            lehr_pipeline::PipelineSpec::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            // Run specs (training schedules) have a sequence length; the rest are pipeline specs.
+            let table: toml::Table = text.parse().unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            if table.contains_key("sequence-length") {
+                lehr_schedules::RunSpec::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            } else {
+                lehr_pipeline::PipelineSpec::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            }
             n += 1;
         }
     }
