@@ -42,6 +42,8 @@ pub struct Attributes {
 }
 
 struct StageColumns {
+    // Read by the parquet writer only.
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
     label: String,
     rule: Vec<Option<&'static str>>,
     scores: Vec<(String, Vec<Option<f64>>)>,

@@ -125,11 +125,11 @@ pub async fn run_shard_task(
         }
         None => None,
     };
-    let mut options = options;
     #[cfg(feature = "tokenize")]
-    if let Some(t) = &task.output.tokenize {
-        options.tokenizer = Some(crate::tokens::tokenize::LoadedTokenizer::load(t).await?);
-    }
+    let options = match &task.output.tokenize {
+        Some(t) => RunOptions { tokenizer: Some(crate::tokens::tokenize::LoadedTokenizer::load(t).await?), ..options },
+        None => options,
+    };
     let task2 = task.clone();
     let progress2 = progress.clone();
     let (mut result, files) = tokio::task::spawn_blocking(move || process(&task2, &progress2, &options, extra))

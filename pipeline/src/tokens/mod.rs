@@ -291,12 +291,7 @@ impl TokenShard {
 
     /// Loads `prefix.bin`, `prefix.idx` and `prefix.tokens.json` from `dir`.
     pub async fn load(dir: &store::Location, prefix: &str) -> PipelineResult<Self> {
-        let meta_rel = format!("{prefix}.{META_SUFFIX}");
-        let meta_bytes = dir.get_required(&meta_rel, "token shard metadata").await?;
-        let meta: TokenShardMeta = serde_json::from_slice(&meta_bytes).map_err(|e| PipelineError::UnreadableFile {
-            file: dir.child_url(&meta_rel),
-            message: format!("not lehr token-shard metadata: {e}"),
-        })?;
+        let meta = read_meta(dir, prefix).await?;
         let idx_rel = format!("{prefix}.idx");
         let idx = dir.get_required(&idx_rel, "token shard index").await?;
         let index = TokenIndex::decode(&idx, &dir.child_url(&idx_rel))?;
@@ -363,15 +358,20 @@ fn map_file(path: &std::path::Path) -> PipelineResult<bytes::Bytes> {
 pub async fn list_metadata(dir: &store::Location) -> PipelineResult<Vec<(String, TokenShardMeta)>> {
     let mut out = Vec::new();
     for prefix in list_shards(dir).await? {
-        let rel = format!("{prefix}.{META_SUFFIX}");
-        let bytes = dir.get_required(&rel, "token shard metadata").await?;
-        let meta: TokenShardMeta = serde_json::from_slice(&bytes).map_err(|e| PipelineError::UnreadableFile {
-            file: dir.child_url(&rel),
-            message: format!("not lehr token-shard metadata: {e}"),
-        })?;
+        let meta = read_meta(dir, &prefix).await?;
         out.push((prefix, meta));
     }
     Ok(out)
+}
+
+/// `prefix.tokens.json` under `dir`.
+async fn read_meta(dir: &store::Location, prefix: &str) -> PipelineResult<TokenShardMeta> {
+    let rel = format!("{prefix}.{META_SUFFIX}");
+    let bytes = dir.get_required(&rel, "token shard metadata").await?;
+    serde_json::from_slice(&bytes).map_err(|e| PipelineError::UnreadableFile {
+        file: dir.child_url(&rel),
+        message: format!("not lehr token-shard metadata: {e}"),
+    })
 }
 
 /// The shard prefixes (`part-00000`, `lang=zh/part-00001`) of every token shard under `dir`,
