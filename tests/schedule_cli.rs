@@ -173,6 +173,16 @@ fn demo_schedule_measured_over_a_tokenize_jobs_shards() {
     assert!(ko["epochs_after"].as_f64().unwrap() > 1.0, "ko is repeated in the anneal stage");
     assert!(stages[2]["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("ko repeats")));
     assert!(report["tokenizer_sha256"].as_str().unwrap().len() == 64);
+    // A wrong data root names the directories it looked in.
+    let out = lehr()
+        .args(["schedule", "validate", "--data"])
+        .arg(dir.path().join("nowhere"))
+        .arg(&schedule)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no token shards found for") && err.contains("nowhere/lang=ko"), "{err}");
     // Asking for more Korean than max-repetition allows is an error naming the source.
     let greedy = std::fs::read_to_string(&schedule).unwrap().replace("tokens = \"150K\"", "tokens = \"400K\"");
     std::fs::write(&schedule, greedy).unwrap();

@@ -28,6 +28,8 @@ pub struct Available {
     /// Tokens per source (EOS included), from the shards' metadata.
     pub tokens: BTreeMap<String, u64>,
     pub shards: BTreeMap<String, usize>,
+    /// Where each source's shards were looked for.
+    pub locations: BTreeMap<String, String>,
     /// The tokenizer hash shared by every shard (an error if they differ).
     pub tokenizer_sha256: Option<String>,
 }
@@ -54,6 +56,7 @@ pub async fn available(root: &Location, spec: &RunSpec) -> PipelineResult<Availa
         }
         out.tokens.insert(name.clone(), metas.iter().map(|(_, m)| m.tokens).sum());
         out.shards.insert(name.clone(), metas.len());
+        out.locations.insert(name.clone(), loc.url.clone());
     }
     out.tokenizer_sha256 = first.map(|f| f.0);
     Ok(out)

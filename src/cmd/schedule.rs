@@ -67,7 +67,20 @@ async fn plan_with_data(
         }
         None => None,
     };
-    let plan = Plan::new(spec, avail.as_ref().map(|a| &a.1.tokens)).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    let plan = Plan::new(spec, avail.as_ref().map(|a| &a.1.tokens)).map_err(|e| {
+        // Name the directories that hold nothing: usually a wrong --data or `path`.
+        let empty: Vec<String> = avail
+            .as_ref()
+            .map(|(_, a)| {
+                a.shards.iter().filter(|(_, n)| **n == 0).map(|(s, _)| format!("{s:?} ({})", a.locations[s])).collect()
+            })
+            .unwrap_or_default();
+        if empty.is_empty() {
+            Failure::usage(anyhow::anyhow!(e))
+        } else {
+            Failure::usage(anyhow::anyhow!("{e}\nno token shards found for: {}", empty.join(", ")))
+        }
+    })?;
     Ok((plan, avail))
 }
 
