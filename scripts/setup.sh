@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks, idempotently, and prints `export` lines for the rest:
 #   - a Rust toolchain check (cargo must exist; rustup provides it),
-#   - a Python venv with the pinned PyTorch (libtorch 2.11.0 for tch 0.24.0) and moto (a local
-#     S3-compatible server for the object-store tests).
+#   - a Python venv with the pinned PyTorch (libtorch 2.11.0 for tch 0.24.0), moto (a local
+#     S3-compatible server for the object-store tests) and transformers (the reference for the
+#     train worker's model).
 # The venv lives outside the clone ($LEHR_CACHE, default ~/.cache/lehr) so CI reuses it.
 # Usage: eval "$(scripts/setup.sh)"      (progress goes to stderr)
 set -euo pipefail
@@ -11,7 +12,9 @@ LEHR_CACHE=${LEHR_CACHE:-$HOME/.cache/lehr}
 VENV=$LEHR_CACHE/venv
 TORCH_VERSION=2.11.0
 MOTO_VERSION=5.2.1
-STAMP=$VENV/.lehr-setup-torch$TORCH_VERSION-moto$MOTO_VERSION
+# transformers: the reference the train worker's Qwen2 model is checked against (logits, checkpoints)
+TRANSFORMERS_VERSION=5.24.0
+STAMP=$VENV/.lehr-setup-torch$TORCH_VERSION-moto$MOTO_VERSION-transformers$TRANSFORMERS_VERSION
 
 say() { echo "setup: $*" >&2; }
 
@@ -35,8 +38,9 @@ if [ ! -f "$STAMP" ]; then
     say "creating $VENV"
     "$PY" -m venv "$VENV"
   fi
-  say "installing torch==$TORCH_VERSION (libtorch for tch; ~4.6 GB with its CUDA libraries) and moto"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" "moto[server]==$MOTO_VERSION" >&2
+  say "installing torch==$TORCH_VERSION (libtorch for tch; ~4.6 GB with its CUDA libraries), moto and transformers"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" "moto[server]==$MOTO_VERSION" \
+    "transformers==$TRANSFORMERS_VERSION" >&2
   touch "$STAMP"
 else
   say "python venv ready ($VENV)"

@@ -1,7 +1,8 @@
-//! lehr's train worker (tch/libtorch). This issue ships the toolchain proof: [`smoke`] trains a
-//! tiny next-token model for a few steps on CPU (and on CUDA when present), so CI shows that
-//! libtorch links, runs forward and backward, and optimizes. The Qwen2/Llama model, the stage
-//! schedules and the data-parallel trainer build on it.
+//! lehr's train worker (tch/libtorch). [`smoke`] trains a tiny next-token model for a few steps
+//! on CPU (and on CUDA when present), so CI shows that libtorch links, runs forward and
+//! backward, and optimizes. [`model`] is the Qwen2/Llama decoder with Hugging Face tensor names
+//! and checkpoints (checked against `transformers` in tests/hf_parity.rs). The trainer (stage
+//! schedules, the mixer's data, resume, data parallel) is issue 6's remaining work.
 
 use tch::{nn, nn::Module, nn::OptimizerConfig, Device, Kind, Tensor};
 
@@ -18,7 +19,17 @@ pub struct SmokeReport {
 pub enum TrainError {
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),
+    #[error("invalid model config: {0}")]
+    Config(String),
+    #[error("i/o error on {0}: {1}")]
+    Io(String, #[source] std::io::Error),
 }
+
+pub mod model;
+
+/// libtorch's random generator is global: tests that seed it and draw from it hold this.
+#[cfg(test)]
+pub(crate) static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Embedding → linear → logits over a 64-token vocabulary, trained with AdamW to predict the
 /// next token of a fixed repeating sequence. The loss must fall.
@@ -73,6 +84,7 @@ mod tests {
     // between.
     #[test]
     fn tiny_model_learns_on_cpu_deterministically() {
+        let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
         let r = smoke_on(Device::Cpu, 60).unwrap();
         assert!(r.first_loss.is_finite() && r.first_grad_norm > 0.0, "{r:?}");
         // uniform guessing over 64 tokens costs ln(64) ≈ 4.16 nats; the model must beat it by far

@@ -1,0 +1,355 @@
+//! A decoder-only transformer of the Qwen2 / Llama family in tch: RMSNorm, rotary position
+//! embeddings (Hugging Face's rotate-half layout), SwiGLU, grouped-query attention through
+//! `scaled_dot_product_attention`, optional QKV bias (Qwen2) and tied embeddings. Parameter
+//! names are Hugging Face's (`model.layers.0.self_attn.q_proj.weight`, ...) so a safetensors
+//! file and a `config.json` are a checkpoint `transformers` loads, and the reverse.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::Module, Device, Kind, Tensor};
+
+use crate::TrainError;
+
+/// The model's shape, in Hugging Face `config.json` terms (unknown keys there are ignored on
+/// import; these are the ones that change the computation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub vocab_size: i64,
+    pub hidden_size: i64,
+    pub intermediate_size: i64,
+    pub num_hidden_layers: i64,
+    pub num_attention_heads: i64,
+    pub num_key_value_heads: i64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// Biases on q/k/v projections (Qwen2: true; Llama: false).
+    #[serde(default, alias = "attention_bias")]
+    pub qkv_bias: bool,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: i64,
+    /// Standard deviation of the initial weights (`initializer_range`).
+    #[serde(default = "default_init", alias = "initializer_range")]
+    pub init_std: f64,
+}
+
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_max_pos() -> i64 {
+    4096
+}
+fn default_init() -> f64 {
+    0.02
+}
+
+impl ModelConfig {
+    pub fn head_dim(&self) -> i64 {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return bad(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return bad(format!("head dimension {} must be even for rotary embeddings", self.head_dim()));
+        }
+        Ok(())
+    }
+
+    /// The `config.json` `transformers` reads as a `Qwen2ForCausalLM`.
+    pub fn hf_config_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim(),
+            "hidden_act": "silu",
+            "max_position_embeddings": self.max_position_embeddings,
+            "rope_theta": self.rope_theta,
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "rms_norm_eps": self.rms_norm_eps,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_dropout": 0.0,
+            "use_sliding_window": false,
+            "initializer_range": self.init_std,
+            "torch_dtype": "float32",
+            "use_cache": false,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(p: nn::Path, dim: i64, eps: f64) -> Self {
+        RmsNorm { weight: p.var("weight", &[dim], nn::Init::Const(1.0)), eps }
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let xf = x.to_kind(Kind::Float);
+        let var = xf.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        let normed = (xf * (var + self.eps).rsqrt()).to_kind(kind);
+        &self.weight * normed
+    }
+}
+
+struct Layer {
+    input_norm: RmsNorm,
+    q: nn::Linear,
+    k: nn::Linear,
+    v: nn::Linear,
+    o: nn::Linear,
+    post_norm: RmsNorm,
+    gate: nn::Linear,
+    up: nn::Linear,
+    down: nn::Linear,
+}
+
+pub struct Model {
+    pub config: ModelConfig,
+    embed: nn::Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Option<nn::Linear>,
+}
+
+fn linear(p: nn::Path, i: i64, o: i64, bias: bool, std: f64) -> nn::Linear {
+    let cfg = nn::LinearConfig {
+        ws_init: nn::Init::Randn { mean: 0.0, stdev: std },
+        bs_init: Some(nn::Init::Const(0.0)),
+        bias,
+    };
+    nn::linear(p, i, o, cfg)
+}
+
+impl Model {
+    /// Builds the parameters under `vs`'s root with Hugging Face names, initialized with
+    /// N(0, init_std) (norms at 1, biases at 0).
+    pub fn new(vs: &nn::VarStore, config: &ModelConfig) -> Result<Self, TrainError> {
+        config.validate()?;
+        let c = config;
+        let root = vs.root();
+        let m = &root / "model";
+        let std = c.init_std;
+        let embed = nn::embedding(
+            &m / "embed_tokens",
+            c.vocab_size,
+            c.hidden_size,
+            nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: std }, ..Default::default() },
+        );
+        let hd = c.head_dim();
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                let l = &m / "layers" / i;
+                let a = &l / "self_attn";
+                let f = &l / "mlp";
+                Layer {
+                    input_norm: RmsNorm::new(&l / "input_layernorm", c.hidden_size, c.rms_norm_eps),
+                    q: linear(&a / "q_proj", c.hidden_size, c.num_attention_heads * hd, c.qkv_bias, std),
+                    k: linear(&a / "k_proj", c.hidden_size, c.num_key_value_heads * hd, c.qkv_bias, std),
+                    v: linear(&a / "v_proj", c.hidden_size, c.num_key_value_heads * hd, c.qkv_bias, std),
+                    o: linear(&a / "o_proj", c.num_attention_heads * hd, c.hidden_size, false, std),
+                    post_norm: RmsNorm::new(&l / "post_attention_layernorm", c.hidden_size, c.rms_norm_eps),
+                    gate: linear(&f / "gate_proj", c.hidden_size, c.intermediate_size, false, std),
+                    up: linear(&f / "up_proj", c.hidden_size, c.intermediate_size, false, std),
+                    down: linear(&f / "down_proj", c.intermediate_size, c.hidden_size, false, std),
+                }
+            })
+            .collect();
+        let norm = RmsNorm::new(&m / "norm", c.hidden_size, c.rms_norm_eps);
+        let lm_head =
+            (!c.tie_word_embeddings).then(|| linear(&root / "lm_head", c.hidden_size, c.vocab_size, false, std));
+        Ok(Model { config: c.clone(), embed, layers, norm, lm_head })
+    }
+
+    /// `(cos, sin)` of shape `[T, head_dim]` for positions `0..t` (HF's layout: the frequencies
+    /// twice, for rotate-half).
+    fn rope(&self, t: i64, device: Device) -> (Tensor, Tensor) {
+        let hd = self.config.head_dim();
+        let inv: Vec<f32> =
+            (0..hd / 2).map(|i| (1.0 / self.config.rope_theta.powf((2 * i) as f64 / hd as f64)) as f32).collect();
+        let inv_freq = Tensor::from_slice(&inv).to_device(device);
+        let pos = Tensor::arange(t, (Kind::Float, device));
+        let freqs = pos.outer(&inv_freq);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        (emb.cos(), emb.sin())
+    }
+
+    /// Logits `[B, T, vocab]` of token ids `[B, T]`.
+    pub fn forward(&self, ids: &Tensor) -> Tensor {
+        let c = &self.config;
+        let (b, t) = ids.size2().expect("ids must be [batch, time]");
+        let hd = c.head_dim();
+        let (cos, sin) = self.rope(t, ids.device());
+        let rotate = |x: &Tensor| -> Tensor {
+            let half = hd / 2;
+            let x1 = x.narrow(-1, 0, half);
+            let x2 = x.narrow(-1, half, half);
+            let rotated = Tensor::cat(&[&x2.neg(), &x1], -1);
+            x * &cos + rotated * &sin
+        };
+        let n_rep = c.num_attention_heads / c.num_key_value_heads;
+        let mut h = self.embed.forward(ids);
+        for l in &self.layers {
+            let x = l.input_norm.forward(&h);
+            let q = l.q.forward(&x).view([b, t, c.num_attention_heads, hd]).transpose(1, 2);
+            let k = l.k.forward(&x).view([b, t, c.num_key_value_heads, hd]).transpose(1, 2);
+            let v = l.v.forward(&x).view([b, t, c.num_key_value_heads, hd]).transpose(1, 2);
+            let (q, k) = (rotate(&q), rotate(&k));
+            let (k, v) = if n_rep > 1 {
+                (k.repeat_interleave_self_int(n_rep, 1, None), v.repeat_interleave_self_int(n_rep, 1, None))
+            } else {
+                (k, v)
+            };
+            let att = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false);
+            let att = att.transpose(1, 2).contiguous().view([b, t, c.num_attention_heads * hd]);
+            // Not `+=`: an in-place add would overwrite a tensor autograd saved for backward.
+            h = &h + l.o.forward(&att);
+            let x = l.post_norm.forward(&h);
+            h = &h + l.down.forward(&(l.gate.forward(&x).silu() * l.up.forward(&x)));
+        }
+        let h = self.norm.forward(&h);
+        match &self.lm_head {
+            Some(head) => head.forward(&h),
+            None => h.matmul(&self.embed.ws.tr()),
+        }
+    }
+}
+
+/// Writes `model.safetensors` (Hugging Face names) and `config.json` into `dir`.
+pub fn save_hf(vs: &nn::VarStore, config: &ModelConfig, dir: &Path) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::Io(dir.display().to_string(), e))?;
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    write_safetensors(&named, &dir.join("model.safetensors"))?;
+    let json = serde_json::to_vec_pretty(&config.hf_config_json()).expect("json");
+    std::fs::write(dir.join("config.json"), json).map_err(|e| TrainError::Io(dir.display().to_string(), e))?;
+    Ok(())
+}
+
+/// Reads a Hugging Face Qwen2/Llama checkpoint directory (`config.json` + `model.safetensors`)
+/// into a new model on `device`.
+pub fn load_hf(dir: &Path, device: Device) -> Result<(nn::VarStore, Model), TrainError> {
+    let text = std::fs::read_to_string(dir.join("config.json"))
+        .map_err(|e| TrainError::Io(dir.join("config.json").display().to_string(), e))?;
+    let mut config: ModelConfig = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Config(format!("{}: {e}", dir.join("config.json").display())))?;
+    let raw: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    // Qwen2 always has q/k/v biases; Llama says so with `attention_bias`.
+    if raw["model_type"] == "qwen2" {
+        config.qkv_bias = true;
+    }
+    let mut vs = nn::VarStore::new(device);
+    let model = Model::new(&vs, &config)?;
+    vs.load(dir.join("model.safetensors"))?;
+    Ok((vs, model))
+}
+
+/// safetensors with `{"format": "pt"}` metadata, which `transformers` requires (tch's writer
+/// leaves the metadata out). Float tensors are written as F32 or BF16 as they are.
+pub fn write_safetensors(named: &[(String, Tensor)], path: &Path) -> Result<(), TrainError> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut data: Vec<u8> = Vec::new();
+    for (name, t) in named {
+        let t = t.detach().to_device(Device::Cpu).contiguous();
+        let (dtype, bytes) = match t.kind() {
+            Kind::BFloat16 => {
+                let v: Vec<f32> = Vec::try_from(t.to_kind(Kind::Float).flatten(0, -1))?;
+                ("BF16", v.iter().flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes()).collect::<Vec<u8>>())
+            }
+            _ => {
+                let v: Vec<f32> = Vec::try_from(t.to_kind(Kind::Float).flatten(0, -1))?;
+                ("F32", v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            }
+        };
+        let start = data.len();
+        data.extend_from_slice(&bytes);
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": t.size(), "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).expect("json");
+    // The data must start 8-byte aligned.
+    while !(h.len() + 8).is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + data.len());
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).map_err(|e| TrainError::Io(path.display().to_string(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::OptimizerConfig;
+
+    #[test]
+    fn tiny_qwen2_learns_a_sequence_on_cpu() {
+        let _rng = crate::TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(1);
+        let cfg = ModelConfig {
+            vocab_size: 32,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 1,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-6,
+            qkv_bias: true,
+            tie_word_embeddings: true,
+            max_position_embeddings: 64,
+            init_std: 0.02,
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Model::new(&vs, &cfg).unwrap();
+        let mut opt = nn::AdamW::default().build(&vs, 3e-3).unwrap();
+        let seq = Tensor::arange(33, (Kind::Int64, Device::Cpu)).remainder(7).view([1, 33]);
+        let (x, y) = (seq.narrow(1, 0, 32), seq.narrow(1, 1, 32));
+        let mut losses = Vec::new();
+        for _ in 0..60 {
+            let loss = model.forward(&x).view([-1, 32]).cross_entropy_for_logits(&y.view([-1]));
+            opt.backward_step(&loss);
+            losses.push(loss.double_value(&[]));
+        }
+        assert!((losses[0] - (32f64).ln()).abs() < 0.5, "{losses:?}");
+        assert!(losses[59] < 0.2 * losses[0], "{losses:?}");
+        let bad = ModelConfig { num_key_value_heads: 3, ..cfg };
+        assert!(Model::new(&nn::VarStore::new(Device::Cpu), &bad).is_err());
+    }
+}

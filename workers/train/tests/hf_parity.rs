@@ -1,0 +1,101 @@
+//! lehr's Qwen2 against Hugging Face transformers (the venv scripts/setup.sh installs): a
+//! checkpoint lehr writes loads with `from_pretrained` and gives the same logits to 1e-4, and a
+//! checkpoint transformers writes loads into lehr with the same logits.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lehr_train::model::{load_hf, save_hf, Model, ModelConfig};
+use tch::{nn, Device, Kind, Tensor};
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("LEHR_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lehr/venv"));
+    venv.join("bin/python")
+}
+
+fn reference(mode: &str, dir: &Path, tokens: &[Vec<i64>]) -> Vec<f32> {
+    let tok = dir.parent().unwrap().join(format!("{mode}-tokens.json"));
+    let out = dir.parent().unwrap().join(format!("{mode}-logits.json"));
+    std::fs::write(&tok, serde_json::to_vec(tokens).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf_parity.py");
+    let run = Command::new(python()).arg(&script).arg(mode).arg(dir).arg(&tok).arg(&out).output().unwrap_or_else(|e| {
+        panic!("cannot run {} (run `eval \"$(scripts/setup.sh)\"` first): {e}", python().display())
+    });
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b.as_array().unwrap().iter().flat_map(|t| t.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+        })
+        .collect()
+}
+
+fn tokens() -> Vec<Vec<i64>> {
+    (0..2).map(|b| (0..16).map(|t| (b * 37 + t * 11 + 3) % 128).collect()).collect()
+}
+
+fn ours(model: &Model, tokens: &[Vec<i64>]) -> Vec<f32> {
+    let flat: Vec<i64> = tokens.iter().flatten().copied().collect();
+    let ids = Tensor::from_slice(&flat).view([tokens.len() as i64, tokens[0].len() as i64]);
+    let logits = tch::no_grad(|| model.forward(&ids));
+    Vec::<f32>::try_from(logits.to_kind(Kind::Float).flatten(0, -1)).unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn config(tied: bool) -> ModelConfig {
+    ModelConfig {
+        vocab_size: 128,
+        hidden_size: 64,
+        intermediate_size: 160,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        rope_theta: 10_000.0,
+        rms_norm_eps: 1e-6,
+        qkv_bias: true,
+        tie_word_embeddings: tied,
+        max_position_embeddings: 256,
+        init_std: 0.05,
+    }
+}
+
+#[test]
+fn lehr_checkpoints_load_in_transformers_and_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    tch::manual_seed(7);
+    for tied in [false, true] {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Model::new(&vs, &config(tied)).unwrap();
+        // Norm weights and biases start at 1 and 0: move them so that a mix-up would show.
+        tch::no_grad(|| {
+            for (name, mut v) in vs.variables() {
+                if name.ends_with("bias") || name.contains("norm") {
+                    let noise = v.randn_like() * 0.1;
+                    let _ = v.g_add_(&noise);
+                }
+            }
+        });
+        let dir = tmp.path().join(format!("lehr-tied-{tied}"));
+        save_hf(&vs, &model.config, &dir).unwrap();
+        let mine = ours(&model, &tokens());
+        let theirs = reference("forward", &dir, &tokens());
+        let d = max_diff(&mine, &theirs);
+        assert!(d < 1e-4, "tied={tied}: lehr vs transformers logits differ by {d}");
+        assert!(mine.iter().map(|x| x.abs()).fold(0.0, f32::max) > 0.1, "logits are not trivial");
+    }
+    // The reverse: transformers writes, lehr reads.
+    let dir = tmp.path().join("hf");
+    let theirs = reference("make", &dir, &tokens());
+    let (_vs, model) = load_hf(&dir, Device::Cpu).unwrap();
+    let d = max_diff(&ours(&model, &tokens()), &theirs);
+    assert!(d < 1e-4, "a transformers checkpoint in lehr: logits differ by {d}");
+}
