@@ -23,9 +23,13 @@ pub enum TrainError {
     Config(String),
     #[error("i/o error on {0}: {1}")]
     Io(String, #[source] std::io::Error),
+    #[error("training data: {0}")]
+    Data(String),
 }
 
 pub mod model;
+pub mod optim;
+pub mod trainer;
 
 /// libtorch's random generator is global: tests that seed it and draw from it hold this.
 #[cfg(test)]

@@ -1,0 +1,229 @@
+//! The training loop on one rank: the run spec's plan gives every global step its stage, its
+//! learning rate and (through the mixer) its sequences, so the whole position of a run is one
+//! number, the next step. Checkpoints hold the weights (Hugging Face names), the AdamW moments
+//! and that step; resuming from one continues exactly (on CPU the losses equal an uninterrupted
+//! run's, step for step: tests/resume.rs). No dropout, so no RNG state is needed after init.
+//!
+//! Not yet here (issue 6): data parallelism, bf16 autocast, µP knobs, evaluation, object-store
+//! checkpoints, the coordinator launching ranks.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use lehr_pipeline::mix::StageReader;
+use lehr_pipeline::store;
+use lehr_schedules::{Plan, RunSpec};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::model::{save_hf, write_safetensors, Model, ModelConfig};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::TrainError;
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Sequences per forward pass; a step's batch is accumulated over as many as it needs.
+    pub micro_batch: usize,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub grad_clip: f64,
+    /// Checkpoint every N steps (and at the end of every stage); 0: stage ends only.
+    pub checkpoint_every: u64,
+    /// Stop before this global step (default: the end of the plan).
+    pub stop_at: Option<u64>,
+    /// Checkpoints and metrics.jsonl go here.
+    pub out: PathBuf,
+    /// Data root of the run spec's sources.
+    pub data: String,
+    pub seed: i64,
+    pub adamw: AdamWConfig,
+    pub device: Device,
+}
+
+/// `trainer.json` in a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// The next global step to run.
+    pub step: u64,
+    pub tokens_seen: u64,
+    pub tokens_by_source: BTreeMap<String, u64>,
+    pub spec_name: Option<String>,
+}
+
+/// One line of metrics.jsonl.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub stage: String,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: u64,
+    pub tokens_per_s: f64,
+    pub tokens_by_source: BTreeMap<String, u64>,
+}
+
+pub struct Trainer {
+    spec: RunSpec,
+    plan: Plan,
+    pub model: Model,
+    vs: nn::VarStore,
+    opt: AdamW,
+    pub state: TrainerState,
+    options: TrainOptions,
+    readers: BTreeMap<usize, StageReader>,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |e| TrainError::Io(path.display().to_string(), e)
+}
+
+impl Trainer {
+    /// A fresh run, or the continuation of the latest checkpoint under `options.out`.
+    pub fn new(spec: RunSpec, model: ModelConfig, options: TrainOptions) -> Result<Self, TrainError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io(Path::new("tokio runtime")))?;
+        let root = store::resolve(&options.data).map_err(|e| TrainError::Data(e.to_string()))?;
+        let available = runtime
+            .block_on(lehr_pipeline::mix::available(&root, &spec))
+            .map_err(|e| TrainError::Data(e.to_string()))?;
+        let plan = Plan::new(&spec, Some(&available.tokens)).map_err(|e| TrainError::Config(e.to_string()))?;
+        tch::manual_seed(options.seed);
+        let mut vs = nn::VarStore::new(options.device);
+        let model = Model::new(&vs, &model)?;
+        let named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        let mut opt = AdamW::new(named, options.adamw.clone());
+        let mut state =
+            TrainerState { step: 0, tokens_seen: 0, tokens_by_source: BTreeMap::new(), spec_name: spec.name.clone() };
+        if let Some(dir) = latest_checkpoint(&options.out)? {
+            vs.load(dir.join("model.safetensors"))?;
+            let opt_state = Tensor::read_safetensors(dir.join("optimizer.safetensors"))?;
+            opt.load_state(&opt_state)?;
+            let text = std::fs::read_to_string(dir.join("trainer.json")).map_err(io(&dir))?;
+            state = serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", dir.display())))?;
+        }
+        Ok(Trainer { spec, plan, model, vs, opt, state, options, readers: BTreeMap::new(), runtime })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Runs steps until the plan (or `stop_at`) ends; returns the metrics of the steps run.
+    pub fn run(&mut self) -> Result<Vec<StepMetrics>, TrainError> {
+        let end = self.options.stop_at.unwrap_or(u64::MAX).min(self.plan.total_steps());
+        std::fs::create_dir_all(&self.options.out).map_err(io(&self.options.out))?;
+        let metrics_path = self.options.out.join("metrics.jsonl");
+        let mut metrics_file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(io(&metrics_path))?;
+        let mut out = Vec::new();
+        while self.state.step < end {
+            let m = self.step()?;
+            writeln!(metrics_file, "{}", serde_json::to_string(&m).expect("json")).map_err(io(&metrics_path))?;
+            out.push(m);
+            let st = self.plan.stage_at(self.state.step.saturating_sub(1));
+            let stage_end = self.state.step == st.first_step + st.steps;
+            let every = self.options.checkpoint_every;
+            if stage_end || (every > 0 && self.state.step.is_multiple_of(every)) || self.state.step == end {
+                self.checkpoint()?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One optimizer step: the step's sequences from the mixer, accumulated micro-batches,
+    /// clipping, the plan's learning rate.
+    pub fn step(&mut self) -> Result<StepMetrics, TrainError> {
+        let start = Instant::now();
+        let step = self.state.step;
+        let stage = self.plan.stage_at(step).clone();
+        let local = step - stage.first_step;
+        if !self.readers.contains_key(&stage.index) {
+            let root = store::resolve(&self.options.data).map_err(|e| TrainError::Data(e.to_string()))?;
+            let reader = self
+                .runtime
+                .block_on(StageReader::open(&root, &self.spec, &stage))
+                .map_err(|e| TrainError::Data(e.to_string()))?;
+            self.readers.retain(|i, _| *i >= stage.index);
+            self.readers.insert(stage.index, reader);
+        }
+        let reader = self.readers.get_mut(&stage.index).expect("opened");
+        let slots = reader.rank_slots(local..local + 1, stage.batch_sequences, 0, 1).map_err(TrainError::Data)?;
+        let l = stage.sequence_length as i64;
+        let mut by_source: BTreeMap<String, u64> = BTreeMap::new();
+        let mut seqs: Vec<Vec<i64>> = Vec::with_capacity(slots.len());
+        for (_, slot) in &slots {
+            seqs.push(reader.sequence(*slot).into_iter().map(i64::from).collect());
+            *by_source.entry(reader.names[slot.source].clone()).or_default() += l as u64;
+        }
+        let tokens = seqs.len() as u64 * l as u64;
+        self.opt.zero_grad();
+        let mut loss_sum = 0.0;
+        for chunk in seqs.chunks(self.options.micro_batch.max(1)) {
+            let flat: Vec<i64> = chunk.iter().flatten().copied().collect();
+            let batch = Tensor::from_slice(&flat).view([chunk.len() as i64, l + 1]).to_device(self.options.device);
+            let inputs = batch.narrow(1, 0, l);
+            let targets = batch.narrow(1, 1, l);
+            let logits = self.model.forward(&inputs);
+            let v = self.model.config.vocab_size;
+            // Sum over the micro-batch's tokens, divided by the step's: micro-batching does not
+            // change the gradient, and a short last step is not overweighted.
+            let ce = logits.view([-1, v]).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+                &targets.reshape([-1]),
+                None,
+                tch::Reduction::Sum,
+                -100,
+                0.0,
+            ) / tokens as f64;
+            ce.backward();
+            loss_sum += ce.double_value(&[]);
+        }
+        let grad_norm = self.opt.clip_grad_norm(self.options.grad_clip);
+        let lr = self.plan.lr_at(step);
+        self.opt.step(lr);
+        self.state.step += 1;
+        self.state.tokens_seen += tokens;
+        for (k, v) in &by_source {
+            *self.state.tokens_by_source.entry(k.clone()).or_default() += v;
+        }
+        Ok(StepMetrics {
+            step,
+            stage: stage.name.clone(),
+            loss: loss_sum,
+            lr,
+            grad_norm,
+            tokens,
+            tokens_per_s: tokens as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            tokens_by_source: by_source,
+        })
+    }
+
+    /// Writes `out/checkpoints/step-NNNNNNNN/` (model, config, optimizer, trainer state) and
+    /// then points `out/checkpoints/latest` at it, so a crash mid-write leaves the previous one.
+    pub fn checkpoint(&self) -> Result<PathBuf, TrainError> {
+        let root = self.options.out.join("checkpoints");
+        let dir = root.join(format!("step-{:08}", self.state.step));
+        save_hf(&self.vs, &self.model.config, &dir)?;
+        write_safetensors(&self.opt.state(), &dir.join("optimizer.safetensors"))?;
+        let json = serde_json::to_vec_pretty(&self.state).expect("json");
+        std::fs::write(dir.join("trainer.json"), json).map_err(io(&dir))?;
+        let tmp = root.join("latest.tmp");
+        std::fs::write(&tmp, dir.file_name().expect("named").to_string_lossy().as_bytes()).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, root.join("latest")).map_err(io(&root))?;
+        Ok(dir)
+    }
+}
+
+/// The checkpoint `out/checkpoints/latest` names, if any.
+pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>, TrainError> {
+    let latest = out.join("checkpoints/latest");
+    match std::fs::read_to_string(&latest) {
+        Ok(name) => Ok(Some(out.join("checkpoints").join(name.trim()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(TrainError::Io(latest.display().to_string(), e)),
+    }
+}
