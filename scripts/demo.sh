@@ -40,5 +40,9 @@ echo "== lehr schedule import-yulan examples/yulan-mini   (YuLan-Mini's real pha
 "$LEHR" schedule import-yulan examples/yulan-mini -o .lehr/yulan-mini.toml
 "$LEHR" mix inspect .lehr/yulan-mini.toml --by category --out .lehr/yulan-mix | head -24
 echo
+echo "== lehr train run examples/mix-demo.toml --model tiny --stop-at 40   (the mixer's data, the plan's LR; resumable)"
+rm -rf .lehr/demo-train
+"$LEHR" train run examples/mix-demo.toml --data .lehr/demo-tokens --model tiny --out .lehr/demo-train --stop-at 40 --device cpu | awk 'NR % 8 == 1'
+echo
 echo "== lehr train smoke (libtorch forward/backward)"
 "$LEHR" train smoke

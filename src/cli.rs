@@ -408,6 +408,43 @@ pub struct BenchPipelineArgs {
 pub enum TrainCommand {
     /// Checks libtorch: a tiny forward/backward on CPU (and CUDA when present).
     Smoke(TrainSmokeArgs),
+    /// Train a model on one device following a run spec (stages, mixer, LR); resumes from the
+    /// latest checkpoint under --out.
+    Run(TrainRunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainRunArgs {
+    /// The run spec (lehr schedule init).
+    pub spec: PathBuf,
+    /// Data root of the sources' token shards.
+    #[arg(long)]
+    pub data: String,
+    /// tiny | qwen2.5-0.5b | qwen2.5-1.5b (vocabulary from the data's tokenizer).
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Checkpoints and metrics.jsonl.
+    #[arg(long, default_value = ".lehr/train")]
+    pub out: PathBuf,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub micro_batch: usize,
+    /// Stop before this global step.
+    #[arg(long)]
+    pub stop_at: Option<u64>,
+    /// Checkpoint every N steps (and at every stage end).
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_every: u64,
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// cpu | cuda (default: cuda when available).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Print every step's metrics as a JSON line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

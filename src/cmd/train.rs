@@ -25,7 +25,79 @@ pub async fn run(cmd: TrainCommand) -> CmdResult {
             }
             Ok(EXIT_OK)
         }
+        TrainCommand::Run(a) => run_spec(a).await,
     }
+}
+
+#[cfg(feature = "train")]
+async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
+    use anyhow::Context;
+    use lehr_train::model::ModelConfig;
+    use lehr_train::trainer::{TrainOptions, Trainer};
+    let text = std::fs::read_to_string(&a.spec).with_context(|| format!("cannot read {}", a.spec.display()))?;
+    let spec = lehr_schedules::RunSpec::from_toml(&text)
+        .map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", a.spec.display())))?;
+    let cwd = std::env::current_dir().context("no current directory")?;
+    let data = lehr_pipeline::store::absolutize(&a.data, &cwd);
+    let root = lehr_pipeline::store::resolve(&data).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
+    // Refuses shards of different tokenizers; the vocabulary comes from theirs.
+    lehr_pipeline::mix::available(&root, &spec).await.map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
+    let mut vocab = 0i64;
+    for name in spec.sources.keys() {
+        let loc = lehr_pipeline::mix::source_location(&root, &spec, name).map_err(|e| anyhow::anyhow!(e))?;
+        for (_, m) in lehr_pipeline::tokens::list_metadata(&loc).await.map_err(|e| anyhow::anyhow!(e))? {
+            vocab = vocab.max(m.tokenizer.vocab_size as i64);
+        }
+    }
+    if vocab == 0 {
+        return Err(super::Failure::usage(anyhow::anyhow!("no token shards under {data} for the spec's sources")));
+    }
+    let model = ModelConfig::preset(&a.model, vocab).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
+    let device = match a.device.as_deref() {
+        Some("cpu") => lehr_train::tch::Device::Cpu,
+        Some("cuda") => lehr_train::tch::Device::Cuda(0),
+        None => lehr_train::tch::Device::cuda_if_available(),
+        Some(other) => return Err(super::Failure::usage(anyhow::anyhow!("--device {other}: use cpu or cuda"))),
+    };
+    let options = TrainOptions {
+        micro_batch: a.micro_batch,
+        grad_clip: a.grad_clip,
+        checkpoint_every: a.checkpoint_every,
+        stop_at: a.stop_at,
+        out: a.out.clone(),
+        data,
+        seed: a.seed,
+        adamw: Default::default(),
+        device,
+    };
+    let json = a.json;
+    tokio::task::spawn_blocking(move || -> Result<(), anyhow::Error> {
+        let mut trainer = Trainer::new(spec, model, options).map_err(|e| anyhow::anyhow!(e))?;
+        let start = trainer.state.step;
+        if start > 0 && !json {
+            eprintln!("resuming at step {start} from {}", a.out.display());
+        }
+        let total = trainer.plan().total_steps();
+        let end = a.stop_at.unwrap_or(total).min(total);
+        while trainer.state.step < end {
+            // One step at a time so that progress shows (checkpoints as `run` writes them).
+            let metrics = trainer.run_until(trainer.state.step + 1).map_err(|e| anyhow::anyhow!(e))?;
+            for m in metrics {
+                if json {
+                    println!("{}", serde_json::to_string(&m).expect("json"));
+                } else {
+                    println!(
+                        "step {:>6}/{total} {:<16} loss {:.4} lr {:.3e} grad {:.3} {:.0} tok/s",
+                        m.step, m.stage, m.loss, m.lr, m.grad_norm, m.tokens_per_s
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("training panicked: {e}"))??;
+    Ok(EXIT_OK)
 }
 
 #[cfg(not(feature = "train"))]

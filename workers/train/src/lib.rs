@@ -31,6 +31,9 @@ pub mod model;
 pub mod optim;
 pub mod trainer;
 
+/// The tch this crate links, for callers that name devices or tensors.
+pub use tch;
+
 /// libtorch's random generator is global: tests that seed it and draw from it hold this.
 #[cfg(test)]
 pub(crate) static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -50,7 +50,51 @@ fn default_init() -> f64 {
     0.02
 }
 
+/// `(name, description)` of the model presets.
+pub const MODEL_PRESETS: &[(&str, &str)] = &[
+    ("tiny", "2 layers, hidden 64, 4 heads / 2 KV heads: CPU tests and demos"),
+    (
+        "qwen2.5-0.5b",
+        "Qwen2.5-0.5B's shape: 24 layers, hidden 896, FFN 4864, 14 heads / 2 KV, RoPE 1e6, tied, QKV bias",
+    ),
+    (
+        "qwen2.5-1.5b",
+        "Qwen2.5-1.5B's shape: 28 layers, hidden 1536, FFN 8960, 12 heads / 2 KV, RoPE 1e6, tied, QKV bias",
+    ),
+];
+
 impl ModelConfig {
+    /// A preset's shape with the data's vocabulary size (Qwen2.5's numbers from its
+    /// config.json on the Hugging Face hub).
+    pub fn preset(name: &str, vocab_size: i64) -> Result<Self, TrainError> {
+        let (hidden, inter, layers, heads, kv, theta, tied) = match name {
+            "tiny" => (64, 160, 2, 4, 2, 10_000.0, true),
+            "qwen2.5-0.5b" => (896, 4864, 24, 14, 2, 1_000_000.0, true),
+            "qwen2.5-1.5b" => (1536, 8960, 28, 12, 2, 1_000_000.0, true),
+            other => {
+                let names: Vec<&str> = MODEL_PRESETS.iter().map(|p| p.0).collect();
+                return Err(TrainError::Config(format!(
+                    "unknown model preset `{other}`; presets: {}",
+                    names.join(", ")
+                )));
+            }
+        };
+        Ok(ModelConfig {
+            vocab_size,
+            hidden_size: hidden,
+            intermediate_size: inter,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: kv,
+            rope_theta: theta,
+            rms_norm_eps: 1e-6,
+            qkv_bias: true,
+            tie_word_embeddings: tied,
+            max_position_embeddings: 32_768,
+            init_std: 0.02,
+        })
+    }
+
     pub fn head_dim(&self) -> i64 {
         self.hidden_size / self.num_attention_heads
     }

@@ -115,7 +115,14 @@ impl Trainer {
 
     /// Runs steps until the plan (or `stop_at`) ends; returns the metrics of the steps run.
     pub fn run(&mut self) -> Result<Vec<StepMetrics>, TrainError> {
-        let end = self.options.stop_at.unwrap_or(u64::MAX).min(self.plan.total_steps());
+        self.run_until(u64::MAX)
+    }
+
+    /// Runs steps until global step `until` (or the plan, or `stop_at`, whichever is first),
+    /// writing metrics and checkpoints.
+    pub fn run_until(&mut self, until: u64) -> Result<Vec<StepMetrics>, TrainError> {
+        let stop = self.options.stop_at.unwrap_or(u64::MAX).min(self.plan.total_steps());
+        let end = stop.min(until);
         std::fs::create_dir_all(&self.options.out).map_err(io(&self.options.out))?;
         let metrics_path = self.options.out.join("metrics.jsonl");
         let mut metrics_file =
@@ -128,7 +135,7 @@ impl Trainer {
             let st = self.plan.stage_at(self.state.step.saturating_sub(1));
             let stage_end = self.state.step == st.first_step + st.steps;
             let every = self.options.checkpoint_every;
-            if stage_end || (every > 0 && self.state.step.is_multiple_of(every)) || self.state.step == end {
+            if stage_end || (every > 0 && self.state.step.is_multiple_of(every)) || self.state.step == stop {
                 self.checkpoint()?;
             }
         }

@@ -1,0 +1,59 @@
+//! `lehr train run` (builds with the `train` feature): a tokenize job's shards, the demo run
+//! spec, a stop and a resume that continues at the next step with the plan's learning rate.
+#![cfg(feature = "train")]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn train_run_follows_the_plan_and_resumes_at_the_next_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let inputs: Vec<PathBuf> =
+        ["en.jsonl", "zh.jsonl", "ko.jsonl"].iter().map(|f| repo().join("examples/data").join(f)).collect();
+    let spec = init_preset(
+        dir.path(),
+        "tokenize",
+        &inputs,
+        &tokens,
+        &["--tokenizer", repo().join("examples/tokenizer/lehr-demo-8k.json").to_str().unwrap()],
+    );
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("attributes = false", "attributes = false\npartition-by = \"lang\"");
+    std::fs::write(&spec, text).unwrap();
+    assert!(lehr().args(["corpus", "build"]).arg(&spec).output().unwrap().status.success());
+    let out = dir.path().join("run");
+    let train = |stop: &str| -> Vec<Value> {
+        let run = lehr()
+            .args(["train", "run", "--model", "tiny", "--device", "cpu", "--json", "--stop-at", stop, "--data"])
+            .arg(&tokens)
+            .arg("--out")
+            .arg(&out)
+            .arg(repo().join("examples/mix-demo.toml"))
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        String::from_utf8(run.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let first = train("3");
+    assert_eq!(first.iter().map(|m| m["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(first[0]["lr"], 0.0, "the demo's warmup starts at 0");
+    let second = train("5");
+    assert_eq!(
+        second.iter().map(|m| m["step"].as_u64().unwrap()).collect::<Vec<_>>(),
+        vec![3, 4],
+        "resumed, not restarted"
+    );
+    assert!(second[0]["lr"].as_f64().unwrap() > first[2]["lr"].as_f64().unwrap());
+    let steps: usize = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count();
+    assert_eq!(steps, 5);
+    // 8 sequences of 256 per step: the warmup mix is 20K en, 20K zh, 5K ko.
+    let per_source = &first[0]["tokens_by_source"];
+    let total: u64 = per_source.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(total, 8 * 256);
+}
