@@ -20,7 +20,9 @@ rm -rf .lehr/demo-bilingual
 "$LEHR" corpus build examples/bilingual.toml
 echo
 echo "== lehr corpus report .lehr/demo-bilingual"
-"$LEHR" corpus report .lehr/demo-bilingual | head -40
+# (to a file first: `| head` would cut lehr off mid-write, and pipefail would call that a failure)
+"$LEHR" corpus report .lehr/demo-bilingual > .lehr/demo-bilingual-report.txt
+head -40 .lehr/demo-bilingual-report.txt
 echo
 echo "== lehr corpus build examples/dedup.toml   (preset dedup-minhash: signatures -> buckets -> clusters -> filter)"
 rm -rf .lehr/demo-dedup
@@ -38,7 +40,8 @@ echo "== lehr mix inspect examples/mix-demo.toml --data .lehr/demo-tokens --meas
 echo
 echo "== lehr schedule import-yulan examples/yulan-mini   (YuLan-Mini's real phase-1 and annealing recipes)"
 "$LEHR" schedule import-yulan examples/yulan-mini -o .lehr/yulan-mini.toml
-"$LEHR" mix inspect .lehr/yulan-mini.toml --by category --out .lehr/yulan-mix | head -24
+"$LEHR" mix inspect .lehr/yulan-mini.toml --by category --out .lehr/yulan-mix > .lehr/yulan-mix.txt
+head -24 .lehr/yulan-mix.txt
 echo
 echo "== lehr train run examples/mix-demo.toml --model tiny --stop-at 40   (the mixer's data, the plan's LR; resumable)"
 rm -rf .lehr/demo-train
