@@ -49,6 +49,38 @@ pub enum Command {
     /// Training (needs a build with `--features train`).
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Evaluate checkpoints (needs a build with `--features train`).
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// Perplexity and top-1 / top-5 next-token accuracy of a checkpoint (lehr's or a Hugging
+    /// Face Qwen2 / Llama one: config.json + model.safetensors) on token shards.
+    Ppl(EvalPplArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EvalPplArgs {
+    /// Checkpoint directory (config.json + model.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// A directory of token shards (its .tokens.json files name the tokenizer).
+    #[arg(long)]
+    pub data: String,
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: i64,
+    /// Evaluate at most this many predicted tokens.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_tokens: u64,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// cpu | cuda (default: cuda when available).
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]

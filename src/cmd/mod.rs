@@ -106,6 +106,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Cancel(a) => status::cancel(a).await,
         Command::Bench(b) => bench::run(b).await,
         Command::Train(t) => train::run(t).await,
+        Command::Eval(e) => train::eval(e).await,
     };
     match result {
         Ok(code) => code,

@@ -3,7 +3,7 @@
 use super::CmdResult;
 #[cfg(feature = "train")]
 use super::EXIT_OK;
-use crate::cli::TrainCommand;
+use crate::cli::{EvalCommand, TrainCommand};
 
 #[cfg(feature = "train")]
 pub async fn run(cmd: TrainCommand) -> CmdResult {
@@ -53,12 +53,7 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         return Err(super::Failure::usage(anyhow::anyhow!("no token shards under {data} for the spec's sources")));
     }
     let model = ModelConfig::preset(&a.model, vocab).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
-    let device = match a.device.as_deref() {
-        Some("cpu") => lehr_train::tch::Device::Cpu,
-        Some("cuda") => lehr_train::tch::Device::Cuda(0),
-        None => lehr_train::tch::Device::cuda_if_available(),
-        Some(other) => return Err(super::Failure::usage(anyhow::anyhow!("--device {other}: use cpu or cuda"))),
-    };
+    let device = device(a.device.as_deref())?;
     let options = TrainOptions {
         micro_batch: a.micro_batch,
         grad_clip: a.grad_clip,
@@ -100,8 +95,72 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
+#[cfg(feature = "train")]
+fn device(name: Option<&str>) -> Result<lehr_train::tch::Device, super::Failure> {
+    match name {
+        Some("cpu") => Ok(lehr_train::tch::Device::Cpu),
+        Some("cuda") => Ok(lehr_train::tch::Device::Cuda(0)),
+        None => Ok(lehr_train::tch::Device::cuda_if_available()),
+        Some(other) => Err(super::Failure::usage(anyhow::anyhow!("--device {other}: use cpu or cuda"))),
+    }
+}
+
+#[cfg(feature = "train")]
+pub async fn eval(cmd: EvalCommand) -> CmdResult {
+    let EvalCommand::Ppl(a) = cmd;
+    let cwd = std::env::current_dir().map_err(|e| anyhow::anyhow!("no current directory: {e}"))?;
+    let data = lehr_pipeline::store::absolutize(&a.data, &cwd);
+    let loc = lehr_pipeline::store::resolve(&data).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
+    let mut shards = Vec::new();
+    for prefix in lehr_pipeline::tokens::list_shards(&loc).await.map_err(|e| anyhow::anyhow!(e))? {
+        shards.push(lehr_pipeline::tokens::TokenShard::load(&loc, &prefix).await.map_err(|e| anyhow::anyhow!(e))?);
+    }
+    if shards.is_empty() {
+        return Err(super::Failure::usage(anyhow::anyhow!("no token shards under {data}")));
+    }
+    let dev = device(a.device.as_deref())?;
+    let report = tokio::task::spawn_blocking(move || -> Result<_, anyhow::Error> {
+        let (_vs, model) = lehr_train::model::load_hf(&a.checkpoint, dev).map_err(|e| anyhow::anyhow!(e))?;
+        let vocab = shards.iter().map(|s| s.meta.tokenizer.vocab_size as i64).max().unwrap_or(0);
+        if vocab > model.config.vocab_size {
+            anyhow::bail!(
+                "the shards' tokenizer has {vocab} ids but the model only {}: wrong tokenizer for this checkpoint?",
+                model.config.vocab_size
+            );
+        }
+        Ok(lehr_train::eval::evaluate(&model, &shards, a.seq_len, a.max_tokens, a.batch, dev))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("evaluation panicked: {e}"))??;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    } else {
+        println!(
+            "{} tokens in {} windows of {}: loss {:.4} nats, perplexity {:.3}, top-1 {:.2}%, top-5 {:.2}%",
+            report.tokens,
+            report.sequences,
+            report.sequence_length,
+            report.loss,
+            report.perplexity,
+            report.top1_accuracy * 100.0,
+            report.top5_accuracy * 100.0
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+#[cfg(not(feature = "train"))]
+pub async fn eval(_cmd: EvalCommand) -> CmdResult {
+    run_without_train()
+}
+
 #[cfg(not(feature = "train"))]
 pub async fn run(_cmd: TrainCommand) -> CmdResult {
+    run_without_train()
+}
+
+#[cfg(not(feature = "train"))]
+fn run_without_train() -> CmdResult {
     Err(super::Failure::usage(anyhow::anyhow!(
         "this lehr was built without training support; rebuild with `cargo build --features train` (scripts/setup.sh installs libtorch)"
     )))

@@ -314,6 +314,24 @@ pub fn load_hf(dir: &Path, device: Device) -> Result<(nn::VarStore, Model), Trai
     if raw["model_type"] == "qwen2" {
         config.qkv_bias = true;
     }
+    let unsupported = |what: String| Err(TrainError::Config(format!("{}: {what}", dir.display())));
+    match raw["model_type"].as_str() {
+        Some("qwen2" | "llama") | None => {}
+        Some(other) => return unsupported(format!("model_type `{other}` (lehr reads qwen2 and llama)")),
+    }
+    let scaling = raw.get("rope_scaling").filter(|v| !v.is_null());
+    let rope_type = raw["rope_parameters"]["rope_type"].as_str().unwrap_or("default");
+    if scaling.is_some() || rope_type != "default" {
+        return unsupported("RoPE scaling (Llama 3 / YaRN) is not supported yet".into());
+    }
+    if let Some(theta) = raw["rope_parameters"]["rope_theta"].as_f64() {
+        config.rope_theta = theta;
+    }
+    if let Some(hd) = raw["head_dim"].as_i64() {
+        if hd != config.head_dim() {
+            return unsupported(format!("head_dim {hd} differs from hidden_size / heads = {}", config.head_dim()));
+        }
+    }
     let mut vs = nn::VarStore::new(device);
     let model = Model::new(&vs, &config)?;
     vs.load(dir.join("model.safetensors"))?;
