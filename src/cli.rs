@@ -442,7 +442,7 @@ pub enum TrainCommand {
     Smoke(TrainSmokeArgs),
     /// Train a model on one device following a run spec (stages, mixer, LR); resumes from the
     /// latest checkpoint under --out.
-    Run(TrainRunArgs),
+    Run(Box<TrainRunArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -474,6 +474,18 @@ pub struct TrainRunArgs {
     /// cpu | cuda (default: cuda when available).
     #[arg(long)]
     pub device: Option<String>,
+    /// Held-out token shards laid out like --data; per-source perplexity goes to OUT/eval.jsonl.
+    #[arg(long)]
+    pub eval_data: Option<String>,
+    /// Evaluate every N steps (and at the end) when --eval-data is given.
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: u64,
+    /// Predicted tokens per source per evaluation.
+    #[arg(long, default_value_t = 65_536)]
+    pub eval_tokens: u64,
+    /// The device's peak TFLOP/s (e.g. 989 for an H100's dense bf16), for MFU in the metrics.
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
     /// Print every step's metrics as a JSON line.
     #[arg(long)]
     pub json: bool,

@@ -25,7 +25,7 @@ pub async fn run(cmd: TrainCommand) -> CmdResult {
             }
             Ok(EXIT_OK)
         }
-        TrainCommand::Run(a) => run_spec(a).await,
+        TrainCommand::Run(a) => run_spec(*a).await,
     }
 }
 
@@ -59,11 +59,12 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         grad_clip: a.grad_clip,
         checkpoint_every: a.checkpoint_every,
         stop_at: a.stop_at,
-        out: a.out.clone(),
-        data,
         seed: a.seed,
-        adamw: Default::default(),
-        device,
+        eval_data: a.eval_data.as_ref().map(|d| lehr_pipeline::store::absolutize(d, &cwd)),
+        eval_every: a.eval_every,
+        eval_tokens: a.eval_tokens,
+        peak_flops: a.peak_tflops.map(|t| t * 1e12),
+        ..TrainOptions::new(data, a.out.clone(), device)
     };
     let json = a.json;
     tokio::task::spawn_blocking(move || -> Result<(), anyhow::Error> {
@@ -81,8 +82,9 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
                 if json {
                     println!("{}", serde_json::to_string(&m).expect("json"));
                 } else {
+                    let mfu = m.mfu.map(|x| format!(" MFU {:.1}%", x * 100.0)).unwrap_or_default();
                     println!(
-                        "step {:>6}/{total} {:<16} loss {:.4} lr {:.3e} grad {:.3} {:.0} tok/s",
+                        "step {:>6}/{total} {:<16} loss {:.4} lr {:.3e} grad {:.3} {:.0} tok/s{mfu}",
                         m.step, m.stage, m.loss, m.lr, m.grad_norm, m.tokens_per_s
                     );
                 }

@@ -39,6 +39,47 @@ pub struct TrainOptions {
     pub seed: i64,
     pub adamw: AdamWConfig,
     pub device: Device,
+    /// Held-out token shards, laid out like `data` (each source under its path); evaluated
+    /// per source every `eval_every` steps and at the end into `out/eval.jsonl`.
+    pub eval_data: Option<String>,
+    pub eval_every: u64,
+    /// Predicted tokens per source and evaluation.
+    pub eval_tokens: u64,
+    /// The device's peak FLOP/s, for the MFU estimate in the metrics.
+    pub peak_flops: Option<f64>,
+}
+
+impl TrainOptions {
+    /// Defaults for everything but where the data and the output are.
+    pub fn new(data: impl Into<String>, out: impl Into<PathBuf>, device: Device) -> Self {
+        TrainOptions {
+            micro_batch: 8,
+            grad_clip: 1.0,
+            checkpoint_every: 0,
+            stop_at: None,
+            out: out.into(),
+            data: data.into(),
+            seed: 0,
+            adamw: AdamWConfig::default(),
+            device,
+            eval_data: None,
+            eval_every: 0,
+            eval_tokens: 65_536,
+            peak_flops: None,
+        }
+    }
+}
+
+/// One line of eval.jsonl.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceEval {
+    pub step: u64,
+    pub source: String,
+    pub tokens: u64,
+    pub loss: f64,
+    pub perplexity: f64,
+    pub top1_accuracy: f64,
+    pub top5_accuracy: f64,
 }
 
 /// `trainer.json` in a checkpoint.
@@ -61,6 +102,12 @@ pub struct StepMetrics {
     pub grad_norm: f64,
     pub tokens: u64,
     pub tokens_per_s: f64,
+    /// Training FLOPs per token: 6·(non-embedding parameters + the output projection) plus
+    /// attention's 12·layers·hidden·sequence (PaLM's estimate).
+    pub flops_per_token: f64,
+    /// Model FLOPs utilization, when the device's peak is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfu: Option<f64>,
     pub tokens_by_source: BTreeMap<String, u64>,
 }
 
@@ -74,6 +121,8 @@ pub struct Trainer {
     options: TrainOptions,
     readers: BTreeMap<usize, StageReader>,
     runtime: tokio::runtime::Runtime,
+    /// Held-out shards per source.
+    eval_sets: Vec<(String, Vec<lehr_pipeline::tokens::TokenShard>)>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
@@ -106,7 +155,29 @@ impl Trainer {
             let text = std::fs::read_to_string(dir.join("trainer.json")).map_err(io(&dir))?;
             state = serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", dir.display())))?;
         }
-        Ok(Trainer { spec, plan, model, vs, opt, state, options, readers: BTreeMap::new(), runtime })
+        let mut eval_sets = Vec::new();
+        if let Some(eval_root) = &options.eval_data {
+            let root = store::resolve(eval_root).map_err(|e| TrainError::Data(e.to_string()))?;
+            for name in spec.sources.keys() {
+                let loc = lehr_pipeline::mix::source_location(&root, &spec, name)
+                    .map_err(|e| TrainError::Data(e.to_string()))?;
+                let shards = runtime.block_on(async {
+                    let mut v = Vec::new();
+                    for p in lehr_pipeline::tokens::list_shards(&loc).await? {
+                        v.push(lehr_pipeline::tokens::TokenShard::load(&loc, &p).await?);
+                    }
+                    Ok::<_, lehr_pipeline::PipelineError>(v)
+                });
+                let shards = shards.map_err(|e| TrainError::Data(e.to_string()))?;
+                if !shards.is_empty() {
+                    eval_sets.push((name.clone(), shards));
+                }
+            }
+            if eval_sets.is_empty() {
+                return Err(TrainError::Data(format!("no held-out token shards for any source under {eval_root}")));
+            }
+        }
+        Ok(Trainer { spec, plan, model, vs, opt, state, options, readers: BTreeMap::new(), runtime, eval_sets })
     }
 
     pub fn plan(&self) -> &Plan {
@@ -132,6 +203,16 @@ impl Trainer {
             let m = self.step()?;
             writeln!(metrics_file, "{}", serde_json::to_string(&m).expect("json")).map_err(io(&metrics_path))?;
             out.push(m);
+            let ev = self.options.eval_every;
+            if !self.eval_sets.is_empty() && ((ev > 0 && self.state.step.is_multiple_of(ev)) || self.state.step == stop)
+            {
+                let eval_path = self.options.out.join("eval.jsonl");
+                let mut f =
+                    std::fs::OpenOptions::new().create(true).append(true).open(&eval_path).map_err(io(&eval_path))?;
+                for e in self.evaluate() {
+                    writeln!(f, "{}", serde_json::to_string(&e).expect("json")).map_err(io(&eval_path))?;
+                }
+            }
             let st = self.plan.stage_at(self.state.step.saturating_sub(1));
             let stage_end = self.state.step == st.first_step + st.steps;
             let every = self.options.checkpoint_every;
@@ -205,8 +286,51 @@ impl Trainer {
             grad_norm,
             tokens,
             tokens_per_s: tokens as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            flops_per_token: self.flops_per_token(l),
+            mfu: self
+                .options
+                .peak_flops
+                .map(|p| self.flops_per_token(l) * tokens as f64 / start.elapsed().as_secs_f64().max(1e-9) / p),
             tokens_by_source: by_source,
         })
+    }
+
+    /// Perplexity and accuracy on every source's held-out shards, at the current stage's
+    /// sequence length.
+    pub fn evaluate(&self) -> Vec<SourceEval> {
+        let seq = self.plan.stage_at(self.state.step.saturating_sub(1)).sequence_length as i64;
+        self.eval_sets
+            .iter()
+            .map(|(name, shards)| {
+                let r = crate::eval::evaluate(
+                    &self.model,
+                    shards,
+                    seq,
+                    self.options.eval_tokens,
+                    self.options.micro_batch,
+                    self.options.device,
+                );
+                SourceEval {
+                    step: self.state.step,
+                    source: name.clone(),
+                    tokens: r.tokens,
+                    loss: r.loss,
+                    perplexity: r.perplexity,
+                    top1_accuracy: r.top1_accuracy,
+                    top5_accuracy: r.top5_accuracy,
+                }
+            })
+            .collect()
+    }
+
+    /// Training FLOPs per token at sequence length `seq` (see [`StepMetrics::flops_per_token`]).
+    pub fn flops_per_token(&self, seq: i64) -> f64 {
+        let c = &self.model.config;
+        let total: i64 = self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        let embed = c.vocab_size * c.hidden_size;
+        // Input embeddings are a lookup; the output projection is a matmul, tied or not.
+        let n = (total - embed - if c.tie_word_embeddings { 0 } else { embed }) + embed;
+        6.0 * n as f64 + 12.0 * (c.num_hidden_layers * c.hidden_size * seq) as f64
     }
 
     /// Writes `out/checkpoints/step-NNNNNNNN/` (model, config, optimizer, trainer state) and

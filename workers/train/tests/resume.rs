@@ -84,14 +84,13 @@ fn model() -> ModelConfig {
 fn options(data: &Path, out: &Path, stop_at: Option<u64>) -> TrainOptions {
     TrainOptions {
         micro_batch: 3,
-        grad_clip: 1.0,
-        checkpoint_every: 0,
         stop_at,
-        out: out.to_path_buf(),
-        data: data.to_string_lossy().into(),
         seed: 5,
         adamw: AdamWConfig::default(),
-        device: Device::Cpu,
+        eval_data: Some(data.to_string_lossy().into()),
+        eval_every: 4,
+        eval_tokens: 2048,
+        ..TrainOptions::new(data.to_string_lossy(), out, Device::Cpu)
     }
 }
 
@@ -132,4 +131,24 @@ fn resumed_run_equals_uninterrupted_run_step_for_step() {
     assert!(last.join("config.json").exists() && last.join("model.safetensors").exists());
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 12);
+    // Per-source evaluation at steps 4, 5 (the stop), 8 and 12, identical in both runs.
+    let read = |dir: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("eval.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (a, b) = (read(&tmp.path().join("a")), read(&out));
+    let steps = |v: &[serde_json::Value]| {
+        v.iter().map(|e| (e["step"].as_u64().unwrap(), e["source"].as_str().unwrap().to_string())).collect::<Vec<_>>()
+    };
+    assert_eq!(steps(&a).len(), 6, "en and zh at steps 4, 8, 12: {:?}", steps(&a));
+    assert_eq!(steps(&b).len(), 8, "plus the stop at 5: {:?}", steps(&b));
+    let at = |v: &[serde_json::Value], step: u64, src: &str| {
+        v.iter().find(|e| e["step"] == step && e["source"] == src).unwrap()["loss"].as_f64().unwrap()
+    };
+    assert_eq!(at(&a, 12, "zh"), at(&b, 12, "zh"));
+    assert!(at(&a, 12, "zh") < at(&a, 4, "zh"), "held-out loss falls");
+    assert!(all.iter().all(|m| m.flops_per_token > 0.0 && m.mfu.is_none()));
 }
