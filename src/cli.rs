@@ -483,6 +483,15 @@ pub struct TrainRunArgs {
     /// Predicted tokens per source per evaluation.
     #[arg(long, default_value_t = 65_536)]
     pub eval_tokens: u64,
+    /// Data parallel: this process's rank (with --world and --rendezvous).
+    #[arg(long, default_value_t = 0)]
+    pub rank: usize,
+    /// Data parallel: the number of ranks.
+    #[arg(long, default_value_t = 1)]
+    pub world: usize,
+    /// Data parallel over TCP (CPU collective): rank 0 listens here, the others connect.
+    #[arg(long)]
+    pub rendezvous: Option<std::net::SocketAddr>,
     /// The device's peak TFLOP/s (e.g. 989 for an H100's dense bf16), for MFU in the metrics.
     #[arg(long)]
     pub peak_tflops: Option<f64>,

@@ -68,7 +68,15 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     };
     let json = a.json;
     tokio::task::spawn_blocking(move || -> Result<(), anyhow::Error> {
-        let mut trainer = Trainer::new(spec, model, options).map_err(|e| anyhow::anyhow!(e))?;
+        let collective: Box<dyn lehr_train::collective::Collective> = match (a.world, a.rendezvous) {
+            (1, _) => Box::new(lehr_train::collective::Single),
+            (w, Some(addr)) => Box::new(
+                lehr_train::collective::TcpCollective::connect(a.rank, w, addr, std::time::Duration::from_secs(300))
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            ),
+            (_, None) => anyhow::bail!("--world above 1 needs --rendezvous HOST:PORT (rank 0 listens there)"),
+        };
+        let mut trainer = Trainer::with_collective(spec, model, options, collective).map_err(|e| anyhow::anyhow!(e))?;
         let start = trainer.state.step;
         if start > 0 && !json {
             eprintln!("resuming at step {start} from {}", a.out.display());
@@ -78,7 +86,7 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         while trainer.state.step < end {
             // One step at a time so that progress shows (checkpoints as `run` writes them).
             let metrics = trainer.run_until(trainer.state.step + 1).map_err(|e| anyhow::anyhow!(e))?;
-            for m in metrics {
+            for m in metrics.into_iter().filter(|_| a.rank == 0) {
                 if json {
                     println!("{}", serde_json::to_string(&m).expect("json"));
                 } else {

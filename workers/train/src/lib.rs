@@ -27,6 +27,7 @@ pub enum TrainError {
     Data(String),
 }
 
+pub mod collective;
 pub mod eval;
 pub mod model;
 pub mod optim;

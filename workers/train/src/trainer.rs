@@ -18,6 +18,7 @@ use lehr_schedules::{Plan, RunSpec};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
+use crate::collective::{Collective, Single};
 use crate::model::{save_hf, write_safetensors, Model, ModelConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::TrainError;
@@ -123,6 +124,39 @@ pub struct Trainer {
     runtime: tokio::runtime::Runtime,
     /// Held-out shards per source.
     eval_sets: Vec<(String, Vec<lehr_pipeline::tokens::TokenShard>)>,
+    collective: Box<dyn Collective>,
+}
+
+/// Seeding and initializing draw from libtorch's global generator: one trainer at a time.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Every variable of `vs`, sorted by name (the order every rank agrees on).
+fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn flatten(tensors: &[Tensor]) -> Result<Vec<f32>, TrainError> {
+    let mut out = Vec::new();
+    for t in tensors {
+        out.extend(Vec::<f32>::try_from(t.detach().to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1))?);
+    }
+    Ok(out)
+}
+
+/// Copies `flat` back into `targets` (same shapes and order as [`flatten`]).
+fn unflatten_into(flat: &[f32], targets: &mut [Tensor]) {
+    let mut at = 0;
+    tch::no_grad(|| {
+        for t in targets.iter_mut() {
+            let n = t.numel();
+            let src =
+                Tensor::from_slice(&flat[at..at + n]).view(t.size().as_slice()).to_kind(t.kind()).to_device(t.device());
+            t.copy_(&src);
+            at += n;
+        }
+    });
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
@@ -132,6 +166,19 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
 impl Trainer {
     /// A fresh run, or the continuation of the latest checkpoint under `options.out`.
     pub fn new(spec: RunSpec, model: ModelConfig, options: TrainOptions) -> Result<Self, TrainError> {
+        Trainer::with_collective(spec, model, options, Box::new(Single))
+    }
+
+    /// One rank of a data-parallel run: every rank reads its slice of each global batch,
+    /// gradients are summed over ranks before the update, and rank 0's initial weights are
+    /// broadcast, so parameters stay identical. Rank 0 alone writes metrics, evaluations and
+    /// checkpoints.
+    pub fn with_collective(
+        spec: RunSpec,
+        model: ModelConfig,
+        options: TrainOptions,
+        mut collective: Box<dyn Collective>,
+    ) -> Result<Self, TrainError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -141,9 +188,18 @@ impl Trainer {
             .block_on(lehr_pipeline::mix::available(&root, &spec))
             .map_err(|e| TrainError::Data(e.to_string()))?;
         let plan = Plan::new(&spec, Some(&available.tokens)).map_err(|e| TrainError::Config(e.to_string()))?;
-        tch::manual_seed(options.seed);
         let mut vs = nn::VarStore::new(options.device);
-        let model = Model::new(&vs, &model)?;
+        let model = {
+            let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
+            tch::manual_seed(options.seed);
+            Model::new(&vs, &model)?
+        };
+        if collective.world() > 1 {
+            let mut params: Vec<Tensor> = sorted_variables(&vs).into_iter().map(|v| v.1).collect();
+            let mut flat = flatten(&params)?;
+            collective.broadcast(&mut flat)?;
+            unflatten_into(&flat, &mut params);
+        }
         let named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         let mut opt = AdamW::new(named, options.adamw.clone());
         let mut state =
@@ -177,11 +233,29 @@ impl Trainer {
                 return Err(TrainError::Data(format!("no held-out token shards for any source under {eval_root}")));
             }
         }
-        Ok(Trainer { spec, plan, model, vs, opt, state, options, readers: BTreeMap::new(), runtime, eval_sets })
+        Ok(Trainer {
+            spec,
+            plan,
+            model,
+            vs,
+            opt,
+            state,
+            options,
+            readers: BTreeMap::new(),
+            runtime,
+            eval_sets,
+            collective,
+        })
     }
 
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// Every parameter, flattened in name order (to compare ranks or runs).
+    pub fn parameters(&self) -> Vec<f32> {
+        let params: Vec<Tensor> = sorted_variables(&self.vs).into_iter().map(|v| v.1).collect();
+        flatten(&params).expect("float parameters")
     }
 
     /// Runs steps until the plan (or `stop_at`) ends; returns the metrics of the steps run.
@@ -196,15 +270,24 @@ impl Trainer {
         let end = stop.min(until);
         std::fs::create_dir_all(&self.options.out).map_err(io(&self.options.out))?;
         let metrics_path = self.options.out.join("metrics.jsonl");
-        let mut metrics_file =
-            std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(io(&metrics_path))?;
+        // Rank 0 alone writes metrics, evaluations and checkpoints.
+        let mut metrics_file = if self.collective.rank() == 0 {
+            Some(std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(io(&metrics_path))?)
+        } else {
+            None
+        };
         let mut out = Vec::new();
         while self.state.step < end {
             let m = self.step()?;
-            writeln!(metrics_file, "{}", serde_json::to_string(&m).expect("json")).map_err(io(&metrics_path))?;
+            let lead = self.collective.rank() == 0;
+            if let Some(f) = &mut metrics_file {
+                writeln!(f, "{}", serde_json::to_string(&m).expect("json")).map_err(io(&metrics_path))?;
+            }
             out.push(m);
             let ev = self.options.eval_every;
-            if !self.eval_sets.is_empty() && ((ev > 0 && self.state.step.is_multiple_of(ev)) || self.state.step == stop)
+            if lead
+                && !self.eval_sets.is_empty()
+                && ((ev > 0 && self.state.step.is_multiple_of(ev)) || self.state.step == stop)
             {
                 let eval_path = self.options.out.join("eval.jsonl");
                 let mut f =
@@ -216,7 +299,7 @@ impl Trainer {
             let st = self.plan.stage_at(self.state.step.saturating_sub(1));
             let stage_end = self.state.step == st.first_step + st.steps;
             let every = self.options.checkpoint_every;
-            if stage_end || (every > 0 && self.state.step.is_multiple_of(every)) || self.state.step == stop {
+            if lead && (stage_end || (every > 0 && self.state.step.is_multiple_of(every)) || self.state.step == stop) {
                 self.checkpoint()?;
             }
         }
@@ -240,7 +323,12 @@ impl Trainer {
             self.readers.insert(stage.index, reader);
         }
         let reader = self.readers.get_mut(&stage.index).expect("opened");
-        let slots = reader.rank_slots(local..local + 1, stage.batch_sequences, 0, 1).map_err(TrainError::Data)?;
+        let (rank, world) = (self.collective.rank() as u64, self.collective.world() as u64);
+        let slots =
+            reader.rank_slots(local..local + 1, stage.batch_sequences, rank, world).map_err(TrainError::Data)?;
+        // The step's tokens over all ranks: every rank divides by the same number.
+        let global_sequences =
+            ((local + 1) * stage.batch_sequences).min(stage.sequences) - local * stage.batch_sequences;
         let l = stage.sequence_length as i64;
         let mut by_source: BTreeMap<String, u64> = BTreeMap::new();
         let mut seqs: Vec<Vec<i64>> = Vec::with_capacity(slots.len());
@@ -248,7 +336,7 @@ impl Trainer {
             seqs.push(reader.sequence(*slot).into_iter().map(i64::from).collect());
             *by_source.entry(reader.names[slot.source].clone()).or_default() += l as u64;
         }
-        let tokens = seqs.len() as u64 * l as u64;
+        let tokens = global_sequences * l as u64;
         self.opt.zero_grad();
         let mut loss_sum = 0.0;
         for chunk in seqs.chunks(self.options.micro_batch.max(1)) {
@@ -269,6 +357,32 @@ impl Trainer {
             ) / tokens as f64;
             ce.backward();
             loss_sum += ce.double_value(&[]);
+        }
+        if world > 1 {
+            // Sum the gradients (and the loss and token counts, for the metrics) over ranks.
+            let mut grads: Vec<Tensor> = sorted_variables(&self.vs)
+                .into_iter()
+                .map(|(_, p)| {
+                    let g = p.grad();
+                    if g.defined() {
+                        g
+                    } else {
+                        p.zeros_like()
+                    }
+                })
+                .collect();
+            let mut flat = flatten(&grads)?;
+            let names = &reader_names(&self.readers, stage.index);
+            let extra: Vec<f32> = std::iter::once(loss_sum as f32)
+                .chain(names.iter().map(|n| by_source.get(n).copied().unwrap_or(0) as f32))
+                .collect();
+            flat.extend(&extra);
+            self.collective.all_reduce_sum(&mut flat)?;
+            let tail = flat.split_off(flat.len() - extra.len());
+            unflatten_into(&flat, &mut grads);
+            loss_sum = tail[0] as f64;
+            by_source =
+                names.iter().zip(&tail[1..]).filter(|(_, v)| **v > 0.0).map(|(n, v)| (n.clone(), *v as u64)).collect();
         }
         let grad_norm = self.opt.clip_grad_norm(self.options.grad_clip);
         let lr = self.plan.lr_at(step);
@@ -347,6 +461,10 @@ impl Trainer {
         std::fs::rename(&tmp, root.join("latest")).map_err(io(&root))?;
         Ok(dir)
     }
+}
+
+fn reader_names(readers: &BTreeMap<usize, StageReader>, stage: usize) -> Vec<String> {
+    readers.get(&stage).map(|r| r.names.clone()).unwrap_or_default()
 }
 
 /// The checkpoint `out/checkpoints/latest` names, if any.
