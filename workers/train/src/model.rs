@@ -53,6 +53,7 @@ fn default_init() -> f64 {
 /// `(name, description)` of the model presets.
 pub const MODEL_PRESETS: &[(&str, &str)] = &[
     ("tiny", "2 layers, hidden 64, 4 heads / 2 KV heads: CPU tests and demos"),
+    ("small", "4 layers, hidden 256, FFN 704, 4 heads / 2 KV heads: CPU benchmarks"),
     (
         "qwen2.5-0.5b",
         "Qwen2.5-0.5B's shape: 24 layers, hidden 896, FFN 4864, 14 heads / 2 KV, RoPE 1e6, tied, QKV bias",
@@ -69,6 +70,7 @@ impl ModelConfig {
     pub fn preset(name: &str, vocab_size: i64) -> Result<Self, TrainError> {
         let (hidden, inter, layers, heads, kv, theta, tied) = match name {
             "tiny" => (64, 160, 2, 4, 2, 10_000.0, true),
+            "small" => (256, 704, 4, 4, 2, 10_000.0, true),
             "qwen2.5-0.5b" => (896, 4864, 24, 14, 2, 1_000_000.0, true),
             "qwen2.5-1.5b" => (1536, 8960, 28, 12, 2, 1_000_000.0, true),
             other => {
