@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use lehr_pipeline::text::escape_xml;
+
 /// Distinct colours (Tableau 20 order), cycled.
 const PALETTE: [(u8, u8, u8); 20] = [
     (31, 119, 180),
@@ -146,7 +148,7 @@ impl Scene {
                     );
                     match tip {
                         Some(t) => {
-                            let _ = writeln!(s, "><title>{}</title></rect>", html_escape(t));
+                            let _ = writeln!(s, "><title>{}</title></rect>", escape_xml(t));
                         }
                         None => s.push_str("/>\n"),
                     }
@@ -157,7 +159,7 @@ impl Scene {
                         "<text x=\"{x}\" y=\"{}\" font-size=\"{}\">{}</text>",
                         y + 8 * scale,
                         11 * scale,
-                        html_escape(text)
+                        escape_xml(text)
                     );
                 }
             }
@@ -221,10 +223,6 @@ impl Scene {
         }
         Ok(out)
     }
-}
-
-pub fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

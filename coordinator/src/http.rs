@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use lehr_pipeline::text::escape_xml;
 use lehr_proto::pb::*;
 use lehr_proto::CoordinatorApi;
 
@@ -83,10 +84,6 @@ async fn workers(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<
         .await
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 async fn dashboard(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -113,11 +110,11 @@ async fn dashboard(
         html.push_str(&format!(
             "<tr><td><a href=\"/api/jobs/{id}\">{id}</a></td><td>{name}</td><td>{kind}</td><td class=\"{state}\">{state}</td><td>{done}/{total}</td>\
              <td><div class=bar><div class=fill style=\"width:{pct:.0}%\"></div></div></td><td>{din} → {dout}</td><td>{bad}</td><td class=failed>{err}</td></tr>",
-            id = escape(&j.job_id),
-            name = escape(&j.name),
-            kind = escape(&j.kind),
-            state = escape(&j.state),
-            err = escape(&j.error),
+            id = escape_xml(&j.job_id),
+            name = escape_xml(&j.name),
+            kind = escape_xml(&j.kind),
+            state = escape_xml(&j.state),
+            err = escape_xml(&j.error),
         ));
     }
     html.push_str(
@@ -126,8 +123,8 @@ async fn dashboard(
     for w in &workers {
         html.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td></tr>",
-            escape(&w.worker_id),
-            escape(&w.name),
+            escape_xml(&w.worker_id),
+            escape_xml(&w.name),
             if w.alive { "yes" } else { "no" },
             w.running_tasks
         ));

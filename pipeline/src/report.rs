@@ -16,6 +16,7 @@ use crate::error::{PipelineError, PipelineResult};
 use crate::manifest::{Manifest, MANIFEST_NAME};
 use crate::store::Location;
 use crate::task::ATTRIBUTES_DIR;
+use crate::text::escape_xml;
 
 /// Quantiles reported for every score.
 pub const QUANTILES: [f64; 7] = [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99];
@@ -425,7 +426,7 @@ impl Report {
                 r#"<rect x="{x}" y="28" width="10" height="10" fill="{}"/><text x="{}" y="37">{}</text>"#,
                 palette[i % palette.len()],
                 x + 14.0,
-                xml(&l.lang)
+                escape_xml(&l.lang)
             );
         }
         for (k, (stage, rule)) in keys.iter().enumerate() {
@@ -435,8 +436,8 @@ impl Report {
                 r#"<text x="{}" y="{}" text-anchor="end">{} / {}</text>"#,
                 left - 6.0,
                 y0 + group_h / 2.0,
-                xml(stage),
-                xml(rule)
+                escape_xml(stage),
+                escape_xml(rule)
             );
             for (i, l) in langs.iter().enumerate() {
                 let n =
@@ -448,7 +449,7 @@ impl Report {
                     r#"<rect x="{left}" y="{y}" width="{w:.1}" height="{}" fill="{}"><title>{}: {n}</title></rect>"#,
                     bar_h - 2.0,
                     palette[i % palette.len()],
-                    xml(&l.lang)
+                    escape_xml(&l.lang)
                 );
                 if n > 0 {
                     let _ = write!(s, r#"<text x="{:.1}" y="{}">{n}</text>"#, left + w + 4.0, y + bar_h - 3.0);
@@ -462,7 +463,7 @@ impl Report {
     /// Self-contained HTML page: summary table, chart, per-language tables, samples.
     pub fn to_html(&self) -> String {
         let mut s = String::new();
-        let title = xml(self.name.as_deref().unwrap_or(&self.output));
+        let title = escape_xml(self.name.as_deref().unwrap_or(&self.output));
         let _ = write!(
             s,
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>lehr report: {title}</title><style>\
@@ -470,7 +471,7 @@ impl Report {
              td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}td.n{{text-align:right}}\
              .s{{color:#555;font-size:12px}}</style></head><body><h1>Corpus report: {title}</h1>\
              <p>Output <code>{}</code>: {} documents read, {} kept ({:.1}%); {} read, {} kept.</p>",
-            xml(&self.output),
+            escape_xml(&self.output),
             self.docs_read,
             self.docs_kept,
             pct(self.docs_kept, self.docs_read),
@@ -482,7 +483,7 @@ impl Report {
             let _ = write!(
                 s,
                 "<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.1}</td><td class=n>{}</td><td class=n>{}</td></tr>",
-                xml(&l.lang),
+                escape_xml(&l.lang),
                 l.docs,
                 l.kept_docs,
                 pct(l.kept_docs, l.docs),
@@ -493,18 +494,18 @@ impl Report {
         s.push_str("</table>");
         s.push_str(&self.chart_svg());
         for l in &self.languages {
-            let _ = write!(s, "<h2>{}</h2><table><tr><th>stage</th><th>rule</th><th>dropped</th><th>bytes</th><th>fired on</th><th>sample</th></tr>", xml(&l.lang));
+            let _ = write!(s, "<h2>{}</h2><table><tr><th>stage</th><th>rule</th><th>dropped</th><th>bytes</th><th>fired on</th><th>sample</th></tr>", escape_xml(&l.lang));
             for r in &l.rules {
                 let sample = r
                     .samples
                     .first()
-                    .map(|x| format!("<b>{}</b>: {}", xml(&x.id), xml(&one_line(&x.preview, 160))))
+                    .map(|x| format!("<b>{}</b>: {}", escape_xml(&x.id), escape_xml(&one_line(&x.preview, 160))))
                     .unwrap_or_default();
                 let _ = write!(
                     s,
                     "<tr><td>{}</td><td><code>{}</code></td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=s>{sample}</td></tr>",
-                    xml(&r.stage),
-                    xml(&r.rule),
+                    escape_xml(&r.stage),
+                    escape_xml(&r.rule),
                     r.dropped_docs,
                     mb(r.dropped_bytes),
                     r.fired_docs
@@ -521,7 +522,7 @@ impl Report {
                     let _ = write!(
                         s,
                         "<tr><td>{}</td><td class=n>{}</td><td class=n>{:.3}</td>",
-                        xml(&sc.column),
+                        escape_xml(&sc.column),
                         sc.count,
                         sc.mean
                     );
@@ -536,10 +537,6 @@ impl Report {
         s.push_str("</body></html>\n");
         s
     }
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -507,6 +507,12 @@ fn split_infixes<'a>(s: &'a str, out: &mut Vec<&'a str>) {
 
 /// Whether `c` is a CJK ideograph, kana or Hangul syllable/jamo (text written without spaces
 /// between words, or with units that are not English-like words).
+/// Text made safe inside HTML/SVG/XML text and double-quoted attributes: the one escape that
+/// lehr's reports, charts and status page share.
+pub fn escape_xml(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
 pub fn is_cjk(c: char) -> bool {
     matches!(c as u32,
         0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use lehr_pipeline::mix::{available, realized_tokens, Available, StageReader};
 use lehr_pipeline::store;
+use lehr_pipeline::text::escape_xml;
 use lehr_schedules::spec::LrPhase;
 use lehr_schedules::{Plan, RunSpec, StagePlan};
 use serde::Serialize;
 
 use super::{CmdResult, Failure, EXIT_OK};
-use crate::chart::{html_escape, StackedBars};
+use crate::chart::StackedBars;
 use crate::cli::{
     ImportYulanArgs, MixCommand, MixInspectArgs, ScheduleCommand, ScheduleInitArgs, ScheduleValidateArgs,
 };
@@ -443,23 +444,23 @@ fn write_charts(
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}\
          td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style>\
          <h1>Data mix of {s}</h1>",
-        s = html_escape(&spec.display().to_string())
+        s = escape_xml(&spec.display().to_string())
     );
     if !warnings.is_empty() {
         h.push_str("<h2>Warnings</h2><ul>");
         for w in warnings {
-            h.push_str(&format!("<li>{}</li>", html_escape(w)));
+            h.push_str(&format!("<li>{}</li>", escape_xml(w)));
         }
         h.push_str("</ul>");
     }
     h.push_str(&svg);
     h.push_str("<h2>Share of tokens per stage (%)</h2><table><tr><th>group</th>");
     for (i, c) in columns.iter().enumerate() {
-        h.push_str(&format!("<th title=\"{}\">{}</th>", html_escape(c), i + 1));
+        h.push_str(&format!("<th title=\"{}\">{}</th>", escape_xml(c), i + 1));
     }
     h.push_str("</tr>");
     for (name, values) in &series {
-        h.push_str(&format!("<tr><td>{}</td>", html_escape(name)));
+        h.push_str(&format!("<tr><td>{}</td>", escape_xml(name)));
         for v in values {
             h.push_str(&format!("<td>{:.2}</td>", v * 100.0));
         }
@@ -470,8 +471,8 @@ fn write_charts(
         h.push_str(&format!(
             "<h3>{}. {} — {}, steps {}–{}, {} tokens planned</h3><table><tr><th>group</th><th>planned</th><th>share %</th><th>available</th><th>epochs after</th><th>realized</th></tr>",
             st.index + 1,
-            html_escape(&st.name),
-            html_escape(&st.lr),
+            escape_xml(&st.name),
+            escape_xml(&st.lr),
             st.first_step,
             st.first_step + st.steps,
             group_digits(st.planned_tokens)
@@ -480,7 +481,7 @@ fn write_charts(
             let opt = |v: Option<u64>| v.map(group_digits).unwrap_or_else(|| "–".into());
             h.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                html_escape(&r.group),
+                escape_xml(&r.group),
                 group_digits(r.planned_tokens),
                 r.share * 100.0,
                 opt(r.available),
@@ -490,7 +491,7 @@ fn write_charts(
         }
         h.push_str("</table>");
         for w in &st.warnings {
-            h.push_str(&format!("<p>warning: {}</p>", html_escape(w)));
+            h.push_str(&format!("<p>warning: {}</p>", escape_xml(w)));
         }
     }
     std::fs::write(&paths[2], h).with_context(|| format!("cannot write {}", paths[2].display()))?;
