@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use lehr_pipeline::store;
-use lehr_pipeline::tokens::{list_shards, TokenShard};
+use lehr_pipeline::tokens::{load_shards, TokenShard};
 use serde_json::Value;
 
 fn demo_tokenizer() -> PathBuf {
@@ -67,12 +67,7 @@ fn build_tokens(dir: &Path, tokenizer: &Path, inputs: &[PathBuf], split: &str) -
 }
 
 async fn load_all(out: &Path) -> Vec<TokenShard> {
-    let loc = store::resolve(out.to_str().unwrap()).unwrap();
-    let mut shards = Vec::new();
-    for prefix in list_shards(&loc).await.unwrap() {
-        shards.push(TokenShard::load(&loc, &prefix).await.unwrap());
-    }
-    shards
+    load_shards(&store::resolve(out.to_str().unwrap()).unwrap()).await.unwrap()
 }
 
 fn check_against_independent_encoding(out: &Path, tokenizer: &Path, inputs: &[PathBuf], eos: &str, dtype_code: u8) {

@@ -11,7 +11,7 @@ use lehr_schedules::RunSpec;
 
 use crate::error::{PipelineError, PipelineResult};
 use crate::store::{self, Location};
-use crate::tokens::{list_metadata, list_shards, TokenShard, TokenShardMeta};
+use crate::tokens::{list_metadata, load_shards, TokenShard, TokenShardMeta};
 
 /// The directory of a source: its `path`, else its name, under the data root.
 pub fn source_location(root: &Location, spec: &RunSpec, source: &str) -> PipelineResult<Location> {
@@ -32,6 +32,8 @@ pub struct Available {
     pub locations: BTreeMap<String, String>,
     /// The tokenizer hash shared by every shard (an error if they differ).
     pub tokenizer_sha256: Option<String>,
+    /// That tokenizer's vocabulary size (0 without shards).
+    pub vocab_size: u32,
 }
 
 /// Reads every source's shard metadata (not the tokens). A source without shards has 0 tokens.
@@ -43,7 +45,10 @@ pub async fn available(root: &Location, spec: &RunSpec) -> PipelineResult<Availa
         let metas: Vec<(String, TokenShardMeta)> = list_metadata(&loc).await?;
         for (prefix, m) in &metas {
             match &first {
-                None => first = Some((m.tokenizer.sha256.clone(), loc.child_url(prefix))),
+                None => {
+                    first = Some((m.tokenizer.sha256.clone(), loc.child_url(prefix)));
+                    out.vocab_size = m.tokenizer.vocab_size;
+                }
                 Some((sha, where_)) if *sha != m.tokenizer.sha256 => {
                     return Err(PipelineError::Other(format!(
                         "{} was tokenized with another tokenizer (sha256 {}) than {where_} ({sha}); a mix needs one vocabulary",
@@ -78,10 +83,7 @@ impl StageReader {
         let mut names = Vec::new();
         for sp in &stage.sources {
             let loc = source_location(root, spec, &sp.name)?;
-            let mut shards = Vec::new();
-            for prefix in list_shards(&loc).await? {
-                shards.push(TokenShard::load(&loc, &prefix).await?);
-            }
+            let shards = load_shards(&loc).await?;
             if shards.is_empty() && sp.sequences > 0 {
                 return Err(PipelineError::Other(format!(
                     "source {:?} has no token shards under {} (write them with a tokenize job)",

@@ -11,7 +11,7 @@ use lehr_pipeline::mix::{available, realized_tokens, StageReader};
 use lehr_pipeline::store;
 use lehr_pipeline::tokens::tokenize::LoadedTokenizer;
 use lehr_pipeline::tokens::tokenize::TokenBatcher;
-use lehr_pipeline::tokens::{list_shards, TokenShard};
+use lehr_pipeline::tokens::{load_shards, TokenShard};
 use lehr_schedules::mixer::SourceStream;
 use lehr_schedules::{Plan, RunSpec};
 
@@ -119,11 +119,7 @@ async fn mixer_reads_exact_budgets_as_contiguous_windows_and_resumes() {
     let mut loaded: BTreeMap<String, Vec<TokenShard>> = BTreeMap::new();
     for name in ["en", "zh", "ko"] {
         let loc = store::resolve(dir.path().join(name).to_str().unwrap()).unwrap();
-        let mut v = Vec::new();
-        for p in list_shards(&loc).await.unwrap() {
-            v.push(TokenShard::load(&loc, &p).await.unwrap());
-        }
-        loaded.insert(name.into(), v);
+        loaded.insert(name.into(), load_shards(&loc).await.unwrap());
     }
     let total: BTreeMap<&str, u64> = ["en", "zh", "ko"]
         .iter()

@@ -41,14 +41,9 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     let data = lehr_pipeline::store::absolutize(&a.data, &cwd);
     let root = lehr_pipeline::store::resolve(&data).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
     // Refuses shards of different tokenizers; the vocabulary comes from theirs.
-    lehr_pipeline::mix::available(&root, &spec).await.map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
-    let mut vocab = 0i64;
-    for name in spec.sources.keys() {
-        let loc = lehr_pipeline::mix::source_location(&root, &spec, name).map_err(|e| anyhow::anyhow!(e))?;
-        for (_, m) in lehr_pipeline::tokens::list_metadata(&loc).await.map_err(|e| anyhow::anyhow!(e))? {
-            vocab = vocab.max(m.tokenizer.vocab_size as i64);
-        }
-    }
+    let avail =
+        lehr_pipeline::mix::available(&root, &spec).await.map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
+    let vocab = avail.vocab_size as i64;
     if vocab == 0 {
         return Err(super::Failure::usage(anyhow::anyhow!("no token shards under {data} for the spec's sources")));
     }
@@ -121,10 +116,7 @@ pub async fn eval(cmd: EvalCommand) -> CmdResult {
     let cwd = std::env::current_dir().map_err(|e| anyhow::anyhow!("no current directory: {e}"))?;
     let data = lehr_pipeline::store::absolutize(&a.data, &cwd);
     let loc = lehr_pipeline::store::resolve(&data).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
-    let mut shards = Vec::new();
-    for prefix in lehr_pipeline::tokens::list_shards(&loc).await.map_err(|e| anyhow::anyhow!(e))? {
-        shards.push(lehr_pipeline::tokens::TokenShard::load(&loc, &prefix).await.map_err(|e| anyhow::anyhow!(e))?);
-    }
+    let shards = lehr_pipeline::tokens::load_shards(&loc).await.map_err(|e| anyhow::anyhow!(e))?;
     if shards.is_empty() {
         return Err(super::Failure::usage(anyhow::anyhow!("no token shards under {data}")));
     }

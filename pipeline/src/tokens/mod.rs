@@ -354,6 +354,15 @@ fn map_file(path: &std::path::Path) -> PipelineResult<bytes::Bytes> {
     Ok(bytes::Bytes::from_owner(map))
 }
 
+/// Loads every token shard under `dir` (listing order), memory-mapped when local.
+pub async fn load_shards(dir: &store::Location) -> PipelineResult<Vec<TokenShard>> {
+    let mut out = Vec::new();
+    for prefix in list_shards(dir).await? {
+        out.push(TokenShard::load(dir, &prefix).await?);
+    }
+    Ok(out)
+}
+
 /// Reads only the metadata of every shard under `dir`.
 pub async fn list_metadata(dir: &store::Location) -> PipelineResult<Vec<(String, TokenShardMeta)>> {
     let mut out = Vec::new();

@@ -217,14 +217,9 @@ impl Trainer {
             for name in spec.sources.keys() {
                 let loc = lehr_pipeline::mix::source_location(&root, &spec, name)
                     .map_err(|e| TrainError::Data(e.to_string()))?;
-                let shards = runtime.block_on(async {
-                    let mut v = Vec::new();
-                    for p in lehr_pipeline::tokens::list_shards(&loc).await? {
-                        v.push(lehr_pipeline::tokens::TokenShard::load(&loc, &p).await?);
-                    }
-                    Ok::<_, lehr_pipeline::PipelineError>(v)
-                });
-                let shards = shards.map_err(|e| TrainError::Data(e.to_string()))?;
+                let shards = runtime
+                    .block_on(lehr_pipeline::tokens::load_shards(&loc))
+                    .map_err(|e| TrainError::Data(e.to_string()))?;
                 if !shards.is_empty() {
                     eval_sets.push((name.clone(), shards));
                 }
@@ -392,6 +387,8 @@ impl Trainer {
         for (k, v) in &by_source {
             *self.state.tokens_by_source.entry(k.clone()).or_default() += v;
         }
+        let tokens_per_s = tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        let flops_per_token = self.flops_per_token(l);
         Ok(StepMetrics {
             step,
             stage: stage.name.clone(),
@@ -399,12 +396,9 @@ impl Trainer {
             lr,
             grad_norm,
             tokens,
-            tokens_per_s: tokens as f64 / start.elapsed().as_secs_f64().max(1e-9),
-            flops_per_token: self.flops_per_token(l),
-            mfu: self
-                .options
-                .peak_flops
-                .map(|p| self.flops_per_token(l) * tokens as f64 / start.elapsed().as_secs_f64().max(1e-9) / p),
+            tokens_per_s,
+            flops_per_token,
+            mfu: self.options.peak_flops.map(|p| flops_per_token * tokens_per_s / p),
             tokens_by_source: by_source,
         })
     }
