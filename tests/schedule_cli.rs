@@ -138,22 +138,7 @@ fn invalid_specs_name_the_stage_and_key() {
 #[test]
 fn demo_schedule_measured_over_a_tokenize_jobs_shards() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    let inputs: Vec<PathBuf> =
-        ["en.jsonl", "zh.jsonl", "ko.jsonl"].iter().map(|f| repo().join("examples/data").join(f)).collect();
-    let spec = init_preset(
-        dir.path(),
-        "tokenize",
-        &inputs,
-        &tokens,
-        &["--tokenizer", repo().join("examples/tokenizer/lehr-demo-8k.json").to_str().unwrap()],
-    );
-    let text = std::fs::read_to_string(&spec)
-        .unwrap()
-        .replace("attributes = false", "attributes = false\npartition-by = \"lang\"");
-    std::fs::write(&spec, text).unwrap();
-    let built = lehr().args(["corpus", "build"]).arg(&spec).output().unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let tokens = demo_token_shards(dir.path());
     let schedule = dir.path().join("demo.toml");
     let init = lehr().args(["schedule", "init", "--preset", "demo"]).output().unwrap();
     std::fs::write(&schedule, init.stdout).unwrap();

@@ -12,21 +12,7 @@ use serde_json::Value;
 #[test]
 fn train_run_follows_the_plan_and_resumes_at_the_next_step() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    let inputs: Vec<PathBuf> =
-        ["en.jsonl", "zh.jsonl", "ko.jsonl"].iter().map(|f| repo().join("examples/data").join(f)).collect();
-    let spec = init_preset(
-        dir.path(),
-        "tokenize",
-        &inputs,
-        &tokens,
-        &["--tokenizer", repo().join("examples/tokenizer/lehr-demo-8k.json").to_str().unwrap()],
-    );
-    let text = std::fs::read_to_string(&spec)
-        .unwrap()
-        .replace("attributes = false", "attributes = false\npartition-by = \"lang\"");
-    std::fs::write(&spec, text).unwrap();
-    assert!(lehr().args(["corpus", "build"]).arg(&spec).output().unwrap().status.success());
+    let tokens = demo_token_shards(dir.path());
     let out = dir.path().join("run");
     let train = |stop: &str| -> Vec<Value> {
         let run = lehr()

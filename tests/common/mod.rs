@@ -195,3 +195,26 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
 pub fn job_state(status: &Value) -> String {
     status["job"]["state"].as_str().unwrap_or_default().to_string()
 }
+
+/// Runs the `tokenize` preset (demo tokenizer, `partition-by = "lang"`) over the repo's en/zh/ko
+/// sample into `DIR/tokens` and returns that directory: `lang=en/`, `lang=zh/`, `lang=ko/`
+/// token shards, the layout examples/mix-demo.toml expects.
+pub fn demo_token_shards(dir: &Path) -> PathBuf {
+    let tokens = dir.join("tokens");
+    let inputs: Vec<PathBuf> =
+        ["en.jsonl", "zh.jsonl", "ko.jsonl"].iter().map(|f| repo().join("examples/data").join(f)).collect();
+    let spec = init_preset(
+        dir,
+        "tokenize",
+        &inputs,
+        &tokens,
+        &["--tokenizer", repo().join("examples/tokenizer/lehr-demo-8k.json").to_str().unwrap()],
+    );
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("attributes = false", "attributes = false\npartition-by = \"lang\"");
+    std::fs::write(&spec, text).unwrap();
+    let built = lehr().args(["corpus", "build"]).arg(&spec).output().unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    tokens
+}

@@ -2,48 +2,16 @@
 //! same loss, learning rate and tokens per source at every step as an uninterrupted run, across
 //! a stage boundary, on real token shards read through the mixer.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod common;
 
-use lehr_pipeline::spec::TokenizeSpec;
-use lehr_pipeline::tokens::tokenize::{LoadedTokenizer, TokenBatcher};
+use std::path::Path;
+
 use lehr_schedules::RunSpec;
-use lehr_train::model::ModelConfig;
 use lehr_train::optim::AdamWConfig;
 use lehr_train::trainer::{latest_checkpoint, TrainOptions, Trainer};
 use tch::Device;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn write_shards(root: &Path) {
-    let tok_path = repo().join("examples/tokenizer/lehr-demo-8k.json");
-    let tok = Arc::new(
-        LoadedTokenizer::from_bytes(&std::fs::read(&tok_path).unwrap(), tok_path.to_str().unwrap(), "<|endoftext|>")
-            .unwrap(),
-    );
-    for lang in ["en", "zh"] {
-        let text = std::fs::read_to_string(repo().join(format!("examples/data/{lang}.jsonl"))).unwrap();
-        let dir = root.join(lang);
-        std::fs::create_dir_all(&dir).unwrap();
-        let spec = TokenizeSpec {
-            tokenizer: tok_path.to_string_lossy().into(),
-            eos: "<|endoftext|>".into(),
-            source: Some(lang.into()),
-            batch_docs: 32,
-        };
-        let mut b = TokenBatcher::new(tok.clone(), &spec);
-        for line in text.lines().take(60) {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            b.push(v["text"].as_str().unwrap().to_string()).unwrap();
-        }
-        let (bin, idx, meta) = b.finish().unwrap();
-        std::fs::write(dir.join("part-00000.bin"), bin).unwrap();
-        std::fs::write(dir.join("part-00000.idx"), idx).unwrap();
-        std::fs::write(dir.join("part-00000.tokens.json"), meta).unwrap();
-    }
-}
+use common::{small_model, write_shards};
 
 const SPEC: &str = r#"
 version = 1
@@ -64,23 +32,6 @@ lr = { phase = "decay", shape = "1-sqrt" }
 budgets = { en = 256, zh = 768 }
 "#;
 
-fn model() -> ModelConfig {
-    ModelConfig {
-        vocab_size: 8000,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        rope_theta: 10_000.0,
-        rms_norm_eps: 1e-6,
-        qkv_bias: true,
-        tie_word_embeddings: true,
-        max_position_embeddings: 64,
-        init_std: 0.02,
-    }
-}
-
 fn options(data: &Path, out: &Path, stop_at: Option<u64>) -> TrainOptions {
     TrainOptions {
         micro_batch: 3,
@@ -98,10 +49,11 @@ fn options(data: &Path, out: &Path, stop_at: Option<u64>) -> TrainOptions {
 fn resumed_run_equals_uninterrupted_run_step_for_step() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("tokens");
-    write_shards(&data);
+    write_shards(&data, &["en", "zh"], 60);
     let spec = RunSpec::from_toml(SPEC).unwrap();
 
-    let mut straight = Trainer::new(spec.clone(), model(), options(&data, &tmp.path().join("a"), None)).unwrap();
+    let mut straight =
+        Trainer::new(spec.clone(), small_model(true), options(&data, &tmp.path().join("a"), None)).unwrap();
     assert_eq!(straight.plan().total_steps(), 12, "8 stable + 4 anneal steps");
     let all = straight.run().unwrap();
     assert_eq!(all.len(), 12);
@@ -112,10 +64,10 @@ fn resumed_run_equals_uninterrupted_run_step_for_step() {
 
     // Stop at step 5 (mid-stage), then a new trainer picks up the checkpoint.
     let out = tmp.path().join("b");
-    let first = Trainer::new(spec.clone(), model(), options(&data, &out, Some(5))).unwrap().run().unwrap();
+    let first = Trainer::new(spec.clone(), small_model(true), options(&data, &out, Some(5))).unwrap().run().unwrap();
     assert_eq!(first.len(), 5);
     assert!(latest_checkpoint(&out).unwrap().unwrap().ends_with("step-00000005"));
-    let mut resumed = Trainer::new(spec, model(), options(&data, &out, None)).unwrap();
+    let mut resumed = Trainer::new(spec, small_model(true), options(&data, &out, None)).unwrap();
     assert_eq!(resumed.state.step, 5);
     let rest = resumed.run().unwrap();
     let joined: Vec<_> = first.iter().chain(&rest).collect();

@@ -1,0 +1,55 @@
+//! Shared by the trainer tests: real token shards from the repo's sample and the small model
+//! they train.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lehr_pipeline::spec::TokenizeSpec;
+use lehr_pipeline::tokens::tokenize::{LoadedTokenizer, TokenBatcher};
+use lehr_train::model::ModelConfig;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// One token shard per language under `root/<lang>/`: the first `docs` documents of
+/// examples/data/<lang>.jsonl, encoded with the demo tokenizer (8,000 ids) plus EOS.
+pub fn write_shards(root: &Path, langs: &[&str], docs: usize) {
+    let tok_path = repo().join("examples/tokenizer/lehr-demo-8k.json");
+    let tok = Arc::new(
+        LoadedTokenizer::from_bytes(&std::fs::read(&tok_path).unwrap(), tok_path.to_str().unwrap(), "<|endoftext|>")
+            .unwrap(),
+    );
+    for lang in langs {
+        let text = std::fs::read_to_string(repo().join(format!("examples/data/{lang}.jsonl"))).unwrap();
+        let dir = root.join(lang);
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = TokenizeSpec {
+            tokenizer: tok_path.to_string_lossy().into(),
+            eos: "<|endoftext|>".into(),
+            source: Some(lang.to_string()),
+            batch_docs: 32,
+        };
+        let mut b = TokenBatcher::new(tok.clone(), &spec);
+        for line in text.lines().take(docs) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            b.push(v["text"].as_str().unwrap().to_string()).unwrap();
+        }
+        let (bin, idx, meta) = b.finish().unwrap();
+        std::fs::write(dir.join("part-00000.bin"), bin).unwrap();
+        std::fs::write(dir.join("part-00000.idx"), idx).unwrap();
+        std::fs::write(dir.join("part-00000.tokens.json"), meta).unwrap();
+    }
+}
+
+/// The `tiny` preset narrowed to hidden 32 / FFN 64 for fast CPU steps.
+pub fn small_model(tied: bool) -> ModelConfig {
+    ModelConfig {
+        hidden_size: 32,
+        intermediate_size: 64,
+        tie_word_embeddings: tied,
+        max_position_embeddings: 64,
+        ..ModelConfig::preset("tiny", 8000).unwrap()
+    }
+}
