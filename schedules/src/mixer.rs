@@ -82,9 +82,6 @@ impl StageOrder {
     pub fn is_empty(&self) -> bool {
         self.total == 0
     }
-    pub fn sequences(&self) -> &[u64] {
-        &self.counts
-    }
 
     /// `key(s, j) < key(t, k)`, ties broken by source index.
     fn before(&self, s: usize, j: u64, t: usize, k: u64) -> bool {

@@ -304,20 +304,6 @@ impl TokenShard {
         TokenShard::from_parts(dir.child_url(prefix), meta, index, bin)
     }
 
-    pub fn documents(&self) -> usize {
-        self.index.lengths.len()
-    }
-
-    /// Token `i` of the whole shard (`i < tokens`), reading the `.bin` directly.
-    pub fn token(&self, i: u64) -> u32 {
-        let w = self.index.dtype.width();
-        let o = i as usize * w;
-        match self.index.dtype {
-            TokenDtype::Uint16 => u16::from_le_bytes([self.bin[o], self.bin[o + 1]]) as u32,
-            TokenDtype::Int32 => i32::from_le_bytes(self.bin[o..o + 4].try_into().expect("4 bytes")) as u32,
-        }
-    }
-
     /// Appends tokens `[start, end)` of the shard's token stream to `out`.
     pub fn extend_range(&self, start: u64, end: u64, out: &mut Vec<u32>) {
         let w = self.index.dtype.width();
