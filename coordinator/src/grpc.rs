@@ -88,6 +88,12 @@ impl CoordinatorRpc for GrpcService {
     async fn report_task(&self, req: Request<ReportTaskRequest>) -> Result<Response<ReportTaskResponse>, Status> {
         rpc!(self, req, report_task)
     }
+    async fn join_rendezvous(
+        &self,
+        req: Request<JoinRendezvousRequest>,
+    ) -> Result<Response<JoinRendezvousResponse>, Status> {
+        rpc!(self, req, join_rendezvous)
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use lehr_proto::{ApiError, ApiResult, CoordinatorApi, ErrorCode};
 use tokio::sync::Notify;
 
 use crate::jobs::{JobError, JobKind};
-use crate::scheduler::{Dirty, Disposition, Grant, Job, JobState, NewJob, Scheduler, SchedulerConfig, Task, TaskState};
+use crate::scheduler::{
+    Dirty, Disposition, Grant, Job, JobState, NewJob, Scheduler, SchedulerConfig, SchedulerError, Task, TaskState,
+};
 use crate::store::Store;
 
 pub fn now_ms() -> i64 {
@@ -387,7 +389,7 @@ impl CoordinatorApi for Coordinator {
             // Register interest before looking, so a submit between the look and the wait wakes us.
             let notified = self.work_ready.notified();
             let now = now_ms();
-            let grants: Vec<Grant> = self.apply(|s| match s.lease(&req.worker_id, req.max_tasks, now) {
+            let grants: Vec<Grant> = self.apply(|s| match s.lease_kinds(&req.worker_id, req.max_tasks, &req.kinds, now) {
                 Ok((g, d)) => (Ok(g), d),
                 Err(e) => (Err(ApiError::new(ErrorCode::FailedPrecondition, e.to_string())), Dirty::default()),
             })??;
@@ -476,5 +478,32 @@ impl CoordinatorApi for Coordinator {
         }
         self.maintenance.notify_one();
         Ok(ReportTaskResponse { disposition: disposition.as_str().into() })
+    }
+
+    async fn join_rendezvous(&self, req: JoinRendezvousRequest) -> ApiResult<JoinRendezvousResponse> {
+        if req.nccl_id.len() > 1024 {
+            return Err(ApiError::invalid(format!("an NCCL id is 128 bytes, not {}", req.nccl_id.len())));
+        }
+        let now = now_ms();
+        // Not persisted: the rendezvous lives in memory and the ranks poll it.
+        let view = {
+            let mut g = self.inner.lock().expect("coordinator lock poisoned");
+            g.sched.join_rendezvous(&req.worker_id, req.task_id, req.attempt, &req.addr, &req.nccl_id, now)
+        }
+        .map_err(|e| match e {
+            SchedulerError::UnknownWorker(_) => ApiError::new(ErrorCode::FailedPrecondition, e.to_string()),
+            SchedulerError::LeaseLost(..) => ApiError::not_found(e.to_string()),
+            _ => ApiError::invalid(e.to_string()),
+        })?;
+        Ok(JoinRendezvousResponse {
+            ready: view.ready,
+            rank: view.rank,
+            world: view.world,
+            master_addr: view.master_addr,
+            nccl_id: view.nccl_id,
+            joined: view.joined,
+            finished: view.finished,
+            generation: view.generation,
+        })
     }
 }

@@ -185,7 +185,7 @@ mod tests {
             spec: "spec".into(),
             base_dir: "/".into(),
             output: "/out".into(),
-            stages: vec![StageDef { name: "shards".into(), depends_on: vec![] }],
+            stages: vec![StageDef::new("shards", vec![])],
             tasks: (0..3)
                 .map(|i| NewTask { stage: 0, index: i, kind: "k".into(), payload: format!("p{i}"), shard: "s".into() })
                 .collect(),

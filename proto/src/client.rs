@@ -94,4 +94,7 @@ impl CoordinatorApi for GrpcCoordinatorClient {
     async fn report_task(&self, req: ReportTaskRequest) -> ApiResult<ReportTaskResponse> {
         self.client.clone().report_task(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
     }
+    async fn join_rendezvous(&self, req: JoinRendezvousRequest) -> ApiResult<JoinRendezvousResponse> {
+        self.client.clone().join_rendezvous(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
+    }
 }

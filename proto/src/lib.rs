@@ -105,6 +105,7 @@ pub trait CoordinatorApi: Send + Sync {
     async fn lease_tasks(&self, req: LeaseTasksRequest) -> ApiResult<LeaseTasksResponse>;
     async fn heartbeat(&self, req: HeartbeatRequest) -> ApiResult<HeartbeatResponse>;
     async fn report_task(&self, req: ReportTaskRequest) -> ApiResult<ReportTaskResponse>;
+    async fn join_rendezvous(&self, req: JoinRendezvousRequest) -> ApiResult<JoinRendezvousResponse>;
 }
 
 /// Reads a shared token from a file (trimmed), for `--token-file`.

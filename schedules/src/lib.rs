@@ -4,6 +4,7 @@
 //! rank-aware order of training sequences in a stage ([`mixer`]); and the YuLan-Mini recipe
 //! importer ([`yulan`]). Pure: no I/O except reading recipe files in the importer.
 
+pub mod job;
 pub mod lr;
 pub mod mixer;
 pub mod plan;

@@ -80,7 +80,7 @@ impl JobKind for CorpusKind {
             return Ok(PlannedJob {
                 name,
                 output: spec.output.path.clone(),
-                stages: vec![StageDef { name: "shards".into(), depends_on: vec![] }],
+                stages: vec![StageDef::new("shards", vec![])],
                 tasks,
             });
         };
@@ -151,10 +151,10 @@ impl JobKind for CorpusKind {
             name,
             output: spec.output.path.clone(),
             stages: vec![
-                StageDef { name: "signatures".into(), depends_on: vec![] },
-                StageDef { name: "buckets".into(), depends_on: vec![0] },
-                StageDef { name: "clusters".into(), depends_on: vec![1] },
-                StageDef { name: "shards".into(), depends_on: vec![2] },
+                StageDef::new("signatures", vec![]),
+                StageDef::new("buckets", vec![0]),
+                StageDef::new("clusters", vec![1]),
+                StageDef::new("shards", vec![2]),
             ],
             tasks,
         })

@@ -5,6 +5,7 @@
 
 pub mod corpus;
 pub mod noop;
+pub mod train;
 
 use async_trait::async_trait;
 
@@ -42,5 +43,5 @@ pub trait JobKind: Send + Sync {
 
 /// The kinds this coordinator accepts, by name.
 pub fn registry() -> Vec<Box<dyn JobKind>> {
-    vec![Box::new(corpus::CorpusKind), Box::new(noop::NoopKind)]
+    vec![Box::new(corpus::CorpusKind), Box::new(noop::NoopKind), Box::new(train::TrainKind)]
 }

@@ -27,7 +27,7 @@ impl JobKind for NoopKind {
         Ok(PlannedJob {
             name: if name.is_empty() { "noop".into() } else { name.into() },
             output: String::new(),
-            stages: vec![StageDef { name: "noop".into(), depends_on: vec![] }],
+            stages: vec![StageDef::new("noop", vec![])],
             tasks: (0..spec.tasks)
                 .map(|i| NewTask {
                     stage: 0,

@@ -96,6 +96,40 @@ pub enum SchedulerError {
     UnknownJob(String),
     #[error("a job needs at least one task")]
     EmptyJob,
+    #[error("task {0} attempt {1} no longer holds its lease: stop this attempt")]
+    LeaseLost(TaskId, u32),
+    #[error("task {0} is not part of a gang stage; only training ranks use the rendezvous")]
+    NotGang(TaskId),
+}
+
+/// A rank's entry in its gang's rendezvous (in memory only: after a coordinator restart the
+/// ranks, which poll, simply join again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub attempt: u32,
+    pub addr: String,
+    pub nccl_id: Vec<u8>,
+}
+
+/// What a rank learns from the rendezvous.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RendezvousView {
+    /// Every rank not yet finished has joined with its current attempt.
+    pub ready: bool,
+    pub rank: u32,
+    pub world: u32,
+    pub master_addr: String,
+    pub nccl_id: Vec<u8>,
+    pub joined: u32,
+    pub finished: u32,
+    /// The sum of the gang's attempt numbers: it changes whenever the gang restarts.
+    pub generation: u64,
+}
+
+/// Attempts that count against `max_attempts`: all but those aborted because a gang peer failed.
+pub fn charged_attempts(t: &Task) -> u32 {
+    let aborted = t.attempt_log.iter().filter(|r| r.outcome == "aborted").count() as u32;
+    t.attempts.saturating_sub(aborted)
 }
 
 /// The state plus indexes derived from it (rebuilt on load, never persisted).
@@ -114,6 +148,8 @@ pub struct Scheduler {
     job_index: BTreeMap<String, Vec<TaskId>>,
     /// Committed tasks whose outputs are not promoted yet.
     unpromoted: BTreeSet<TaskId>,
+    /// Gang tasks' rendezvous entries, by task.
+    rendezvous: BTreeMap<TaskId, Member>,
 }
 
 impl Scheduler {
@@ -295,6 +331,18 @@ impl Scheduler {
     /// Leases up to `max` runnable tasks to a worker: queued tasks of running jobs whose stage
     /// dependencies are complete, oldest job first, then by stage and index.
     pub fn lease(&mut self, worker_id: &str, max: u32, now: i64) -> Result<(Vec<Grant>, Dirty), SchedulerError> {
+        self.lease_kinds(worker_id, max, &[], now)
+    }
+
+    /// [`Scheduler::lease`] limited to tasks of the given kinds; an empty list means every kind
+    /// except gang stages' (a worker must name those to get them).
+    pub fn lease_kinds(
+        &mut self,
+        worker_id: &str,
+        max: u32,
+        kinds: &[String],
+        now: i64,
+    ) -> Result<(Vec<Grant>, Dirty), SchedulerError> {
         self.touch_worker(worker_id, now)?;
         let mut dirty = Dirty::default();
         let mut picked = Vec::new();
@@ -305,6 +353,11 @@ impl Scheduler {
             let t = &self.state.tasks[&id];
             let Some(job) = self.state.jobs.get(&t.job_id) else { continue };
             if job.state != JobState::Running {
+                continue;
+            }
+            let gang = job.stages.get(stage).is_some_and(|s| s.gang);
+            let wanted = if kinds.is_empty() { !gang } else { kinds.contains(&t.kind) };
+            if !wanted {
                 continue;
             }
             let ready =
@@ -404,10 +457,11 @@ impl Scheduler {
             t.lease = None;
             t.last_error = format!("lease expired on worker {worker_id} (attempt {attempt})");
             Self::end_attempt(t, attempt, "expired", "lease expired", now);
-            let exhausted = t.attempts >= self.config.max_attempts;
+            let attempts = charged_attempts(t);
+            let exhausted = attempts >= self.config.max_attempts;
             let job_id = t.job_id.clone();
             let shard = t.shard.clone();
-            let attempts = t.attempts;
+            let stage = t.stage;
             if exhausted {
                 self.set_task_state(id, TaskState::Failed);
                 let msg = format!(
@@ -416,6 +470,8 @@ impl Scheduler {
                 dirty.merge(self.fail_job(&job_id, &msg, now));
             } else {
                 self.set_task_state(id, TaskState::Queued);
+                let why = format!("gang restart: task {id} lost its lease (attempt {attempt})");
+                dirty.merge(self.abort_gang(&job_id, stage, id, &why, now));
             }
             dirty.tasks.push(id);
             expired.push(Expired { task_id: id, attempt, worker_id, requeued: !exhausted });
@@ -491,8 +547,9 @@ impl Scheduler {
         t.lease = None;
         t.last_error = error.to_string();
         Self::end_attempt(t, attempt, "failed", error, now);
-        let give_up = !retryable || t.attempts >= self.config.max_attempts;
-        let (job_id, shard, attempts) = (t.job_id.clone(), t.shard.clone(), t.attempts);
+        let attempts = charged_attempts(t);
+        let give_up = !retryable || attempts >= self.config.max_attempts;
+        let (job_id, shard, stage) = (t.job_id.clone(), t.shard.clone(), t.stage);
         let mut dirty = Dirty { tasks: vec![task_id], ..Default::default() };
         if give_up {
             self.set_task_state(task_id, TaskState::Failed);
@@ -501,8 +558,92 @@ impl Scheduler {
             dirty.merge(self.fail_job(&job_id, &msg, now));
         } else {
             self.set_task_state(task_id, TaskState::Queued);
+            let why = format!("gang restart: task {task_id} failed (attempt {attempt})");
+            dirty.merge(self.abort_gang(&job_id, stage, task_id, &why, now));
         }
         (Disposition::FailureRecorded { job_failed: give_up }, dirty)
+    }
+
+    /// In a gang stage, takes the leases of every other running rank back (outcome `aborted`,
+    /// not charged) and requeues them: the gang restarts together. Other stages: nothing.
+    fn abort_gang(&mut self, job_id: &str, stage: usize, cause: TaskId, why: &str, now: i64) -> Dirty {
+        let mut dirty = Dirty::default();
+        let gang = self.state.jobs.get(job_id).and_then(|j| j.stages.get(stage)).is_some_and(|s| s.gang);
+        if !gang {
+            return dirty;
+        }
+        self.rendezvous.remove(&cause);
+        let peers: Vec<TaskId> = self
+            .job_index
+            .get(job_id)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&id| id != cause)
+            .filter(|id| self.state.tasks[id].stage == stage && self.state.tasks[id].state == TaskState::Leased)
+            .collect();
+        for id in peers {
+            let t = self.state.tasks.get_mut(&id).expect("peer exists");
+            if let Some(l) = t.lease.take() {
+                Self::end_attempt(t, l.attempt, "aborted", why, now);
+            }
+            t.worker_id.clear();
+            self.set_task_state(id, TaskState::Queued);
+            self.rendezvous.remove(&id);
+            dirty.tasks.push(id);
+        }
+        dirty
+    }
+
+    /// A gang rank announces itself (idempotent; ranks poll it). Fenced by the lease: a rank
+    /// whose attempt was aborted gets [`SchedulerError::LeaseLost`] and must stop.
+    pub fn join_rendezvous(
+        &mut self,
+        worker_id: &str,
+        task_id: TaskId,
+        attempt: u32,
+        addr: &str,
+        nccl_id: &[u8],
+        now: i64,
+    ) -> Result<RendezvousView, SchedulerError> {
+        self.touch_worker(worker_id, now)?;
+        if !self.holds_lease(task_id, worker_id, attempt) {
+            return Err(SchedulerError::LeaseLost(task_id, attempt));
+        }
+        let t = &self.state.tasks[&task_id];
+        let (job_id, stage, rank) = (t.job_id.clone(), t.stage, t.index);
+        if !self.state.jobs.get(&job_id).and_then(|j| j.stages.get(stage)).is_some_and(|s| s.gang) {
+            return Err(SchedulerError::NotGang(task_id));
+        }
+        self.rendezvous.insert(task_id, Member { attempt, addr: addr.to_string(), nccl_id: nccl_id.to_vec() });
+        let mut view = RendezvousView { rank, ..Default::default() };
+        for id in self.job_index.get(&job_id).into_iter().flatten() {
+            let t = &self.state.tasks[id];
+            if t.stage != stage {
+                continue;
+            }
+            view.world += 1;
+            view.generation += t.attempts as u64;
+            let current = self
+                .rendezvous
+                .get(id)
+                .filter(|m| t.state == TaskState::Leased && t.lease.is_some_and(|l| l.attempt == m.attempt));
+            if t.state == TaskState::Committed {
+                view.finished += 1;
+            } else if let Some(m) = current {
+                view.joined += 1;
+                if t.index == 0 {
+                    view.master_addr = m.addr.clone();
+                    view.nccl_id = m.nccl_id.clone();
+                }
+            }
+        }
+        view.ready = view.joined + view.finished == view.world;
+        if !view.ready {
+            view.master_addr.clear();
+            view.nccl_id.clear();
+        }
+        Ok(view)
     }
 
     fn end_job(&mut self, job_id: &str, state: JobState, error: &str, now: i64) -> Dirty {
@@ -524,6 +665,7 @@ impl Scheduler {
             .filter(|id| matches!(self.state.tasks[id].state, TaskState::Queued | TaskState::Leased))
             .collect();
         for id in open {
+            self.rendezvous.remove(&id);
             let t = self.state.tasks.get_mut(&id).expect("task exists");
             if let Some(l) = t.lease.take() {
                 Self::end_attempt(t, l.attempt, "cancelled", "job ended", now);

@@ -48,6 +48,21 @@ pub struct StageDef {
     pub name: String,
     /// Indices of the stages whose tasks must all be committed before this one's can run.
     pub depends_on: Vec<usize>,
+    /// The stage's tasks run together as one gang (the ranks of a training job): a task's
+    /// index is its rank, ranks meet through the rendezvous, and when one fails or loses its
+    /// lease the others are aborted and requeued, so the whole gang restarts (from the job's
+    /// latest checkpoint). Only workers that name the task kind lease gang tasks.
+    #[serde(default)]
+    pub gang: bool,
+}
+
+impl StageDef {
+    pub fn new(name: &str, depends_on: Vec<usize>) -> Self {
+        StageDef { name: name.to_string(), depends_on, gang: false }
+    }
+    pub fn gang(name: &str) -> Self {
+        StageDef { name: name.to_string(), depends_on: vec![], gang: true }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +126,8 @@ pub struct AttemptRecord {
     pub worker_id: String,
     pub started_ms: i64,
     pub ended_ms: i64,
-    /// running | committed | duplicate | failed | expired | cancelled
+    /// running | committed | duplicate | failed | expired | cancelled | aborted (a gang peer
+    /// failed; not counted against the task's attempts)
     pub outcome: String,
     pub error: String,
 }

@@ -8,7 +8,7 @@ fn job(tasks_per_stage: &[u32]) -> NewJob {
     let stages = tasks_per_stage
         .iter()
         .enumerate()
-        .map(|(i, _)| StageDef { name: format!("s{i}"), depends_on: if i == 0 { vec![] } else { vec![i - 1] } })
+        .map(|(i, _)| StageDef::new(&format!("s{i}"), if i == 0 { vec![] } else { vec![i - 1] }))
         .collect();
     let tasks = tasks_per_stage
         .iter()
@@ -278,4 +278,112 @@ proptest! {
             prop_assert!(!g.is_empty());
         }
     }
+}
+
+fn gang_job(world: u32) -> NewJob {
+    NewJob {
+        name: "train".into(),
+        kind: "train".into(),
+        spec: String::new(),
+        base_dir: String::new(),
+        output: String::new(),
+        stages: vec![StageDef::gang("ranks")],
+        tasks: (0..world)
+            .map(|r| NewTask {
+                stage: 0,
+                index: r,
+                kind: "train.rank".into(),
+                payload: String::new(),
+                shard: format!("rank {r}"),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn gang_tasks_go_only_to_workers_that_name_their_kind() {
+    let mut s = sched(1000, 3);
+    s.submit("j".into(), gang_job(2), 0).unwrap();
+    let (w, _) = s.register_worker("data", 4, 0);
+    assert!(s.lease(&w, 4, 0).unwrap().0.is_empty(), "a data worker never gets a training rank");
+    assert!(s.lease_kinds(&w, 4, &["corpus.shard".into()], 0).unwrap().0.is_empty());
+    let (g, _) = s.lease_kinds(&w, 4, &["train.rank".into()], 0).unwrap();
+    assert_eq!(g.len(), 2);
+}
+
+#[test]
+fn rendezvous_is_ready_when_every_rank_joined_its_current_attempt() {
+    let mut s = sched(1000, 3);
+    s.submit("j".into(), gang_job(2), 0).unwrap();
+    let (a, _) = s.register_worker("a", 1, 0);
+    let (b, _) = s.register_worker("b", 1, 0);
+    let kinds = ["train.rank".to_string()];
+    let r0 = s.lease_kinds(&a, 1, &kinds, 0).unwrap().0.remove(0);
+    let v = s.join_rendezvous(&a, r0.task_id, r0.attempt, "10.0.0.1:5000", b"id", 1).unwrap();
+    assert!(!v.ready && v.joined == 1 && v.world == 2 && v.rank == 0 && v.master_addr.is_empty());
+    let r1 = s.lease_kinds(&b, 1, &kinds, 2).unwrap().0.remove(0);
+    assert_eq!(s.join_rendezvous(&a, r1.task_id, r1.attempt, "x", b"", 3), Err(SchedulerError::LeaseLost(r1.task_id, 1)));
+    let v = s.join_rendezvous(&b, r1.task_id, r1.attempt, "10.0.0.2:5000", b"", 3).unwrap();
+    assert!(v.ready, "{v:?}");
+    assert_eq!((v.rank, v.master_addr.as_str(), v.nccl_id.as_slice()), (1, "10.0.0.1:5000", &b"id"[..]));
+    let g1 = v.generation;
+
+    // Rank 1 fails: rank 0 is aborted (not charged), both are requeued, rank 0's worker is told
+    // to stop, and a stale join is refused.
+    let (d, _) = s.report_failure(&b, r1.task_id, r1.attempt, "CUDA error", true, 4);
+    assert_eq!(d, Disposition::FailureRecorded { job_failed: false });
+    assert_eq!(s.heartbeat(&a, &[(r0.task_id, r0.attempt, 0, 0)], 5).unwrap(), vec![(r0.task_id, r0.attempt)]);
+    assert!(s.join_rendezvous(&a, r0.task_id, r0.attempt, "a", b"", 5).is_err());
+    let t0 = &s.state.tasks[&r0.task_id];
+    assert_eq!((t0.state, t0.attempt_log[0].outcome.as_str(), charged_attempts(t0)), (TaskState::Queued, "aborted", 0));
+
+    // The gang meets again with new attempts and a new generation.
+    let g = s.lease_kinds(&a, 2, &kinds, 6).unwrap().0;
+    assert_eq!(g.len(), 2);
+    let mut v = RendezvousView::default();
+    for x in &g {
+        v = s.join_rendezvous(&a, x.task_id, x.attempt, &format!("h:{}", x.task_id), b"", 7).unwrap();
+    }
+    assert!(v.ready && v.generation > g1);
+}
+
+#[test]
+fn a_gang_rank_that_keeps_failing_fails_the_job_and_its_peers_are_not_charged() {
+    let mut s = sched(1000, 3);
+    s.submit("j".into(), gang_job(3), 0).unwrap();
+    let (w, _) = s.register_worker("w", 3, 0);
+    let kinds = ["train.rank".to_string()];
+    for round in 0..3 {
+        let g = s.lease_kinds(&w, 3, &kinds, round).unwrap().0;
+        assert_eq!(g.len(), 3, "round {round}: the whole gang is queued again");
+        let bad = g.iter().find(|x| s.state.tasks[&x.task_id].index == 2).unwrap();
+        s.report_failure(&w, bad.task_id, bad.attempt, "boom", true, round);
+    }
+    assert_eq!(s.state.jobs["j"].state, JobState::Failed);
+    assert!(s.state.jobs["j"].error.contains("after 3 attempts"), "{}", s.state.jobs["j"].error);
+    for t in s.state.tasks.values().filter(|t| t.index != 2) {
+        let outcomes: Vec<&str> = t.attempt_log.iter().map(|r| r.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["aborted", "aborted", "cancelled"], "rank {} was only aborted, then cancelled", t.index);
+    }
+}
+
+#[test]
+fn an_expired_rank_restarts_its_gang_and_finished_ranks_count_as_present() {
+    let mut s = sched(100, 3);
+    s.submit("j".into(), gang_job(2), 0).unwrap();
+    let (a, _) = s.register_worker("a", 1, 0);
+    let (b, _) = s.register_worker("b", 1, 0);
+    let kinds = ["train.rank".to_string()];
+    let r0 = s.lease_kinds(&a, 1, &kinds, 0).unwrap().0.remove(0);
+    let r1 = s.lease_kinds(&b, 1, &kinds, 0).unwrap().0.remove(0);
+    // Rank 1 finished; rank 0's worker goes silent.
+    s.report_success(&b, r1.task_id, r1.attempt, "{}".into(), TaskStats::default(), 50);
+    s.heartbeat(&b, &[], 150).unwrap();
+    let (e, _) = s.expire(150);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].requeued);
+    let again = s.lease_kinds(&b, 1, &kinds, 160).unwrap().0.remove(0);
+    assert_eq!(again.task_id, r0.task_id);
+    let v = s.join_rendezvous(&b, again.task_id, again.attempt, "h:1", b"", 161).unwrap();
+    assert!(v.ready && v.finished == 1 && v.joined == 1, "{v:?}");
 }

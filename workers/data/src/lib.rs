@@ -109,7 +109,7 @@ pub async fn start(
                     _ = tasks.join_next() => continue,
                 }
             }
-            let req = pb::LeaseTasksRequest { worker_id: worker_id.clone(), max_tasks: free, wait_ms: 2_000 };
+            let req = pb::LeaseTasksRequest { worker_id: worker_id.clone(), max_tasks: free, wait_ms: 2_000, kinds: config.kinds.clone() };
             let leases = tokio::select! {
                 _ = session.cancelled() => break None,
                 r = retry(&session, "lease", || api.lease_tasks(req.clone())) => r,

@@ -58,6 +58,9 @@ impl CoordinatorApi for Mock {
         self.reports.lock().unwrap().push(req);
         Ok(pb::ReportTaskResponse { disposition: "committed".into() })
     }
+    async fn join_rendezvous(&self, _: pb::JoinRendezvousRequest) -> ApiResult<pb::JoinRendezvousResponse> {
+        unimplemented!()
+    }
 }
 
 fn shard_lease(task_id: u64, path: &std::path::Path, out: &std::path::Path, text_field: &str) -> pb::TaskLease {
