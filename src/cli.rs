@@ -142,6 +142,20 @@ pub struct WorkerArgs {
     /// Name shown in status (default host:pid).
     #[arg(long)]
     pub name: Option<String>,
+    /// Run training ranks (`lehr train run --coordinator`) instead of data tasks: each rank is a
+    /// child `lehr train run` process, one per slot (one per GPU with --gpus).
+    #[arg(long)]
+    pub train: bool,
+    /// GPUs for training ranks, comma-separated (`0,1,2,3`); sets the slots. Default: CPU ranks.
+    #[arg(long, value_delimiter = ',')]
+    pub gpus: Vec<String>,
+    /// The address other hosts reach this one at (rank 0 listens there). Default: this host's
+    /// address on the route to the coordinator.
+    #[arg(long, env = "LEHR_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// The lehr binary with training support that runs the ranks (default: this one).
+    #[arg(long)]
+    pub train_exe: Option<PathBuf>,
     #[command(flatten)]
     pub auth: AuthArgs,
 }
@@ -440,8 +454,8 @@ pub struct BenchPipelineArgs {
 pub enum TrainCommand {
     /// Checks libtorch: a tiny forward/backward on CPU (and CUDA when present).
     Smoke(TrainSmokeArgs),
-    /// Train a model on one device following a run spec (stages, mixer, LR); resumes from the
-    /// latest checkpoint under --out.
+    /// Train a model following a run spec (stages, mixer, LR), here or (--coordinator) on a
+    /// cluster's train workers; resumes from the latest checkpoint under --out.
     Run(Box<TrainRunArgs>),
 }
 
@@ -498,6 +512,19 @@ pub struct TrainRunArgs {
     /// Print every step's metrics as a JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Submit the run to this coordinator instead of training here: it places --world ranks on
+    /// `lehr worker --train` processes, meets them, and restarts the gang from the latest
+    /// checkpoint when one dies. --data and --out must be reachable from every worker.
+    #[arg(long, env = "LEHR_COORDINATOR")]
+    pub coordinator: Option<String>,
+    /// With --coordinator: print the job id and return instead of following the job.
+    #[arg(long)]
+    pub detach: bool,
+    /// With --coordinator: the job's name in `lehr status`.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 #[derive(Args, Debug)]

@@ -389,10 +389,11 @@ impl CoordinatorApi for Coordinator {
             // Register interest before looking, so a submit between the look and the wait wakes us.
             let notified = self.work_ready.notified();
             let now = now_ms();
-            let grants: Vec<Grant> = self.apply(|s| match s.lease_kinds(&req.worker_id, req.max_tasks, &req.kinds, now) {
-                Ok((g, d)) => (Ok(g), d),
-                Err(e) => (Err(ApiError::new(ErrorCode::FailedPrecondition, e.to_string())), Dirty::default()),
-            })??;
+            let grants: Vec<Grant> =
+                self.apply(|s| match s.lease_kinds(&req.worker_id, req.max_tasks, &req.kinds, now) {
+                    Ok((g, d)) => (Ok(g), d),
+                    Err(e) => (Err(ApiError::new(ErrorCode::FailedPrecondition, e.to_string())), Dirty::default()),
+                })??;
             let ttl = self.read(|s| s.config.lease_ttl_ms) as u64;
             if !grants.is_empty() || tokio::time::Instant::now() >= deadline {
                 for g in &grants {

@@ -118,8 +118,11 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
         .unwrap();
     assert_eq!(job.tasks, 5);
     let w = api.register_worker(pb::RegisterWorkerRequest { name: "t".into(), slots: 8 }).await.unwrap().worker_id;
-    let leases =
-        api.lease_tasks(pb::LeaseTasksRequest { worker_id: w.clone(), max_tasks: 8, wait_ms: 0, kinds: vec![] }).await.unwrap().leases;
+    let leases = api
+        .lease_tasks(pb::LeaseTasksRequest { worker_id: w.clone(), max_tasks: 8, wait_ms: 0, kinds: vec![] })
+        .await
+        .unwrap()
+        .leases;
     assert_eq!(leases.len(), 5);
     for l in &leases {
         for _ in 0..2 {

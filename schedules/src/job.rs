@@ -130,6 +130,8 @@ mod tests {
         assert!(TrainJob::from_json(&unknown).unwrap_err().contains("modle"));
         let mut broken = job();
         broken.run = "[lr]\npeak = \"x\"".into();
-        assert!(TrainJob::from_json(&serde_json::to_string(&broken).unwrap()).unwrap_err().starts_with("invalid run spec"));
+        assert!(TrainJob::from_json(&serde_json::to_string(&broken).unwrap())
+            .unwrap_err()
+            .starts_with("invalid run spec"));
     }
 }

@@ -38,7 +38,12 @@ async fn drive(api: Arc<dyn CoordinatorApi>, tasks: u32, workers: u32) -> Result
                 api.register_worker(pb::RegisterWorkerRequest { name: format!("sim-{i}"), slots: 1 }).await?.worker_id;
             loop {
                 let leases = api
-                    .lease_tasks(pb::LeaseTasksRequest { worker_id: id.clone(), max_tasks: 1, wait_ms: 0, kinds: vec![] })
+                    .lease_tasks(pb::LeaseTasksRequest {
+                        worker_id: id.clone(),
+                        max_tasks: 1,
+                        wait_ms: 0,
+                        kinds: vec![],
+                    })
                     .await?
                     .leases;
                 if leases.is_empty() {

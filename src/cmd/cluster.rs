@@ -61,11 +61,38 @@ pub fn run_options_from_env() -> RunOptions {
 pub async fn worker(args: WorkerArgs) -> CmdResult {
     let api = connect(&args.coordinator, &args.auth)?;
     let shutdown = CancellationToken::new();
-    let config = WorkerConfig {
+    let mut config = WorkerConfig {
         name: args.name.unwrap_or_else(lehr_worker::default_name),
         slots: args.slots.max(1),
         run: run_options_from_env(),
+        ..Default::default()
     };
+    if args.train {
+        let exe = match args.train_exe {
+            Some(p) => p,
+            None if cfg!(feature = "train") => std::env::current_exe().context("cannot find the lehr executable")?,
+            None => {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "this lehr was built without training support: pass --train-exe PATH of one built with \
+                     `--features train`, or rebuild this one with it"
+                )))
+            }
+        };
+        let advertise = match args.advertise {
+            Some(a) => a,
+            None => advertise_toward(&args.coordinator),
+        };
+        if !args.gpus.is_empty() {
+            config.slots = args.gpus.len() as u32;
+        }
+        config.kinds = vec![lehr_schedules::job::TRAIN_RANK_TASK_KIND.to_string()];
+        eprintln!(
+            "train worker: {} rank slot(s) on {}, advertising {advertise}",
+            config.slots,
+            if args.gpus.is_empty() { "CPU".to_string() } else { format!("GPUs {}", args.gpus.join(",")) }
+        );
+        config.train = Some(lehr_worker::TrainLaunch::new(exe, advertise, args.gpus));
+    }
     let stop = shutdown.clone();
     tokio::spawn(async move {
         interrupted().await;
@@ -73,6 +100,20 @@ pub async fn worker(args: WorkerArgs) -> CmdResult {
     });
     lehr_worker::start(config, api, shutdown).await.map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
     Ok(EXIT_OK)
+}
+
+/// This host's address on the route to the coordinator (what other hosts can reach), found
+/// by "connecting" a UDP socket (no packet is sent); 127.0.0.1 when that fails.
+fn advertise_toward(coordinator: &str) -> String {
+    let host_port = coordinator.split("://").nth(1).unwrap_or(coordinator).trim_end_matches('/');
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
+        s.connect(host_port)?;
+        s.local_addr()
+    });
+    match probe {
+        Ok(a) if !a.ip().is_unspecified() => a.ip().to_string(),
+        _ => "127.0.0.1".into(),
+    }
 }
 
 /// Coordinator in this process, workers as child processes (restarted if they die).

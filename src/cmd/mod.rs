@@ -140,8 +140,12 @@ pub async fn start_embedded(
     let api: Arc<dyn CoordinatorApi> = running.api.clone();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..workers {
-        let config =
-            lehr_worker::WorkerConfig { name: format!("embedded-{i}"), slots: 1, run: cluster::run_options_from_env() };
+        let config = lehr_worker::WorkerConfig {
+            name: format!("embedded-{i}"),
+            slots: 1,
+            run: cluster::run_options_from_env(),
+            ..Default::default()
+        };
         set.spawn(lehr_worker::start(config, api.clone(), shutdown.child_token()));
     }
     Ok((running, set))

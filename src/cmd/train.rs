@@ -5,8 +5,90 @@ use super::CmdResult;
 use super::EXIT_OK;
 use crate::cli::{EvalCommand, TrainCommand};
 
-#[cfg(feature = "train")]
 pub async fn run(cmd: TrainCommand) -> CmdResult {
+    match cmd {
+        TrainCommand::Run(a) if a.coordinator.is_some() => submit(*a).await,
+        other => run_here(other).await,
+    }
+}
+
+/// `lehr train run --coordinator URL`: submits a `train` job (needs no libtorch here).
+async fn submit(a: crate::cli::TrainRunArgs) -> CmdResult {
+    use super::{connect, interrupted, EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK};
+    use anyhow::Context;
+    use lehr_proto::pb::SubmitJobRequest;
+    use lehr_schedules::job::{TrainJob, TrainJobOptions};
+    let url = a.coordinator.clone().expect("checked by the caller");
+    let text = std::fs::read_to_string(&a.spec).with_context(|| format!("cannot read {}", a.spec.display()))?;
+    let cwd = std::env::current_dir().context("no current directory")?;
+    if a.rank != 0 || a.rendezvous.is_some() || a.stop_at.is_some() {
+        return Err(super::Failure::usage(anyhow::anyhow!(
+            "--rank, --rendezvous and --stop-at are for ranks started by hand; with --coordinator give only --world"
+        )));
+    }
+    let job = TrainJob {
+        run: text,
+        data: lehr_pipeline::store::absolutize(&a.data, &cwd),
+        model: a.model.clone(),
+        out: lehr_pipeline::store::absolutize(&a.out.to_string_lossy(), &cwd),
+        world: a.world as u32,
+        options: TrainJobOptions {
+            micro_batch: a.micro_batch,
+            grad_clip: a.grad_clip,
+            checkpoint_every: a.checkpoint_every,
+            seed: a.seed,
+            device: a.device.clone(),
+            eval_data: a.eval_data.as_ref().map(|d| lehr_pipeline::store::absolutize(d, &cwd)),
+            eval_every: a.eval_every,
+            eval_tokens: a.eval_tokens,
+            peak_tflops: a.peak_tflops,
+        },
+    };
+    let spec = serde_json::to_string(&job).expect("job serializes");
+    // The coordinator checks it again; checking here first gives the error without a round trip.
+    TrainJob::from_json(&spec).map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", a.spec.display())))?;
+    let api = connect(&url, &a.auth)?;
+    let name = a.name.clone().unwrap_or_default();
+    let submitted = api
+        .submit_job(SubmitJobRequest { kind: "train".into(), name, spec, base_dir: cwd.to_string_lossy().to_string() })
+        .await?;
+    if a.detach {
+        if a.json {
+            println!("{}", serde_json::json!({"job_id": submitted.job_id, "ranks": submitted.tasks}));
+        } else {
+            println!("{}", submitted.job_id);
+        }
+        return Ok(EXIT_OK);
+    }
+    if !a.json {
+        eprintln!(
+            "job {} submitted: {} ranks; follow the steps in {}/metrics.jsonl",
+            submitted.job_id, submitted.tasks, job.out
+        );
+    }
+    let status = tokio::select! {
+        r = crate::progress::follow(&api, &submitted.job_id, true) => r?,
+        _ = interrupted() => {
+            eprintln!("interrupted: job {} goes on; follow it with `lehr status {} --wait`", submitted.job_id, submitted.job_id);
+            return Ok(EXIT_INTERRUPTED);
+        }
+    };
+    let steps: u64 = status.stages.iter().map(|s| s.docs_out).sum::<u64>() / (a.world as u64).max(1);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"job_id": status.job_id, "state": status.state, "error": status.error, "final_step": steps, "out": job.out})
+        );
+    } else if status.state == "succeeded" {
+        println!("job {}: succeeded at step {steps}; checkpoints in {}/checkpoints", status.job_id, job.out);
+    } else {
+        eprintln!("job {}: {} {}", status.job_id, status.state, status.error);
+    }
+    Ok(if status.state == "succeeded" { EXIT_OK } else { EXIT_JOB_FAILED })
+}
+
+#[cfg(feature = "train")]
+async fn run_here(cmd: TrainCommand) -> CmdResult {
     match cmd {
         TrainCommand::Smoke(a) => {
             let report = tokio::task::spawn_blocking(lehr_train::smoke)
@@ -62,6 +144,23 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         ..TrainOptions::new(data, a.out.clone(), device)
     };
     let json = a.json;
+    let total = lehr_schedules::Plan::new(&spec, Some(&avail.tokens))
+        .map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", a.spec.display())))?
+        .total_steps();
+    // A rank restarted after the run ended (its peers may be gone) has nothing to do.
+    if let Some(step) = lehr_train::trainer::latest_step(&a.out).map_err(|e| anyhow::anyhow!(e))? {
+        if step >= total {
+            done_line(json, a.rank, step, total, &a.out);
+            return Ok(EXIT_OK);
+        }
+    }
+    // Fault injection for tests: `LEHR_FAULT_SLOW_STEP_MS` pauses after every step, so that a
+    // test can kill a rank in the middle of a run.
+    let slow_step = std::env::var("LEHR_FAULT_SLOW_STEP_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map(std::time::Duration::from_millis);
     tokio::task::spawn_blocking(move || -> Result<(), anyhow::Error> {
         let collective: Box<dyn lehr_train::collective::Collective> = match (a.world, a.rendezvous) {
             (1, _) => Box::new(lehr_train::collective::Single),
@@ -81,7 +180,11 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         while trainer.state.step < end {
             // One step at a time so that progress shows (checkpoints as `run` writes them).
             let metrics = trainer.run_until(trainer.state.step + 1).map_err(|e| anyhow::anyhow!(e))?;
-            for m in metrics.into_iter().filter(|_| a.rank == 0) {
+            if let Some(pause) = slow_step {
+                std::thread::sleep(pause);
+            }
+            // Text for people from rank 0; JSON from every rank (a train worker reads it).
+            for m in metrics.into_iter().filter(|_| a.rank == 0 || json) {
                 if json {
                     println!("{}", serde_json::to_string(&m).expect("json"));
                 } else {
@@ -93,11 +196,24 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
                 }
             }
         }
+        done_line(json, a.rank, trainer.state.step, total, &a.out);
         Ok(())
     })
     .await
     .map_err(|e| anyhow::anyhow!("training panicked: {e}"))??;
     Ok(EXIT_OK)
+}
+
+/// The last line of a run: JSON `{"event": "done", ...}` (what a train worker waits for) or a
+/// sentence.
+#[cfg(feature = "train")]
+fn done_line(json: bool, rank: usize, step: u64, total: u64, out: &std::path::Path) {
+    if json {
+        println!("{}", serde_json::json!({"event": "done", "rank": rank, "step": step, "total_steps": total}));
+    } else if rank == 0 {
+        let state = if step >= total { "finished" } else { "stopped" };
+        println!("{state} at step {step} of {total}; checkpoints in {}", out.join("checkpoints").display());
+    }
 }
 
 #[cfg(feature = "train")]
@@ -157,7 +273,7 @@ pub async fn eval(_cmd: EvalCommand) -> CmdResult {
 }
 
 #[cfg(not(feature = "train"))]
-pub async fn run(_cmd: TrainCommand) -> CmdResult {
+async fn run_here(_cmd: TrainCommand) -> CmdResult {
     run_without_train()
 }
 

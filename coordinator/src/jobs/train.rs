@@ -33,7 +33,8 @@ impl JobKind for TrainKind {
         if avail.vocab_size == 0 {
             return Err(JobError::Invalid(format!("no token shards under {} for the spec's sources", job.data)));
         }
-        let plan = lehr_schedules::Plan::new(&run, Some(&avail.tokens)).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let plan =
+            lehr_schedules::Plan::new(&run, Some(&avail.tokens)).map_err(|e| JobError::Invalid(e.to_string()))?;
         let tasks = (0..job.world)
             .map(|rank| NewTask {
                 stage: 0,

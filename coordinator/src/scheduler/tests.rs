@@ -322,7 +322,10 @@ fn rendezvous_is_ready_when_every_rank_joined_its_current_attempt() {
     let v = s.join_rendezvous(&a, r0.task_id, r0.attempt, "10.0.0.1:5000", b"id", 1).unwrap();
     assert!(!v.ready && v.joined == 1 && v.world == 2 && v.rank == 0 && v.master_addr.is_empty());
     let r1 = s.lease_kinds(&b, 1, &kinds, 2).unwrap().0.remove(0);
-    assert_eq!(s.join_rendezvous(&a, r1.task_id, r1.attempt, "x", b"", 3), Err(SchedulerError::LeaseLost(r1.task_id, 1)));
+    assert_eq!(
+        s.join_rendezvous(&a, r1.task_id, r1.attempt, "x", b"", 3),
+        Err(SchedulerError::LeaseLost(r1.task_id, 1))
+    );
     let v = s.join_rendezvous(&b, r1.task_id, r1.attempt, "10.0.0.2:5000", b"", 3).unwrap();
     assert!(v.ready, "{v:?}");
     assert_eq!((v.rank, v.master_addr.as_str(), v.nccl_id.as_slice()), (1, "10.0.0.1:5000", &b"id"[..]));

@@ -1,7 +1,10 @@
 //! The data worker: registers with a coordinator (any [`CoordinatorApi`] transport), leases
 //! shard tasks up to its slot count, runs them, heartbeats their progress, and reports each
-//! attempt's outcome. Transient coordinator errors (down, restarting) are retried with backoff,
+//! attempt's outcome; with a [`TrainLaunch`] it also runs training ranks as child processes
+//! (`rank.rs`). Transient coordinator errors (down, restarting) are retried with backoff,
 //! so a worker rides through a coordinator restart by itself.
+
+pub mod rank;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +16,7 @@ use lehr_pipeline::dedup::{
 use lehr_pipeline::task::{run_shard_task, RunOptions, TaskProgress, SHARD_TASK_KIND};
 use lehr_proto::pb::{self, report_task_request::Outcome};
 use lehr_proto::{ApiError, CoordinatorApi, ErrorCode};
+use lehr_schedules::job::TRAIN_RANK_TASK_KIND;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -26,13 +30,19 @@ pub struct WorkerConfig {
     /// Tasks run at once.
     pub slots: u32,
     pub run: RunOptions,
+    /// Task kinds to lease; empty: every kind but training ranks.
+    pub kinds: Vec<String>,
+    /// How to launch training ranks (workers started with `--train`).
+    pub train: Option<TrainLaunch>,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { name: default_name(), slots: 1, run: RunOptions::default() }
+        WorkerConfig { name: default_name(), slots: 1, run: RunOptions::default(), kinds: vec![], train: None }
     }
 }
+
+pub use rank::TrainLaunch;
 
 pub fn default_name() -> String {
     let host =
@@ -109,7 +119,12 @@ pub async fn start(
                     _ = tasks.join_next() => continue,
                 }
             }
-            let req = pb::LeaseTasksRequest { worker_id: worker_id.clone(), max_tasks: free, wait_ms: 2_000, kinds: config.kinds.clone() };
+            let req = pb::LeaseTasksRequest {
+                worker_id: worker_id.clone(),
+                max_tasks: free,
+                wait_ms: 2_000,
+                kinds: config.kinds.clone(),
+            };
             let leases = tokio::select! {
                 _ = session.cancelled() => break None,
                 r = retry(&session, "lease", || api.lease_tasks(req.clone())) => r,
@@ -135,7 +150,7 @@ pub async fn start(
                                 worker_id.clone(),
                                 lease,
                                 progress,
-                                config.run.clone(),
+                                Runners { run: config.run.clone(), train: config.train.clone() },
                                 running.clone(),
                                 session.clone(),
                             )
@@ -205,16 +220,31 @@ async fn heartbeat_loop(
     }
 }
 
+/// What runs a leased task: pipeline tasks in-process, training ranks as child processes.
+struct Runners {
+    run: RunOptions,
+    train: Option<TrainLaunch>,
+}
+
 async fn run_lease(
     api: Arc<dyn CoordinatorApi>,
     worker_id: String,
     lease: pb::TaskLease,
     progress: Arc<TaskProgress>,
-    run: RunOptions,
+    runners: Runners,
     running: RunningMap,
     session: CancellationToken,
 ) {
-    let outcome = execute(&lease, progress.clone(), run).await;
+    let outcome = if lease.kind == TRAIN_RANK_TASK_KIND {
+        match &runners.train {
+            Some(launch) => rank::run_rank(&api, &worker_id, &lease, progress.clone(), launch).await,
+            None => {
+                Err(("this worker does not run training ranks (start one with `lehr worker --train`)".into(), true))
+            }
+        }
+    } else {
+        execute(&lease, progress.clone(), runners.run).await
+    };
     running.lock().expect("lock").remove(&lease.task_id);
     if progress.cancelled.load(std::sync::atomic::Ordering::Relaxed) && outcome.is_err() {
         tracing::info!("attempt stopped");

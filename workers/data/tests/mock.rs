@@ -127,7 +127,7 @@ async fn worker_runs_reports_and_reregisters() {
     ]);
     let shutdown = CancellationToken::new();
     let api: Arc<dyn CoordinatorApi> = mock.clone();
-    let config = lehr_worker::WorkerConfig { name: "t".into(), slots: 3, run: Default::default() };
+    let config = lehr_worker::WorkerConfig { name: "t".into(), slots: 3, ..Default::default() };
     let worker = tokio::spawn(lehr_worker::start(config, api, shutdown.clone()));
     for _ in 0..200 {
         if mock.reports.lock().unwrap().len() == 3 {

@@ -211,6 +211,10 @@ impl Trainer {
             let text = std::fs::read_to_string(dir.join("trainer.json")).map_err(io(&dir))?;
             state = serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", dir.display())))?;
         }
+        if collective.rank() == 0 {
+            truncate_log(&options.out.join("metrics.jsonl"), state.step)?;
+            truncate_log(&options.out.join("eval.jsonl"), state.step + 1)?;
+        }
         let mut eval_sets = Vec::new();
         if let Some(eval_root) = &options.eval_data {
             let root = store::resolve(eval_root).map_err(|e| TrainError::Data(e.to_string()))?;
@@ -296,6 +300,11 @@ impl Trainer {
             let every = self.options.checkpoint_every;
             if lead && (stage_end || (every > 0 && self.state.step.is_multiple_of(every)) || self.state.step == stop) {
                 self.checkpoint()?;
+            }
+            if self.state.step == stop && self.collective.world() > 1 {
+                // Barrier: no rank ends before rank 0's last checkpoint is written, so a rank
+                // restarted after its peers finished finds the run complete.
+                self.collective.all_reduce_sum(&mut [0.0])?;
             }
         }
         Ok(out)
@@ -459,6 +468,42 @@ impl Trainer {
 
 fn reader_names(readers: &BTreeMap<usize, StageReader>, stage: usize) -> Vec<String> {
     readers.get(&stage).map(|r| r.names.clone()).unwrap_or_default()
+}
+
+/// The global step of the latest checkpoint under `out` (the step a resumed run starts at).
+pub fn latest_step(out: &Path) -> Result<Option<u64>, TrainError> {
+    let Some(dir) = latest_checkpoint(out)? else { return Ok(None) };
+    let path = dir.join("trainer.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let state: TrainerState =
+        serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+    Ok(Some(state.step))
+}
+
+/// Drops the lines of a JSONL log whose `step` is at or past `step`: after a resume those steps
+/// run again and log again, so the file keeps exactly one line per step (and evaluation).
+fn truncate_log(path: &Path, step: u64) -> Result<(), TrainError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(TrainError::Io(path.display().to_string(), e)),
+    };
+    let keep: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_none_or(|s| s < step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if keep.len() != text.len() {
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, keep).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+    }
+    Ok(())
 }
 
 /// The checkpoint `out/checkpoints/latest` names, if any.

@@ -1,0 +1,240 @@
+//! The train side of a worker: it leases `train.rank` tasks (one per slot, a slot per GPU),
+//! meets the other ranks through the coordinator's rendezvous, and runs each rank as a child
+//! `lehr train run` process (the binary built with libtorch), so that this crate never links
+//! libtorch and a crashed or hung rank can always be killed. The child dies with the worker
+//! (`PR_SET_PDEATHSIG`), its JSON step lines become heartbeat progress, and a lease the
+//! coordinator takes back (a peer failed: the gang restarts) kills it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lehr_pipeline::task::TaskProgress;
+use lehr_proto::pb;
+use lehr_proto::{CoordinatorApi, ErrorCode};
+use lehr_schedules::job::{TrainRankResult, TrainRankTask};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// How this worker launches ranks.
+#[derive(Debug, Clone)]
+pub struct TrainLaunch {
+    /// A `lehr` built with `--features train`.
+    pub exe: PathBuf,
+    /// The address other hosts reach this one at (rank 0 listens there).
+    pub advertise: String,
+    /// GPUs handed out one per running rank (`CUDA_VISIBLE_DEVICES`); empty: CPU ranks.
+    pub gpus: Vec<String>,
+    /// GPUs in use.
+    pub busy: Arc<Mutex<Vec<bool>>>,
+}
+
+impl TrainLaunch {
+    pub fn new(exe: PathBuf, advertise: String, gpus: Vec<String>) -> Self {
+        let busy = Arc::new(Mutex::new(vec![false; gpus.len()]));
+        TrainLaunch { exe, advertise, gpus, busy }
+    }
+}
+
+/// Gives a GPU back when dropped.
+struct GpuSlot {
+    busy: Arc<Mutex<Vec<bool>>>,
+    index: Option<usize>,
+}
+
+impl Drop for GpuSlot {
+    fn drop(&mut self) {
+        if let Some(i) = self.index {
+            self.busy.lock().expect("lock")[i] = false;
+        }
+    }
+}
+
+type Outcome = Result<String, (String, bool)>;
+
+/// Runs one leased rank to its end. Errors carry whether a retry can help; when the lease is
+/// lost the attempt is marked cancelled (nothing to report).
+pub async fn run_rank(
+    api: &Arc<dyn CoordinatorApi>,
+    worker_id: &str,
+    lease: &pb::TaskLease,
+    progress: Arc<TaskProgress>,
+    launch: &TrainLaunch,
+) -> Outcome {
+    let task: TrainRankTask =
+        serde_json::from_str(&lease.payload).map_err(|e| (format!("malformed train.rank payload: {e}"), false))?;
+    // A port for rank 0's collective (rank > 0 announces one too; it is simply unused).
+    let port = std::net::TcpListener::bind(("0.0.0.0", 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| (format!("no free port on this host: {e}"), true))?
+        .port();
+    let addr = format!("{}:{port}", launch.advertise);
+    let mut waited = 0u32;
+    let view = loop {
+        if progress.cancelled.load(Ordering::Relaxed) {
+            return Err(("stopped while waiting for the other ranks".into(), true));
+        }
+        let req = pb::JoinRendezvousRequest {
+            worker_id: worker_id.to_string(),
+            task_id: lease.task_id,
+            attempt: lease.attempt,
+            addr: addr.clone(),
+            nccl_id: vec![],
+        };
+        match api.join_rendezvous(req).await {
+            Ok(v) if v.ready => break v,
+            Ok(v) => {
+                waited += 1;
+                if waited.is_multiple_of(40) {
+                    tracing::info!(
+                        rank = task.rank,
+                        joined = v.joined,
+                        finished = v.finished,
+                        world = v.world,
+                        "waiting for the other ranks"
+                    );
+                }
+            }
+            Err(e) if e.is_transient() => {}
+            Err(e) if e.code == ErrorCode::NotFound => {
+                progress.cancelled.store(true, Ordering::Relaxed);
+                return Err((e.message, true));
+            }
+            Err(e) => return Err((format!("rendezvous refused: {e}"), false)),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    let gpu = {
+        let mut busy = launch.busy.lock().expect("lock");
+        let index = busy.iter().position(|b| !b);
+        if let Some(i) = index {
+            busy[i] = true;
+        }
+        GpuSlot { busy: launch.busy.clone(), index }
+    };
+    if !launch.gpus.is_empty() && gpu.index.is_none() {
+        return Err(("every GPU of this worker is busy (more train slots than GPUs?)".into(), true));
+    }
+    let spec_path =
+        std::env::temp_dir().join(format!("lehr-run-{}-{}-{}.toml", lease.job_id, lease.task_id, lease.attempt));
+    std::fs::write(&spec_path, &task.job.run)
+        .map_err(|e| (format!("cannot write {}: {e}", spec_path.display()), true))?;
+    let _cleanup = RemoveOnDrop(spec_path.clone());
+
+    let job = &task.job;
+    let o = &job.options;
+    let mut cmd = tokio::process::Command::new(&launch.exe);
+    cmd.arg("train").arg("run").arg(&spec_path);
+    cmd.args(["--data", &job.data, "--model", &job.model, "--out", &job.out, "--json"]);
+    cmd.args(["--world", &view.world.to_string(), "--rank", &task.rank.to_string()]);
+    if !view.master_addr.is_empty() {
+        cmd.args(["--rendezvous", &view.master_addr]);
+    }
+    cmd.args(["--micro-batch", &o.micro_batch.to_string(), "--grad-clip", &o.grad_clip.to_string()]);
+    cmd.args(["--checkpoint-every", &o.checkpoint_every.to_string(), "--seed", &o.seed.to_string()]);
+    if let Some(d) = &o.device {
+        cmd.args(["--device", d]);
+    }
+    if let Some(e) = &o.eval_data {
+        cmd.args(["--eval-data", e, "--eval-every", &o.eval_every.to_string()]);
+        cmd.args(["--eval-tokens", &o.eval_tokens.to_string()]);
+    }
+    if let Some(p) = o.peak_tflops {
+        cmd.args(["--peak-tflops", &p.to_string()]);
+    }
+    if let Some(i) = gpu.index {
+        cmd.env("CUDA_VISIBLE_DEVICES", &launch.gpus[i]);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe; the closure touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| (format!("cannot start {}: {e}", launch.exe.display()), true))?;
+    tracing::info!(rank = task.rank, world = view.world, master = %view.master_addr, generation = view.generation, pid = child.id().unwrap_or(0), "rank process started");
+
+    // The child's stderr goes to ours, and its last lines into the error report.
+    let stderr = child.stderr.take().expect("piped");
+    let tail = Arc::new(Mutex::new(std::collections::VecDeque::<String>::new()));
+    let tail_w = tail.clone();
+    let rank = task.rank;
+    let errs = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[rank {rank}] {line}");
+            let mut t = tail_w.lock().expect("lock");
+            t.push_back(line);
+            if t.len() > 8 {
+                t.pop_front();
+            }
+        }
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut result = TrainRankResult { rank: task.rank, ..Default::default() };
+    let mut done = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut stdout_open = true;
+    let status = loop {
+        tokio::select! {
+            line = lines.next_line(), if stdout_open => match line {
+                Ok(Some(line)) => observe(&line, &mut result, &mut done, &progress),
+                _ => stdout_open = false,
+            },
+            status = child.wait(), if !stdout_open => break status,
+            _ = tick.tick() => {
+                if progress.cancelled.load(Ordering::Relaxed) {
+                    tracing::info!(rank = task.rank, "lease taken back (the gang restarts): stopping the rank process");
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    return Err(("stopped: the coordinator took the lease back".into(), true));
+                }
+            }
+        }
+    };
+    let _ = errs.await;
+    let status = status.map_err(|e| (format!("lost the rank process: {e}"), true))?;
+    if status.success() && done {
+        return Ok(serde_json::to_string(&result).expect("result serializes"));
+    }
+    let tail: Vec<String> = tail.lock().expect("lock").iter().cloned().collect();
+    let why = if tail.is_empty() { String::new() } else { format!(": {}", tail.join(" | ")) };
+    match status.code() {
+        Some(0) => Err((format!("rank {} exited without finishing{why}", task.rank), true)),
+        // Usage errors (bad preset, bad spec) recur on every retry.
+        Some(2) => Err((format!("rank {} refused its arguments{why}", task.rank), false)),
+        Some(c) => Err((format!("rank {} exited with code {c}{why}", task.rank), true)),
+        None => Err((format!("rank {} was killed by a signal{why}", task.rank), true)),
+    }
+}
+
+/// One line of the child's `--json` output: a step's metrics or the final `done` line.
+fn observe(line: &str, result: &mut TrainRankResult, done: &mut bool, progress: &TaskProgress) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return };
+    if v.get("event").and_then(|e| e.as_str()) == Some("done") {
+        result.step = v["step"].as_u64().unwrap_or(0);
+        result.total_steps = v["total_steps"].as_u64().unwrap_or(0);
+        *done = true;
+    } else if let Some(step) = v.get("step").and_then(|s| s.as_u64()) {
+        result.steps_run += 1;
+        result.tokens += v.get("tokens").and_then(|t| t.as_u64()).unwrap_or(0);
+        result.loss = v.get("loss").and_then(|l| l.as_f64());
+        progress.docs.store(step + 1, Ordering::Relaxed);
+        progress.bytes.store(result.tokens, Ordering::Relaxed);
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
