@@ -466,7 +466,8 @@ pub struct TrainRunArgs {
     /// Data root of the sources' token shards.
     #[arg(long)]
     pub data: String,
-    /// tiny | qwen2.5-0.5b | qwen2.5-1.5b (vocabulary from the data's tokenizer).
+    /// tiny | tiny-mup | small | qwen2.5-0.5b | qwen2.5-1.5b | yulan-mini (vocabulary from the
+    /// data's tokenizer).
     #[arg(long, default_value = "tiny")]
     pub model: String,
     /// Checkpoints and metrics.jsonl.
@@ -509,6 +510,8 @@ pub struct TrainRunArgs {
     /// The device's peak TFLOP/s (e.g. 989 for an H100's dense bf16), for MFU in the metrics.
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+    #[command(flatten)]
+    pub knobs: ModelKnobArgs,
     /// Print every step's metrics as a JSON line.
     #[arg(long)]
     pub json: bool,
@@ -525,6 +528,29 @@ pub struct TrainRunArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// Overrides of the model preset's µP-style knobs (docs/training.md).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModelKnobArgs {
+    /// Multiply token embeddings by this (YuLan-Mini: 10).
+    #[arg(long)]
+    pub embedding_scale: Option<f64>,
+    /// Scale residual branches by DEPTH_SCALE / sqrt(layers) (YuLan-Mini: 1.4).
+    #[arg(long)]
+    pub depth_scale: Option<f64>,
+    /// Multiply the final hidden state by this before the output projection (µP width).
+    #[arg(long)]
+    pub logit_scale: Option<f64>,
+    /// RMSNorm on queries and keys per head (exported as Qwen3).
+    #[arg(long)]
+    pub qk_norm: bool,
+    /// z-loss coefficient (YuLan-Mini, PaLM: 1e-4).
+    #[arg(long)]
+    pub z_loss: Option<f64>,
+    /// Standard deviation of the initial weights.
+    #[arg(long)]
+    pub init_std: Option<f64>,
 }
 
 #[derive(Args, Debug)]

@@ -24,7 +24,12 @@ fn train_run_follows_the_plan_and_resumes_at_the_next_step() {
             .output()
             .unwrap();
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        String::from_utf8(run.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        let lines: Vec<Value> =
+            String::from_utf8(run.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let (done, steps): (Vec<Value>, Vec<Value>) = lines.into_iter().partition(|m| m.get("event").is_some());
+        assert_eq!(done.len(), 1, "one closing line");
+        assert_eq!(done[0]["step"].as_u64().unwrap(), stop.parse::<u64>().unwrap());
+        steps
     };
     let first = train("3");
     assert_eq!(first.iter().map(|m| m["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 1, 2]);
@@ -73,4 +78,40 @@ fn train_run_follows_the_plan_and_resumes_at_the_next_step() {
     let per_source = &first[0]["tokens_by_source"];
     let total: u64 = per_source.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(total, 8 * 256);
+}
+
+/// A model with YuLan-Mini's knobs (embedding scale, depth scale, z-loss) resumes exactly: the
+/// checkpoint's Hugging Face weights have the scales folded in, so resuming must read lehr's
+/// unfolded copy, and losses after the resume equal an uninterrupted run's.
+#[test]
+fn a_mup_model_resumes_exactly_from_its_unfolded_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = demo_token_shards(dir.path());
+    let train = |out: &std::path::Path, stop: &str| -> Vec<Value> {
+        let run = lehr()
+            .args(["train", "run", "--model", "tiny-mup", "--device", "cpu", "--json", "--stop-at", stop, "--data"])
+            .arg(&tokens)
+            .arg("--out")
+            .arg(out)
+            .arg(repo().join("examples/mix-demo.toml"))
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        String::from_utf8(run.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|m| m.get("event").is_none())
+            .collect()
+    };
+    let whole = train(&dir.path().join("whole"), "4");
+    let cut = dir.path().join("cut");
+    let mut resumed = train(&cut, "2");
+    assert!(cut.join("checkpoints/step-00000002/lehr-model.safetensors").is_file());
+    resumed.extend(train(&cut, "4"));
+    let losses = |v: &[Value]| v.iter().map(|m| m["loss"].as_f64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(losses(&whole), losses(&resumed));
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(cut.join("checkpoints/step-00000004/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["tie_word_embeddings"], false, "the embedding scale unties the exported head");
 }

@@ -43,6 +43,13 @@ pub struct TrainJobOptions {
     pub eval_every: u64,
     pub eval_tokens: u64,
     pub peak_tflops: Option<f64>,
+    /// Overrides of the model preset's knobs.
+    pub embedding_scale: Option<f64>,
+    pub depth_scale: Option<f64>,
+    pub logit_scale: Option<f64>,
+    pub qk_norm: bool,
+    pub z_loss: Option<f64>,
+    pub init_std: Option<f64>,
 }
 
 impl Default for TrainJobOptions {
@@ -57,6 +64,12 @@ impl Default for TrainJobOptions {
             eval_every: 100,
             eval_tokens: 65_536,
             peak_tflops: None,
+            embedding_scale: None,
+            depth_scale: None,
+            logit_scale: None,
+            qk_norm: false,
+            z_loss: None,
+            init_std: None,
         }
     }
 }

@@ -42,6 +42,12 @@ async fn submit(a: crate::cli::TrainRunArgs) -> CmdResult {
             eval_every: a.eval_every,
             eval_tokens: a.eval_tokens,
             peak_tflops: a.peak_tflops,
+            embedding_scale: a.knobs.embedding_scale,
+            depth_scale: a.knobs.depth_scale,
+            logit_scale: a.knobs.logit_scale,
+            qk_norm: a.knobs.qk_norm,
+            z_loss: a.knobs.z_loss,
+            init_std: a.knobs.init_std,
         },
     };
     let spec = serde_json::to_string(&job).expect("job serializes");
@@ -129,7 +135,15 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     if vocab == 0 {
         return Err(super::Failure::usage(anyhow::anyhow!("no token shards under {data} for the spec's sources")));
     }
-    let model = ModelConfig::preset(&a.model, vocab).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
+    let mut model = ModelConfig::preset(&a.model, vocab).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
+    let k = &a.knobs;
+    model.embedding_scale = k.embedding_scale.unwrap_or(model.embedding_scale);
+    model.depth_scale = k.depth_scale.or(model.depth_scale);
+    model.logit_scale = k.logit_scale.unwrap_or(model.logit_scale);
+    model.qk_norm |= k.qk_norm;
+    model.z_loss = k.z_loss.unwrap_or(model.z_loss);
+    model.init_std = k.init_std.unwrap_or(model.init_std);
+    model.validate().map_err(|e| super::Failure::usage(anyhow::anyhow!("{e} (check the --model preset and its overrides)")))?;
     let device = device(a.device.as_deref())?;
     let options = TrainOptions {
         micro_batch: a.micro_batch,

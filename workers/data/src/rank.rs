@@ -144,6 +144,20 @@ pub async fn run_rank(
     if let Some(p) = o.peak_tflops {
         cmd.args(["--peak-tflops", &p.to_string()]);
     }
+    for (flag, v) in [
+        ("--embedding-scale", o.embedding_scale),
+        ("--depth-scale", o.depth_scale),
+        ("--logit-scale", o.logit_scale),
+        ("--z-loss", o.z_loss),
+        ("--init-std", o.init_std),
+    ] {
+        if let Some(v) = v {
+            cmd.args([flag, &v.to_string()]);
+        }
+    }
+    if o.qk_norm {
+        cmd.arg("--qk-norm");
+    }
     if let Some(i) = gpu.index {
         cmd.env("CUDA_VISIBLE_DEVICES", &launch.gpus[i]);
     }

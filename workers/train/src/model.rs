@@ -1,8 +1,12 @@
 //! A decoder-only transformer of the Qwen2 / Llama family in tch: RMSNorm, rotary position
 //! embeddings (Hugging Face's rotate-half layout), SwiGLU, grouped-query attention through
-//! `scaled_dot_product_attention`, optional QKV bias (Qwen2) and tied embeddings. Parameter
-//! names are Hugging Face's (`model.layers.0.self_attn.q_proj.weight`, ...) so a safetensors
-//! file and a `config.json` are a checkpoint `transformers` loads, and the reverse.
+//! `scaled_dot_product_attention`, optional QKV bias (Qwen2), optional QK-norm (Qwen3) and tied
+//! embeddings, plus the µP-style knobs YuLan-Mini and MiniCPM train with (embedding scale,
+//! residual scaling by depth, logit scale; z-loss in the trainer). Parameter names are Hugging
+//! Face's (`model.layers.0.self_attn.q_proj.weight`, ...) so a safetensors file and a
+//! `config.json` are a checkpoint `transformers` loads, and the reverse: [`save_hf`] folds the
+//! knobs into the weights (exactly: each is a constant factor on a linear map), writing a
+//! Qwen2 checkpoint, or a Qwen3 one when QK-norm is on.
 
 use std::path::Path;
 
@@ -35,6 +39,27 @@ pub struct ModelConfig {
     /// Standard deviation of the initial weights (`initializer_range`).
     #[serde(default = "default_init", alias = "initializer_range")]
     pub init_std: f64,
+    /// Token embeddings are multiplied by this (µP; YuLan-Mini's `scale_emb` = 10).
+    #[serde(default = "one")]
+    pub embedding_scale: f64,
+    /// When set, each residual branch (attention and MLP output) is multiplied by
+    /// `depth_scale / sqrt(num_hidden_layers)` (YuLan-Mini / MiniCPM `scale_depth` = 1.4).
+    #[serde(default)]
+    pub depth_scale: Option<f64>,
+    /// The final hidden state is multiplied by this before the output projection (µP width
+    /// scaling: base width / hidden size).
+    #[serde(default = "one")]
+    pub logit_scale: f64,
+    /// RMSNorm over each head's queries and keys before RoPE (Qwen3's `q_norm`/`k_norm`).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// z-loss coefficient: the trainer adds `z_loss · logsumexp(logits)²` per token (PaLM: 1e-4).
+    #[serde(default)]
+    pub z_loss: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 fn default_theta() -> f64 {
@@ -54,6 +79,12 @@ fn default_init() -> f64 {
 pub const MODEL_PRESETS: &[(&str, &str)] = &[
     ("tiny", "2 layers, hidden 64, 4 heads / 2 KV heads: CPU tests and demos"),
     ("small", "4 layers, hidden 256, FFN 704, 4 heads / 2 KV heads: CPU benchmarks"),
+    ("tiny-mup", "tiny with YuLan-Mini's knobs: embedding scale 10, depth scale 1.4, z-loss 1e-4, init std 5e-3"),
+    (
+        "yulan-mini",
+        "YuLan-Mini's shape and knobs: 56 layers, hidden 1920, FFN 4800, 30 heads / 6 KV, tied, QKV bias, \
+         init std 5e-5, embedding scale 10, depth scale 1.4, z-loss 1e-4 (pretraining_anchors §1.1, §1.4)",
+    ),
     (
         "qwen2.5-0.5b",
         "Qwen2.5-0.5B's shape: 24 layers, hidden 896, FFN 4864, 14 heads / 2 KV, RoPE 1e6, tied, QKV bias",
@@ -69,7 +100,8 @@ impl ModelConfig {
     /// config.json on the Hugging Face hub).
     pub fn preset(name: &str, vocab_size: i64) -> Result<Self, TrainError> {
         let (hidden, inter, layers, heads, kv, theta, tied) = match name {
-            "tiny" => (64, 160, 2, 4, 2, 10_000.0, true),
+            "tiny" | "tiny-mup" => (64, 160, 2, 4, 2, 10_000.0, true),
+            "yulan-mini" => (1920, 4800, 56, 30, 6, 10_000.0, true),
             "small" => (256, 704, 4, 4, 2, 10_000.0, true),
             "qwen2.5-0.5b" => (896, 4864, 24, 14, 2, 1_000_000.0, true),
             "qwen2.5-1.5b" => (1536, 8960, 28, 12, 2, 1_000_000.0, true),
@@ -81,7 +113,7 @@ impl ModelConfig {
                 )));
             }
         };
-        Ok(ModelConfig {
+        let mut c = ModelConfig {
             vocab_size,
             hidden_size: hidden,
             intermediate_size: inter,
@@ -94,7 +126,28 @@ impl ModelConfig {
             tie_word_embeddings: tied,
             max_position_embeddings: 32_768,
             init_std: 0.02,
-        })
+            embedding_scale: 1.0,
+            depth_scale: None,
+            logit_scale: 1.0,
+            qk_norm: false,
+            z_loss: 0.0,
+        };
+        match name {
+            "tiny-mup" => (c.init_std, c.embedding_scale, c.depth_scale, c.z_loss) = (5e-3, 10.0, Some(1.4), 1e-4),
+            "yulan-mini" => (c.init_std, c.embedding_scale, c.depth_scale, c.z_loss) = (5e-5, 10.0, Some(1.4), 1e-4),
+            _ => {}
+        }
+        Ok(c)
+    }
+
+    /// The factor on each residual branch.
+    pub fn residual_multiplier(&self) -> f64 {
+        self.depth_scale.map(|d| d / (self.num_hidden_layers as f64).sqrt()).unwrap_or(1.0)
+    }
+
+    /// Whether the weights need folding for Hugging Face (a µP knob is not 1).
+    pub fn has_scales(&self) -> bool {
+        self.embedding_scale != 1.0 || self.logit_scale != 1.0 || self.residual_multiplier() != 1.0
     }
 
     pub fn head_dim(&self) -> i64 {
@@ -118,14 +171,25 @@ impl ModelConfig {
         if self.head_dim() % 2 != 0 {
             return bad(format!("head dimension {} must be even for rotary embeddings", self.head_dim()));
         }
+        for (name, v) in [("embedding_scale", self.embedding_scale), ("logit_scale", self.logit_scale)] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{name} must be a positive number, not {v}"));
+            }
+        }
+        if self.depth_scale.is_some_and(|d| !(d.is_finite() && d > 0.0)) || !(self.z_loss >= 0.0) {
+            return bad("depth_scale must be positive and z_loss at least 0".into());
+        }
         Ok(())
     }
 
-    /// The `config.json` `transformers` reads as a `Qwen2ForCausalLM`.
-    pub fn hf_config_json(&self) -> serde_json::Value {
+    /// The `config.json` `transformers` reads: a `Qwen2ForCausalLM`, or a `Qwen3ForCausalLM`
+    /// with QK-norm. `tied` is the exported tying (folding the scales unties a tied model).
+    pub fn hf_config_json(&self, tied: bool) -> serde_json::Value {
+        let (arch, ty) = if self.qk_norm { ("Qwen3ForCausalLM", "qwen3") } else { ("Qwen2ForCausalLM", "qwen2") };
         serde_json::json!({
-            "architectures": ["Qwen2ForCausalLM"],
-            "model_type": "qwen2",
+            "architectures": [arch],
+            "model_type": ty,
+            "attention_bias": self.qkv_bias,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -138,7 +202,7 @@ impl ModelConfig {
             "rope_theta": self.rope_theta,
             "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
             "rms_norm_eps": self.rms_norm_eps,
-            "tie_word_embeddings": self.tie_word_embeddings,
+            "tie_word_embeddings": tied,
             "attention_dropout": 0.0,
             "use_sliding_window": false,
             "initializer_range": self.init_std,
@@ -172,6 +236,8 @@ impl Module for RmsNorm {
 
 struct Layer {
     input_norm: RmsNorm,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     q: nn::Linear,
     k: nn::Linear,
     v: nn::Linear,
@@ -222,6 +288,8 @@ impl Model {
                 let f = &l / "mlp";
                 Layer {
                     input_norm: RmsNorm::new(&l / "input_layernorm", c.hidden_size, c.rms_norm_eps),
+                    q_norm: c.qk_norm.then(|| RmsNorm::new(&a / "q_norm", hd, c.rms_norm_eps)),
+                    k_norm: c.qk_norm.then(|| RmsNorm::new(&a / "k_norm", hd, c.rms_norm_eps)),
                     q: linear(&a / "q_proj", c.hidden_size, c.num_attention_heads * hd, c.qkv_bias, std),
                     k: linear(&a / "k_proj", c.hidden_size, c.num_key_value_heads * hd, c.qkv_bias, std),
                     v: linear(&a / "v_proj", c.hidden_size, c.num_key_value_heads * hd, c.qkv_bias, std),
@@ -267,10 +335,19 @@ impl Model {
         };
         let n_rep = c.num_attention_heads / c.num_key_value_heads;
         let mut h = self.embed.forward(ids);
+        if c.embedding_scale != 1.0 {
+            h = h * c.embedding_scale;
+        }
+        let r = c.residual_multiplier();
+        let branch = |x: Tensor| if r != 1.0 { x * r } else { x };
+        let head_norm = |n: &Option<RmsNorm>, x: Tensor| match n {
+            Some(n) => n.forward(&x),
+            None => x,
+        };
         for l in &self.layers {
             let x = l.input_norm.forward(&h);
-            let q = l.q.forward(&x).view([b, t, c.num_attention_heads, hd]).transpose(1, 2);
-            let k = l.k.forward(&x).view([b, t, c.num_key_value_heads, hd]).transpose(1, 2);
+            let q = head_norm(&l.q_norm, l.q.forward(&x).view([b, t, c.num_attention_heads, hd])).transpose(1, 2);
+            let k = head_norm(&l.k_norm, l.k.forward(&x).view([b, t, c.num_key_value_heads, hd])).transpose(1, 2);
             let v = l.v.forward(&x).view([b, t, c.num_key_value_heads, hd]).transpose(1, 2);
             let (q, k) = (rotate(&q), rotate(&k));
             let (k, v) = if n_rep > 1 {
@@ -281,11 +358,14 @@ impl Model {
             let att = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false);
             let att = att.transpose(1, 2).contiguous().view([b, t, c.num_attention_heads * hd]);
             // Not `+=`: an in-place add would overwrite a tensor autograd saved for backward.
-            h = &h + l.o.forward(&att);
+            h = &h + branch(l.o.forward(&att));
             let x = l.post_norm.forward(&h);
-            h = &h + l.down.forward(&(l.gate.forward(&x).silu() * l.up.forward(&x)));
+            h = &h + branch(l.down.forward(&(l.gate.forward(&x).silu() * l.up.forward(&x))));
         }
-        let h = self.norm.forward(&h);
+        let mut h = self.norm.forward(&h);
+        if c.logit_scale != 1.0 {
+            h = h * c.logit_scale;
+        }
         match &self.lm_head {
             Some(head) => head.forward(&h),
             None => h.matmul(&self.embed.ws.tr()),
@@ -293,20 +373,88 @@ impl Model {
     }
 }
 
-/// Writes `model.safetensors` (Hugging Face names) and `config.json` into `dir`.
-pub fn save_hf(vs: &nn::VarStore, config: &ModelConfig, dir: &Path) -> Result<(), TrainError> {
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::Io(dir.display().to_string(), e))?;
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+/// lehr's own copy of a checkpoint whose Hugging Face weights had knobs folded in: the
+/// unfolded weights and the full config, which resuming and [`load_hf`] prefer.
+pub const RAW_WEIGHTS: &str = "lehr-model.safetensors";
+pub const RAW_CONFIG: &str = "lehr-config.json";
+
+/// The weights as Hugging Face computes them: the scales folded into the linear maps
+/// (embedding scale into `embed_tokens`, the residual factor into `o_proj` and `down_proj`,
+/// the logit scale into `lm_head`, untying a tied model when the two differ), and zero
+/// `o_proj` biases for a Qwen3 export with `attention_bias`. Returns the tensors (name order)
+/// and whether the export is tied.
+pub fn hf_weights(vs: &nn::VarStore, c: &ModelConfig) -> (Vec<(String, Tensor)>, bool) {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach())).collect();
+    let r = c.residual_multiplier();
+    let untie = c.tie_word_embeddings && (c.embedding_scale != 1.0 || c.logit_scale != 1.0);
+    let mut extra = Vec::new();
+    for (name, t) in named.iter_mut() {
+        if r != 1.0 && (name.ends_with("self_attn.o_proj.weight") || name.ends_with("mlp.down_proj.weight")) {
+            *t = &*t * r;
+        } else if name == "model.embed_tokens.weight" {
+            if untie {
+                extra.push(("lm_head.weight".to_string(), &*t * c.logit_scale));
+            }
+            if c.embedding_scale != 1.0 {
+                *t = &*t * c.embedding_scale;
+            }
+        } else if name == "lm_head.weight" && c.logit_scale != 1.0 {
+            *t = &*t * c.logit_scale;
+        }
+    }
+    if c.qk_norm && c.qkv_bias {
+        for i in 0..c.num_hidden_layers {
+            let zeros = Tensor::zeros([c.hidden_size], (Kind::Float, Device::Cpu));
+            extra.push((format!("model.layers.{i}.self_attn.o_proj.bias"), zeros));
+        }
+    }
+    named.extend(extra);
     named.sort_by(|a, b| a.0.cmp(&b.0));
+    (named, c.tie_word_embeddings && !untie)
+}
+
+/// Writes `model.safetensors` (Hugging Face names, knobs folded) and `config.json` into `dir`;
+/// with knobs, also lehr's unfolded [`RAW_WEIGHTS`] and [`RAW_CONFIG`].
+pub fn save_hf(vs: &nn::VarStore, config: &ModelConfig, dir: &Path) -> Result<(), TrainError> {
+    let io = |e| TrainError::Io(dir.display().to_string(), e);
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let (named, tied) = hf_weights(vs, config);
     write_safetensors(&named, &dir.join("model.safetensors"))?;
-    let json = serde_json::to_vec_pretty(&config.hf_config_json()).expect("json");
-    std::fs::write(dir.join("config.json"), json).map_err(|e| TrainError::Io(dir.display().to_string(), e))?;
+    let json = serde_json::to_vec_pretty(&config.hf_config_json(tied)).expect("json");
+    std::fs::write(dir.join("config.json"), json).map_err(io)?;
+    if needs_raw(config) {
+        let mut raw: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        raw.sort_by(|a, b| a.0.cmp(&b.0));
+        write_safetensors(&raw, &dir.join(RAW_WEIGHTS))?;
+        std::fs::write(dir.join(RAW_CONFIG), serde_json::to_vec_pretty(config).expect("json")).map_err(io)?;
+    }
     Ok(())
+}
+
+/// Whether a checkpoint of this model carries lehr's unfolded copy too.
+pub fn needs_raw(config: &ModelConfig) -> bool {
+    config.has_scales() || (config.qk_norm && config.qkv_bias) || config.z_loss != 0.0
+}
+
+/// The weights file a lehr model of `config` resumes from in checkpoint `dir`.
+pub fn resume_weights(dir: &Path, config: &ModelConfig) -> std::path::PathBuf {
+    dir.join(if needs_raw(config) { RAW_WEIGHTS } else { "model.safetensors" })
 }
 
 /// Reads a Hugging Face Qwen2/Llama checkpoint directory (`config.json` + `model.safetensors`)
 /// into a new model on `device`.
 pub fn load_hf(dir: &Path, device: Device) -> Result<(nn::VarStore, Model), TrainError> {
+    if dir.join(RAW_CONFIG).is_file() && dir.join(RAW_WEIGHTS).is_file() {
+        // lehr's own checkpoint with knobs: the unfolded weights, exactly as trained.
+        let path = dir.join(RAW_CONFIG);
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Io(path.display().to_string(), e))?;
+        let config: ModelConfig =
+            serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+        let mut vs = nn::VarStore::new(device);
+        let model = Model::new(&vs, &config)?;
+        vs.load(dir.join(RAW_WEIGHTS))?;
+        return Ok((vs, model));
+    }
     let text = std::fs::read_to_string(dir.join("config.json"))
         .map_err(|e| TrainError::Io(dir.join("config.json").display().to_string(), e))?;
     let mut config: ModelConfig = serde_json::from_str(&text)
@@ -319,7 +467,14 @@ pub fn load_hf(dir: &Path, device: Device) -> Result<(nn::VarStore, Model), Trai
     let unsupported = |what: String| Err(TrainError::Config(format!("{}: {what}", dir.display())));
     match raw["model_type"].as_str() {
         Some("qwen2" | "llama") | None => {}
-        Some(other) => return unsupported(format!("model_type `{other}` (lehr reads qwen2 and llama)")),
+        Some("qwen3") => {
+            // Qwen3's attention_bias also puts a bias on o_proj, which lehr's model lacks.
+            if config.qkv_bias {
+                return unsupported("a Qwen3 with attention_bias (o_proj biases) is not supported".into());
+            }
+            config.qk_norm = true;
+        }
+        Some(other) => return unsupported(format!("model_type `{other}` (lehr reads qwen2, qwen3 and llama)")),
     }
     let scaling = raw.get("rope_scaling").filter(|v| !v.is_null());
     let rope_type = raw["rope_parameters"]["rope_type"].as_str().unwrap_or("default");
@@ -399,6 +554,11 @@ mod tests {
             tie_word_embeddings: true,
             max_position_embeddings: 64,
             init_std: 0.02,
+            embedding_scale: 1.0,
+            depth_scale: None,
+            logit_scale: 1.0,
+            qk_norm: false,
+            z_loss: 0.0,
         };
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Model::new(&vs, &cfg).unwrap();

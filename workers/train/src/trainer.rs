@@ -205,7 +205,7 @@ impl Trainer {
         let mut state =
             TrainerState { step: 0, tokens_seen: 0, tokens_by_source: BTreeMap::new(), spec_name: spec.name.clone() };
         if let Some(dir) = latest_checkpoint(&options.out)? {
-            vs.load(dir.join("model.safetensors"))?;
+            vs.load(crate::model::resume_weights(&dir, &model.config))?;
             let opt_state = Tensor::read_safetensors(dir.join("optimizer.safetensors"))?;
             opt.load_state(&opt_state)?;
             let text = std::fs::read_to_string(dir.join("trainer.json")).map_err(io(&dir))?;
@@ -359,7 +359,15 @@ impl Trainer {
                 -100,
                 0.0,
             ) / tokens as f64;
-            ce.backward();
+            let z = self.model.config.z_loss;
+            if z > 0.0 {
+                // z-loss keeps the softmax normalizer near 1 (PaLM); the reported loss stays CE.
+                let lse = logits.view([-1, v]).to_kind(Kind::Float).logsumexp([-1i64].as_slice(), false);
+                let zl = lse.square().sum(Kind::Float) * (z / tokens as f64);
+                (&ce + zl).backward();
+            } else {
+                ce.backward();
+            }
             loss_sum += ce.double_value(&[]);
         }
         if world > 1 {

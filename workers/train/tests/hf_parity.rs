@@ -65,7 +65,54 @@ fn config(tied: bool) -> ModelConfig {
         tie_word_embeddings: tied,
         max_position_embeddings: 256,
         init_std: 0.05,
+        ..ModelConfig::preset("tiny", 128).unwrap()
     }
+}
+
+/// Perturbs norm weights and biases (they start at 1 and 0) so that a mix-up would show.
+fn perturb(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (name, mut v) in vs.variables() {
+            if name.ends_with("bias") || name.contains("norm") {
+                let noise = v.randn_like() * 0.1;
+                let _ = v.g_add_(&noise);
+            }
+        }
+    });
+}
+
+#[test]
+fn mup_knobs_and_qk_norm_fold_into_a_checkpoint_transformers_computes_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    tch::manual_seed(11);
+    // YuLan-Mini's knobs on a tied model (folding unties it), a µP logit scale, and QK-norm
+    // with QKV bias (a Qwen3 export with zero o_proj biases).
+    let c = ModelConfig {
+        embedding_scale: 10.0,
+        depth_scale: Some(1.4),
+        logit_scale: 0.25,
+        qk_norm: true,
+        z_loss: 1e-4,
+        init_std: 0.02,
+        ..config(true)
+    };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Model::new(&vs, &c).unwrap();
+    perturb(&vs);
+    let dir = tmp.path().join("mup");
+    save_hf(&vs, &c, &dir).unwrap();
+    let hf: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!((hf["model_type"].as_str(), hf["tie_word_embeddings"].as_bool()), (Some("qwen3"), Some(false)));
+    let mine = ours(&model, &tokens());
+    let d = max_diff(&mine, &reference("forward", &dir, &tokens()));
+    assert!(d < 1e-4, "folded knobs: lehr vs transformers logits differ by {d}");
+    // Without the knobs the logits differ a lot: the folding is what makes them agree.
+    let plain = Model::new(&vs, &ModelConfig { embedding_scale: 1.0, depth_scale: None, logit_scale: 1.0, ..c.clone() });
+    assert!(max_diff(&mine, &ours(&plain.unwrap(), &tokens())) > 0.1);
+    // lehr reads its own checkpoint back unfolded, with the knobs.
+    let (_vs, back) = load_hf(&dir, Device::Cpu).unwrap();
+    assert_eq!(back.config, c);
+    assert!(max_diff(&mine, &ours(&back, &tokens())) < 1e-6);
 }
 
 #[test]
@@ -75,15 +122,7 @@ fn lehr_checkpoints_load_in_transformers_and_back() {
     for tied in [false, true] {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Model::new(&vs, &config(tied)).unwrap();
-        // Norm weights and biases start at 1 and 0: move them so that a mix-up would show.
-        tch::no_grad(|| {
-            for (name, mut v) in vs.variables() {
-                if name.ends_with("bias") || name.contains("norm") {
-                    let noise = v.randn_like() * 0.1;
-                    let _ = v.g_add_(&noise);
-                }
-            }
-        });
+        perturb(&vs);
         let dir = tmp.path().join(format!("lehr-tied-{tied}"));
         save_hf(&vs, &model.config, &dir).unwrap();
         let mine = ours(&model, &tokens());
