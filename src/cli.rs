@@ -510,6 +510,10 @@ pub struct TrainRunArgs {
     /// The device's peak TFLOP/s (e.g. 989 for an H100's dense bf16), for MFU in the metrics.
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+    /// bf16 (mixed precision: bf16 products, fp32 weights and optimizer) or fp32. Default:
+    /// bf16 on CUDA, fp32 on CPU.
+    #[arg(long)]
+    pub precision: Option<String>,
     #[command(flatten)]
     pub knobs: ModelKnobArgs,
     /// Print every step's metrics as a JSON line.

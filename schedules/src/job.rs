@@ -39,6 +39,8 @@ pub struct TrainJobOptions {
     pub seed: i64,
     /// cpu | cuda; none: CUDA when the worker has it.
     pub device: Option<String>,
+    /// bf16 | fp32; none: bf16 on CUDA, fp32 on CPU.
+    pub precision: Option<String>,
     pub eval_data: Option<String>,
     pub eval_every: u64,
     pub eval_tokens: u64,
@@ -60,6 +62,7 @@ impl Default for TrainJobOptions {
             checkpoint_every: 0,
             seed: 0,
             device: None,
+            precision: None,
             eval_data: None,
             eval_every: 100,
             eval_tokens: 65_536,

@@ -38,6 +38,7 @@ async fn submit(a: crate::cli::TrainRunArgs) -> CmdResult {
             checkpoint_every: a.checkpoint_every,
             seed: a.seed,
             device: a.device.clone(),
+            precision: a.precision.clone(),
             eval_data: a.eval_data.as_ref().map(|d| lehr_pipeline::store::absolutize(d, &cwd)),
             eval_every: a.eval_every,
             eval_tokens: a.eval_tokens,
@@ -143,7 +144,9 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     model.qk_norm |= k.qk_norm;
     model.z_loss = k.z_loss.unwrap_or(model.z_loss);
     model.init_std = k.init_std.unwrap_or(model.init_std);
-    model.validate().map_err(|e| super::Failure::usage(anyhow::anyhow!("{e} (check the --model preset and its overrides)")))?;
+    model
+        .validate()
+        .map_err(|e| super::Failure::usage(anyhow::anyhow!("{e} (check the --model preset and its overrides)")))?;
     let device = device(a.device.as_deref())?;
     let options = TrainOptions {
         micro_batch: a.micro_batch,
@@ -156,6 +159,12 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         eval_tokens: a.eval_tokens,
         peak_flops: a.peak_tflops.map(|t| t * 1e12),
         ..TrainOptions::new(data, a.out.clone(), device)
+    };
+    let options = match a.precision.as_deref() {
+        None => options,
+        Some("bf16") => TrainOptions { compute: lehr_train::tch::Kind::BFloat16, ..options },
+        Some("fp32") => TrainOptions { compute: lehr_train::tch::Kind::Float, ..options },
+        Some(other) => return Err(super::Failure::usage(anyhow::anyhow!("--precision {other}: use bf16 or fp32"))),
     };
     let json = a.json;
     let total = lehr_schedules::Plan::new(&spec, Some(&avail.tokens))

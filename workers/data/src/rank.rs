@@ -137,6 +137,9 @@ pub async fn run_rank(
     if let Some(d) = &o.device {
         cmd.args(["--device", d]);
     }
+    if let Some(p) = &o.precision {
+        cmd.args(["--precision", p]);
+    }
     if let Some(e) = &o.eval_data {
         cmd.args(["--eval-data", e, "--eval-every", &o.eval_every.to_string()]);
         cmd.args(["--eval-tokens", &o.eval_tokens.to_string()]);

@@ -250,6 +250,10 @@ struct Layer {
 
 pub struct Model {
     pub config: ModelConfig,
+    /// The kind matrix products run in: `Float`, or `BFloat16` for mixed precision (the
+    /// parameters stay fp32 masters; each product casts its input and weight, as autocast
+    /// does; norms, softmax statistics and the residual stream stay fp32).
+    pub compute: Kind,
     embed: nn::Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
@@ -304,7 +308,7 @@ impl Model {
         let norm = RmsNorm::new(&m / "norm", c.hidden_size, c.rms_norm_eps);
         let lm_head =
             (!c.tie_word_embeddings).then(|| linear(&root / "lm_head", c.hidden_size, c.vocab_size, false, std));
-        Ok(Model { config: c.clone(), embed, layers, norm, lm_head })
+        Ok(Model { config: c.clone(), compute: Kind::Float, embed, layers, norm, lm_head })
     }
 
     /// `(cos, sin)` of shape `[T, head_dim]` for positions `0..t` (HF's layout: the frequencies
@@ -320,12 +324,23 @@ impl Model {
         (emb.cos(), emb.sin())
     }
 
-    /// Logits `[B, T, vocab]` of token ids `[B, T]`.
+    /// `x · Wᵀ + b` in the compute kind.
+    fn lin(&self, l: &nn::Linear, x: &Tensor) -> Tensor {
+        if self.compute == Kind::Float {
+            return l.forward(x);
+        }
+        let k = self.compute;
+        x.to_kind(k).linear(&l.ws.to_kind(k), l.bs.as_ref().map(|b| b.to_kind(k)))
+    }
+
+    /// Logits `[B, T, vocab]` of token ids `[B, T]` (in the compute kind).
     pub fn forward(&self, ids: &Tensor) -> Tensor {
         let c = &self.config;
         let (b, t) = ids.size2().expect("ids must be [batch, time]");
         let hd = c.head_dim();
         let (cos, sin) = self.rope(t, ids.device());
+        // As HF does: cos/sin in the activations' kind.
+        let (cos, sin) = (cos.to_kind(self.compute), sin.to_kind(self.compute));
         let rotate = |x: &Tensor| -> Tensor {
             let half = hd / 2;
             let x1 = x.narrow(-1, 0, half);
@@ -346,10 +361,10 @@ impl Model {
         };
         for l in &self.layers {
             let x = l.input_norm.forward(&h);
-            let q = head_norm(&l.q_norm, l.q.forward(&x).view([b, t, c.num_attention_heads, hd])).transpose(1, 2);
-            let k = head_norm(&l.k_norm, l.k.forward(&x).view([b, t, c.num_key_value_heads, hd])).transpose(1, 2);
-            let v = l.v.forward(&x).view([b, t, c.num_key_value_heads, hd]).transpose(1, 2);
-            let (q, k) = (rotate(&q), rotate(&k));
+            let q = head_norm(&l.q_norm, self.lin(&l.q, &x).view([b, t, c.num_attention_heads, hd])).transpose(1, 2);
+            let k = head_norm(&l.k_norm, self.lin(&l.k, &x).view([b, t, c.num_key_value_heads, hd])).transpose(1, 2);
+            let v = self.lin(&l.v, &x).view([b, t, c.num_key_value_heads, hd]).transpose(1, 2);
+            let (q, k) = (rotate(&q).to_kind(self.compute), rotate(&k).to_kind(self.compute));
             let (k, v) = if n_rep > 1 {
                 (k.repeat_interleave_self_int(n_rep, 1, None), v.repeat_interleave_self_int(n_rep, 1, None))
             } else {
@@ -358,17 +373,18 @@ impl Model {
             let att = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false);
             let att = att.transpose(1, 2).contiguous().view([b, t, c.num_attention_heads * hd]);
             // Not `+=`: an in-place add would overwrite a tensor autograd saved for backward.
-            h = &h + branch(l.o.forward(&att));
+            h = &h + branch(self.lin(&l.o, &att));
             let x = l.post_norm.forward(&h);
-            h = &h + branch(l.down.forward(&(l.gate.forward(&x).silu() * l.up.forward(&x))));
+            let act = self.lin(&l.gate, &x).silu() * self.lin(&l.up, &x);
+            h = &h + branch(self.lin(&l.down, &act));
         }
         let mut h = self.norm.forward(&h);
         if c.logit_scale != 1.0 {
             h = h * c.logit_scale;
         }
         match &self.lm_head {
-            Some(head) => head.forward(&h),
-            None => h.matmul(&self.embed.ws.tr()),
+            Some(head) => self.lin(head, &h),
+            None => h.to_kind(self.compute).matmul(&self.embed.ws.to_kind(self.compute).tr()),
         }
     }
 }
@@ -575,5 +591,30 @@ mod tests {
         assert!(losses[59] < 0.2 * losses[0], "{losses:?}");
         let bad = ModelConfig { num_key_value_heads: 3, ..cfg };
         assert!(Model::new(&nn::VarStore::new(Device::Cpu), &bad).is_err());
+    }
+
+    #[test]
+    fn bf16_compute_tracks_fp32_and_trains_fp32_masters() {
+        let _rng = crate::TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(3);
+        let cfg = ModelConfig { qk_norm: true, depth_scale: Some(1.4), ..ModelConfig::preset("tiny", 96).unwrap() };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut model = Model::new(&vs, &cfg).unwrap();
+        let ids = Tensor::arange(64, (Kind::Int64, Device::Cpu)).remainder(96).view([2, 32]);
+        let full = tch::no_grad(|| model.forward(&ids));
+        model.compute = Kind::BFloat16;
+        let half = model.forward(&ids);
+        assert_eq!(half.kind(), Kind::BFloat16);
+        let diff = (half.to_kind(Kind::Float) - &full).abs().max().double_value(&[]);
+        let scale = full.abs().max().double_value(&[]);
+        assert!(diff < 0.02 * scale.max(1.0), "bf16 logits off by {diff} (scale {scale})");
+        assert!(diff > 0.0, "the products really ran in bf16");
+        // Gradients reach the fp32 parameters.
+        let loss = half.to_kind(Kind::Float).view([-1, 96]).cross_entropy_for_logits(&ids.view([-1]));
+        loss.backward();
+        for (name, p) in vs.variables() {
+            assert_eq!(p.kind(), Kind::Float, "{name}");
+            assert!(p.grad().defined() && p.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0, "{name}");
+        }
     }
 }

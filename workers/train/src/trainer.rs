@@ -40,6 +40,9 @@ pub struct TrainOptions {
     pub seed: i64,
     pub adamw: AdamWConfig,
     pub device: Device,
+    /// Kind of the matrix products: `BFloat16` (mixed precision, fp32 master weights and
+    /// optimizer) or `Float`. `new` picks bf16 on CUDA and fp32 on CPU.
+    pub compute: Kind,
     /// Held-out token shards, laid out like `data` (each source under its path); evaluated
     /// per source every `eval_every` steps and at the end into `out/eval.jsonl`.
     pub eval_data: Option<String>,
@@ -63,6 +66,7 @@ impl TrainOptions {
             seed: 0,
             adamw: AdamWConfig::default(),
             device,
+            compute: if device.is_cuda() { Kind::BFloat16 } else { Kind::Float },
             eval_data: None,
             eval_every: 0,
             eval_tokens: 65_536,
@@ -192,7 +196,9 @@ impl Trainer {
         let model = {
             let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
             tch::manual_seed(options.seed);
-            Model::new(&vs, &model)?
+            let mut m = Model::new(&vs, &model)?;
+            m.compute = options.compute;
+            m
         };
         if collective.world() > 1 {
             let mut params: Vec<Tensor> = sorted_variables(&vs).into_iter().map(|v| v.1).collect();

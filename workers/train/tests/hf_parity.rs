@@ -107,7 +107,8 @@ fn mup_knobs_and_qk_norm_fold_into_a_checkpoint_transformers_computes_the_same()
     let d = max_diff(&mine, &reference("forward", &dir, &tokens()));
     assert!(d < 1e-4, "folded knobs: lehr vs transformers logits differ by {d}");
     // Without the knobs the logits differ a lot: the folding is what makes them agree.
-    let plain = Model::new(&vs, &ModelConfig { embedding_scale: 1.0, depth_scale: None, logit_scale: 1.0, ..c.clone() });
+    let plain =
+        Model::new(&vs, &ModelConfig { embedding_scale: 1.0, depth_scale: None, logit_scale: 1.0, ..c.clone() });
     assert!(max_diff(&mine, &ours(&plain.unwrap(), &tokens())) > 0.1);
     // lehr reads its own checkpoint back unfolded, with the knobs.
     let (_vs, back) = load_hf(&dir, Device::Cpu).unwrap();
