@@ -6,7 +6,11 @@ on the same device; lehr runs `lehr train run` over real token shards. Both repo
 after a warm-up; the ratio is lehr / PyTorch.
 
 Usage: python benches/torch_train.py LEHR TOKENS_DIR SPEC WORK [--device cpu|cuda] [--steps N] [--json]
-Run by scripts/bench_train.sh.
+       python benches/torch_train.py LEHR --preset NAME [lehr bench train options...]
+Run by scripts/bench_train.sh. The second form runs `lehr bench train --preset NAME ... --json`
+(random tokens, the trainer's step) and then the same shape, batch, sequence length and
+precision (bf16 autocast on CUDA) in PyTorch eager, with each side's tokens/s, MFU and peak
+memory.
 """
 
 import json
@@ -54,11 +58,80 @@ def lehr_run(lehr, tokens, spec, work, device, steps):
         [lehr, "train", "run", str(spec), "--data", str(tokens), "--model", "small", "--out", str(out),
          "--stop-at", str(steps), "--micro-batch", str(BATCH), "--device", device, "--json"],
         check=True, capture_output=True, text=True)
-    rates = [json.loads(l)["tokens_per_s"] for l in res.stdout.splitlines()][WARMUP:]
+    lines = [json.loads(l) for l in res.stdout.splitlines()]
+    rates = [m["tokens_per_s"] for m in lines if "tokens_per_s" in m][WARMUP:]
     return statistics.median(rates)
 
 
+def preset_main():
+    lehr = sys.argv[1]
+    args = sys.argv[2:]
+    report = json.loads(subprocess.run([lehr, "bench", "train", *[a for a in args if a != "--json"], "--json"],
+                                       check=True, capture_output=True, text=True).stdout)
+    m = report["model"]
+    device = "cuda" if report["device"].startswith("Cuda") else "cpu"
+    bf16 = report["precision"] == "bf16"
+    if m["embedding_scale"] != 1.0 or m["logit_scale"] != 1.0 or m.get("depth_scale") or m["qk_norm"]:
+        print("note: the PyTorch side has no µP knobs or QK-norm; they cost a few elementwise ops", file=sys.stderr)
+    cfg = Qwen2Config(vocab_size=m["vocab_size"], hidden_size=m["hidden_size"],
+                      intermediate_size=m["intermediate_size"], num_hidden_layers=m["num_hidden_layers"],
+                      num_attention_heads=m["num_attention_heads"], num_key_value_heads=m["num_key_value_heads"],
+                      rope_theta=m["rope_theta"], rms_norm_eps=m["rms_norm_eps"],
+                      tie_word_embeddings=m["tie_word_embeddings"], max_position_embeddings=m["max_position_embeddings"],
+                      attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    b, seq = report["micro_batch"], report["sequence_length"]
+    steps = report["steps_timed"]
+    warm = int(args[args.index("--warmup") + 1]) if "--warmup" in args else 3
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for step in range(warm + steps):
+        ids = torch.randint(0, m["vocab_size"], (b, seq + 1), device=device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids=ids[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, m["vocab_size"]).float(), ids[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if step >= warm:
+            times.append(time.perf_counter() - t0)
+    pt = b * seq / statistics.median(times)
+    if device == "cuda":
+        pt_mem = torch.cuda.max_memory_allocated()
+    else:
+        import resource
+        pt_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = report["mfu"] and report["achieved_tflops"] / report["mfu"]
+    res = {"device": report["device"], "preset": report["preset"], "precision": report["precision"],
+           "seq": seq, "batch": b, "lehr": report, "pytorch_eager_tokens_per_s": pt,
+           "pytorch_eager_mfu": (report["flops_per_token"] * pt / 1e12 / peak) if peak else None,
+           "pytorch_eager_peak_memory_bytes": pt_mem, "ratio": report["tokens_per_s"] / pt}
+    if "--json" in args:
+        print(json.dumps(res, indent=1))
+    else:
+        print(f"train step, {report['preset']} ({report['parameters'] / 1e6:.1f}M), batch {b} x {seq}, "
+              f"{report['device']} {report['precision']}:")
+        print(f"  PyTorch eager (transformers Qwen2): {pt:10.0f} tokens/s  peak memory {pt_mem / 2**30:.2f} GiB")
+        lm = report["peak_memory_bytes"]
+        print(f"  lehr bench train:                   {report['tokens_per_s']:10.0f} tokens/s  peak memory "
+              f"{(lm or 0) / 2**30:.2f} GiB ({report['memory_source']})")
+        if report["mfu"]:
+            print(f"  MFU: lehr {report['mfu'] * 100:.1f}%, PyTorch eager {res['pytorch_eager_mfu'] * 100:.1f}%")
+        print(f"  ratio lehr / PyTorch eager:         {res['ratio']:.2f}x")
+
+
 def main():
+    if "--preset" in sys.argv:
+        return preset_main()
     lehr, tokens, spec, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
     device = sys.argv[sys.argv.index("--device") + 1] if "--device" in sys.argv else "cpu"
     steps = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 15

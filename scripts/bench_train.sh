@@ -4,12 +4,18 @@
 # Uses the venv scripts/setup.sh makes (torch + transformers) and the demo's token shards.
 #
 #   scripts/bench_train.sh [--device cpu|cuda] [--steps N] [--json]
+#   scripts/bench_train.sh --preset qwen2.5-0.5b --seq-len 4096 --micro-batch 4 --device cuda --peak-tflops 989
+#     (the second form: `lehr bench train` against PyTorch eager on the same shape; see
+#      `lehr bench train --help`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh)"
 if [ -z "${LEHR:-}" ]; then
   cargo build --release --features train --quiet
   LEHR=${CARGO_TARGET_DIR:-target}/release/lehr
+fi
+if [[ " $* " == *" --preset "* ]]; then
+  exec "$LEHR_VENV/bin/python" benches/torch_train.py "$LEHR" "$@"
 fi
 WORK=${WORK:-${CARGO_TARGET_DIR:-target}/bench-train}
 mkdir -p "$WORK"

@@ -418,6 +418,42 @@ pub enum BenchCommand {
     Coordinator(BenchCoordinatorArgs),
     /// End-to-end read → normalize → write throughput per worker.
     Pipeline(BenchPipelineArgs),
+    /// The training step on a model preset (random tokens): tokens/s, MFU, peak memory. Needs
+    /// a build with `--features train`; scripts/bench_train.sh adds PyTorch eager for the ratio.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTrainArgs {
+    /// Model preset (lehr train run --model).
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// Vocabulary size (Qwen2.5's tokenizer: 151,936).
+    #[arg(long, default_value_t = 151_936)]
+    pub vocab: i64,
+    #[arg(long, default_value_t = 1024)]
+    pub seq_len: i64,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    pub micro_batch: i64,
+    /// Timed steps (after --warmup untimed ones).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// cpu | cuda (default: cuda when available).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// bf16 | fp32 (default: bf16 on CUDA, fp32 on CPU).
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// The device's peak TFLOP/s for MFU (H100 SXM dense bf16: 989; H200: 989).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+    #[command(flatten)]
+    pub knobs: ModelKnobArgs,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

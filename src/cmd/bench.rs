@@ -16,6 +16,7 @@ pub async fn run(cmd: BenchCommand) -> CmdResult {
     match cmd {
         BenchCommand::Coordinator(a) => coordinator(a).await,
         BenchCommand::Pipeline(a) => pipeline(a).await,
+        BenchCommand::Train(a) => super::train::bench(a).await,
     }
 }
 

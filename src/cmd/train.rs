@@ -160,12 +160,7 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         peak_flops: a.peak_tflops.map(|t| t * 1e12),
         ..TrainOptions::new(data, a.out.clone(), device)
     };
-    let options = match a.precision.as_deref() {
-        None => options,
-        Some("bf16") => TrainOptions { compute: lehr_train::tch::Kind::BFloat16, ..options },
-        Some("fp32") => TrainOptions { compute: lehr_train::tch::Kind::Float, ..options },
-        Some(other) => return Err(super::Failure::usage(anyhow::anyhow!("--precision {other}: use bf16 or fp32"))),
-    };
+    let options = TrainOptions { compute: precision(a.precision.as_deref(), device)?, ..options };
     let json = a.json;
     let total = lehr_schedules::Plan::new(&spec, Some(&avail.tokens))
         .map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", a.spec.display())))?
@@ -237,6 +232,86 @@ fn done_line(json: bool, rank: usize, step: u64, total: u64, out: &std::path::Pa
         let state = if step >= total { "finished" } else { "stopped" };
         println!("{state} at step {step} of {total}; checkpoints in {}", out.join("checkpoints").display());
     }
+}
+
+/// A preset with the command line's knob overrides, validated.
+#[cfg(feature = "train")]
+fn model_config(
+    preset: &str,
+    vocab: i64,
+    k: &crate::cli::ModelKnobArgs,
+) -> Result<lehr_train::model::ModelConfig, super::Failure> {
+    let mut model =
+        lehr_train::model::ModelConfig::preset(preset, vocab).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
+    model.embedding_scale = k.embedding_scale.unwrap_or(model.embedding_scale);
+    model.depth_scale = k.depth_scale.or(model.depth_scale);
+    model.logit_scale = k.logit_scale.unwrap_or(model.logit_scale);
+    model.qk_norm |= k.qk_norm;
+    model.z_loss = k.z_loss.unwrap_or(model.z_loss);
+    model.init_std = k.init_std.unwrap_or(model.init_std);
+    model
+        .validate()
+        .map_err(|e| super::Failure::usage(anyhow::anyhow!("{e} (check the model preset and its overrides)")))?;
+    Ok(model)
+}
+
+#[cfg(feature = "train")]
+fn precision(name: Option<&str>, device: lehr_train::tch::Device) -> Result<lehr_train::tch::Kind, super::Failure> {
+    use lehr_train::tch::Kind;
+    match name {
+        None if device.is_cuda() => Ok(Kind::BFloat16),
+        None => Ok(Kind::Float),
+        Some("bf16") => Ok(Kind::BFloat16),
+        Some("fp32") => Ok(Kind::Float),
+        Some(other) => Err(super::Failure::usage(anyhow::anyhow!("--precision {other}: use bf16 or fp32"))),
+    }
+}
+
+/// `lehr bench train`.
+#[cfg(feature = "train")]
+pub async fn bench(a: crate::cli::BenchTrainArgs) -> CmdResult {
+    let dev = device(a.device.as_deref())?;
+    let options = lehr_train::bench::BenchOptions {
+        model: model_config(&a.preset, a.vocab, &a.knobs)?,
+        preset: a.preset.clone(),
+        sequence_length: a.seq_len,
+        micro_batch: a.micro_batch,
+        steps: a.steps.max(1),
+        warmup: a.warmup,
+        device: dev,
+        compute: precision(a.precision.as_deref(), dev)?,
+        peak_flops: a.peak_tflops.map(|t| t * 1e12),
+    };
+    let r = tokio::task::spawn_blocking(move || lehr_train::bench::bench_train(&options))
+        .await
+        .map_err(|e| anyhow::anyhow!("benchmark panicked: {e}"))?
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("json"));
+    } else {
+        println!(
+            "train step, {} ({:.1}M parameters), {} x {} tokens, {} {}:",
+            r.preset,
+            r.parameters as f64 / 1e6,
+            r.micro_batch,
+            r.sequence_length,
+            r.device,
+            r.precision
+        );
+        println!("  {:.0} tokens/s ({:.1} ms/step, median of {})", r.tokens_per_s, r.step_ms_median, r.steps_timed);
+        let mfu =
+            r.mfu.map(|m| format!(", MFU {:.1}%", m * 100.0)).unwrap_or_else(|| " (pass --peak-tflops for MFU)".into());
+        println!("  {:.2} TFLOP/s achieved{mfu}", r.achieved_tflops);
+        if let Some(b) = r.peak_memory_bytes {
+            println!("  peak memory {:.2} GiB ({})", b as f64 / (1u64 << 30) as f64, r.memory_source);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+#[cfg(not(feature = "train"))]
+pub async fn bench(_a: crate::cli::BenchTrainArgs) -> CmdResult {
+    run_without_train()
 }
 
 #[cfg(feature = "train")]

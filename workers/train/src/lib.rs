@@ -1,8 +1,10 @@
 //! lehr's train worker (tch/libtorch). [`smoke`] trains a tiny next-token model for a few steps
 //! on CPU (and on CUDA when present), so CI shows that libtorch links, runs forward and
 //! backward, and optimizes. [`model`] is the Qwen2/Llama decoder with Hugging Face tensor names
-//! and checkpoints (checked against `transformers` in tests/hf_parity.rs). The trainer (stage
-//! schedules, the mixer's data, resume, data parallel) is issue 6's remaining work.
+//! and checkpoints (checked against `transformers` in tests/hf_parity.rs); [`trainer`] follows
+//! a run spec's stages and LR with the mixer's data, checkpoints and resumes exactly, and
+//! trains data-parallel over a [`collective`]; [`eval`] scores checkpoints; [`bench`] times the
+//! training step.
 
 use tch::{nn, nn::Module, nn::OptimizerConfig, Device, Kind, Tensor};
 
@@ -27,6 +29,7 @@ pub enum TrainError {
     Data(String),
 }
 
+pub mod bench;
 pub mod collective;
 pub mod eval;
 pub mod model;

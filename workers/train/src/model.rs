@@ -176,7 +176,7 @@ impl ModelConfig {
                 return bad(format!("{name} must be a positive number, not {v}"));
             }
         }
-        if self.depth_scale.is_some_and(|d| !(d.is_finite() && d > 0.0)) || !(self.z_loss >= 0.0) {
+        if self.depth_scale.is_some_and(|d| !(d.is_finite() && d > 0.0)) || self.z_loss.is_nan() || self.z_loss < 0.0 {
             return bad("depth_scale must be positive and z_loss at least 0".into());
         }
         Ok(())
@@ -351,7 +351,7 @@ impl Model {
         let n_rep = c.num_attention_heads / c.num_key_value_heads;
         let mut h = self.embed.forward(ids);
         if c.embedding_scale != 1.0 {
-            h = h * c.embedding_scale;
+            h *= c.embedding_scale;
         }
         let r = c.residual_multiplier();
         let branch = |x: Tensor| if r != 1.0 { x * r } else { x };
@@ -380,13 +380,23 @@ impl Model {
         }
         let mut h = self.norm.forward(&h);
         if c.logit_scale != 1.0 {
-            h = h * c.logit_scale;
+            h *= c.logit_scale;
         }
         match &self.lm_head {
             Some(head) => self.lin(head, &h),
             None => h.to_kind(self.compute).matmul(&self.embed.ws.to_kind(self.compute).tr()),
         }
     }
+}
+
+/// Training FLOPs per token (PaLM's count): 6 × (non-embedding parameters + the output
+/// projection) + 12 × layers × hidden × sequence length (attention scores).
+pub fn flops_per_token(vs: &nn::VarStore, c: &ModelConfig, seq: i64) -> f64 {
+    let total: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    let embed = c.vocab_size * c.hidden_size;
+    // Input embeddings are a lookup; the output projection is a matmul, tied or not.
+    let n = (total - embed - if c.tie_word_embeddings { 0 } else { embed }) + embed;
+    6.0 * n as f64 + 12.0 * (c.num_hidden_layers * c.hidden_size * seq) as f64
 }
 
 /// lehr's own copy of a checkpoint whose Hugging Face weights had knobs folded in: the

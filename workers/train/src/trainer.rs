@@ -456,12 +456,7 @@ impl Trainer {
 
     /// Training FLOPs per token at sequence length `seq` (see [`StepMetrics::flops_per_token`]).
     pub fn flops_per_token(&self, seq: i64) -> f64 {
-        let c = &self.model.config;
-        let total: i64 = self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-        let embed = c.vocab_size * c.hidden_size;
-        // Input embeddings are a lookup; the output projection is a matmul, tied or not.
-        let n = (total - embed - if c.tie_word_embeddings { 0 } else { embed }) + embed;
-        6.0 * n as f64 + 12.0 * (c.num_hidden_layers * c.hidden_size * seq) as f64
+        crate::model::flops_per_token(&self.vs, &self.model.config, seq)
     }
 
     /// Writes `out/checkpoints/step-NNNNNNNN/` (model, config, optimizer, trainer state) and
