@@ -506,9 +506,14 @@ pub struct TrainRunArgs {
     /// data's tokenizer).
     #[arg(long, default_value = "tiny")]
     pub model: String,
-    /// Checkpoints and metrics.jsonl.
+    /// Checkpoints and metrics.jsonl: a directory, or an object-store URL (s3://, gs://, az://)
+    /// that each checkpoint is published to (work happens in --scratch).
     #[arg(long, default_value = ".lehr/train")]
     pub out: PathBuf,
+    /// With a URL --out: the local working directory (default: a directory under the system's
+    /// temporary directory named after the URL and rank).
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 8)]
     pub micro_batch: usize,

@@ -133,6 +133,21 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     let avail =
         lehr_pipeline::mix::available(&root, &spec).await.map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
     let vocab = avail.vocab_size as i64;
+    // A URL --out: work in a scratch directory, publish checkpoints to the URL.
+    let out_str = a.out.to_string_lossy().to_string();
+    let (local_out, remote) = if lehr_pipeline::store::is_remote(&out_str) {
+        let scratch = a.scratch.clone().unwrap_or_else(|| {
+            let name: String =
+                out_str.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            std::env::temp_dir().join("lehr-train").join(name).join(format!("rank-{}", a.rank))
+        });
+        std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+        let r = lehr_train::publish::Remote::new(&out_str).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
+        r.pull_latest(&scratch).await.map_err(|e| anyhow::anyhow!(e))?;
+        (scratch, Some(out_str.clone()))
+    } else {
+        (a.out.clone(), None)
+    };
     if vocab == 0 {
         return Err(super::Failure::usage(anyhow::anyhow!("no token shards under {data} for the spec's sources")));
     }
@@ -158,7 +173,8 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         eval_every: a.eval_every,
         eval_tokens: a.eval_tokens,
         peak_flops: a.peak_tflops.map(|t| t * 1e12),
-        ..TrainOptions::new(data, a.out.clone(), device)
+        remote: remote.clone(),
+        ..TrainOptions::new(data, local_out.clone(), device)
     };
     let options = TrainOptions { compute: precision(a.precision.as_deref(), device)?, ..options };
     let json = a.json;
@@ -166,9 +182,10 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         .map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", a.spec.display())))?
         .total_steps();
     // A rank restarted after the run ended (its peers may be gone) has nothing to do.
-    if let Some(step) = lehr_train::trainer::latest_step(&a.out).map_err(|e| anyhow::anyhow!(e))? {
+    let shown_out = std::path::PathBuf::from(remote.clone().unwrap_or_else(|| a.out.to_string_lossy().to_string()));
+    if let Some(step) = lehr_train::trainer::latest_step(&local_out).map_err(|e| anyhow::anyhow!(e))? {
         if step >= total {
-            done_line(json, a.rank, step, total, &a.out);
+            done_line(json, a.rank, step, total, &shown_out);
             return Ok(EXIT_OK);
         }
     }
@@ -191,7 +208,7 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         let mut trainer = Trainer::with_collective(spec, model, options, collective).map_err(|e| anyhow::anyhow!(e))?;
         let start = trainer.state.step;
         if start > 0 && !json {
-            eprintln!("resuming at step {start} from {}", a.out.display());
+            eprintln!("resuming at step {start} from {}", shown_out.display());
         }
         let total = trainer.plan().total_steps();
         let end = a.stop_at.unwrap_or(total).min(total);
@@ -214,7 +231,7 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
                 }
             }
         }
-        done_line(json, a.rank, trainer.state.step, total, &a.out);
+        done_line(json, a.rank, trainer.state.step, total, &shown_out);
         Ok(())
     })
     .await

@@ -34,6 +34,7 @@ pub mod collective;
 pub mod eval;
 pub mod model;
 pub mod optim;
+pub mod publish;
 pub mod trainer;
 
 /// The tch this crate links, for callers that name devices or tensors.

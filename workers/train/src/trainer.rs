@@ -40,6 +40,9 @@ pub struct TrainOptions {
     pub seed: i64,
     pub adamw: AdamWConfig,
     pub device: Device,
+    /// A URL (`s3://...`) the checkpoints and logs are published to; `out` is then the local
+    /// scratch directory (see `publish.rs`).
+    pub remote: Option<String>,
     /// Kind of the matrix products: `BFloat16` (mixed precision, fp32 master weights and
     /// optimizer) or `Float`. `new` picks bf16 on CUDA and fp32 on CPU.
     pub compute: Kind,
@@ -67,6 +70,7 @@ impl TrainOptions {
             adamw: AdamWConfig::default(),
             device,
             compute: if device.is_cuda() { Kind::BFloat16 } else { Kind::Float },
+            remote: None,
             eval_data: None,
             eval_every: 0,
             eval_tokens: 65_536,
@@ -129,6 +133,7 @@ pub struct Trainer {
     /// Held-out shards per source.
     eval_sets: Vec<(String, Vec<lehr_pipeline::tokens::TokenShard>)>,
     collective: Box<dyn Collective>,
+    remote: Option<crate::publish::Remote>,
 }
 
 /// Seeding and initializing draw from libtorch's global generator: one trainer at a time.
@@ -210,6 +215,15 @@ impl Trainer {
         let mut opt = AdamW::new(named, options.adamw.clone());
         let mut state =
             TrainerState { step: 0, tokens_seen: 0, tokens_by_source: BTreeMap::new(), spec_name: spec.name.clone() };
+        let remote = match &options.remote {
+            Some(url) => {
+                let r = crate::publish::Remote::new(url)?;
+                std::fs::create_dir_all(&options.out).map_err(io(&options.out))?;
+                runtime.block_on(r.pull_latest(&options.out))?;
+                Some(r)
+            }
+            None => None,
+        };
         if let Some(dir) = latest_checkpoint(&options.out)? {
             vs.load(crate::model::resume_weights(&dir, &model.config))?;
             let opt_state = Tensor::read_safetensors(dir.join("optimizer.safetensors"))?;
@@ -250,6 +264,7 @@ impl Trainer {
             runtime,
             eval_sets,
             collective,
+            remote,
         })
     }
 
@@ -471,6 +486,10 @@ impl Trainer {
         let tmp = root.join("latest.tmp");
         std::fs::write(&tmp, dir.file_name().expect("named").to_string_lossy().as_bytes()).map_err(io(&tmp))?;
         std::fs::rename(&tmp, root.join("latest")).map_err(io(&root))?;
+        if let Some(r) = &self.remote {
+            let name = dir.file_name().expect("named").to_string_lossy().to_string();
+            self.runtime.block_on(r.push_checkpoint(&self.options.out, &name))?;
+        }
         Ok(dir)
     }
 }
