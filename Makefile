@@ -11,7 +11,7 @@ test:
 	scripts/test.sh
 
 build:
-	eval "$$(scripts/setup.sh)" && cargo build --features train
+	eval "$$(scripts/setup.sh)" && cargo build --features nccl
 
 bench:
 	scripts/bench.sh

@@ -6,6 +6,12 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_LEHR_TRAIN_LIBTORCH_LIB");
     if let Ok(lib) = std::env::var("DEP_LEHR_TRAIN_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+        // PyTorch's NCCL (scripts/setup.sh links libnccl.so there), for the `nccl` feature's
+        // run-time loading.
+        let nccl = std::path::Path::new(&lib).join("../../nvidia/nccl/lib");
+        if nccl.is_dir() {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", nccl.display());
+        }
         if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
             println!("cargo:rustc-link-arg=-L{lib}");
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");

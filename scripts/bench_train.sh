@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh)"
 if [ -z "${LEHR:-}" ]; then
-  cargo build --release --features train --quiet
+  cargo build --release --features nccl --quiet
   LEHR=${CARGO_TARGET_DIR:-target}/release/lehr
 fi
 if [[ " $* " == *" --preset "* ]]; then

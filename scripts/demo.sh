@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh)"
-cargo build --features train
+cargo build --features nccl
 LEHR=${CARGO_TARGET_DIR:-target}/debug/lehr
 
 rm -rf .lehr/demo

@@ -47,6 +47,12 @@ else
 fi
 
 TORCH_DIR=$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+# NCCL for `--features nccl`: cudarc dlopens `libnccl.so`, PyTorch ships `libnccl.so.2`; the link
+# sits next to it and the binary's rpath (build.rs) points there.
+NCCL_LIB=$TORCH_DIR/../nvidia/nccl/lib
+if [ -f "$NCCL_LIB/libnccl.so.2" ] && [ ! -e "$NCCL_LIB/libnccl.so" ]; then
+  ln -s libnccl.so.2 "$NCCL_LIB/libnccl.so"
+fi
 echo "export LIBTORCH=$TORCH_DIR"
 echo "export LEHR_VENV=$VENV"
 echo "export PATH=\"$HOME/.cargo/bin:\$PATH\""

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh)"
 export LEHR_REQUIRE_S3=1
-FEATURES="--features lehr/train"
+# nccl = train + the NCCL collective (cudarc, loaded at run time; nothing to install to build)
+FEATURES="--features lehr/nccl"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -548,6 +548,10 @@ pub struct TrainRunArgs {
     /// Data parallel over TCP (CPU collective): rank 0 listens here, the others connect.
     #[arg(long)]
     pub rendezvous: Option<std::net::SocketAddr>,
+    /// Data-parallel backend: tcp (CPU, any build) or nccl (GPUs; a build with `--features
+    /// nccl`), bootstrapped at --rendezvous. Default: nccl on CUDA when built in, else tcp.
+    #[arg(long)]
+    pub collective: Option<String>,
     /// The device's peak TFLOP/s (e.g. 989 for an H100's dense bf16), for MFU in the metrics.
     #[arg(long)]
     pub peak_tflops: Option<f64>,

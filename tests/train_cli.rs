@@ -115,3 +115,26 @@ fn a_mup_model_resumes_exactly_from_its_unfolded_weights() {
         serde_json::from_slice(&std::fs::read(cut.join("checkpoints/step-00000004/config.json")).unwrap()).unwrap();
     assert_eq!(cfg["tie_word_embeddings"], false, "the embedding scale unties the exported head");
 }
+
+/// NCCL is refused up front with what to do, not after rank 0 has waited for its peers.
+#[cfg(feature = "nccl")]
+#[test]
+fn nccl_on_cpu_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = demo_token_shards(dir.path());
+    let run = lehr()
+        .args(["train", "run", "--device", "cpu", "--world", "2", "--rendezvous", "127.0.0.1:9"])
+        .args(["--collective", "nccl", "--data"])
+        .arg(&tokens)
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .arg(repo().join("examples/mix-demo.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("needs --device cuda"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}

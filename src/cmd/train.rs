@@ -189,6 +189,33 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
             return Ok(EXIT_OK);
         }
     }
+    let backend = match (a.collective.as_deref(), device.is_cuda()) {
+        (Some("tcp"), _) => Backend::Tcp,
+        #[cfg(feature = "nccl")]
+        (Some("nccl"), _) | (None, true) => Backend::Nccl,
+        #[cfg(not(feature = "nccl"))]
+        (Some("nccl"), _) => {
+            return Err(super::Failure::usage(anyhow::anyhow!(
+                "--collective nccl: this lehr was built without NCCL; rebuild with `--features nccl`"
+            )))
+        }
+        (None, _) => Backend::Tcp,
+        (Some(other), _) => {
+            return Err(super::Failure::usage(anyhow::anyhow!("--collective {other}: use tcp or nccl")));
+        }
+    };
+    #[cfg(feature = "nccl")]
+    if matches!(backend, Backend::Nccl) && a.world > 1 {
+        if !device.is_cuda() {
+            return Err(super::Failure::usage(anyhow::anyhow!("--collective nccl needs --device cuda (GPUs)")));
+        }
+        if !lehr_train::nccl::NcclCollective::available() {
+            return Err(super::Failure::usage(anyhow::anyhow!(
+                "libnccl.so cannot be loaded: run scripts/setup.sh (it links PyTorch's libnccl.so.2), put \
+                 nvidia/nccl/lib on LD_LIBRARY_PATH, or pass --collective tcp"
+            )));
+        }
+    }
     // Fault injection for tests: `LEHR_FAULT_SLOW_STEP_MS` pauses after every step, so that a
     // test can kill a rank in the middle of a run.
     let slow_step = std::env::var("LEHR_FAULT_SLOW_STEP_MS")
@@ -199,10 +226,22 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     tokio::task::spawn_blocking(move || -> Result<(), anyhow::Error> {
         let collective: Box<dyn lehr_train::collective::Collective> = match (a.world, a.rendezvous) {
             (1, _) => Box::new(lehr_train::collective::Single),
-            (w, Some(addr)) => Box::new(
-                lehr_train::collective::TcpCollective::connect(a.rank, w, addr, std::time::Duration::from_secs(300))
-                    .map_err(|e| anyhow::anyhow!(e))?,
-            ),
+            (w, Some(addr)) => {
+                let tcp = lehr_train::collective::TcpCollective::connect(
+                    a.rank,
+                    w,
+                    addr,
+                    std::time::Duration::from_secs(300),
+                )
+                .map_err(|e| anyhow::anyhow!(e))?;
+                match backend {
+                    Backend::Tcp => Box::new(tcp),
+                    #[cfg(feature = "nccl")]
+                    Backend::Nccl => {
+                        Box::new(lehr_train::nccl::NcclCollective::init(tcp).map_err(|e| anyhow::anyhow!(e))?)
+                    }
+                }
+            }
             (_, None) => anyhow::bail!("--world above 1 needs --rendezvous HOST:PORT (rank 0 listens there)"),
         };
         let mut trainer = Trainer::with_collective(spec, model, options, collective).map_err(|e| anyhow::anyhow!(e))?;
@@ -237,6 +276,14 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     .await
     .map_err(|e| anyhow::anyhow!("training panicked: {e}"))??;
     Ok(EXIT_OK)
+}
+
+/// The data-parallel backend of a multi-rank run.
+#[cfg(feature = "train")]
+enum Backend {
+    Tcp,
+    #[cfg(feature = "nccl")]
+    Nccl,
 }
 
 /// The last line of a run: JSON `{"event": "done", ...}` (what a train worker waits for) or a

@@ -1,12 +1,15 @@
 //! Collectives for data parallelism. [`TcpCollective`] is the CPU backend (CI, CPU-only
 //! runs): rank 0 listens, the other ranks connect, and an all-reduce sends every rank's buffer
 //! to rank 0, which sums them **in rank order** and sends the sum back, so every rank ends with
-//! bit-identical values (and so identical parameters after the optimizer step). NCCL through
-//! cudarc is the GPU backend still to come (issue 6).
+//! bit-identical values (and so identical parameters after the optimizer step). The GPU
+//! backend is NCCL through cudarc (`nccl.rs`, the `nccl` feature), bootstrapped over the same
+//! TCP connection.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
+
+use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
 
@@ -18,6 +21,15 @@ pub trait Collective: Send {
     fn all_reduce_sum(&mut self, buf: &mut [f32]) -> Result<(), TrainError>;
     /// Rank 0's values everywhere.
     fn broadcast(&mut self, buf: &mut [f32]) -> Result<(), TrainError>;
+    /// Element-wise sum over ranks of a tensor, in place on its device. The default goes
+    /// through host memory with [`Collective::all_reduce_sum`]; NCCL reduces on the GPU.
+    fn all_reduce_tensor(&mut self, t: &mut Tensor) -> Result<(), TrainError> {
+        let mut host: Vec<f32> = Vec::try_from(t.detach().to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1))?;
+        self.all_reduce_sum(&mut host)?;
+        let back = Tensor::from_slice(&host).view(t.size().as_slice()).to_kind(t.kind()).to_device(t.device());
+        tch::no_grad(|| t.copy_(&back));
+        Ok(())
+    }
 }
 
 /// One process, nothing to reduce.

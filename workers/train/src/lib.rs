@@ -27,12 +27,16 @@ pub enum TrainError {
     Io(String, #[source] std::io::Error),
     #[error("training data: {0}")]
     Data(String),
+    #[error("collective: {0}")]
+    Collective(String),
 }
 
 pub mod bench;
 pub mod collective;
 pub mod eval;
 pub mod model;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod optim;
 pub mod publish;
 pub mod trainer;

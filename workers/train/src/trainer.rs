@@ -404,15 +404,25 @@ impl Trainer {
                     }
                 })
                 .collect();
-            let mut flat = flatten(&grads)?;
             let names = &reader_names(&self.readers, stage.index);
             let extra: Vec<f32> = std::iter::once(loss_sum as f32)
                 .chain(names.iter().map(|n| by_source.get(n).copied().unwrap_or(0) as f32))
                 .collect();
-            flat.extend(&extra);
-            self.collective.all_reduce_sum(&mut flat)?;
-            let tail = flat.split_off(flat.len() - extra.len());
-            unflatten_into(&flat, &mut grads);
+            // One flat fp32 buffer on the device (gradients in name order, then the counts):
+            // NCCL reduces it in place on the GPU; the TCP backend goes through host memory.
+            let mut parts: Vec<Tensor> = grads.iter().map(|g| g.detach().to_kind(Kind::Float).flatten(0, -1)).collect();
+            parts.push(Tensor::from_slice(&extra).to_device(self.options.device));
+            let mut flat = Tensor::cat(&parts, 0);
+            self.collective.all_reduce_tensor(&mut flat)?;
+            let mut at = 0;
+            tch::no_grad(|| {
+                for g in grads.iter_mut() {
+                    let n = g.numel() as i64;
+                    g.copy_(&flat.narrow(0, at, n).view(g.size().as_slice()).to_kind(g.kind()));
+                    at += n;
+                }
+            });
+            let tail: Vec<f32> = Vec::try_from(flat.narrow(0, at, extra.len() as i64).to_device(Device::Cpu))?;
             loss_sum = tail[0] as f64;
             by_source =
                 names.iter().zip(&tail[1..]).filter(|(_, v)| **v > 0.0).map(|(n, v)| (n.clone(), *v as u64)).collect();
