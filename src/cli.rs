@@ -1,3 +1,4 @@
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -493,6 +494,17 @@ pub enum TrainCommand {
     /// Train a model following a run spec (stages, mixer, LR), here or (--coordinator) on a
     /// cluster's train workers; resumes from the latest checkpoint under --out.
     Run(Box<TrainRunArgs>),
+    /// `lehr train SPEC.toml [options]`: the same as `lehr train run SPEC.toml [options]`.
+    #[command(external_subcommand)]
+    Spec(Vec<OsString>),
+}
+
+// Parses `lehr train SPEC.toml ...` as `lehr train run SPEC.toml ...`.
+#[derive(Parser, Debug)]
+#[command(name = "lehr train", about = "Train a model following a run spec (the same as `lehr train run`)")]
+pub struct TrainShorthand {
+    #[command(flatten)]
+    pub run: TrainRunArgs,
 }
 
 #[derive(Args, Debug)]

@@ -88,12 +88,14 @@ fn a_mup_model_resumes_exactly_from_its_unfolded_weights() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = demo_token_shards(dir.path());
     let train = |out: &std::path::Path, stop: &str| -> Vec<Value> {
+        // The shorthand `lehr train SPEC.toml ...` (= `lehr train run SPEC.toml ...`).
         let run = lehr()
-            .args(["train", "run", "--model", "tiny-mup", "--device", "cpu", "--json", "--stop-at", stop, "--data"])
+            .arg("train")
+            .arg(repo().join("examples/mix-demo.toml"))
+            .args(["--model", "tiny-mup", "--device", "cpu", "--json", "--stop-at", stop, "--data"])
             .arg(&tokens)
             .arg("--out")
             .arg(out)
-            .arg(repo().join("examples/mix-demo.toml"))
             .output()
             .unwrap();
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));

@@ -6,6 +6,26 @@ use super::EXIT_OK;
 use crate::cli::{EvalCommand, TrainCommand};
 
 pub async fn run(cmd: TrainCommand) -> CmdResult {
+    let cmd = match cmd {
+        TrainCommand::Spec(args) => {
+            use clap::Parser;
+            let first = args.first().map(|a| a.to_string_lossy().to_string()).unwrap_or_default();
+            if !first.ends_with(".toml") {
+                return Err(super::Failure::usage(anyhow::anyhow!(
+                    "`lehr train {first}`: expected a subcommand (run, smoke) or a run spec ending in .toml"
+                )));
+            }
+            let argv = std::iter::once(std::ffi::OsString::from("lehr train")).chain(args);
+            match crate::cli::TrainShorthand::try_parse_from(argv) {
+                Ok(p) => TrainCommand::Run(Box::new(p.run)),
+                Err(e) => {
+                    let _ = e.print();
+                    return Ok(if e.use_stderr() { super::EXIT_USAGE } else { super::EXIT_OK });
+                }
+            }
+        }
+        other => other,
+    };
     match cmd {
         TrainCommand::Run(a) if a.coordinator.is_some() => submit(*a).await,
         other => run_here(other).await,
@@ -115,6 +135,7 @@ async fn run_here(cmd: TrainCommand) -> CmdResult {
             Ok(EXIT_OK)
         }
         TrainCommand::Run(a) => run_spec(*a).await,
+        TrainCommand::Spec(_) => unreachable!("rewritten by run()"),
     }
 }
 
