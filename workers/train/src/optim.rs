@@ -109,11 +109,17 @@ impl AdamW {
                 if *decay && c.weight_decay > 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
-                let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
-                let _ = v.g_mul_scalar_(c.beta2).g_add_(&(g.square() * (1.0 - c.beta2)));
-                let denom = (v.divide_scalar(bc2)).sqrt() + c.eps;
-                let update = m.divide_scalar(bc1) / denom * lr;
-                let _ = p.g_sub_(&update);
+                // In place where libtorch allows, two temporaries per parameter (g², the
+                // denominator): on large models the optimizer is memory-bound.
+                // m ← β1·m + (1−β1)·g and v ← β2·v + (1−β2)·g², as lerps.
+                let _ = m.lerp_(&g, 1.0 - c.beta1);
+                let _ = v.lerp_(&g.square(), 1.0 - c.beta2);
+                // p ← p − lr · (m/bc1) / (√(v/bc2) + ε), as p += m / (−(bc1/lr)·(√v/√bc2 + ε)).
+                if lr != 0.0 {
+                    let mut denom = v.sqrt();
+                    let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(c.eps).g_mul_scalar_(-bc1 / lr);
+                    let _ = p.addcdiv_(m, &denom);
+                }
             }
         });
     }
