@@ -103,6 +103,20 @@ impl TcpCollective {
     }
 }
 
+impl TcpCollective {
+    /// Rank 0's bytes everywhere (the NCCL unique id travels this way).
+    pub fn broadcast_bytes(&mut self, bytes: &mut [u8]) -> Result<(), TrainError> {
+        if self.rank == 0 {
+            for p in &mut self.peers {
+                p.write_all(bytes).map_err(net("send"))?;
+            }
+        } else {
+            self.peers[0].read_exact(bytes).map_err(net("receive"))?;
+        }
+        Ok(())
+    }
+}
+
 fn send(s: &mut TcpStream, buf: &[f32]) -> Result<(), TrainError> {
     let bytes: Vec<u8> = buf.iter().flat_map(|x| x.to_le_bytes()).collect();
     s.write_all(&bytes).map_err(net("send"))
@@ -172,6 +186,10 @@ mod tests {
                     c.all_reduce_sum(&mut v).unwrap();
                     let mut b = vec![r as f32; 2];
                     c.broadcast(&mut b).unwrap();
+                    // Every byte value, as an NCCL id would carry them.
+                    let mut id: Vec<u8> = if r == 0 { (0..=255u8).collect() } else { vec![0; 256] };
+                    c.broadcast_bytes(&mut id).unwrap();
+                    assert_eq!(id, (0..=255u8).collect::<Vec<_>>(), "rank {r}");
                     (v, b)
                 })
             })

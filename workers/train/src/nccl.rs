@@ -48,20 +48,17 @@ impl NcclCollective {
             ));
         }
         let (rank, world) = (bootstrap.rank(), bootstrap.world());
-        let mut words = [0f32; 32];
+        let mut bytes = [0u8; 128];
         if rank == 0 {
             let id = result::get_uniqueid().map_err(nccl_err("unique id"))?;
-            for (w, chunk) in words.iter_mut().zip(id.internal.chunks(4)) {
-                *w = f32::from_le_bytes([chunk[0] as u8, chunk[1] as u8, chunk[2] as u8, chunk[3] as u8]);
+            for (b, c) in bytes.iter_mut().zip(id.internal.iter()) {
+                *b = *c as u8;
             }
         }
-        // Broadcast copies bytes, no arithmetic: the bit patterns arrive unchanged.
-        bootstrap.broadcast(&mut words)?;
+        bootstrap.broadcast_bytes(&mut bytes)?;
         let mut id = sys::ncclUniqueId { internal: [0; 128] };
-        for (i, w) in words.iter().enumerate() {
-            for (j, b) in w.to_le_bytes().iter().enumerate() {
-                id.internal[i * 4 + j] = *b as _;
-            }
+        for (c, b) in id.internal.iter_mut().zip(bytes.iter()) {
+            *c = *b as _;
         }
         let mut comm: sys::ncclComm_t = std::ptr::null_mut();
         // SAFETY: `comm` is a valid out-pointer; the id came from rank 0's ncclGetUniqueId.
