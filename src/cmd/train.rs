@@ -72,6 +72,7 @@ async fn submit(a: crate::cli::TrainRunArgs) -> CmdResult {
         },
     };
     let spec = serde_json::to_string(&job).expect("job serializes");
+    let spec_json = spec.clone();
     // The coordinator checks it again; checking here first gives the error without a round trip.
     TrainJob::from_json(&spec).map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", a.spec.display())))?;
     let api = connect(&url, &a.auth)?;
@@ -93,8 +94,20 @@ async fn submit(a: crate::cli::TrainRunArgs) -> CmdResult {
             submitted.job_id, submitted.tasks, job.out
         );
     }
+    // The plan's length, for progress (the coordinator checks the data again).
+    let total = match lehr_pipeline::store::resolve(&job.data) {
+        Ok(root) => match TrainJob::from_json(&spec_json) {
+            Ok((_, run)) => lehr_pipeline::mix::available(&root, &run)
+                .await
+                .ok()
+                .and_then(|a| lehr_schedules::Plan::new(&run, Some(&a.tokens)).ok())
+                .map(|p| p.total_steps()),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
     let status = tokio::select! {
-        r = crate::progress::follow(&api, &submitted.job_id, true) => r?,
+        r = follow_train(&api, &submitted.job_id, total, a.json) => r?,
         _ = interrupted() => {
             eprintln!("interrupted: job {} goes on; follow it with `lehr status {} --wait`", submitted.job_id, submitted.job_id);
             return Ok(EXIT_INTERRUPTED);
@@ -112,6 +125,42 @@ async fn submit(a: crate::cli::TrainRunArgs) -> CmdResult {
         eprintln!("job {}: {} {}", status.job_id, status.state, status.error);
     }
     Ok(if status.state == "succeeded" { EXIT_OK } else { EXIT_JOB_FAILED })
+}
+
+/// Polls a train job until it ends, printing rank 0's step as it moves (unless `quiet`).
+async fn follow_train(
+    api: &std::sync::Arc<dyn lehr_proto::CoordinatorApi>,
+    job_id: &str,
+    total: Option<u64>,
+    quiet: bool,
+) -> Result<lehr_proto::pb::JobStatus, lehr_proto::ApiError> {
+    use lehr_proto::pb::GetJobRequest;
+    let mut shown = (u64::MAX, String::new());
+    loop {
+        let job = match api.get_job(GetJobRequest { job_id: job_id.to_string(), include_tasks: false }).await {
+            Ok(r) => r.job.expect("job status"),
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if crate::progress::is_terminal_state(&job.state) {
+            return Ok(job);
+        }
+        let running: u32 = job.stages.iter().map(|s| s.tasks_running).sum();
+        let ranks: u32 = job.stages.iter().map(|s| s.tasks_total).sum();
+        let now = (job.running_docs, format!("{running}/{ranks}"));
+        if !quiet && now != shown {
+            let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+            eprintln!(
+                "{job_id}: step {}{of}, {} ranks running, {} tokens this attempt",
+                now.0, now.1, job.running_bytes
+            );
+            shown = now;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 #[cfg(feature = "train")]

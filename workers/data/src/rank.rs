@@ -243,7 +243,11 @@ fn observe(line: &str, result: &mut TrainRankResult, done: &mut bool, progress: 
         result.steps_run += 1;
         result.tokens += v.get("tokens").and_then(|t| t.as_u64()).unwrap_or(0);
         result.loss = v.get("loss").and_then(|l| l.as_f64());
-        progress.docs.store(step + 1, Ordering::Relaxed);
+        // Rank 0 reports the step (so a job's running "docs" is its step) and every rank its
+        // tokens (so their sum is the job's).
+        if result.rank == 0 {
+            progress.docs.store(step + 1, Ordering::Relaxed);
+        }
         progress.bytes.store(result.tokens, Ordering::Relaxed);
     }
 }
