@@ -390,3 +390,112 @@ fn an_expired_rank_restarts_its_gang_and_finished_ranks_count_as_present() {
     let v = s.join_rendezvous(&b, again.task_id, again.attempt, "h:1", b"", 161).unwrap();
     assert!(v.ready && v.finished == 1 && v.joined == 1, "{v:?}");
 }
+
+#[derive(Debug, Clone)]
+enum GangOp {
+    Lease { worker: usize, max: u32, named: bool },
+    Heartbeat { worker: usize },
+    Advance { ms: i64 },
+    Join { grant: usize },
+    Succeed { grant: usize },
+    Fail { grant: usize, retryable: bool },
+}
+
+fn gang_op() -> impl Strategy<Value = GangOp> {
+    prop_oneof![
+        (0usize..3, 1u32..4, any::<bool>()).prop_map(|(worker, max, named)| GangOp::Lease { worker, max, named }),
+        (0usize..3).prop_map(|worker| GangOp::Heartbeat { worker }),
+        (1i64..80).prop_map(|ms| GangOp::Advance { ms }),
+        (0usize..40).prop_map(|grant| GangOp::Join { grant }),
+        (0usize..40).prop_map(|grant| GangOp::Succeed { grant }),
+        (0usize..40, any::<bool>()).prop_map(|(grant, retryable)| GangOp::Fail { grant, retryable }),
+    ]
+}
+
+/// The live (task, attempt) leases of the job.
+fn live(s: &Scheduler) -> Vec<(TaskId, u32)> {
+    s.state.tasks.values().filter_map(|t| t.lease.map(|l| (t.id, l.attempt))).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Gang stages under random interleavings: workers that do not name the kind never get a
+    /// rank; when a rank fails or loses its lease, no other rank keeps the lease it held
+    /// (the whole gang restarts); aborted attempts are never charged, so no task is charged more
+    /// than `max_attempts` and the job fails only through a charged failure; a ready rendezvous
+    /// means every rank is running or finished.
+    #[test]
+    fn gang_invariants(ops in proptest::collection::vec(gang_op(), 1..150), world in 1u32..5) {
+        let max_attempts = 3;
+        let mut s = sched(50, max_attempts);
+        s.submit("j".into(), gang_job(world), 0).unwrap();
+        let workers: Vec<String> = (0..3).map(|i| s.register_worker(&format!("w{i}"), 2, 0).0).collect();
+        let kinds = ["train.rank".to_string()];
+        let mut now = 0i64;
+        let mut grants: Vec<(String, Grant)> = Vec::new();
+        for op in ops {
+            let before = live(&s);
+            let mut restarted = None;
+            match op {
+                GangOp::Lease { worker, max, named } => {
+                    let k: &[String] = if named { &kinds } else { &[] };
+                    let (g, _) = s.lease_kinds(&workers[worker], max, k, now).unwrap();
+                    prop_assert!(named || g.is_empty(), "a worker that did not name train.rank got {g:?}");
+                    grants.extend(g.into_iter().map(|g| (workers[worker].clone(), g)));
+                }
+                GangOp::Heartbeat { worker } => {
+                    let mine: Vec<_> = grants.iter().filter(|(w, _)| w == &workers[worker]).map(|(_, g)| (g.task_id, g.attempt, 0, 0)).collect();
+                    s.heartbeat(&workers[worker], &mine, now).unwrap();
+                }
+                GangOp::Advance { ms } => {
+                    now += ms;
+                    let (expired, _) = s.expire(now);
+                    if let Some(e) = expired.first() {
+                        restarted = Some(e.task_id);
+                    }
+                }
+                GangOp::Join { grant } => {
+                    if let Some((w, g)) = grants.get(grant).cloned() {
+                        if let Ok(v) = s.join_rendezvous(&w, g.task_id, g.attempt, "h:1", b"", now) {
+                            prop_assert_eq!(v.world, world);
+                            if v.ready {
+                                prop_assert!(s.state.tasks.values().all(|t| matches!(t.state, TaskState::Leased | TaskState::Committed)));
+                            }
+                        } else {
+                            prop_assert!(!s.holds_lease(g.task_id, &w, g.attempt));
+                        }
+                    }
+                }
+                GangOp::Succeed { grant } => {
+                    if let Some((w, g)) = grants.get(grant).cloned() {
+                        s.report_success(&w, g.task_id, g.attempt, "{}".into(), TaskStats::default(), now);
+                    }
+                }
+                GangOp::Fail { grant, retryable } => {
+                    if let Some((w, g)) = grants.get(grant).cloned() {
+                        let (d, _) = s.report_failure(&w, g.task_id, g.attempt, "boom", retryable, now);
+                        if matches!(d, Disposition::FailureRecorded { .. }) {
+                            restarted = Some(g.task_id);
+                        }
+                    }
+                }
+            }
+            if let Some(cause) = restarted {
+                // every lease that was live before the failure is gone (or is the one just granted)
+                for (id, attempt) in before {
+                    let t = &s.state.tasks[&id];
+                    prop_assert!(t.lease.is_none_or(|l| l.attempt != attempt) || t.state == TaskState::Committed,
+                        "task {id} kept attempt {attempt} after task {cause} restarted the gang");
+                }
+            }
+            for t in s.state.tasks.values() {
+                // (a committed task is done; its committed attempt may have been an aborted one)
+                prop_assert!(t.state == TaskState::Committed || charged_attempts(t) <= max_attempts);
+                prop_assert_eq!(t.state == TaskState::Leased, t.lease.is_some());
+            }
+            let failed = s.state.tasks.values().any(|t| t.state == TaskState::Failed);
+            prop_assert_eq!(s.state.jobs["j"].state == JobState::Failed, failed);
+        }
+    }
+}
