@@ -64,7 +64,7 @@ pub enum EvalCommand {
 
 #[derive(Args, Debug)]
 pub struct EvalPplArgs {
-    /// Checkpoint directory (config.json + model.safetensors).
+    /// Checkpoint directory (config.json + model.safetensors), or its object-store URL.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// A directory of token shards (its .tokens.json files name the tokenizer).
@@ -535,6 +535,10 @@ pub struct TrainRunArgs {
     /// Checkpoint every N steps (and at every stage end).
     #[arg(long, default_value_t = 0)]
     pub checkpoint_every: u64,
+    /// Keep only the K newest interval checkpoints (the current one included; stage ends are
+    /// always kept). 0: keep all.
+    #[arg(long, default_value_t = 0)]
+    pub keep_checkpoints: usize,
     #[arg(long, default_value_t = 1.0)]
     pub grad_clip: f64,
     #[arg(long, default_value_t = 0)]

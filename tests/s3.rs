@@ -145,6 +145,7 @@ fn training_checkpoints_go_to_s3_and_resume_from_there() {
         let run = c
             .env("LEHR_MULTIPART_BYTES", (5 << 20).to_string())
             .args(["train", "run", "--model", "small", "--device", "cpu", "--json", "--stop-at", stop])
+            .args(["--checkpoint-every", "1", "--keep-checkpoints", "2"])
             .args(["--out", "s3://lehr-test/run", "--scratch"])
             .arg(dir.path().join(scratch))
             .arg("--data")
@@ -173,6 +174,24 @@ fn training_checkpoints_go_to_s3_and_resume_from_there() {
         for f in ["model.safetensors", "config.json", "optimizer.safetensors", "trainer.json"] {
             assert!(loc.exists(&format!("checkpoints/step-00000005/{f}")).await.unwrap(), "{f}");
         }
+        // Retention: the two newest interval checkpoints, in the bucket and on host b.
+        let mut names: Vec<String> = loc
+            .list_files()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|f| f.strip_prefix("checkpoints/")?.split_once('/').map(|(d, _)| d.to_string()))
+            .collect();
+        names.dedup();
+        assert_eq!(names, ["step-00000004", "step-00000005"]);
+        let mut local: Vec<String> = std::fs::read_dir(dir.path().join("host-b/checkpoints"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        local.sort();
+        assert_eq!(local, ["step-00000004", "step-00000005"]);
         let metrics = loc.get("metrics.jsonl").await.unwrap().unwrap();
         assert_eq!(String::from_utf8_lossy(&metrics).lines().count(), 5, "one line per step across both hosts");
         // The published weights equal host b's local ones byte for byte.

@@ -36,6 +36,7 @@ pub struct TrainJobOptions {
     pub micro_batch: usize,
     pub grad_clip: f64,
     pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
     pub seed: i64,
     /// cpu | cuda; none: CUDA when the worker has it.
     pub device: Option<String>,
@@ -60,6 +61,7 @@ impl Default for TrainJobOptions {
             micro_batch: 8,
             grad_clip: 1.0,
             checkpoint_every: 0,
+            keep_checkpoints: 0,
             seed: 0,
             device: None,
             precision: None,

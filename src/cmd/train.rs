@@ -56,6 +56,7 @@ async fn submit(a: crate::cli::TrainRunArgs) -> CmdResult {
             micro_batch: a.micro_batch,
             grad_clip: a.grad_clip,
             checkpoint_every: a.checkpoint_every,
+            keep_checkpoints: a.keep_checkpoints,
             seed: a.seed,
             device: a.device.clone(),
             precision: a.precision.clone(),
@@ -237,6 +238,7 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         micro_batch: a.micro_batch,
         grad_clip: a.grad_clip,
         checkpoint_every: a.checkpoint_every,
+        keep_checkpoints: a.keep_checkpoints,
         stop_at: a.stop_at,
         seed: a.seed,
         eval_data: a.eval_data.as_ref().map(|d| lehr_pipeline::store::absolutize(d, &cwd)),
@@ -469,8 +471,20 @@ pub async fn eval(cmd: EvalCommand) -> CmdResult {
         return Err(super::Failure::usage(anyhow::anyhow!("no token shards under {data}")));
     }
     let dev = device(a.device.as_deref())?;
+    // A checkpoint in an object store is fetched into a temporary directory first.
+    let ckpt_str = a.checkpoint.to_string_lossy().to_string();
+    let mut _fetched = None;
+    let checkpoint = if lehr_pipeline::store::is_remote(&ckpt_str) {
+        let tmp = tempfile::Builder::new().prefix("lehr-ckpt-").tempdir().map_err(|e| anyhow::anyhow!(e))?;
+        lehr_train::publish::fetch_dir(&ckpt_str, tmp.path()).await.map_err(|e| anyhow::anyhow!(e))?;
+        let p = tmp.path().to_path_buf();
+        _fetched = Some(tmp);
+        p
+    } else {
+        a.checkpoint.clone()
+    };
     let report = tokio::task::spawn_blocking(move || -> Result<_, anyhow::Error> {
-        let (_vs, model) = lehr_train::model::load_hf(&a.checkpoint, dev).map_err(|e| anyhow::anyhow!(e))?;
+        let (_vs, model) = lehr_train::model::load_hf(&checkpoint, dev).map_err(|e| anyhow::anyhow!(e))?;
         let vocab = shards.iter().map(|s| s.meta.tokenizer.vocab_size as i64).max().unwrap_or(0);
         if vocab > model.config.vocab_size {
             anyhow::bail!(

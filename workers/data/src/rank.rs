@@ -134,6 +134,7 @@ pub async fn run_rank(
     }
     cmd.args(["--micro-batch", &o.micro_batch.to_string(), "--grad-clip", &o.grad_clip.to_string()]);
     cmd.args(["--checkpoint-every", &o.checkpoint_every.to_string(), "--seed", &o.seed.to_string()]);
+    cmd.args(["--keep-checkpoints", &o.keep_checkpoints.to_string()]);
     if let Some(d) = &o.device {
         cmd.args(["--device", d]);
     }

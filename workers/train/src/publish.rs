@@ -100,6 +100,40 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// The checkpoint directories published under `checkpoints/`.
+    pub async fn checkpoint_names(&self) -> Result<Vec<String>, TrainError> {
+        let loc = store::resolve(&self.loc.child_url("checkpoints")).map_err(|e| TrainError::Data(e.to_string()))?;
+        let files = loc.list_files().await.map_err(|e| TrainError::Data(e.to_string()))?;
+        let mut names: Vec<String> =
+            files.iter().filter_map(|f| f.split_once('/').map(|(d, _)| d.to_string())).collect();
+        names.dedup();
+        Ok(names)
+    }
+
+    pub async fn delete_checkpoint(&self, name: &str) -> Result<(), TrainError> {
+        self.loc.delete_prefix(&format!("checkpoints/{name}")).await.map_err(|e| TrainError::Data(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Downloads every file under `url` (one checkpoint directory) into `local`.
+pub async fn fetch_dir(url: &str, local: &Path) -> Result<(), TrainError> {
+    let loc = store::resolve(url).map_err(|e| TrainError::Data(e.to_string()))?;
+    let files = loc.list_files().await.map_err(|e| TrainError::Data(e.to_string()))?;
+    if files.is_empty() {
+        return Err(TrainError::Data(format!("nothing under {url}")));
+    }
+    for f in files {
+        let target = local.join(&f);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| TrainError::Io(parent.display().to_string(), e))?;
+        }
+        download(&loc, &f, &target).await?;
+    }
+    Ok(())
+}
+
 async fn upload(loc: &Location, rel: &str, path: &Path, multipart_bytes: u64) -> Result<(), TrainError> {
     let io = |e| TrainError::Io(path.display().to_string(), e);
     let size = std::fs::metadata(path).map_err(io)?.len();

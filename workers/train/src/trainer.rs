@@ -31,6 +31,9 @@ pub struct TrainOptions {
     pub grad_clip: f64,
     /// Checkpoint every N steps (and at the end of every stage); 0: stage ends only.
     pub checkpoint_every: u64,
+    /// Interval checkpoints to keep (the newest ones; 0: all). Stage-end checkpoints (the
+    /// branch points for annealing) and the latest are always kept.
+    pub keep_checkpoints: usize,
     /// Stop before this global step (default: the end of the plan).
     pub stop_at: Option<u64>,
     /// Checkpoints and metrics.jsonl go here.
@@ -63,6 +66,7 @@ impl TrainOptions {
             micro_batch: 8,
             grad_clip: 1.0,
             checkpoint_every: 0,
+            keep_checkpoints: 0,
             stop_at: None,
             out: out.into(),
             data: data.into(),
@@ -500,7 +504,45 @@ impl Trainer {
             let name = dir.file_name().expect("named").to_string_lossy().to_string();
             self.runtime.block_on(r.push_checkpoint(&self.options.out, &name))?;
         }
+        if self.options.keep_checkpoints > 0 {
+            self.prune_checkpoints()?;
+        }
         Ok(dir)
+    }
+
+    /// Deletes interval checkpoints beyond the newest `keep_checkpoints`, here and at the
+    /// remote; stage ends and the latest stay.
+    fn prune_checkpoints(&self) -> Result<(), TrainError> {
+        let stage_ends: std::collections::BTreeSet<u64> =
+            self.plan.stages.iter().map(|s| s.first_step + s.steps).collect();
+        let keep = |names: Vec<String>| -> Vec<String> {
+            let mut interval: Vec<(u64, String)> = names
+                .into_iter()
+                .filter_map(|n| Some((n.strip_prefix("step-")?.parse::<u64>().ok()?, n)))
+                .filter(|(step, _)| !stage_ends.contains(step) && *step != self.state.step)
+                .collect();
+            interval.sort();
+            let drop = interval.len().saturating_sub(self.options.keep_checkpoints.saturating_sub(1));
+            interval.into_iter().take(drop).map(|(_, n)| n).collect()
+        };
+        let root = self.options.out.join("checkpoints");
+        let local: Vec<String> = std::fs::read_dir(&root)
+            .map_err(io(&root))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        for name in keep(local) {
+            let dir = root.join(&name);
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        if let Some(r) = &self.remote {
+            let names = self.runtime.block_on(r.checkpoint_names())?;
+            for name in keep(names) {
+                self.runtime.block_on(r.delete_checkpoint(&name))?;
+            }
+        }
+        Ok(())
     }
 }
 
