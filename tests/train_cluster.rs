@@ -142,3 +142,34 @@ fn a_killed_train_worker_restarts_the_gang_from_the_latest_checkpoint() {
     assert!((mine - theirs).abs() < 1e-3, "cluster {mine} vs reference {theirs}");
     assert!(theirs < 8000f64.ln() - 0.1, "the run learned something: {theirs}");
 }
+
+/// `lehr train run --world 2` with neither --coordinator nor --rendezvous: two local rank
+/// processes under an embedded coordinator, the same model as one rank to float tolerance.
+#[test]
+fn local_ranks_train_like_one_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = demo_token_shards(dir.path());
+    let spec = small_spec(dir.path());
+    let run = |out: &Path, world: &str| {
+        let r = lehr()
+            .args(["train", "run"])
+            .arg(&spec)
+            .args(["--model", "tiny", "--device", "cpu", "--micro-batch", "4", "--world", world, "--data"])
+            .arg(&tokens)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        String::from_utf8_lossy(&r.stdout).to_string()
+    };
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    run(&one, "1");
+    let said = run(&two, "2");
+    assert!(said.contains("succeeded at step 23"), "{said}");
+    assert_eq!(metric_steps(&two), (0..23).collect::<Vec<_>>());
+    let held = tokens.join("lang=en");
+    let last = "checkpoints/step-00000023";
+    let (a, b) = (eval_loss(&one.join(last), &held), eval_loss(&two.join(last), &held));
+    assert!((a - b).abs() < 1e-3, "one rank {a} vs two local ranks {b}");
+}

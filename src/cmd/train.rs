@@ -27,23 +27,74 @@ pub async fn run(cmd: TrainCommand) -> CmdResult {
         other => other,
     };
     match cmd {
-        TrainCommand::Run(a) if a.coordinator.is_some() => submit(*a).await,
+        TrainCommand::Run(a) if a.coordinator.is_some() => {
+            let api = super::connect(a.coordinator.as_deref().expect("checked"), &a.auth)?;
+            submit(*a, api, false).await
+        }
+        TrainCommand::Run(a) if a.world > 1 && a.rendezvous.is_none() => local_ranks(*a).await,
         other => run_here(other).await,
     }
 }
 
-/// `lehr train run --coordinator URL`: submits a `train` job (needs no libtorch here).
-async fn submit(a: crate::cli::TrainRunArgs) -> CmdResult {
-    use super::{connect, interrupted, EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK};
+/// `lehr train run --world N` without --rendezvous or --coordinator: N ranks on this machine
+/// (one per GPU with --device cuda), launched, met and restarted like a cluster job by an
+/// embedded coordinator and an in-process train worker with N slots. Rank processes are this
+/// binary.
+async fn local_ranks(a: crate::cli::TrainRunArgs) -> CmdResult {
     use anyhow::Context;
-    use lehr_proto::pb::SubmitJobRequest;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let state = tempfile::Builder::new().prefix("lehr-train-state-").tempdir().context("no temporary directory")?;
+    let config = lehr_coordinator::CoordinatorConfig {
+        state_dir: state.path().to_path_buf(),
+        listen: None,
+        http_listen: None,
+        token: None,
+        scheduler: lehr_coordinator::SchedulerConfig::default(),
+    };
+    let running = lehr_coordinator::start(config, shutdown.clone())
+        .await
+        .map_err(|e| super::Failure::unavailable(anyhow::anyhow!(e)))?;
+    let api: std::sync::Arc<dyn lehr_proto::CoordinatorApi> = running.api.clone();
+    let exe = std::env::current_exe().context("cannot find the lehr executable")?;
+    let gpus: Vec<String> =
+        if a.device.as_deref() == Some("cuda") { (0..a.world).map(|i| i.to_string()).collect() } else { vec![] };
+    let worker = lehr_worker::WorkerConfig {
+        name: "local-ranks".into(),
+        slots: a.world as u32,
+        kinds: vec![lehr_schedules::job::TRAIN_RANK_TASK_KIND.to_string()],
+        train: Some(lehr_worker::TrainLaunch::new(exe, "127.0.0.1".into(), gpus)),
+        ..Default::default()
+    };
+    let worker = tokio::spawn(lehr_worker::start(worker, api.clone(), shutdown.child_token()));
+    let result = submit(a, api, true).await;
+    shutdown.cancel();
+    let _ = worker.await;
+    let mut running = running;
+    while running.tasks.join_next().await.is_some() {}
+    result
+}
+
+/// Submits a `train` job (needs no libtorch here) and follows it unless --detach.
+async fn submit(
+    a: crate::cli::TrainRunArgs,
+    api: std::sync::Arc<dyn lehr_proto::CoordinatorApi>,
+    embedded: bool,
+) -> CmdResult {
+    use super::{interrupted, EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK};
+    use anyhow::Context;
+    use lehr_proto::pb::{CancelJobRequest, SubmitJobRequest};
     use lehr_schedules::job::{TrainJob, TrainJobOptions};
-    let url = a.coordinator.clone().expect("checked by the caller");
     let text = std::fs::read_to_string(&a.spec).with_context(|| format!("cannot read {}", a.spec.display()))?;
     let cwd = std::env::current_dir().context("no current directory")?;
     if a.rank != 0 || a.rendezvous.is_some() || a.stop_at.is_some() {
         return Err(super::Failure::usage(anyhow::anyhow!(
-            "--rank, --rendezvous and --stop-at are for ranks started by hand; with --coordinator give only --world"
+            "--rank, --rendezvous and --stop-at are for ranks started by hand; with --coordinator or local ranks give \
+             only --world"
+        )));
+    }
+    if embedded && a.detach {
+        return Err(super::Failure::usage(anyhow::anyhow!(
+            "--detach needs --coordinator (local ranks end with this command)"
         )));
     }
     let job = TrainJob {
@@ -76,7 +127,6 @@ async fn submit(a: crate::cli::TrainRunArgs) -> CmdResult {
     let spec_json = spec.clone();
     // The coordinator checks it again; checking here first gives the error without a round trip.
     TrainJob::from_json(&spec).map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", a.spec.display())))?;
-    let api = connect(&url, &a.auth)?;
     let name = a.name.clone().unwrap_or_default();
     let submitted = api
         .submit_job(SubmitJobRequest { kind: "train".into(), name, spec, base_dir: cwd.to_string_lossy().to_string() })
@@ -110,7 +160,12 @@ async fn submit(a: crate::cli::TrainRunArgs) -> CmdResult {
     let status = tokio::select! {
         r = follow_train(&api, &submitted.job_id, total, a.json) => r?,
         _ = interrupted() => {
-            eprintln!("interrupted: job {} goes on; follow it with `lehr status {} --wait`", submitted.job_id, submitted.job_id);
+            if embedded {
+                let _ = api.cancel_job(CancelJobRequest { job_id: submitted.job_id.clone() }).await;
+                eprintln!("interrupted: ranks stopped; rerun the same command to resume from the latest checkpoint");
+            } else {
+                eprintln!("interrupted: job {} goes on; follow it with `lehr status {} --wait`", submitted.job_id, submitted.job_id);
+            }
             return Ok(EXIT_INTERRUPTED);
         }
     };
