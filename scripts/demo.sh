@@ -47,5 +47,8 @@ echo "== lehr train run examples/mix-demo.toml --model tiny --stop-at 40   (the 
 rm -rf .lehr/demo-train
 "$LEHR" train run examples/mix-demo.toml --data .lehr/demo-tokens --model tiny --out .lehr/demo-train --stop-at 40 --device cpu | awk 'NR % 8 == 1'
 echo
+echo "== lehr eval ppl --checkpoint .lehr/demo-train/checkpoints/step-00000040   (perplexity, top-1/top-5 on the English shards)"
+"$LEHR" eval ppl --checkpoint .lehr/demo-train/checkpoints/step-00000040 --data .lehr/demo-tokens/lang=en --seq-len 256 --max-tokens 50000 --device cpu
+echo
 echo "== lehr train smoke (libtorch forward/backward)"
 "$LEHR" train smoke
