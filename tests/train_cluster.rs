@@ -34,7 +34,10 @@ fn small_spec(dir: &Path) -> std::path::PathBuf {
 
 fn spawn_train_worker(url: &str, name: &str) -> Proc {
     let child = lehr()
-        .args(["worker", "--train", "--advertise", "127.0.0.1", "--coordinator", url, "--name", name])
+        // The coordinator through the environment: the rank processes inherit it and must still
+        // be ranks, not submitters.
+        .args(["worker", "--train", "--advertise", "127.0.0.1", "--name", name])
+        .env("LEHR_COORDINATOR", url)
         .env("LEHR_FAULT_SLOW_STEP_MS", "150")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -172,4 +175,20 @@ fn local_ranks_train_like_one_rank() {
     let last = "checkpoints/step-00000023";
     let (a, b) = (eval_loss(&one.join(last), &held), eval_loss(&two.join(last), &held));
     assert!((a - b).abs() < 1e-3, "one rank {a} vs two local ranks {b}");
+
+    // A rank restarted after the run ended (its peer finished and is gone) exits at once,
+    // without connecting to anyone.
+    let late = lehr()
+        .args(["train", "run"])
+        .arg(&spec)
+        .args(["--model", "tiny", "--device", "cpu", "--world", "2", "--rank", "1", "--rendezvous", "127.0.0.1:9"])
+        .args(["--json", "--data"])
+        .arg(&tokens)
+        .arg("--out")
+        .arg(&two)
+        .output()
+        .unwrap();
+    assert!(late.status.success(), "{}", String::from_utf8_lossy(&late.stderr));
+    let done: Value = serde_json::from_slice(&late.stdout).unwrap();
+    assert_eq!((done["event"].as_str(), done["step"].as_u64()), (Some("done"), Some(23)));
 }

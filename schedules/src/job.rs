@@ -42,6 +42,8 @@ pub struct TrainJobOptions {
     pub device: Option<String>,
     /// bf16 | fp32; none: bf16 on CUDA, fp32 on CPU.
     pub precision: Option<String>,
+    /// tcp | nccl; none: nccl on CUDA when the rank binary has it.
+    pub collective: Option<String>,
     pub eval_data: Option<String>,
     pub eval_every: u64,
     pub eval_tokens: u64,
@@ -65,6 +67,7 @@ impl Default for TrainJobOptions {
             seed: 0,
             device: None,
             precision: None,
+            collective: None,
             eval_data: None,
             eval_every: 100,
             eval_tokens: 65_536,

@@ -31,7 +31,8 @@ pub async fn run(cmd: TrainCommand) -> CmdResult {
             let api = super::connect(a.coordinator.as_deref().expect("checked"), &a.auth)?;
             submit(*a, api, false).await
         }
-        TrainCommand::Run(a) if a.world > 1 && a.rendezvous.is_none() => local_ranks(*a).await,
+        // A rank (--rank, --rendezvous) never launches ranks itself.
+        TrainCommand::Run(a) if a.world > 1 && a.rank == 0 && a.rendezvous.is_none() => local_ranks(*a).await,
         other => run_here(other).await,
     }
 }
@@ -56,8 +57,7 @@ async fn local_ranks(a: crate::cli::TrainRunArgs) -> CmdResult {
         .map_err(|e| super::Failure::unavailable(anyhow::anyhow!(e)))?;
     let api: std::sync::Arc<dyn lehr_proto::CoordinatorApi> = running.api.clone();
     let exe = std::env::current_exe().context("cannot find the lehr executable")?;
-    let gpus: Vec<String> =
-        if a.device.as_deref() == Some("cuda") { (0..a.world).map(|i| i.to_string()).collect() } else { vec![] };
+    let gpus = local_gpus(a.device.as_deref(), a.world)?;
     let worker = lehr_worker::WorkerConfig {
         name: "local-ranks".into(),
         slots: a.world as u32,
@@ -72,6 +72,42 @@ async fn local_ranks(a: crate::cli::TrainRunArgs) -> CmdResult {
     let mut running = running;
     while running.tasks.join_next().await.is_some() {}
     result
+}
+
+/// The GPUs local ranks get, one each: none for CPU ranks; on CUDA (asked for, or available
+/// when --device is not given) the first `world` of the visible devices, as the parent's
+/// `CUDA_VISIBLE_DEVICES` names them.
+#[cfg(feature = "train")]
+fn local_gpus(device: Option<&str>, world: usize) -> Result<Vec<String>, super::Failure> {
+    use lehr_train::tch::Cuda;
+    let cuda = match device {
+        Some("cuda") => true,
+        None => Cuda::is_available(),
+        _ => false,
+    };
+    if !cuda {
+        return Ok(vec![]);
+    }
+    let count = Cuda::device_count().max(0) as usize;
+    if world > count {
+        return Err(super::Failure::usage(anyhow::anyhow!(
+            "--world {world} local ranks need {world} GPUs; this machine shows {count} (one process per GPU; use a \
+             coordinator and more nodes for more ranks)"
+        )));
+    }
+    let visible: Vec<String> = match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').map(|d| d.trim().to_string()).collect(),
+        _ => (0..count).map(|i| i.to_string()).collect(),
+    };
+    Ok(visible.into_iter().take(world).collect())
+}
+
+#[cfg(not(feature = "train"))]
+fn local_gpus(_device: Option<&str>, _world: usize) -> Result<Vec<String>, super::Failure> {
+    Err(super::Failure::usage(anyhow::anyhow!(
+        "local ranks run this binary, which was built without training support; rebuild with `--features train`, \
+         or submit with --coordinator"
+    )))
 }
 
 /// Submits a `train` job (needs no libtorch here) and follows it unless --detach.
@@ -90,6 +126,11 @@ async fn submit(
         return Err(super::Failure::usage(anyhow::anyhow!(
             "--rank, --rendezvous and --stop-at are for ranks started by hand; with --coordinator or local ranks give \
              only --world"
+        )));
+    }
+    if a.scratch.is_some() {
+        return Err(super::Failure::usage(anyhow::anyhow!(
+            "--scratch is per host: with --coordinator or local ranks each rank picks its own under the temporary directory"
         )));
     }
     if embedded && a.detach {
@@ -111,6 +152,7 @@ async fn submit(
             seed: a.seed,
             device: a.device.clone(),
             precision: a.precision.clone(),
+            collective: a.collective.clone(),
             eval_data: a.eval_data.as_ref().map(|d| lehr_pipeline::store::absolutize(d, &cwd)),
             eval_every: a.eval_every,
             eval_tokens: a.eval_tokens,
@@ -256,8 +298,14 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     let data = lehr_pipeline::store::absolutize(&a.data, &cwd);
     let root = lehr_pipeline::store::resolve(&data).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
     // Refuses shards of different tokenizers; the vocabulary comes from theirs.
-    let avail =
-        lehr_pipeline::mix::available(&root, &spec).await.map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
+    // Storage trouble is worth a retry (exit 1); wrong data is the caller's to fix (exit 2).
+    let avail = lehr_pipeline::mix::available(&root, &spec).await.map_err(|e| {
+        if e.is_retryable() {
+            super::Failure::from(anyhow::anyhow!(e))
+        } else {
+            super::Failure::usage(anyhow::anyhow!(e))
+        }
+    })?;
     let vocab = avail.vocab_size as i64;
     // A URL --out: work in a scratch directory, publish checkpoints to the URL.
     let out_str = a.out.to_string_lossy().to_string();

@@ -61,7 +61,9 @@ struct Running {
     progress: Arc<TaskProgress>,
 }
 
-type RunningMap = Arc<Mutex<HashMap<u64, Running>>>;
+/// Running attempts by (task, attempt): after a gang restart this worker may lease a new attempt
+/// of a task whose old attempt is still being stopped.
+type RunningMap = Arc<Mutex<HashMap<(u64, u32), Running>>>;
 
 /// Retries a call while the coordinator is unavailable (with capped backoff) or until shutdown.
 async fn retry<T, F, Fut>(shutdown: &CancellationToken, what: &str, mut call: F) -> Option<Result<T, ApiError>>
@@ -139,10 +141,10 @@ pub async fn start(
                 Some(Ok(r)) => {
                     for lease in r.leases {
                         let progress = Arc::new(TaskProgress::default());
-                        running
-                            .lock()
-                            .expect("lock")
-                            .insert(lease.task_id, Running { attempt: lease.attempt, progress: progress.clone() });
+                        running.lock().expect("lock").insert(
+                            (lease.task_id, lease.attempt),
+                            Running { attempt: lease.attempt, progress: progress.clone() },
+                        );
                         let span = tracing::info_span!("task", task_id = lease.task_id, attempt = lease.attempt, job_id = %lease.job_id);
                         tasks.spawn(
                             run_lease(
@@ -193,7 +195,7 @@ async fn heartbeat_loop(
             .lock()
             .expect("lock")
             .iter()
-            .map(|(&task_id, r)| pb::TaskProgress {
+            .map(|(&(task_id, _), r)| pb::TaskProgress {
                 task_id,
                 attempt: r.attempt,
                 docs: r.progress.docs.load(std::sync::atomic::Ordering::Relaxed),
@@ -204,7 +206,7 @@ async fn heartbeat_loop(
             Ok(r) => {
                 let map = running.lock().expect("lock");
                 for c in r.cancel {
-                    if let Some(run) = map.get(&c.task_id).filter(|run| run.attempt == c.attempt) {
+                    if let Some(run) = map.get(&(c.task_id, c.attempt)) {
                         tracing::info!(task_id = c.task_id, attempt = c.attempt, "coordinator cancelled the attempt");
                         run.progress.cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -245,7 +247,7 @@ async fn run_lease(
     } else {
         execute(&lease, progress.clone(), runners.run).await
     };
-    running.lock().expect("lock").remove(&lease.task_id);
+    running.lock().expect("lock").remove(&(lease.task_id, lease.attempt));
     if progress.cancelled.load(std::sync::atomic::Ordering::Relaxed) && outcome.is_err() {
         tracing::info!("attempt stopped");
         discard_attempt(&lease).await;

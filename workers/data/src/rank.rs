@@ -69,7 +69,11 @@ pub async fn run_rank(
         .and_then(|l| l.local_addr())
         .map_err(|e| (format!("no free port on this host: {e}"), true))?
         .port();
-    let addr = format!("{}:{port}", launch.advertise);
+    let addr = if launch.advertise.contains(':') {
+        format!("[{}]:{port}", launch.advertise) // IPv6
+    } else {
+        format!("{}:{port}", launch.advertise)
+    };
     let mut waited = 0u32;
     let view = loop {
         if progress.cancelled.load(Ordering::Relaxed) {
@@ -129,9 +133,11 @@ pub async fn run_rank(
     cmd.arg("train").arg("run").arg(&spec_path);
     cmd.args(["--data", &job.data, "--model", &job.model, "--out", &job.out, "--json"]);
     cmd.args(["--world", &view.world.to_string(), "--rank", &task.rank.to_string()]);
-    if !view.master_addr.is_empty() {
-        cmd.args(["--rendezvous", &view.master_addr]);
-    }
+    // Always a --rendezvous, so the child is a rank, never a launcher of local ranks. When rank 0
+    // has already finished (no address), the run is complete and the child exits without
+    // connecting (it checks the latest checkpoint first).
+    let master = if view.master_addr.is_empty() { addr.as_str() } else { view.master_addr.as_str() };
+    cmd.args(["--rendezvous", master]);
     cmd.args(["--micro-batch", &o.micro_batch.to_string(), "--grad-clip", &o.grad_clip.to_string()]);
     cmd.args(["--checkpoint-every", &o.checkpoint_every.to_string(), "--seed", &o.seed.to_string()]);
     cmd.args(["--keep-checkpoints", &o.keep_checkpoints.to_string()]);
@@ -141,6 +147,11 @@ pub async fn run_rank(
     if let Some(p) = &o.precision {
         cmd.args(["--precision", p]);
     }
+    if let Some(c) = &o.collective {
+        cmd.args(["--collective", c]);
+    }
+    // The child is a rank: it must not take the submit path from the worker's environment.
+    cmd.env_remove("LEHR_COORDINATOR");
     if let Some(e) = &o.eval_data {
         cmd.args(["--eval-data", e, "--eval-every", &o.eval_every.to_string()]);
         cmd.args(["--eval-tokens", &o.eval_tokens.to_string()]);

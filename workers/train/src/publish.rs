@@ -43,9 +43,16 @@ impl Remote {
     /// Downloads the latest published checkpoint (unless the scratch directory already holds
     /// it) and the logs into `local`, and points `local`'s `latest` at it. Returns its name.
     pub async fn pull_latest(&self, local: &Path) -> Result<Option<String>, TrainError> {
+        let local_latest = local.join("checkpoints/latest");
         let Some(latest) =
             self.loc.get("checkpoints/latest").await.map_err(|e| remote_err(&self.url)(e.to_string()))?
         else {
+            // A fresh run at this URL: whatever the scratch holds is from another run.
+            for stale in [local_latest, local.join("metrics.jsonl"), local.join("eval.jsonl")] {
+                if stale.exists() {
+                    std::fs::remove_file(&stale).map_err(|e| TrainError::Io(stale.display().to_string(), e))?;
+                }
+            }
             return Ok(None);
         };
         let name = String::from_utf8_lossy(&latest).trim().to_string();
@@ -60,12 +67,15 @@ impl Remote {
             return Err(TrainError::Data(format!("{}/{prefix}/ is empty but `latest` names it", self.url)));
         }
         std::fs::create_dir_all(&dir).map_err(|e| TrainError::Io(dir.display().to_string(), e))?;
+        // Local files are trusted only when this scratch already points at the same checkpoint
+        // (this host wrote or fetched it in this run); otherwise everything is fetched again.
+        let ours = std::fs::read_to_string(&local_latest).is_ok_and(|n| n.trim() == name);
         for f in &files {
             let target = dir.join(f);
             let size = ckpt.size(f).await.map_err(|e| TrainError::Data(e.to_string()))?;
             let have = std::fs::metadata(&target).ok().map(|m| m.len());
-            if have.is_some() && have == size {
-                continue; // this host wrote or fetched it before
+            if ours && have.is_some() && have == size {
+                continue;
             }
             download(&ckpt, f, &target).await?;
         }
@@ -75,8 +85,7 @@ impl Remote {
                 std::fs::write(&path, &bytes).map_err(|e| TrainError::Io(path.display().to_string(), e))?;
             }
         }
-        let pointer = local.join("checkpoints/latest");
-        std::fs::write(&pointer, &name).map_err(|e| TrainError::Io(pointer.display().to_string(), e))?;
+        std::fs::write(&local_latest, &name).map_err(|e| TrainError::Io(local_latest.display().to_string(), e))?;
         Ok(Some(name))
     }
 
@@ -145,14 +154,30 @@ async fn upload(loc: &Location, rel: &str, path: &Path, multipart_bytes: u64) ->
     }
     let upload = loc.store.put_multipart(&loc.child(rel)).await.map_err(fail)?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-    let mut f = std::fs::File::open(path).map_err(io)?;
+    // Any error aborts the upload, so no orphaned parts are left (and billed) at the store.
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = w.abort().await;
+            return Err(io(e));
+        }
+    };
     let mut buf = vec![0u8; PART_BYTES];
     loop {
-        let n = std::io::Read::read(&mut f, &mut buf).map_err(io)?;
+        let n = match std::io::Read::read(&mut f, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = w.abort().await;
+                return Err(io(e));
+            }
+        };
         if n == 0 {
             break;
         }
-        w.wait_for_capacity(4).await.map_err(fail)?;
+        if let Err(e) = w.wait_for_capacity(4).await {
+            let _ = w.abort().await;
+            return Err(fail(e));
+        }
         w.write(&buf[..n]);
     }
     w.finish().await.map_err(fail)?;
