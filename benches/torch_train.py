@@ -1,7 +1,8 @@
 """Training throughput: lehr's trainer against a PyTorch eager loop of the same model.
 
 The PyTorch side is transformers' Qwen2ForCausalLM (the reference lehr's model is checked
-against, tests/hf_parity.rs) with the same shape, batch, sequence length and AdamW, in float32
+against, tests/hf_parity.rs; without transformers, or with LEHR_EAGER=plain, the same
+architecture in plain PyTorch from benches/eager_qwen2.py) with the same shape, batch, sequence length and AdamW, in float32
 on the same device; lehr runs `lehr train run` over real token shards. Both report tokens/s
 after a warm-up; the ratio is lehr / PyTorch.
 
@@ -20,8 +21,27 @@ import sys
 import time
 from pathlib import Path
 
+import os
+
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+
+try:  # the reference implementation; machines without it (no network) use a plain-PyTorch copy
+    if os.environ.get("LEHR_EAGER") == "plain":
+        raise ImportError("LEHR_EAGER=plain")
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+except ImportError:
+    Qwen2Config = None
+    sys.path.insert(0, str(Path(__file__).parent))
+    from eager_qwen2 import Qwen2 as PlainQwen2
+
+
+def make_model(cfg, device):
+    """(model, name) with `model(ids)` giving logits: transformers' Qwen2 when installed."""
+    if Qwen2Config is not None:
+        m = Qwen2ForCausalLM(Qwen2Config(**cfg, attn_implementation="sdpa")).to(device)
+        return (lambda ids: m(input_ids=ids).logits), m, "transformers Qwen2"
+    m = PlainQwen2(cfg).to(device)
+    return m, m, "plain PyTorch Qwen2 (benches/eager_qwen2.py)"
 
 # lehr's `small` preset (workers/train/src/model.rs) with the demo tokenizer's 8,000 ids.
 SHAPE = dict(vocab_size=8000, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
@@ -32,13 +52,13 @@ SEQ, BATCH, WARMUP = 256, 8, 3
 
 def torch_run(device, steps):
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(**SHAPE, attn_implementation="sdpa")).to(device)
+    forward, model, _ = make_model(SHAPE, device)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)
     times = []
     for step in range(steps):
         ids = torch.randint(0, SHAPE["vocab_size"], (BATCH, SEQ + 1), device=device)
         t0 = time.perf_counter()
-        logits = model(input_ids=ids[:, :-1]).logits
+        logits = forward(ids[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, SHAPE["vocab_size"]).float(), ids[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -73,14 +93,13 @@ def preset_main():
     bf16 = report["precision"] == "bf16"
     if m["embedding_scale"] != 1.0 or m["logit_scale"] != 1.0 or m.get("depth_scale") or m["qk_norm"]:
         print("note: the PyTorch side has no µP knobs or QK-norm; they cost a few elementwise ops", file=sys.stderr)
-    cfg = Qwen2Config(vocab_size=m["vocab_size"], hidden_size=m["hidden_size"],
-                      intermediate_size=m["intermediate_size"], num_hidden_layers=m["num_hidden_layers"],
-                      num_attention_heads=m["num_attention_heads"], num_key_value_heads=m["num_key_value_heads"],
-                      rope_theta=m["rope_theta"], rms_norm_eps=m["rms_norm_eps"],
-                      tie_word_embeddings=m["tie_word_embeddings"], max_position_embeddings=m["max_position_embeddings"],
-                      attn_implementation="sdpa")
+    cfg = dict(vocab_size=m["vocab_size"], hidden_size=m["hidden_size"],
+               intermediate_size=m["intermediate_size"], num_hidden_layers=m["num_hidden_layers"],
+               num_attention_heads=m["num_attention_heads"], num_key_value_heads=m["num_key_value_heads"],
+               rope_theta=m["rope_theta"], rms_norm_eps=m["rms_norm_eps"],
+               tie_word_embeddings=m["tie_word_embeddings"], max_position_embeddings=m["max_position_embeddings"])
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(cfg).to(device)
+    forward, model, impl = make_model(cfg, device)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
     b, seq = report["micro_batch"], report["sequence_length"]
     steps = report["steps_timed"]
@@ -94,7 +113,7 @@ def preset_main():
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(input_ids=ids[:, :-1]).logits
+            logits = forward(ids[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, m["vocab_size"]).float(), ids[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -111,7 +130,7 @@ def preset_main():
         import resource
         pt_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     peak = report["mfu"] and report["achieved_tflops"] / report["mfu"]
-    res = {"device": report["device"], "preset": report["preset"], "precision": report["precision"],
+    res = {"device": report["device"], "preset": report["preset"], "precision": report["precision"], "pytorch_model": impl,
            "seq": seq, "batch": b, "lehr": report, "pytorch_eager_tokens_per_s": pt,
            "pytorch_eager_mfu": (report["flops_per_token"] * pt / 1e12 / peak) if peak else None,
            "pytorch_eager_peak_memory_bytes": pt_mem, "ratio": report["tokens_per_s"] / pt}
@@ -120,7 +139,8 @@ def preset_main():
     else:
         print(f"train step, {report['preset']} ({report['parameters'] / 1e6:.1f}M), batch {b} x {seq}, "
               f"{report['device']} {report['precision']}:")
-        print(f"  PyTorch eager (transformers Qwen2): {pt:10.0f} tokens/s  peak memory {pt_mem / 2**30:.2f} GiB")
+        print(f"  PyTorch eager ({impl}):")
+        print(f"                                      {pt:10.0f} tokens/s  peak memory {pt_mem / 2**30:.2f} GiB")
         lm = report["peak_memory_bytes"]
         print(f"  lehr bench train:                   {report['tokens_per_s']:10.0f} tokens/s  peak memory "
               f"{(lm or 0) / 2**30:.2f} GiB ({report['memory_source']})")
