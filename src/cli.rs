@@ -23,7 +23,7 @@ pub enum Command {
     Up(UpArgs),
     /// Run the coordinator (gRPC service, durable state, status page).
     Coordinator(CoordinatorArgs),
-    /// Run a data worker against a coordinator.
+    /// Run a worker against a coordinator: data tasks, or training ranks with --train.
     Worker(WorkerArgs),
     /// Corpus jobs: write a starter spec, build a corpus.
     #[command(subcommand)]
