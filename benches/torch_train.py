@@ -50,25 +50,33 @@ SHAPE = dict(vocab_size=8000, hidden_size=256, intermediate_size=704, num_hidden
 SEQ, BATCH, WARMUP = 256, 8, 3
 
 
-def torch_run(device, steps):
-    torch.manual_seed(0)
-    forward, model, _ = make_model(SHAPE, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)
+def eager_tokens_per_s(forward, model, vocab, batch, seq, warmup, total, device, lr, bf16=False):
+    """Median tokens/s of `total` AdamW training steps on random ids, timing those after `warmup`."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
     times = []
-    for step in range(steps):
-        ids = torch.randint(0, SHAPE["vocab_size"], (BATCH, SEQ + 1), device=device)
+    for step in range(total):
+        ids = torch.randint(0, vocab, (batch, seq + 1), device=device)
+        if device == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
-        logits = forward(ids[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, SHAPE["vocab_size"]).float(), ids[:, 1:].reshape(-1))
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(ids[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab).float(), ids[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if device == "cuda":
             torch.cuda.synchronize()
-        if step >= WARMUP:
+        if step >= warmup:
             times.append(time.perf_counter() - t0)
-    return BATCH * SEQ / statistics.median(times)
+    return batch * seq / statistics.median(times)
+
+
+def torch_run(device, steps):
+    torch.manual_seed(0)
+    forward, model, _ = make_model(SHAPE, device)
+    return eager_tokens_per_s(forward, model, SHAPE["vocab_size"], BATCH, SEQ, WARMUP, steps, device, lr=3e-3)
 
 
 def lehr_run(lehr, tokens, spec, work, device, steps):
@@ -100,30 +108,12 @@ def preset_main():
                tie_word_embeddings=m["tie_word_embeddings"], max_position_embeddings=m["max_position_embeddings"])
     torch.manual_seed(0)
     forward, model, impl = make_model(cfg, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
     b, seq = report["micro_batch"], report["sequence_length"]
     steps = report["steps_timed"]
     warm = int(args[args.index("--warmup") + 1]) if "--warmup" in args else 3
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for step in range(warm + steps):
-        ids = torch.randint(0, m["vocab_size"], (b, seq + 1), device=device)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
-            logits = forward(ids[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, m["vocab_size"]).float(), ids[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if step >= warm:
-            times.append(time.perf_counter() - t0)
-    pt = b * seq / statistics.median(times)
+    pt = eager_tokens_per_s(forward, model, m["vocab_size"], b, seq, warm, warm + steps, device, lr=3e-4, bf16=bf16)
     if device == "cuda":
         pt_mem = torch.cuda.max_memory_allocated()
     else:
