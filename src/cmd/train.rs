@@ -45,16 +45,8 @@ async fn local_ranks(a: crate::cli::TrainRunArgs) -> CmdResult {
     use anyhow::Context;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let state = tempfile::Builder::new().prefix("lehr-train-state-").tempdir().context("no temporary directory")?;
-    let config = lehr_coordinator::CoordinatorConfig {
-        state_dir: state.path().to_path_buf(),
-        listen: None,
-        http_listen: None,
-        token: None,
-        scheduler: lehr_coordinator::SchedulerConfig::default(),
-    };
-    let running = lehr_coordinator::start(config, shutdown.clone())
-        .await
-        .map_err(|e| super::Failure::unavailable(anyhow::anyhow!(e)))?;
+    // The embedded coordinator of `corpus build`, with no data workers.
+    let (mut running, _) = super::start_embedded(state.path().to_path_buf(), None, 0, &shutdown).await?;
     let api: std::sync::Arc<dyn lehr_proto::CoordinatorApi> = running.api.clone();
     let exe = std::env::current_exe().context("cannot find the lehr executable")?;
     let gpus = local_gpus(a.device.as_deref(), a.world)?;
@@ -69,7 +61,6 @@ async fn local_ranks(a: crate::cli::TrainRunArgs) -> CmdResult {
     let result = submit(a, api, true).await;
     shutdown.cancel();
     let _ = worker.await;
-    let mut running = running;
     while running.tasks.join_next().await.is_some() {}
     result
 }
@@ -289,7 +280,6 @@ async fn run_here(cmd: TrainCommand) -> CmdResult {
 #[cfg(feature = "train")]
 async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     use anyhow::Context;
-    use lehr_train::model::ModelConfig;
     use lehr_train::trainer::{TrainOptions, Trainer};
     let text = std::fs::read_to_string(&a.spec).with_context(|| format!("cannot read {}", a.spec.display()))?;
     let spec = lehr_schedules::RunSpec::from_toml(&text)
@@ -325,17 +315,7 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     if vocab == 0 {
         return Err(super::Failure::usage(anyhow::anyhow!("no token shards under {data} for the spec's sources")));
     }
-    let mut model = ModelConfig::preset(&a.model, vocab).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
-    let k = &a.knobs;
-    model.embedding_scale = k.embedding_scale.unwrap_or(model.embedding_scale);
-    model.depth_scale = k.depth_scale.or(model.depth_scale);
-    model.logit_scale = k.logit_scale.unwrap_or(model.logit_scale);
-    model.qk_norm |= k.qk_norm;
-    model.z_loss = k.z_loss.unwrap_or(model.z_loss);
-    model.init_std = k.init_std.unwrap_or(model.init_std);
-    model
-        .validate()
-        .map_err(|e| super::Failure::usage(anyhow::anyhow!("{e} (check the --model preset and its overrides)")))?;
+    let model = model_config(&a.model, vocab, &a.knobs)?;
     let device = device(a.device.as_deref())?;
     let options = TrainOptions {
         micro_batch: a.micro_batch,
@@ -349,9 +329,9 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         eval_tokens: a.eval_tokens,
         peak_flops: a.peak_tflops.map(|t| t * 1e12),
         remote: remote.clone(),
+        compute: precision(a.precision.as_deref(), device)?,
         ..TrainOptions::new(data, local_out.clone(), device)
     };
-    let options = TrainOptions { compute: precision(a.precision.as_deref(), device)?, ..options };
     let json = a.json;
     let total = lehr_schedules::Plan::new(&spec, Some(&avail.tokens))
         .map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", a.spec.display())))?

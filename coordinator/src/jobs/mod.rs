@@ -36,9 +36,17 @@ pub trait JobKind: Send + Sync {
     async fn plan(&self, job_id: &str, name: &str, spec: &str, base_dir: &str) -> Result<PlannedJob, JobError>;
     /// Checks a reported result and extracts its counts; an error rejects the report.
     fn stats(&self, task: &Task, result: &str) -> Result<TaskStats, String>;
-    async fn promote(&self, job: &Job, task: &Task) -> Result<(), JobError>;
-    async fn discard(&self, job: &Job, task: &Task, attempt: u32) -> Result<(), JobError>;
-    async fn finalize(&self, job: &Job, tasks: &[Task]) -> Result<(), JobError>;
+    // The defaults suit kinds whose tasks write nothing under attempt prefixes (noop; train,
+    // whose checkpoints publish themselves): nothing to promote, discard or finalize.
+    async fn promote(&self, _job: &Job, _task: &Task) -> Result<(), JobError> {
+        Ok(())
+    }
+    async fn discard(&self, _job: &Job, _task: &Task, _attempt: u32) -> Result<(), JobError> {
+        Ok(())
+    }
+    async fn finalize(&self, _job: &Job, _tasks: &[Task]) -> Result<(), JobError> {
+        Ok(())
+    }
 }
 
 /// The kinds this coordinator accepts, by name.

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::{JobError, JobKind, PlannedJob};
-use crate::scheduler::{Job, NewTask, StageDef, Task, TaskStats};
+use crate::scheduler::{NewTask, StageDef, Task, TaskStats};
 
 pub const NOOP_TASK_KIND: &str = "noop.task";
 
@@ -42,17 +42,5 @@ impl JobKind for NoopKind {
 
     fn stats(&self, _task: &Task, _result: &str) -> Result<TaskStats, String> {
         Ok(TaskStats::default())
-    }
-
-    async fn promote(&self, _job: &Job, _task: &Task) -> Result<(), JobError> {
-        Ok(())
-    }
-
-    async fn discard(&self, _job: &Job, _task: &Task, _attempt: u32) -> Result<(), JobError> {
-        Ok(())
-    }
-
-    async fn finalize(&self, _job: &Job, _tasks: &[Task]) -> Result<(), JobError> {
-        Ok(())
     }
 }

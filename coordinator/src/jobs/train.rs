@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use lehr_schedules::job::{TrainJob, TrainRankResult, TrainRankTask, TRAIN_RANK_TASK_KIND};
 
 use super::{JobError, JobKind, PlannedJob};
-use crate::scheduler::{Job, NewTask, StageDef, Task, TaskStats};
+use crate::scheduler::{NewTask, StageDef, Task, TaskStats};
 
 pub struct TrainKind;
 
@@ -62,17 +62,5 @@ impl JobKind for TrainKind {
             return Err(format!("rank {} stopped at step {} of {}", r.rank, r.step, r.total_steps));
         }
         Ok(TaskStats { docs_in: r.steps_run, docs_out: r.step, bytes_in: r.tokens, bad_records: 0 })
-    }
-
-    async fn promote(&self, _job: &Job, _task: &Task) -> Result<(), JobError> {
-        Ok(())
-    }
-
-    async fn discard(&self, _job: &Job, _task: &Task, _attempt: u32) -> Result<(), JobError> {
-        Ok(())
-    }
-
-    async fn finalize(&self, _job: &Job, _tasks: &[Task]) -> Result<(), JobError> {
-        Ok(())
     }
 }

@@ -583,16 +583,24 @@ impl Scheduler {
             .filter(|id| self.state.tasks[id].stage == stage && self.state.tasks[id].state == TaskState::Leased)
             .collect();
         for id in peers {
-            let t = self.state.tasks.get_mut(&id).expect("peer exists");
-            if let Some(l) = t.lease.take() {
-                Self::end_attempt(t, l.attempt, "aborted", why, now);
-            }
-            t.worker_id.clear();
-            self.set_task_state(id, TaskState::Queued);
-            self.rendezvous.remove(&id);
+            self.take_back(id, "aborted", why, TaskState::Queued, now);
             dirty.tasks.push(id);
         }
         dirty
+    }
+
+    /// Ends a task's live attempt (if any) with `outcome` and moves the task to `to`: queued
+    /// again (its worker forgotten) or cancelled. Its rendezvous entry goes too.
+    fn take_back(&mut self, id: TaskId, outcome: &str, why: &str, to: TaskState, now: i64) {
+        self.rendezvous.remove(&id);
+        let t = self.state.tasks.get_mut(&id).expect("task exists");
+        if let Some(l) = t.lease.take() {
+            Self::end_attempt(t, l.attempt, outcome, why, now);
+        }
+        if to == TaskState::Queued {
+            t.worker_id.clear();
+        }
+        self.set_task_state(id, to);
     }
 
     /// A gang rank announces itself (idempotent; ranks poll it). Fenced by the lease: a rank
@@ -665,12 +673,7 @@ impl Scheduler {
             .filter(|id| matches!(self.state.tasks[id].state, TaskState::Queued | TaskState::Leased))
             .collect();
         for id in open {
-            self.rendezvous.remove(&id);
-            let t = self.state.tasks.get_mut(&id).expect("task exists");
-            if let Some(l) = t.lease.take() {
-                Self::end_attempt(t, l.attempt, "cancelled", "job ended", now);
-            }
-            self.set_task_state(id, TaskState::Cancelled);
+            self.take_back(id, "cancelled", "job ended", TaskState::Cancelled, now);
             dirty.tasks.push(id);
         }
         dirty

@@ -1,4 +1,4 @@
-//! `lehr bench train`: the trainer's inner step (forward, cross-entropy (+ z-loss), backward,
+//! `lehr bench train`: the trainer's inner step (forward, [`batch_loss`], backward,
 //! global-norm clipping, lehr's AdamW) on a model preset with random token batches, timed after
 //! a warm-up. Reports tokens/s, model FLOP utilization against a given peak, and peak memory
 //! (CUDA: `nvidia-smi`'s figure for this process; CPU: the process's maximum resident set).
@@ -11,6 +11,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::model::{flops_per_token, Model, ModelConfig};
 use crate::optim::{AdamW, AdamWConfig};
+use crate::trainer::batch_loss;
 use crate::TrainError;
 
 #[derive(Debug, Clone)]
@@ -65,14 +66,9 @@ pub fn bench_train(o: &BenchOptions) -> Result<BenchReport, TrainError> {
         sync(o.device);
         let t0 = Instant::now();
         opt.zero_grad();
-        let logits = model.forward(&batch.narrow(1, 0, l)).view([-1, v]).to_kind(Kind::Float);
+        let logits = model.forward(&batch.narrow(1, 0, l)).view([-1, v]);
         let targets = batch.narrow(1, 1, l).reshape([-1]);
-        let ce = logits.cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Sum, -100, 0.0) / tokens;
-        let loss = if o.model.z_loss > 0.0 {
-            &ce + logits.logsumexp([-1i64].as_slice(), false).square().sum(Kind::Float) * (o.model.z_loss / tokens)
-        } else {
-            ce.shallow_clone()
-        };
+        let (ce, loss) = batch_loss(&logits, &targets, o.model.z_loss, tokens);
         loss.backward();
         opt.clip_grad_norm(1.0);
         opt.step(3e-4);

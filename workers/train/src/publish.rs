@@ -59,25 +59,13 @@ impl Remote {
         if name.is_empty() || name.contains('/') || name.contains("..") {
             return Err(TrainError::Data(format!("{}/checkpoints/latest names `{name}`, not a checkpoint", self.url)));
         }
-        let dir = local.join("checkpoints").join(&name);
         let prefix = format!("checkpoints/{name}");
         let ckpt = store::resolve(&self.loc.child_url(&prefix)).map_err(|e| TrainError::Data(e.to_string()))?;
-        let files = ckpt.list_files().await.map_err(|e| TrainError::Data(e.to_string()))?;
-        if files.is_empty() {
-            return Err(TrainError::Data(format!("{}/{prefix}/ is empty but `latest` names it", self.url)));
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| TrainError::Io(dir.display().to_string(), e))?;
         // Local files are trusted only when this scratch already points at the same checkpoint
         // (this host wrote or fetched it in this run); otherwise everything is fetched again.
         let ours = std::fs::read_to_string(&local_latest).is_ok_and(|n| n.trim() == name);
-        for f in &files {
-            let target = dir.join(f);
-            let size = ckpt.size(f).await.map_err(|e| TrainError::Data(e.to_string()))?;
-            let have = std::fs::metadata(&target).ok().map(|m| m.len());
-            if ours && have.is_some() && have == size {
-                continue;
-            }
-            download(&ckpt, f, &target).await?;
+        if fetch_into(&ckpt, &local.join("checkpoints").join(&name), ours).await? == 0 {
+            return Err(TrainError::Data(format!("{}/{prefix}/ is empty but `latest` names it", self.url)));
         }
         for log in ["metrics.jsonl", "eval.jsonl"] {
             if let Some(bytes) = self.loc.get(log).await.map_err(|e| TrainError::Data(e.to_string()))? {
@@ -129,18 +117,30 @@ impl Remote {
 /// Downloads every file under `url` (one checkpoint directory) into `local`.
 pub async fn fetch_dir(url: &str, local: &Path) -> Result<(), TrainError> {
     let loc = store::resolve(url).map_err(|e| TrainError::Data(e.to_string()))?;
-    let files = loc.list_files().await.map_err(|e| TrainError::Data(e.to_string()))?;
-    if files.is_empty() {
+    if fetch_into(&loc, local, false).await? == 0 {
         return Err(TrainError::Data(format!("nothing under {url}")));
     }
-    for f in files {
-        let target = local.join(&f);
+    Ok(())
+}
+
+/// Downloads every object under `loc` into `local` (same relative paths) and returns how many
+/// there are; with `keep_same_size`, a local file of the remote's size is kept as it is.
+async fn fetch_into(loc: &Location, local: &Path, keep_same_size: bool) -> Result<usize, TrainError> {
+    let files = loc.list_files().await.map_err(|e| TrainError::Data(e.to_string()))?;
+    for f in &files {
+        let target = local.join(f);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| TrainError::Io(parent.display().to_string(), e))?;
         }
-        download(&loc, &f, &target).await?;
+        if keep_same_size {
+            let have = std::fs::metadata(&target).ok().map(|m| m.len());
+            if have.is_some() && have == loc.size(f).await.map_err(|e| TrainError::Data(e.to_string()))? {
+                continue;
+            }
+        }
+        download(loc, f, &target).await?;
     }
-    Ok(())
+    Ok(files.len())
 }
 
 async fn upload(loc: &Location, rel: &str, path: &Path, multipart_bytes: u64) -> Result<(), TrainError> {

@@ -172,6 +172,23 @@ fn unflatten_into(flat: &[f32], targets: &mut [Tensor]) {
     });
 }
 
+/// The training objective of a batch: token cross-entropy summed over `logits` (`[N, vocab]`)
+/// and `targets` (`[N]`), divided by `denom` tokens; with `z_loss` > 0 also z·Σ logsumexp², which
+/// keeps the softmax normalizer near 1 (PaLM). Returns (cross-entropy, objective): metrics
+/// report the first, backward runs on the second.
+pub fn batch_loss(logits: &Tensor, targets: &Tensor, z_loss: f64, denom: f64) -> (Tensor, Tensor) {
+    let logits = logits.to_kind(Kind::Float);
+    let ce = logits.cross_entropy_loss::<Tensor>(targets, None, tch::Reduction::Sum, -100, 0.0) / denom;
+    if z_loss > 0.0 {
+        let z = logits.logsumexp([-1i64].as_slice(), false).square().sum(Kind::Float) * (z_loss / denom);
+        let objective = &ce + z;
+        (ce, objective)
+    } else {
+        let objective = ce.shallow_clone();
+        (ce, objective)
+    }
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     move |e| TrainError::Io(path.display().to_string(), e)
 }
@@ -373,26 +390,11 @@ impl Trainer {
             let batch = Tensor::from_slice(&flat).view([chunk.len() as i64, l + 1]).to_device(self.options.device);
             let inputs = batch.narrow(1, 0, l);
             let targets = batch.narrow(1, 1, l);
-            let logits = self.model.forward(&inputs);
-            let v = self.model.config.vocab_size;
+            let logits = self.model.forward(&inputs).view([-1, self.model.config.vocab_size]);
             // Sum over the micro-batch's tokens, divided by the step's: micro-batching does not
             // change the gradient, and a short last step is not overweighted.
-            let ce = logits.view([-1, v]).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
-                &targets.reshape([-1]),
-                None,
-                tch::Reduction::Sum,
-                -100,
-                0.0,
-            ) / tokens as f64;
-            let z = self.model.config.z_loss;
-            if z > 0.0 {
-                // z-loss keeps the softmax normalizer near 1 (PaLM); the reported loss stays CE.
-                let lse = logits.view([-1, v]).to_kind(Kind::Float).logsumexp([-1i64].as_slice(), false);
-                let zl = lse.square().sum(Kind::Float) * (z / tokens as f64);
-                (&ce + zl).backward();
-            } else {
-                ce.backward();
-            }
+            let (ce, objective) = batch_loss(&logits, &targets.reshape([-1]), self.model.config.z_loss, tokens as f64);
+            objective.backward();
             loss_sum += ce.double_value(&[]);
         }
         if world > 1 {
