@@ -108,6 +108,10 @@ pub struct ServeArgs {
     /// Attempts per task before its job fails.
     #[arg(long, default_value_t = 4)]
     pub max_attempts: u32,
+    /// Serve a non-loopback address without a token (anyone who reaches it may submit jobs,
+    /// read specs and report tasks). Without this flag such a coordinator refuses to start.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Args, Debug)]

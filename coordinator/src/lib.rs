@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod http;
 pub mod jobs;
 pub mod scheduler;
+pub mod secret;
 pub mod service;
 pub mod store;
 

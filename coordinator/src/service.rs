@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::jobs::{JobError, JobKind};
 use crate::scheduler::{
-    Dirty, Disposition, Grant, Job, JobState, NewJob, Scheduler, SchedulerConfig, SchedulerError, Task, TaskState,
+    Beat, Dirty, Disposition, Grant, Job, JobState, NewJob, Scheduler, SchedulerConfig, SchedulerError, Task, TaskState,
 };
 use crate::store::Store;
 
@@ -30,10 +30,9 @@ struct Inner {
     store: Store,
 }
 
-/// Work the maintenance loop owes: attempts whose outputs must be deleted.
+/// Retry counts of the maintenance loop (the work itself is in the durable state).
 #[derive(Default)]
 struct Pending {
-    discards: Vec<(String, u64, u32)>,
     finalize_failures: HashMap<String, u32>,
 }
 
@@ -108,17 +107,38 @@ impl Coordinator {
         }
         let mut did = !expired.is_empty();
 
-        let discards = std::mem::take(&mut self.pending.lock().expect("lock").discards);
-        for (job_id, task_id, attempt) in discards {
-            let found = self.read(|s| s.state.jobs.get(&job_id).cloned().zip(s.state.tasks.get(&task_id).cloned()));
-            if let Some((job, task)) = found {
-                if let Some(kind) = self.kind(&job.kind) {
-                    if let Err(e) = kind.discard(&job, &task, attempt).await {
-                        tracing::warn!(%job_id, task_id, attempt, error = %e, "cannot delete a discarded attempt's outputs");
+        // Discards are durable: one that fails stays for the next round (or a restart).
+        for d in self.read(|s| s.pending_discards()) {
+            let found = self.read(|s| s.state.jobs.get(&d.job_id).cloned().zip(s.state.tasks.get(&d.task_id).cloned()));
+            let done = match (&found, found.as_ref().and_then(|(job, _)| self.kind(&job.kind))) {
+                (Some((job, task)), Some(kind)) => match kind.discard(job, task, d.attempt).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(job_id = %d.job_id, task_id = d.task_id, attempt = d.attempt, error = %e, "cannot delete a discarded attempt's outputs; will retry");
+                        false
                     }
-                }
+                },
+                _ => true,
+            };
+            if done {
+                let _ = self.apply(|s| ((), s.discard_done(&d)));
+                did = true;
             }
-            did = true;
+        }
+
+        // Jobs that failed or were cancelled leave attempt directories: sweep them once their
+        // workers have had a lease TTL to notice and stop.
+        let ttl = self.read(|s| s.config.lease_ttl_ms);
+        for job_id in self.read(|s| s.jobs_to_sweep(now, ttl)) {
+            let Some(job) = self.read(|s| s.state.jobs.get(&job_id).cloned()) else { continue };
+            let Some(kind) = self.kind(&job.kind) else { continue };
+            match kind.sweep(&job).await {
+                Ok(()) => {
+                    let _ = self.apply(|s| ((), s.mark_swept(&job_id)));
+                    did = true;
+                }
+                Err(e) => tracing::warn!(%job_id, error = %e, "cannot sweep an ended job's attempts; will retry"),
+            }
         }
 
         let promotions: Vec<(Job, Task)> = self.read(|s| {
@@ -285,11 +305,6 @@ fn task_status(t: &Task) -> TaskStatus {
     }
 }
 
-fn new_job_id(seq: u64) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("job-{:06}-{:04x}", seq + 1, (nanos ^ std::process::id()) & 0xffff)
-}
-
 #[async_trait]
 impl CoordinatorApi for Coordinator {
     async fn submit_job(&self, req: SubmitJobRequest) -> ApiResult<SubmitJobResponse> {
@@ -300,12 +315,30 @@ impl CoordinatorApi for Coordinator {
         let kind = self.kind(&req.kind).ok_or_else(|| {
             ApiError::invalid(format!("unknown job kind `{}`; this coordinator runs: {}", req.kind, known.join(", ")))
         })?;
-        let seq = self.read(|s| s.state.next_job_seq);
-        let job_id = new_job_id(seq);
-        let planned = kind.plan(&job_id, &req.name, &req.spec, &req.base_dir).await.map_err(|e| match e {
+        let job_error = |e| match e {
             JobError::Invalid(m) => ApiError::invalid(m),
             JobError::Storage(m) => ApiError::new(ErrorCode::Unavailable, m),
-        })?;
+        };
+        // Claim the output and take the id before planning (which may remove a previous run's
+        // files): a second job on an overlapping output is refused with the holder's id.
+        let output = kind.output(&req.spec, &req.base_dir).map_err(job_error)?;
+        let suffix = crate::secret::new_secret()[..4].to_string();
+        let job_id = self.apply(|s| match s.reserve_job(&output, &suffix) {
+            Ok(id) => (Ok(id), Dirty::default()),
+            Err(e) => (Err(ApiError::invalid(e.to_string())), Dirty::default()),
+        })??;
+        let planned = match kind.plan(&job_id, &req.name, &req.spec, &req.base_dir).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.apply(|s| {
+                    ((), {
+                        s.release(&job_id);
+                        Dirty::default()
+                    })
+                })?;
+                return Err(job_error(e));
+            }
+        };
         let n = planned.tasks.len() as u32;
         let job = NewJob {
             name: planned.name,
@@ -408,6 +441,7 @@ impl CoordinatorApi for Coordinator {
                         kind: g.kind,
                         payload: g.payload,
                         lease_ttl_ms: ttl,
+                        lease_token: g.token,
                     })
                     .collect();
                 return Ok(LeaseTasksResponse { leases });
@@ -421,7 +455,17 @@ impl CoordinatorApi for Coordinator {
 
     async fn heartbeat(&self, req: HeartbeatRequest) -> ApiResult<HeartbeatResponse> {
         let now = now_ms();
-        let running: Vec<_> = req.running.iter().map(|p| (p.task_id, p.attempt, p.docs, p.bytes)).collect();
+        let running: Vec<Beat> = req
+            .running
+            .into_iter()
+            .map(|p| Beat {
+                task_id: p.task_id,
+                attempt: p.attempt,
+                token: p.lease_token,
+                docs: p.docs,
+                bytes: p.bytes,
+            })
+            .collect();
         let cancel = {
             let mut g = self.inner.lock().expect("coordinator lock poisoned");
             g.sched
@@ -431,7 +475,7 @@ impl CoordinatorApi for Coordinator {
         Ok(HeartbeatResponse {
             cancel: cancel
                 .into_iter()
-                .map(|(task_id, attempt)| TaskProgress { task_id, attempt, docs: 0, bytes: 0 })
+                .map(|(task_id, attempt)| TaskProgress { task_id, attempt, ..Default::default() })
                 .collect(),
         })
     }
@@ -446,22 +490,27 @@ impl CoordinatorApi for Coordinator {
         let (Some(task), Some(job)) = (task, job) else {
             return Ok(ReportTaskResponse { disposition: Disposition::Stale.as_str().into() });
         };
+        let token = req.lease_token.as_str();
         let disposition = match req.outcome {
             Some(report_task_request::Outcome::Success(result)) => {
                 let kind = self.kind(&job.kind).ok_or_else(|| internal(format!("job kind {} vanished", job.kind)))?;
                 match kind.stats(&task, &result) {
-                    Ok(stats) => {
-                        self.apply(|s| s.report_success(&req.worker_id, req.task_id, req.attempt, result, stats, now))?
-                    }
+                    Ok(stats) => self.apply(|s| {
+                        s.report_success(&req.worker_id, req.task_id, req.attempt, token, result, stats, now)
+                    })?,
                     Err(e) => {
                         let msg = format!("worker {} sent an unusable result: {e}", req.worker_id);
-                        self.apply(|s| s.report_failure(&req.worker_id, req.task_id, req.attempt, &msg, true, now))?
+                        self.apply(|s| {
+                            s.report_failure(&req.worker_id, req.task_id, req.attempt, token, &msg, true, now)
+                        })?
                     }
                 }
             }
             Some(report_task_request::Outcome::Failure(f)) => {
                 tracing::warn!(task_id = req.task_id, attempt = req.attempt, worker = %req.worker_id, error = %f.error, retryable = f.retryable, "task attempt failed");
-                self.apply(|s| s.report_failure(&req.worker_id, req.task_id, req.attempt, &f.error, f.retryable, now))?
+                self.apply(|s| {
+                    s.report_failure(&req.worker_id, req.task_id, req.attempt, token, &f.error, f.retryable, now)
+                })?
             }
             None => return Err(ApiError::invalid("a report needs an outcome (success or failure)")),
         };
@@ -470,12 +519,19 @@ impl CoordinatorApi for Coordinator {
                 tracing::debug!(task_id = req.task_id, attempt = req.attempt, "task committed");
                 self.work_ready.notify_waiters();
             }
-            Disposition::Duplicate | Disposition::Stale => {
-                if task.committed_attempt != Some(req.attempt) {
-                    self.pending.lock().expect("lock").discards.push((job.id.clone(), req.task_id, req.attempt));
-                }
-            }
+            // the scheduler recorded the attempt's discard (durably)
+            Disposition::Duplicate | Disposition::Stale => {}
             Disposition::FailureRecorded { .. } => self.work_ready.notify_waiters(),
+            Disposition::Refused => {
+                tracing::warn!(task_id = req.task_id, attempt = req.attempt, worker = %req.worker_id, "report refused: wrong lease token or worker");
+                return Err(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "task {} attempt {} was not granted to worker {} with this lease token; the report is ignored",
+                        req.task_id, req.attempt, req.worker_id
+                    ),
+                ));
+            }
         }
         self.maintenance.notify_one();
         Ok(ReportTaskResponse { disposition: disposition.as_str().into() })
@@ -489,7 +545,15 @@ impl CoordinatorApi for Coordinator {
         // Not persisted: the rendezvous lives in memory and the ranks poll it.
         let view = {
             let mut g = self.inner.lock().expect("coordinator lock poisoned");
-            g.sched.join_rendezvous(&req.worker_id, req.task_id, req.attempt, &req.addr, &req.nccl_id, now)
+            g.sched.join_rendezvous(
+                &req.worker_id,
+                req.task_id,
+                req.attempt,
+                &req.lease_token,
+                &req.addr,
+                &req.nccl_id,
+                now,
+            )
         }
         .map_err(|e| match e {
             SchedulerError::UnknownWorker(_) => ApiError::new(ErrorCode::FailedPrecondition, e.to_string()),
@@ -505,6 +569,7 @@ impl CoordinatorApi for Coordinator {
             joined: view.joined,
             finished: view.finished,
             generation: view.generation,
+            secret: view.secret,
         })
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::scheduler::{Dirty, Job, State, Task, Worker};
+use crate::scheduler::{Dirty, Discard, Job, State, Task, Worker};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -58,7 +58,9 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, job_id TEXT NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, body TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS discards (job_id TEXT NOT NULL, task_id INTEGER NOT NULL, attempt INTEGER NOT NULL,
+                                                  PRIMARY KEY (job_id, task_id, attempt));",
         )
         .map_err(sql)?;
         let version: Option<i64> = conn
@@ -101,6 +103,19 @@ impl Store {
         }
         for w in self.rows::<Worker>("workers")? {
             state.workers.insert(w.id.clone(), w);
+        }
+        let mut stmt = self.conn.prepare("SELECT job_id, task_id, attempt FROM discards").map_err(self.sql())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Discard {
+                    job_id: r.get(0)?,
+                    task_id: r.get::<_, i64>(1)? as u64,
+                    attempt: r.get::<_, i64>(2)? as u32,
+                })
+            })
+            .map_err(self.sql())?;
+        for d in rows {
+            state.discards.insert(d.map_err(self.sql())?);
         }
         Ok(state)
     }
@@ -163,6 +178,17 @@ impl Store {
                     .map_err(sql)?;
             }
         }
+        // A dirty discard is written when the state holds it and deleted when it does not.
+        for d in &dirty.discards {
+            let key = params![d.job_id, d.task_id as i64, d.attempt as i64];
+            if state.discards.contains(d) {
+                tx.execute("INSERT OR IGNORE INTO discards (job_id, task_id, attempt) VALUES (?1, ?2, ?3)", key)
+                    .map_err(sql)?;
+            } else {
+                tx.execute("DELETE FROM discards WHERE job_id = ?1 AND task_id = ?2 AND attempt = ?3", key)
+                    .map_err(sql)?;
+            }
+        }
         tx.commit().map_err(sql)
     }
 }
@@ -192,8 +218,31 @@ mod tests {
         };
         let d2 = s.submit("j1".into(), job, 10).unwrap();
         let (g, d3) = s.lease(&w, 2, 11).unwrap();
-        let (_, d4) = s.report_success(&w, g[0].task_id, 1, "{}".into(), TaskStats::default(), 12);
-        for d in [d1, d2, d3, d4] {
+        let (_, d4) = s.report_success(&w, g[0].task_id, 1, &g[0].token, "{}".into(), TaskStats::default(), 12);
+        // a losing attempt's discard is durable; a done one is gone
+        s.expire(i64::MAX / 2);
+        let (g2, d5) = s.lease(&w, 2, i64::MAX / 2 + 1).unwrap();
+        let late = &g[1];
+        let (_, d6) = s.report_success(
+            &w,
+            late.task_id,
+            late.attempt,
+            &late.token,
+            "{}".into(),
+            TaskStats::default(),
+            i64::MAX / 2 + 2,
+        );
+        let (_, d7) = s.report_success(
+            &w,
+            g2[0].task_id,
+            g2[0].attempt,
+            &g2[0].token,
+            "{}".into(),
+            TaskStats::default(),
+            i64::MAX / 2 + 3,
+        );
+        assert!(!d6.discards.is_empty() || !d7.discards.is_empty(), "the loser of the two attempts is discarded");
+        for d in [d1, d2, d3, d4, d5, d6, d7] {
             store.save(&s.state, &d).unwrap();
         }
         drop(store);
@@ -208,5 +257,13 @@ mod tests {
             t.progress = (0, 0);
         }
         assert_eq!(loaded, expected);
+        assert_eq!(loaded.discards.len(), 1);
+        let mut s = Scheduler::from_state(loaded, SchedulerConfig::default());
+        let d = s.pending_discards().remove(0);
+        let done = s.discard_done(&d);
+        drop(store);
+        let mut store = Store::open(dir.path()).unwrap();
+        store.save(&s.state, &done).unwrap();
+        assert!(store.load().unwrap().discards.is_empty());
     }
 }

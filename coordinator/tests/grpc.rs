@@ -124,6 +124,27 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
         .unwrap()
         .leases;
     assert_eq!(leases.len(), 5);
+    assert!(leases.iter().all(|l| l.lease_token.len() == 32), "every lease carries its token");
+    // Reports without the lease token, with another's, or from another worker id change nothing.
+    let intruder =
+        api.register_worker(pb::RegisterWorkerRequest { name: "x".into(), slots: 1 }).await.unwrap().worker_id;
+    for (worker, token) in [
+        (w.clone(), String::new()),
+        (w.clone(), leases[1].lease_token.clone()),
+        (intruder.clone(), leases[0].lease_token.clone()),
+    ] {
+        let err = api
+            .report_task(pb::ReportTaskRequest {
+                worker_id: worker,
+                task_id: leases[0].task_id,
+                attempt: leases[0].attempt,
+                outcome: Some(Outcome::Failure(pb::TaskFailure { error: "forged".into(), retryable: false })),
+                lease_token: token,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, lehr_proto::ErrorCode::PermissionDenied, "{err}");
+    }
     for l in &leases {
         for _ in 0..2 {
             let r = api
@@ -132,6 +153,7 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
                     task_id: l.task_id,
                     attempt: l.attempt,
                     outcome: Some(Outcome::Success("{}".into())),
+                    lease_token: l.lease_token.clone(),
                 })
                 .await
                 .unwrap();
@@ -153,16 +175,60 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(state, "succeeded");
-    // A late report for a finished job changes nothing.
-    let r = api
+    // A late report for a finished job, for an attempt never issued, is refused.
+    let err = api
         .report_task(pb::ReportTaskRequest {
             worker_id: w,
             task_id: leases[0].task_id,
             attempt: 9,
             outcome: Some(Outcome::Success("{}".into())),
+            lease_token: leases[0].lease_token.clone(),
         })
         .await
-        .unwrap();
-    assert_eq!(r.disposition, "duplicate");
+        .unwrap_err();
+    assert_eq!(err.code, lehr_proto::ErrorCode::PermissionDenied);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn two_jobs_never_write_one_output_and_ids_are_unique() {
+    let (url, stop, _dir) = serve(None).await;
+    let api = client(&url, None);
+    let out = tempfile::tempdir().unwrap();
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/en.jsonl");
+    let spec = |output: &std::path::Path| {
+        format!("version = 1\n[input]\npaths = [\"{}\"]\n[output]\npath = \"{}\"\n", input.display(), output.display())
+    };
+    let submit = |spec: String| {
+        let api = api.clone();
+        async move {
+            api.submit_job(pb::SubmitJobRequest {
+                kind: "corpus".into(),
+                name: String::new(),
+                spec,
+                base_dir: "/".into(),
+            })
+            .await
+        }
+    };
+    let first = submit(spec(&out.path().join("a"))).await.unwrap();
+    // the same output, one inside it, one around it: refused, naming the holder
+    for other in [out.path().join("a"), out.path().join("a/lang=en"), out.path().to_path_buf()] {
+        let err = submit(spec(&other)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        assert!(err.message.contains(&first.job_id) && err.message.contains("being written"), "{}", err.message);
+    }
+    // a sibling is fine, and ids never repeat
+    let second = submit(spec(&out.path().join("b"))).await.unwrap();
+    assert_ne!(first.job_id, second.job_id);
+    assert!(
+        first.job_id.starts_with("job-000001-") && second.job_id.starts_with("job-000002-"),
+        "{} {}",
+        first.job_id,
+        second.job_id
+    );
+    // once the holder ends, its output is free again
+    api.cancel_job(pb::CancelJobRequest { job_id: first.job_id.clone() }).await.unwrap();
+    submit(spec(&out.path().join("a"))).await.unwrap();
     stop.cancel();
 }

@@ -37,6 +37,7 @@ impl FastTextLid {
         }
         let model =
             FastText::load_model(path).map_err(|e| format!("cannot load fastText model {}: {e}", path.display()))?;
+        Self::check_supported(path, model.args())?;
         let (labels, counts) = model.get_labels();
         if labels.is_empty() {
             return Err(format!("{} is not a supervised fastText model (no labels)", path.display()));
@@ -44,6 +45,20 @@ impl FastTextLid {
         let labels = labels.into_iter().map(|l| l.trim_start_matches("__label__").to_string()).collect();
         let tree = (model.args().loss == LossName::HierarchicalSoftmax).then(|| Tree::build(&counts));
         Ok(FastTextLid { model, labels, tree })
+    }
+
+    /// Refuses models lehr would read wrongly: the hierarchical-softmax walk reads the dense
+    /// output matrix, which a model quantized with `-qout` does not have (its labels would be
+    /// garbage, silently).
+    fn check_supported(path: &Path, args: &fasttext::args::Args) -> Result<(), String> {
+        if args.qout {
+            return Err(format!(
+                "{} was quantized with -qout (quantized output matrix), which lehr cannot score; \
+                 quantize it without -qout (lid.176.ftz is fine) or use the unquantized .bin",
+                path.display()
+            ));
+        }
+        Ok(())
     }
 
     /// The most likely label and its probability; `None` for text without any token.
@@ -129,5 +144,19 @@ impl Tree {
             }
         }
         best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_with_a_quantized_output_matrix_are_refused() {
+        let mut args = fasttext::args::Args::default();
+        assert!(FastTextLid::check_supported(Path::new("lid.ftz"), &args).is_ok());
+        args.qout = true;
+        let e = FastTextLid::check_supported(Path::new("lid-qout.ftz"), &args).unwrap_err();
+        assert!(e.contains("lid-qout.ftz") && e.contains("-qout"), "{e}");
     }
 }

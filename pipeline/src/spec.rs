@@ -45,6 +45,17 @@ pub struct InputSpec {
     pub invalid_utf8: InvalidUtf8,
     #[serde(default)]
     pub unreadable_file: UnreadableFile,
+    /// JSONL lines longer than this are skipped and counted with their file and line (read in
+    /// bounded memory: a line is never held whole beyond this size).
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: ByteSize,
+}
+
+/// The default of `input.max-line-bytes`.
+pub const DEFAULT_MAX_LINE_BYTES: u64 = 64 << 20;
+
+fn default_max_line_bytes() -> ByteSize {
+    ByteSize(DEFAULT_MAX_LINE_BYTES)
 }
 
 /// What to do with a JSONL line that is not valid UTF-8.

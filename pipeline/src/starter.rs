@@ -145,16 +145,16 @@ new-line-ratio = 0.3
 [[stage]]
 type = "gopher-repetition"
 {langs}dup-line-frac = 0.287
-dup-para-frac = 0.3
-dup-line-char-frac = 0.2
-dup-para-char-frac = 0.2
+# FineWeb-2 turns the paragraph and line-character rules off for every language
+# (fineweb-2-pipeline.py: dup_para_frac = dup_line_char_frac = dup_para_char_frac = 0)
 top-n-grams = [[2, 0.256], [3, 0.201], [4, 0.171]]
 dup-n-grams = [[5, 0.198], [6, 0.182], [7, 0.167], [8, 0.154], [9, 0.14], [10, 0.127]]
 
 [[stage]]
 type = "fineweb"
 {langs}line-punct-thr = 0.106
-short-line-thr = 0.67
+# FineWeb-2 disables the short-line rule (short_line_thr = 999); 1 can never be exceeded
+short-line-thr = 1
 short-line-length = 30
 # FineWeb-2 raised char_dup_ratio from 0.01 to 0.1 for all languages
 char-duplicates-ratio = 0.1
@@ -182,16 +182,15 @@ stop-words = ["的", "年", "在", "月", "是", "和", "日", "了", "於", "·
 [[stage]]
 type = "gopher-repetition"
 {langs}dup-line-frac = 0.374
-dup-para-frac = 0.3
-dup-line-char-frac = 0.2
-dup-para-char-frac = 0.2
+# off, as in FineWeb-2 (fineweb-2-pipeline.py)
 top-n-grams = [[2, 0.282], [3, 0.228], [4, 0.185]]
 dup-n-grams = [[5, 0.201], [6, 0.184], [7, 0.168], [8, 0.154], [9, 0.14], [10, 0.127]]
 
 [[stage]]
 type = "fineweb"
 {langs}line-punct-thr = 0.062
-short-line-thr = 0.67
+# disabled, as in FineWeb-2
+short-line-thr = 1
 short-line-length = 30
 char-duplicates-ratio = 0.1
 new-line-ratio = 0.196

@@ -63,10 +63,30 @@ pub fn absolutize(s: &str, base_dir: &FsPath) -> String {
     }
 }
 
+type Registry = std::sync::RwLock<std::collections::HashMap<String, Arc<dyn ObjectStore>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Serves `scheme://host/path` URLs from `store` in this process (the key is `host/path`): for
+/// programs that embed lehr with a store of their own (in memory, a proxy, a fault injector in
+/// tests). Registered schemes win over the built-in ones.
+pub fn register_scheme(scheme: &str, store: Arc<dyn ObjectStore>) {
+    registry().write().expect("store registry poisoned").insert(scheme.to_string(), store);
+}
+
 /// Resolves an absolute local path or a URL to a location.
 pub fn resolve(s: &str) -> PipelineResult<Location> {
     if is_remote(s) {
         let url = url::Url::parse(s).map_err(|e| PipelineError::Location(s.into(), e.to_string()))?;
+        let registered = registry().read().expect("store registry poisoned").get(url.scheme()).cloned();
+        if let Some(store) = registered {
+            let key = format!("{}/{}", url.host_str().unwrap_or(""), url.path().trim_matches('/'));
+            let prefix = Path::from(key.trim_matches('/'));
+            return Ok(Location { store, prefix, url: s.trim_end_matches('/').to_string(), local: None });
+        }
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "s3" | "s3a" => {
                 let bucket = url.host_str().ok_or_else(|| {
@@ -169,6 +189,23 @@ impl Location {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(PipelineError::Store { location: self.child_url(rel), source: e }),
         }
+    }
+
+    /// The sha256 (hex) of `rel`, streamed (never held whole), or `None` when it does not exist.
+    pub async fn sha256(&self, rel: &str) -> PipelineResult<Option<String>> {
+        use futures::StreamExt;
+        use sha2::Digest;
+        let err = |e| PipelineError::Store { location: self.child_url(rel), source: e };
+        let mut stream = match self.store.get(&self.child(rel)).await {
+            Ok(r) => r.into_stream(),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        let mut hasher = sha2::Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk.map_err(err)?);
+        }
+        Ok(Some(hex::encode(hasher.finalize())))
     }
 
     /// Copies `from` to `to` (both relative), replacing `to`. Idempotent.

@@ -280,7 +280,13 @@ pub fn run_stages(
                 continue;
             }
             applied[i] = true;
+            // A document already dropped is scored (score-dropped) but not counted: the stage's
+            // own counters (pii.*, docs-modified, lang.xx) describe the documents it passed on.
+            let counted = if dropped.is_some() { Some(std::mem::take(&mut ctx.counters)) } else { None };
             let decision = stage.process(&mut doc, ctx);
+            if let Some(saved) = counted {
+                ctx.counters = saved;
+            }
             if dropped.is_some() {
                 if let Decision::Drop(rule) = decision {
                     fired[i] = Some(rule);

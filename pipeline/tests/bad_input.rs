@@ -37,6 +37,7 @@ fn input(policy: UnreadableFile) -> InputSpec {
         split_size: ByteSize(64 << 20),
         invalid_utf8: InvalidUtf8::Reject,
         unreadable_file: policy,
+        max_line_bytes: lehr_pipeline::spec::ByteSize(lehr_pipeline::spec::DEFAULT_MAX_LINE_BYTES),
     }
 }
 

@@ -360,6 +360,7 @@ fn task_for(path: &Path, stages: Vec<StageSpec>, partition: Option<PartitionBy>)
             split_size: ByteSize(1 << 40),
             invalid_utf8: InvalidUtf8::Reject,
             unreadable_file: UnreadableFile::Fail,
+            max_line_bytes: lehr_pipeline::spec::ByteSize(lehr_pipeline::spec::DEFAULT_MAX_LINE_BYTES),
         },
         stages,
         output: OutputSpec {
@@ -455,4 +456,36 @@ fn bilingual_preset_routes_languages_and_accounts_for_every_document() {
     // The relabelled documents carry their input label.
     let relabelled = r.stages.iter().find(|s| s.name == "lang-id").unwrap().counters.get("relabelled").copied();
     assert!(relabelled.unwrap_or(0) > 0);
+}
+
+#[test]
+fn stage_counters_leave_out_documents_an_earlier_stage_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("docs.jsonl");
+    let long = "a sentence that is long enough to pass the length filter of this test";
+    std::fs::write(
+        &path,
+        format!(
+            "{{\"id\": \"short\", \"text\": \"mail bob@example.com\"}}\n\
+             {{\"id\": \"kept\", \"text\": \"{long}, mail alice@example.com\"}}\n\
+             {{\"id\": \"clean\", \"text\": \"{long}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let spec = PipelineSpec::from_toml(
+        "version = 1\n[input]\npaths = [\"x\"]\n[[stage]]\ntype = \"min-length\"\nmin-chars = 40\n[[stage]]\ntype = \"pii\"\n[output]\npath = \"o\"\n",
+    )
+    .unwrap();
+    let task = task_for(&path, spec.stages, None);
+    assert!(task.output.score_dropped);
+    let (result, files) = run(&task);
+    assert_eq!(kept_ids(&files), ["clean", "kept"].iter().map(|s| s.to_string()).collect());
+    let pii = result.stages.iter().find(|s| s.name == "pii").unwrap();
+    assert_eq!(
+        pii.counters.get("pii.email"),
+        Some(&1),
+        "the dropped document's e-mail is not counted: {:?}",
+        pii.counters
+    );
+    assert_eq!(pii.counters.get("docs-modified"), Some(&1));
 }

@@ -31,6 +31,7 @@ fn read_split(path: &Path, format: InputFormat, split_size: u64) -> (Vec<Documen
                 split_size: ByteSize(split_size),
                 invalid_utf8: InvalidUtf8::Reject,
                 unreadable_file: UnreadableFile::Fail,
+                max_line_bytes: lehr_pipeline::spec::ByteSize(lehr_pipeline::spec::DEFAULT_MAX_LINE_BYTES),
             },
             stages: vec![],
             output: OutputSpec {

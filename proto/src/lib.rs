@@ -25,6 +25,8 @@ pub enum ErrorCode {
     InvalidArgument,
     NotFound,
     Unauthenticated,
+    /// Authenticated, but not allowed: a call for an attempt without its lease token.
+    PermissionDenied,
     FailedPrecondition,
     Unavailable,
     Internal,
@@ -63,6 +65,7 @@ impl From<ApiError> for tonic::Status {
             ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Internal => tonic::Code::Internal,
@@ -78,7 +81,8 @@ impl From<tonic::Status> for ApiError {
                 ErrorCode::InvalidArgument
             }
             tonic::Code::NotFound => ErrorCode::NotFound,
-            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => ErrorCode::Unauthenticated,
+            tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+            tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
             tonic::Code::FailedPrecondition => ErrorCode::FailedPrecondition,
             tonic::Code::Unavailable
             | tonic::Code::Cancelled

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::spec::RunSpec;
 
 /// Kind of a training rank's task.
+/// The environment variable that carries a rank's collective secret (from the rendezvous) to
+/// its `lehr train run` process.
+pub const COLLECTIVE_SECRET_ENV: &str = "LEHR_COLLECTIVE_SECRET";
+
 pub const TRAIN_RANK_TASK_KIND: &str = "train.rank";
 
 /// The most ranks one job may ask for.

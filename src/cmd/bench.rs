@@ -56,6 +56,7 @@ async fn drive(api: Arc<dyn CoordinatorApi>, tasks: u32, workers: u32) -> Result
                         task_id: l.task_id,
                         attempt: l.attempt,
                         outcome: Some(Outcome::Success("{}".into())),
+                        lease_token: l.lease_token,
                     })
                     .await?;
                 }

@@ -16,6 +16,7 @@ fn coordinator_config(serve: &ServeArgs, token: Option<String>) -> Result<Coordi
         "" | "none" | "off" => None,
         s => Some(s.parse().map_err(|e| Failure::usage(anyhow::anyhow!("--http `{s}`: {e} (HOST:PORT or none)")))?),
     };
+    check_exposure(serve.listen, http_listen, token.is_some(), serve.insecure)?;
     Ok(CoordinatorConfig {
         state_dir: serve.state.clone(),
         listen: Some(serve.listen),
@@ -26,6 +27,30 @@ fn coordinator_config(serve: &ServeArgs, token: Option<String>) -> Result<Coordi
             max_attempts: serve.max_attempts.max(1),
         },
     })
+}
+
+/// Nothing open by default: a coordinator reachable from other hosts needs a token, unless the
+/// operator says `--insecure` (a private network where anyone reaching the port is trusted).
+fn check_exposure(
+    grpc: std::net::SocketAddr,
+    http: Option<std::net::SocketAddr>,
+    has_token: bool,
+    insecure: bool,
+) -> Result<(), Failure> {
+    if has_token || insecure {
+        return Ok(());
+    }
+    let exposed: Vec<String> =
+        std::iter::once(grpc).chain(http).filter(|a| !a.ip().is_loopback()).map(|a| a.to_string()).collect();
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::usage(anyhow::anyhow!(
+        "refusing to serve {} without a token: anyone reaching it could submit jobs and report tasks. \
+         Create one (`openssl rand -hex 32 > token`) and pass --token-file token (or set LEHR_TOKEN) here and \
+         on every worker and client, or pass --insecure if every host that can reach this address is trusted",
+        exposed.join(" and ")
+    )))
 }
 
 async fn start_coordinator(

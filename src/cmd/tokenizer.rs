@@ -33,6 +33,7 @@ pub async fn read_by_language(inputs: &[String]) -> Result<(ByLanguage, ReadStat
         split_size: ByteSize(u64::MAX),
         invalid_utf8: InvalidUtf8::Reject,
         unreadable_file: UnreadableFile::Fail,
+        max_line_bytes: ByteSize(lehr_pipeline::spec::DEFAULT_MAX_LINE_BYTES),
     };
     tokio::task::spawn_blocking(move || {
         let detector = LangIdConfig::default().build().map_err(|e| anyhow::anyhow!(e))?;

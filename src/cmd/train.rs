@@ -5,6 +5,10 @@ use super::CmdResult;
 use super::EXIT_OK;
 use crate::cli::{EvalCommand, TrainCommand};
 
+/// Where a rank process finds its collective's secret.
+#[cfg(feature = "train")]
+const COLLECTIVE_SECRET_ENV: &str = lehr_schedules::job::COLLECTIVE_SECRET_ENV;
+
 pub async fn run(cmd: TrainCommand) -> CmdResult {
     let cmd = match cmd {
         TrainCommand::Spec(args) => {
@@ -300,11 +304,14 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     // A URL --out: work in a scratch directory, publish checkpoints to the URL.
     let out_str = a.out.to_string_lossy().to_string();
     let (local_out, remote) = if lehr_pipeline::store::is_remote(&out_str) {
-        let scratch = a.scratch.clone().unwrap_or_else(|| {
-            let name: String =
-                out_str.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-            std::env::temp_dir().join("lehr-train").join(name).join(format!("rank-{}", a.rank))
-        });
+        let scratch = match a.scratch.clone() {
+            Some(s) => s,
+            None => {
+                let name: String =
+                    out_str.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+                private_scratch_root()?.join(name).join(format!("rank-{}", a.rank))
+            }
+        };
         std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
         let r = lehr_train::publish::Remote::new(&out_str).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
         r.pull_latest(&scratch).await.map_err(|e| anyhow::anyhow!(e))?;
@@ -382,11 +389,20 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
         let collective: Box<dyn lehr_train::collective::Collective> = match (a.world, a.rendezvous) {
             (1, _) => Box::new(lehr_train::collective::Single),
             (w, Some(addr)) => {
+                // The per-attempt secret the coordinator's rendezvous handed the worker, passed in
+                // the environment (not argv, which other users can read).
+                let secret = std::env::var(COLLECTIVE_SECRET_ENV).unwrap_or_default();
+                if secret.is_empty() {
+                    tracing::warn!(
+                        "{COLLECTIVE_SECRET_ENV} is not set: the collective accepts any peer that reaches {addr}"
+                    );
+                }
                 let tcp = lehr_train::collective::TcpCollective::connect(
                     a.rank,
                     w,
                     addr,
                     std::time::Duration::from_secs(300),
+                    secret.as_bytes(),
                 )
                 .map_err(|e| anyhow::anyhow!(e))?;
                 match backend {
@@ -611,4 +627,29 @@ fn run_without_train() -> CmdResult {
     Err(super::Failure::usage(anyhow::anyhow!(
         "this lehr was built without training support; rebuild with `cargo build --features train` (scripts/setup.sh installs libtorch)"
     )))
+}
+
+/// `$TMPDIR/lehr-train-<uid>`: this user's scratch root, created mode 0700, and refused when it
+/// is a link or belongs to someone else (a directory planted in a shared /tmp).
+#[cfg(feature = "train")]
+fn private_scratch_root() -> Result<std::path::PathBuf, super::Failure> {
+    use anyhow::Context;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let root = std::env::temp_dir().join(format!("lehr-train-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(anyhow::anyhow!("cannot create {}: {e}", root.display()).into()),
+    }
+    let meta = std::fs::symlink_metadata(&root).with_context(|| format!("cannot inspect {}", root.display()))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(super::Failure::usage(anyhow::anyhow!(
+            "{} is not a private directory of this user (a link, another owner, or open to others); remove it or \
+             pass --scratch DIR",
+            root.display()
+        )));
+    }
+    Ok(root)
 }

@@ -31,8 +31,20 @@ fn storage(e: lehr_pipeline::PipelineError) -> JobError {
     JobError::Storage(e.to_string())
 }
 
-/// Parses a spec and makes its paths absolute against `base_dir`.
+/// Parses a spec, makes its paths absolute against `base_dir`, and builds every stage once (a
+/// missing model file or a bad pattern is the submitter's error). Blocking (models load): call
+/// it off the async threads, at planning only.
 pub fn resolve_spec(spec: &str, base_dir: &str) -> Result<PipelineSpec, JobError> {
+    let spec = resolve_paths(spec, base_dir)?;
+    for (i, stage) in spec.stages.iter().enumerate() {
+        stage.build().map_err(|e| JobError::Invalid(format!("stage[{i}] ({}): {e}", stage.name())))?;
+    }
+    Ok(spec)
+}
+
+/// [`resolve_spec`] without building the stages: what finalizing needs (a model file that is
+/// gone from the coordinator's host by then must not fail a finished job).
+pub fn resolve_paths(spec: &str, base_dir: &str) -> Result<PipelineSpec, JobError> {
     let mut spec = PipelineSpec::from_toml(spec).map_err(|e| JobError::Invalid(e.to_string()))?;
     let base = Path::new(base_dir);
     for p in spec.input.paths.iter_mut() {
@@ -45,10 +57,8 @@ pub fn resolve_spec(spec: &str, base_dir: &str) -> Result<PipelineSpec, JobError
             t.source = Some(spec.name.clone().unwrap_or_else(|| "corpus".into()));
         }
     }
-    for (i, stage) in spec.stages.iter_mut().enumerate() {
+    for stage in spec.stages.iter_mut() {
         stage.resolve_paths(base);
-        // Load models and compile patterns now: a missing model file is the submitter's error.
-        stage.build().map_err(|e| JobError::Invalid(format!("stage[{i}] ({}): {e}", stage.name())))?;
     }
     Ok(spec)
 }
@@ -59,10 +69,19 @@ impl JobKind for CorpusKind {
         "corpus"
     }
 
+    fn output(&self, spec: &str, base_dir: &str) -> Result<String, JobError> {
+        let spec = PipelineSpec::from_toml(spec).map_err(|e| JobError::Invalid(e.to_string()))?;
+        Ok(store::absolutize(&spec.output.path, Path::new(base_dir)))
+    }
+
     async fn plan(&self, job_id: &str, name: &str, spec_text: &str, base_dir: &str) -> Result<PlannedJob, JobError> {
-        let spec = resolve_spec(spec_text, base_dir)?;
+        let (text, base) = (spec_text.to_string(), base_dir.to_string());
+        let spec = tokio::task::spawn_blocking(move || resolve_spec(&text, &base))
+            .await
+            .map_err(|e| JobError::Storage(format!("planning stopped: {e}")))??;
         let out = store::resolve(&spec.output.path).map_err(|e| JobError::Invalid(e.to_string()))?;
-        if !spec.output.overwrite && out.exists(MANIFEST_NAME).await.map_err(storage)? {
+        let finished = out.exists(MANIFEST_NAME).await.map_err(storage)?;
+        if !spec.output.overwrite && finished {
             return Err(JobError::Invalid(format!(
                 "{} already holds a finished job ({MANIFEST_NAME}); choose another output.path or set output.overwrite = true",
                 spec.output.path
@@ -74,6 +93,10 @@ impl JobKind for CorpusKind {
             if name.is_empty() { spec.name.clone().unwrap_or_else(|| "corpus".into()) } else { name.to_string() };
         if shards.len() > u32::MAX as usize / 2 {
             return Err(JobError::Invalid("too many shards; raise input.split-size".into()));
+        }
+        if finished {
+            // The spec is valid and the output is claimed: remove the previous run.
+            remove_previous_run(&out).await?;
         }
         let Some(dedup) = spec.dedup.clone() else {
             let tasks = shard_tasks(&spec, &shards, 0, None, "");
@@ -193,9 +216,13 @@ impl JobKind for CorpusKind {
         for f in &outputs {
             if let Err(e) = out.copy(&f.attempt_key, &f.name).await {
                 // A crash after an earlier promotion deleted the attempt's files but before it
-                // was recorded: the final file is already there.
-                if out.size(&f.name).await.map_err(storage)? != Some(f.bytes) {
-                    return Err(storage(e));
+                // was recorded: the final file is already there, with the bytes committed.
+                if !already_promoted(&out, f).await? {
+                    return Err(JobError::Storage(format!(
+                        "cannot promote {} to {}: {e}; and the final file is missing or is not the one committed \
+                         (sha256 {})",
+                        f.attempt_key, f.name, f.sha256
+                    )));
                 }
             }
         }
@@ -211,8 +238,16 @@ impl JobKind for CorpusKind {
         Ok(())
     }
 
+    async fn sweep(&self, job: &Job) -> Result<(), JobError> {
+        let out = store::resolve(&job.output).map_err(storage)?;
+        out.delete_prefix(&format!("_lehr/attempts/{}", job.id)).await.map_err(storage)?;
+        out.delete_prefix(&format!("_lehr/dedup/{}", job.id)).await.map_err(storage)?;
+        remove_empty_work_dirs(&out);
+        Ok(())
+    }
+
     async fn finalize(&self, job: &Job, tasks: &[Task]) -> Result<(), JobError> {
-        let spec = resolve_spec(&job.spec, &job.base_dir)?;
+        let spec = resolve_paths(&job.spec, &job.base_dir)?;
         let mut results = Vec::with_capacity(tasks.len());
         let mut dedup_report = None;
         for t in tasks {
@@ -239,14 +274,58 @@ impl JobKind for CorpusKind {
         // The manifest goes last: its presence means the directory is complete.
         out.put(MANIFEST_NAME, manifest::to_bytes(&manifest)).await.map_err(storage)?;
         out.delete_prefix(&format!("_lehr/attempts/{}", job.id)).await.map_err(storage)?;
-        if let Some(local) = &out.local {
-            // remove `_lehr/attempts` and `_lehr` when nothing else is left in them
-            let _ = std::fs::remove_dir(local.join("_lehr/attempts"));
-            let _ = std::fs::remove_dir(local.join("_lehr/dedup"));
-            let _ = std::fs::remove_dir(local.join("_lehr"));
-        }
+        remove_empty_work_dirs(&out);
         Ok(())
     }
+}
+
+/// Removes `_lehr/attempts`, `_lehr/dedup` and `_lehr` of a local output when nothing else is
+/// left in them.
+fn remove_empty_work_dirs(out: &store::Location) {
+    if let Some(local) = &out.local {
+        let _ = std::fs::remove_dir(local.join("_lehr/attempts"));
+        let _ = std::fs::remove_dir(local.join("_lehr/dedup"));
+        let _ = std::fs::remove_dir(local.join("_lehr"));
+    }
+}
+
+/// `output.overwrite`: removes the previous finished run, its manifest first (so a directory
+/// half replaced never looks complete), then every file it lists, then the job-level files.
+/// Files the manifest does not name (a user's notes, `report/`) stay.
+async fn remove_previous_run(out: &store::Location) -> Result<(), JobError> {
+    let Some(bytes) = out.get(MANIFEST_NAME).await.map_err(storage)? else { return Ok(()) };
+    let previous: manifest::Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+        JobError::Invalid(format!(
+            "{} is not a lehr manifest ({e}); remove the directory's contents yourself before overwriting",
+            out.child_url(MANIFEST_NAME)
+        ))
+    })?;
+    let del = |rel: String| async move {
+        match out.store.delete(&out.child(&rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(JobError::Storage(format!("cannot remove {}: {e}", out.child_url(&rel)))),
+        }
+    };
+    del(MANIFEST_NAME.to_string()).await?;
+    for f in &previous.files {
+        del(f.name.clone()).await?;
+    }
+    for name in [REJECTS_NAME, "spec.toml", DEDUP_REPORT_NAME] {
+        del(name.to_string()).await?;
+    }
+    Ok(())
+}
+
+/// Whether the final file of `f` holds exactly the committed bytes (same size and sha256; the
+/// size alone for results recorded without a hash).
+async fn already_promoted(out: &store::Location, f: &OutputFile) -> Result<bool, JobError> {
+    if out.size(&f.name).await.map_err(storage)? != Some(f.bytes) {
+        return Ok(false);
+    }
+    if f.sha256.is_empty() {
+        return Ok(true);
+    }
+    Ok(out.sha256(&f.name).await.map_err(storage)?.as_deref() == Some(f.sha256.as_str()))
 }
 
 /// The dedup report a dedup job writes next to its manifest.
@@ -288,11 +367,92 @@ fn shard_tasks(
 }
 
 /// The files a committed task wrote, whatever its kind.
-fn committed_outputs(task: &Task) -> Result<Vec<OutputFile>, JobError> {
+pub(crate) fn committed_outputs(task: &Task) -> Result<Vec<OutputFile>, JobError> {
     let parse = |e: serde_json::Error| JobError::Storage(format!("task {} result: {e}", task.id));
     if task.kind == SHARD_TASK_KIND {
         Ok(serde_json::from_str::<ShardResult>(&task.result).map_err(parse)?.outputs)
     } else {
         Ok(serde_json::from_str::<PhaseResult>(&task.result).map_err(parse)?.outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{JobState, TaskState};
+    use lehr_pipeline::write::sha256_hex;
+
+    fn job(out: &Path) -> Job {
+        Job {
+            id: "job-1".into(),
+            name: "t".into(),
+            kind: "corpus".into(),
+            spec: String::new(),
+            base_dir: String::new(),
+            output: out.display().to_string(),
+            state: JobState::Running,
+            stages: vec![StageDef::new("signatures", vec![])],
+            error: String::new(),
+            created_ms: 0,
+            finished_ms: 0,
+            seq: 0,
+            swept: false,
+        }
+    }
+
+    fn task(result: &PhaseResult) -> Task {
+        Task {
+            id: 1,
+            job_id: "job-1".into(),
+            stage: 0,
+            index: 0,
+            kind: SIGNATURES_TASK_KIND.into(),
+            payload: String::new(),
+            shard: String::new(),
+            state: TaskState::Committed,
+            attempts: 1,
+            worker_id: "w1".into(),
+            lease: None,
+            committed_attempt: Some(1),
+            result: serde_json::to_string(result).unwrap(),
+            stats: TaskStats::default(),
+            promoted: false,
+            last_error: String::new(),
+            attempt_log: vec![],
+            progress: (0, 0),
+        }
+    }
+
+    #[tokio::test]
+    async fn promotion_after_a_crash_checks_the_committed_hash_not_just_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let committed = b"the committed bytes\n".to_vec();
+        let result = PhaseResult {
+            task_index: 0,
+            outputs: vec![OutputFile {
+                name: "part-00000.bin".into(),
+                attempt_key: "_lehr/attempts/job-1/t00000-a1/part-00000.bin".into(),
+                docs: 1,
+                bytes: committed.len() as u64,
+                sha256: sha256_hex(&committed),
+            }],
+            docs_in: 1,
+            docs_out: 1,
+            bytes_in: 1,
+            bad_records: 0,
+            counters: Default::default(),
+            read: None,
+            stages: vec![],
+            report: None,
+        };
+        let (job, task) = (job(dir.path()), task(&result));
+        // The attempt's file is gone (an earlier promotion moved it, then the coordinator died)
+        // and the final name holds other bytes of the same size: that is not a promoted file.
+        let forged: Vec<u8> = committed.iter().map(|b| b.to_ascii_uppercase()).collect();
+        std::fs::write(dir.path().join("part-00000.bin"), &forged).unwrap();
+        let e = CorpusKind.promote(&job, &task).await.unwrap_err().to_string();
+        assert!(e.contains("not the one committed"), "{e}");
+        std::fs::write(dir.path().join("part-00000.bin"), &committed).unwrap();
+        CorpusKind.promote(&job, &task).await.unwrap();
     }
 }

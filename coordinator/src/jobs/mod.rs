@@ -33,6 +33,11 @@ pub enum JobError {
 #[async_trait]
 pub trait JobKind: Send + Sync {
     fn name(&self) -> &'static str;
+    /// Where a job of this spec writes (absolute), claimed before planning so that two jobs
+    /// never write the same output; empty for kinds that write nothing.
+    fn output(&self, _spec: &str, _base_dir: &str) -> Result<String, JobError> {
+        Ok(String::new())
+    }
     async fn plan(&self, job_id: &str, name: &str, spec: &str, base_dir: &str) -> Result<PlannedJob, JobError>;
     /// Checks a reported result and extracts its counts; an error rejects the report.
     fn stats(&self, task: &Task, result: &str) -> Result<TaskStats, String>;
@@ -45,6 +50,10 @@ pub trait JobKind: Send + Sync {
         Ok(())
     }
     async fn finalize(&self, _job: &Job, _tasks: &[Task]) -> Result<(), JobError> {
+        Ok(())
+    }
+    /// Removes what the attempts of a job that failed or was cancelled left behind.
+    async fn sweep(&self, _job: &Job) -> Result<(), JobError> {
         Ok(())
     }
 }

@@ -19,6 +19,11 @@ impl JobKind for TrainKind {
         "train"
     }
 
+    fn output(&self, spec: &str, base_dir: &str) -> Result<String, JobError> {
+        let (job, _) = TrainJob::from_json(spec).map_err(JobError::Invalid)?;
+        Ok(lehr_pipeline::store::absolutize(&job.out, std::path::Path::new(base_dir)))
+    }
+
     async fn plan(&self, _job_id: &str, name: &str, spec: &str, base_dir: &str) -> Result<PlannedJob, JobError> {
         let (mut job, run) = TrainJob::from_json(spec).map_err(JobError::Invalid)?;
         let base = std::path::Path::new(base_dir);

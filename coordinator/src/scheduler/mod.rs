@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use model::*;
 
+use crate::secret::{new_secret, secrets_match};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
     pub lease_ttl_ms: i64,
@@ -53,6 +55,18 @@ pub struct Grant {
     pub attempt: u32,
     pub kind: String,
     pub payload: String,
+    /// The attempt's lease token (see [`AttemptRecord::token`]).
+    pub token: String,
+}
+
+/// One running attempt in a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beat {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub token: String,
+    pub docs: u64,
+    pub bytes: u64,
 }
 
 /// What became of a reported outcome.
@@ -66,6 +80,9 @@ pub enum Disposition {
     Stale,
     /// A failure was recorded: the task is queued again, or it failed its job.
     FailureRecorded { job_failed: bool },
+    /// The report did not carry the attempt's lease token (or came from another worker):
+    /// nothing changed, and nothing of the attempt's may be deleted on its word.
+    Refused,
 }
 
 impl Disposition {
@@ -75,6 +92,7 @@ impl Disposition {
             Disposition::Duplicate => "duplicate",
             Disposition::Stale => "stale",
             Disposition::FailureRecorded { .. } => "failure_recorded",
+            Disposition::Refused => "refused",
         }
     }
 }
@@ -100,6 +118,30 @@ pub enum SchedulerError {
     LeaseLost(TaskId, u32),
     #[error("task {0} is not part of a gang stage; only training ranks use the rendezvous")]
     NotGang(TaskId),
+    #[error(
+        "{output} is being written by job {holder} (its output is {held}); wait for it to end, cancel it \
+         (`lehr cancel {holder}`), or choose another output path"
+    )]
+    OutputBusy { output: String, holder: String, held: String },
+    #[error("job id {0} exists already")]
+    JobExists(String),
+}
+
+/// Whether two output locations overlap: the same, or one inside the other (by path segments).
+pub fn outputs_overlap(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        let s = s.strip_prefix("file://").unwrap_or(s);
+        s.trim_end_matches('/').to_string()
+    };
+    let (a, b) = (norm(a), norm(b));
+    a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
+}
+
+/// A job being planned: its id and sequence number are allocated, and its output is claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reservation {
+    seq: u64,
+    output: String,
 }
 
 /// A rank's entry in its gang's rendezvous (in memory only: after a coordinator restart the
@@ -124,6 +166,17 @@ pub struct RendezvousView {
     pub finished: u32,
     /// The sum of the gang's attempt numbers: it changes whenever the gang restarts.
     pub generation: u64,
+    /// When ready: the collective's secret for this generation of the gang.
+    pub secret: String,
+}
+
+/// Whether `token` is the lease token granted to `worker_id` for `attempt` of `t`.
+pub fn owns_attempt(t: &Task, worker_id: &str, attempt: u32, token: &str) -> bool {
+    t.attempt_log
+        .iter()
+        .rev()
+        .find(|r| r.attempt == attempt)
+        .is_some_and(|r| r.worker_id == worker_id && secrets_match(token, &r.token))
 }
 
 /// Attempts that count against `max_attempts`: all but those aborted because a gang peer failed.
@@ -150,6 +203,8 @@ pub struct Scheduler {
     unpromoted: BTreeSet<TaskId>,
     /// Gang tasks' rendezvous entries, by task.
     rendezvous: BTreeMap<TaskId, Member>,
+    /// Jobs being planned (in memory: a restart forgets a submission that was never answered).
+    reservations: BTreeMap<String, Reservation>,
 }
 
 impl Scheduler {
@@ -250,12 +305,65 @@ impl Scheduler {
         self.stage_counts.get(&(job_id.to_string(), stage)).is_none_or(|(total, _, promoted)| total == promoted)
     }
 
-    pub fn submit(&mut self, job_id: String, job: NewJob, now: i64) -> Result<Dirty, SchedulerError> {
-        if job.tasks.is_empty() {
-            return Err(SchedulerError::EmptyJob);
+    /// The running (or being planned) job whose output overlaps `output`, if any, and that
+    /// output. `except` is the asking job itself.
+    pub fn output_holder(&self, output: &str, except: &str) -> Option<(String, String)> {
+        if output.is_empty() {
+            return None;
+        }
+        let running = self
+            .state
+            .jobs
+            .values()
+            .filter(|j| !j.state.is_terminal() && j.id != except)
+            .map(|j| (j.id.as_str(), j.output.as_str()));
+        let planning =
+            self.reservations.iter().filter(|(id, _)| *id != except).map(|(id, r)| (id.as_str(), r.output.as_str()));
+        running
+            .chain(planning)
+            .find(|(_, held)| !held.is_empty() && outputs_overlap(output, held))
+            .map(|(id, held)| (id.to_string(), held.to_string()))
+    }
+
+    /// Allocates the next job id (`job-NNNNNN-<suffix>`, the sequence number taken here, under
+    /// the caller's lock) and claims `output` for it while it is planned; refused when a running
+    /// or planning job writes to an overlapping output. [`Scheduler::submit`] turns the
+    /// reservation into the job; [`Scheduler::release`] drops it.
+    pub fn reserve_job(&mut self, output: &str, suffix: &str) -> Result<String, SchedulerError> {
+        if let Some((holder, held)) = self.output_holder(output, "") {
+            return Err(SchedulerError::OutputBusy { output: output.to_string(), holder, held });
         }
         let seq = self.state.next_job_seq;
         self.state.next_job_seq += 1;
+        let id = format!("job-{:06}-{suffix}", seq + 1);
+        self.reservations.insert(id.clone(), Reservation { seq, output: output.to_string() });
+        Ok(id)
+    }
+
+    /// Drops a reservation whose planning failed.
+    pub fn release(&mut self, job_id: &str) {
+        self.reservations.remove(job_id);
+    }
+
+    pub fn submit(&mut self, job_id: String, job: NewJob, now: i64) -> Result<Dirty, SchedulerError> {
+        if job.tasks.is_empty() {
+            self.release(&job_id);
+            return Err(SchedulerError::EmptyJob);
+        }
+        if self.state.jobs.contains_key(&job_id) {
+            return Err(SchedulerError::JobExists(job_id));
+        }
+        if let Some((holder, held)) = self.output_holder(&job.output, &job_id) {
+            self.release(&job_id);
+            return Err(SchedulerError::OutputBusy { output: job.output.clone(), holder, held });
+        }
+        let seq = match self.reservations.remove(&job_id) {
+            Some(r) => r.seq,
+            None => {
+                self.state.next_job_seq += 1;
+                self.state.next_job_seq - 1
+            }
+        };
         let mut dirty = Dirty { jobs: vec![job_id.clone()], ..Default::default() };
         self.state.jobs.insert(
             job_id.clone(),
@@ -272,6 +380,7 @@ impl Scheduler {
                 created_ms: now,
                 finished_ms: 0,
                 seq,
+                swept: false,
             },
         );
         for nt in job.tasks {
@@ -374,6 +483,7 @@ impl Scheduler {
             t.worker_id = worker_id.to_string();
             t.lease = Some(Lease { attempt: t.attempts, expires_ms: now + self.config.lease_ttl_ms });
             t.progress = (0, 0);
+            let token = new_secret();
             t.attempt_log.push(AttemptRecord {
                 attempt: t.attempts,
                 worker_id: worker_id.to_string(),
@@ -381,6 +491,7 @@ impl Scheduler {
                 ended_ms: 0,
                 outcome: "running".into(),
                 error: String::new(),
+                token: token.clone(),
             });
             grants.push(Grant {
                 task_id: id,
@@ -388,6 +499,7 @@ impl Scheduler {
                 attempt: t.attempts,
                 kind: t.kind.clone(),
                 payload: t.payload.clone(),
+                token,
             });
             dirty.tasks.push(id);
         }
@@ -397,31 +509,35 @@ impl Scheduler {
         Ok((grants, dirty))
     }
 
-    /// Whether `(worker, attempt)` holds the live lease of a task.
-    pub fn holds_lease(&self, task_id: TaskId, worker_id: &str, attempt: u32) -> bool {
+    /// Whether `(worker, attempt, token)` holds the live lease of a task.
+    pub fn holds_lease(&self, task_id: TaskId, worker_id: &str, attempt: u32, token: &str) -> bool {
         self.state.tasks.get(&task_id).is_some_and(|t| {
-            t.state == TaskState::Leased && t.worker_id == worker_id && t.lease.is_some_and(|l| l.attempt == attempt)
+            t.state == TaskState::Leased
+                && t.worker_id == worker_id
+                && t.lease.is_some_and(|l| l.attempt == attempt)
+                && owns_attempt(t, worker_id, attempt, token)
         })
     }
 
     /// Renews the leases a worker still holds and records progress; returns the attempts the
-    /// worker must stop. Lease renewals are not persisted (a restart grants a grace period).
+    /// worker must stop (also those named without their lease token: they renew nothing).
+    /// Lease renewals are not persisted (a restart grants a grace period).
     pub fn heartbeat(
         &mut self,
         worker_id: &str,
-        running: &[(TaskId, u32, u64, u64)],
+        running: &[Beat],
         now: i64,
     ) -> Result<Vec<(TaskId, u32)>, SchedulerError> {
         self.touch_worker(worker_id, now)?;
         let mut cancel = Vec::new();
-        for &(id, attempt, docs, bytes) in running {
-            if self.holds_lease(id, worker_id, attempt) {
+        for b in running {
+            if self.holds_lease(b.task_id, worker_id, b.attempt, &b.token) {
                 let ttl = self.config.lease_ttl_ms;
-                let t = self.state.tasks.get_mut(&id).expect("held task exists");
-                t.lease = Some(Lease { attempt, expires_ms: now + ttl });
-                t.progress = (docs, bytes);
+                let t = self.state.tasks.get_mut(&b.task_id).expect("held task exists");
+                t.lease = Some(Lease { attempt: b.attempt, expires_ms: now + ttl });
+                t.progress = (b.docs, b.bytes);
             } else {
-                cancel.push((id, attempt));
+                cancel.push((b.task_id, b.attempt));
             }
         }
         Ok(cancel)
@@ -479,26 +595,36 @@ impl Scheduler {
         (expired, dirty)
     }
 
+    /// A successful attempt, fenced by its lease token: a report without the token granted to
+    /// this worker for this attempt is [`Disposition::Refused`] and changes nothing.
+    #[allow(clippy::too_many_arguments)]
     pub fn report_success(
         &mut self,
         worker_id: &str,
         task_id: TaskId,
         attempt: u32,
+        token: &str,
         result: String,
         stats: TaskStats,
         now: i64,
     ) -> (Disposition, Dirty) {
-        let _ = self.touch_worker(worker_id, now);
         let Some(t) = self.state.tasks.get(&task_id) else {
             return (Disposition::Stale, Dirty::default());
         };
+        if !owns_attempt(t, worker_id, attempt, token) {
+            return (Disposition::Refused, Dirty::default());
+        }
+        let _ = self.touch_worker(worker_id, now);
+        let t = &self.state.tasks[&task_id];
         if t.state == TaskState::Committed {
             return if t.committed_attempt == Some(attempt) {
                 (Disposition::Committed, Dirty::default())
             } else {
                 let t = self.state.tasks.get_mut(&task_id).expect("task exists");
                 Self::end_attempt(t, attempt, "duplicate", "", now);
-                (Disposition::Duplicate, Dirty { tasks: vec![task_id], ..Default::default() })
+                let mut dirty = Dirty { tasks: vec![task_id], ..Default::default() };
+                dirty.merge(self.discard(task_id, attempt));
+                (Disposition::Duplicate, dirty)
             };
         }
         let job_running = self.state.jobs.get(&t.job_id).is_some_and(|j| j.state == JobState::Running);
@@ -507,7 +633,7 @@ impl Scheduler {
             || attempt > t.attempts
             || !matches!(t.state, TaskState::Queued | TaskState::Leased)
         {
-            return (Disposition::Stale, Dirty::default());
+            return (Disposition::Stale, self.discard(task_id, attempt));
         }
         // Any issued attempt may commit, even one whose lease expired: its output is as good.
         let job_id = t.job_id.clone();
@@ -530,18 +656,27 @@ impl Scheduler {
         (Disposition::Committed, dirty)
     }
 
+    /// A failed attempt, fenced like [`Scheduler::report_success`].
+    #[allow(clippy::too_many_arguments)]
     pub fn report_failure(
         &mut self,
         worker_id: &str,
         task_id: TaskId,
         attempt: u32,
+        token: &str,
         error: &str,
         retryable: bool,
         now: i64,
     ) -> (Disposition, Dirty) {
-        let _ = self.touch_worker(worker_id, now);
-        if !self.holds_lease(task_id, worker_id, attempt) {
+        let Some(t) = self.state.tasks.get(&task_id) else {
             return (Disposition::Stale, Dirty::default());
+        };
+        if !owns_attempt(t, worker_id, attempt, token) {
+            return (Disposition::Refused, Dirty::default());
+        }
+        let _ = self.touch_worker(worker_id, now);
+        if !self.holds_lease(task_id, worker_id, attempt, token) {
+            return (Disposition::Stale, self.discard(task_id, attempt));
         }
         let t = self.state.tasks.get_mut(&task_id).expect("held task exists");
         t.lease = None;
@@ -605,17 +740,19 @@ impl Scheduler {
 
     /// A gang rank announces itself (idempotent; ranks poll it). Fenced by the lease: a rank
     /// whose attempt was aborted gets [`SchedulerError::LeaseLost`] and must stop.
+    #[allow(clippy::too_many_arguments)]
     pub fn join_rendezvous(
         &mut self,
         worker_id: &str,
         task_id: TaskId,
         attempt: u32,
+        token: &str,
         addr: &str,
         nccl_id: &[u8],
         now: i64,
     ) -> Result<RendezvousView, SchedulerError> {
         self.touch_worker(worker_id, now)?;
-        if !self.holds_lease(task_id, worker_id, attempt) {
+        if !self.holds_lease(task_id, worker_id, attempt, token) {
             return Err(SchedulerError::LeaseLost(task_id, attempt));
         }
         let t = &self.state.tasks[&task_id];
@@ -643,6 +780,8 @@ impl Scheduler {
                 if t.index == 0 {
                     view.master_addr = m.addr.clone();
                     view.nccl_id = m.nccl_id.clone();
+                    let token = t.attempt_log.iter().rev().find(|r| r.attempt == m.attempt).map(|r| r.token.as_str());
+                    view.secret = crate::secret::derive_secret(token.unwrap_or(""), "collective");
                 }
             }
         }
@@ -650,8 +789,58 @@ impl Scheduler {
         if !view.ready {
             view.master_addr.clear();
             view.nccl_id.clear();
+            view.secret.clear();
         }
         Ok(view)
+    }
+
+    /// Records that the outputs of `attempt` must be deleted (never the committed attempt's).
+    fn discard(&mut self, task_id: TaskId, attempt: u32) -> Dirty {
+        let Some(t) = self.state.tasks.get(&task_id) else { return Dirty::default() };
+        if t.committed_attempt == Some(attempt) {
+            return Dirty::default();
+        }
+        let d = Discard { job_id: t.job_id.clone(), task_id, attempt };
+        if !self.state.discards.insert(d.clone()) {
+            return Dirty::default();
+        }
+        Dirty { discards: vec![d], ..Default::default() }
+    }
+
+    /// Discards the maintenance loop owes.
+    pub fn pending_discards(&self) -> Vec<Discard> {
+        self.state.discards.iter().cloned().collect()
+    }
+
+    /// A discard whose outputs are deleted.
+    pub fn discard_done(&mut self, d: &Discard) -> Dirty {
+        if self.state.discards.remove(d) {
+            Dirty { discards: vec![d.clone()], ..Default::default() }
+        } else {
+            Dirty::default()
+        }
+    }
+
+    /// Jobs that ended without succeeding at least `settle_ms` ago (so their workers have
+    /// stopped) and whose attempt directories are not swept yet.
+    pub fn jobs_to_sweep(&self, now: i64, settle_ms: i64) -> Vec<String> {
+        self.state
+            .jobs
+            .values()
+            .filter(|j| matches!(j.state, JobState::Failed | JobState::Cancelled) && !j.swept)
+            .filter(|j| now - j.finished_ms >= settle_ms)
+            .map(|j| j.id.clone())
+            .collect()
+    }
+
+    pub fn mark_swept(&mut self, job_id: &str) -> Dirty {
+        match self.state.jobs.get_mut(job_id) {
+            Some(j) if !j.swept => {
+                j.swept = true;
+                Dirty { jobs: vec![job_id.to_string()], ..Default::default() }
+            }
+            _ => Dirty::default(),
+        }
     }
 
     fn end_job(&mut self, job_id: &str, state: JobState, error: &str, now: i64) -> Dirty {

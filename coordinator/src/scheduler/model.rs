@@ -80,6 +80,9 @@ pub struct Job {
     pub finished_ms: i64,
     /// Position in submission order; older jobs' tasks are leased first.
     pub seq: u64,
+    /// For a job that ended without succeeding: whether its attempt directories were swept.
+    #[serde(default)]
+    pub swept: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +133,10 @@ pub struct AttemptRecord {
     /// failed; not counted against the task's attempts)
     pub outcome: String,
     pub error: String,
+    /// The attempt's lease token: calls about this attempt must carry it (empty in states
+    /// written before lease tokens: such an attempt can never be claimed).
+    #[serde(default)]
+    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +195,17 @@ pub struct State {
     pub next_task_id: TaskId,
     pub next_job_seq: u64,
     pub next_worker_seq: u64,
+    /// Attempts whose outputs must be deleted (they lost to another attempt, or reported after
+    /// their job ended): durable, so a coordinator restart does not forget them.
+    pub discards: std::collections::BTreeSet<Discard>,
+}
+
+/// An attempt whose outputs the maintenance loop must delete.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Discard {
+    pub job_id: String,
+    pub task_id: TaskId,
+    pub attempt: u32,
 }
 
 /// The rows an operation changed, for the store to write in one transaction.
@@ -196,15 +214,18 @@ pub struct Dirty {
     pub jobs: Vec<String>,
     pub tasks: Vec<TaskId>,
     pub workers: Vec<String>,
+    /// Discards added to or removed from [`State::discards`].
+    pub discards: Vec<Discard>,
 }
 
 impl Dirty {
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty() && self.tasks.is_empty() && self.workers.is_empty()
+        self.jobs.is_empty() && self.tasks.is_empty() && self.workers.is_empty() && self.discards.is_empty()
     }
     pub fn merge(&mut self, other: Dirty) {
         self.jobs.extend(other.jobs);
         self.tasks.extend(other.tasks);
         self.workers.extend(other.workers);
+        self.discards.extend(other.discards);
     }
 }

@@ -34,6 +34,78 @@ fn job(tasks_per_stage: &[u32]) -> NewJob {
     }
 }
 
+/// The calls a worker makes, with the lease token it was granted (looked up by attempt), so the
+/// scenarios below read as before; [`forged_reports_change_nothing`] and the property tests
+/// check the tokens themselves.
+impl Scheduler {
+    fn token_of(&self, task: TaskId, attempt: u32) -> String {
+        self.state.tasks[&task]
+            .attempt_log
+            .iter()
+            .rev()
+            .find(|r| r.attempt == attempt)
+            .map(|r| r.token.clone())
+            .unwrap_or_default()
+    }
+    fn succeed(
+        &mut self,
+        w: &str,
+        task: TaskId,
+        attempt: u32,
+        result: String,
+        stats: TaskStats,
+        now: i64,
+    ) -> (Disposition, Dirty) {
+        let token = self.token_of(task, attempt);
+        self.report_success(w, task, attempt, &token, result, stats, now)
+    }
+    fn fail(
+        &mut self,
+        w: &str,
+        task: TaskId,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+        now: i64,
+    ) -> (Disposition, Dirty) {
+        let token = self.token_of(task, attempt);
+        self.report_failure(w, task, attempt, &token, error, retryable, now)
+    }
+    fn beat(
+        &mut self,
+        w: &str,
+        running: &[(TaskId, u32, u64, u64)],
+        now: i64,
+    ) -> Result<Vec<(TaskId, u32)>, SchedulerError> {
+        let beats: Vec<Beat> = running
+            .iter()
+            .map(|&(task_id, attempt, docs, bytes)| Beat {
+                task_id,
+                attempt,
+                token: self.token_of(task_id, attempt),
+                docs,
+                bytes,
+            })
+            .collect();
+        self.heartbeat(w, &beats, now)
+    }
+    fn join(
+        &mut self,
+        w: &str,
+        task: TaskId,
+        attempt: u32,
+        addr: &str,
+        nccl: &[u8],
+        now: i64,
+    ) -> Result<RendezvousView, SchedulerError> {
+        let token = self.token_of(task, attempt);
+        self.join_rendezvous(w, task, attempt, &token, addr, nccl, now)
+    }
+    fn holds(&self, task: TaskId, w: &str, attempt: u32) -> bool {
+        self.holds_lease(task, w, attempt, &self.token_of(task, attempt))
+    }
+}
+
 fn sched(ttl: i64, max_attempts: u32) -> Scheduler {
     Scheduler::new(SchedulerConfig { lease_ttl_ms: ttl, max_attempts })
 }
@@ -45,16 +117,16 @@ fn stages_wait_for_their_dependencies() {
     let (w, _) = s.register_worker("w", 4, 0);
     let (g, _) = s.lease(&w, 10, 0).unwrap();
     assert_eq!(g.len(), 2, "only stage 0 is runnable");
-    assert_eq!(s.report_success(&w, g[0].task_id, 1, "r".into(), TaskStats::default(), 1).0, Disposition::Committed);
+    assert_eq!(s.succeed(&w, g[0].task_id, 1, "r".into(), TaskStats::default(), 1).0, Disposition::Committed);
     assert!(s.lease(&w, 10, 1).unwrap().0.is_empty(), "stage 1 waits for all of stage 0");
-    s.report_success(&w, g[1].task_id, 1, "r".into(), TaskStats::default(), 2);
+    s.succeed(&w, g[1].task_id, 1, "r".into(), TaskStats::default(), 2);
     assert!(s.lease(&w, 10, 2).unwrap().0.is_empty(), "stage 1 also waits for stage 0's outputs to be promoted");
     s.mark_promoted(g[0].task_id);
     assert!(s.lease(&w, 10, 2).unwrap().0.is_empty(), "one of two promoted is not enough");
     s.mark_promoted(g[1].task_id);
     let (g2, _) = s.lease(&w, 10, 2).unwrap();
     assert_eq!(g2.len(), 1);
-    s.report_success(&w, g2[0].task_id, 1, "r".into(), TaskStats::default(), 3);
+    s.succeed(&w, g2[0].task_id, 1, "r".into(), TaskStats::default(), 3);
     assert_eq!(s.state.jobs["j"].state, JobState::Finalizing);
     for id in s.pending_promotions() {
         s.mark_promoted(id);
@@ -86,13 +158,13 @@ fn non_retryable_failure_fails_the_job_with_the_workers_error() {
     s.submit("j".into(), job(&[3]), 0).unwrap();
     let (w, _) = s.register_worker("w", 3, 0);
     let (g, _) = s.lease(&w, 3, 0).unwrap();
-    let (d, _) = s.report_failure(&w, g[1].task_id, 1, "unreadable input x: no `text` column", false, 1);
+    let (d, _) = s.fail(&w, g[1].task_id, 1, "unreadable input x: no `text` column", false, 1);
     assert_eq!(d, Disposition::FailureRecorded { job_failed: true });
     let job = &s.state.jobs["j"];
     assert_eq!(job.state, JobState::Failed);
     assert!(job.error.contains("no `text` column"));
     // the other leases are cancelled by the next heartbeat
-    let cancel = s.heartbeat(&w, &[(g[0].task_id, 1, 0, 0)], 2).unwrap();
+    let cancel = s.beat(&w, &[(g[0].task_id, 1, 0, 0)], 2).unwrap();
     assert_eq!(cancel, vec![(g[0].task_id, 1)]);
 }
 
@@ -104,10 +176,38 @@ fn retryable_failure_requeues_until_max_attempts() {
     for attempt in 1..=3 {
         let (g, _) = s.lease(&w, 1, attempt as i64).unwrap();
         assert_eq!(g[0].attempt, attempt);
-        let (d, _) = s.report_failure(&w, g[0].task_id, attempt, "s3 timeout", true, attempt as i64);
+        let (d, _) = s.fail(&w, g[0].task_id, attempt, "s3 timeout", true, attempt as i64);
         assert_eq!(d, Disposition::FailureRecorded { job_failed: attempt == 3 });
     }
     assert!(s.state.jobs["j"].error.contains("after 3 attempts: s3 timeout"));
+}
+
+#[test]
+fn forged_reports_change_nothing() {
+    let mut s = sched(100, 3);
+    s.submit("j".into(), job(&[1]), 0).unwrap();
+    let (w, _) = s.register_worker("w", 1, 0);
+    let (mallory, _) = s.register_worker("m", 1, 0);
+    let g = s.lease(&w, 1, 0).unwrap().0.remove(0);
+    assert_eq!(g.token.len(), 32);
+    let before = s.state.tasks.clone();
+    for (who, token) in
+        [(&w, ""), (&w, "w2-guess"), (&mallory, g.token.as_str()), (&"w9".to_string(), g.token.as_str())]
+    {
+        let (d, _) = s.report_success(who, g.task_id, g.attempt, token, "x".into(), TaskStats::default(), 1);
+        assert_eq!(d, Disposition::Refused, "{who} {token}");
+        let (d, _) = s.report_failure(who, g.task_id, g.attempt, token, "x", false, 1);
+        assert_eq!(d, Disposition::Refused);
+    }
+    assert_eq!(s.state.tasks, before);
+    // the stale token of an earlier attempt does not claim the next one
+    s.expire(200);
+    let g2 = s.lease(&w, 1, 201).unwrap().0.remove(0);
+    assert_eq!(g2.attempt, 2);
+    let (d, _) = s.report_success(&w, g2.task_id, 2, &g.token, "x".into(), TaskStats::default(), 202);
+    assert_eq!(d, Disposition::Refused);
+    let (d, _) = s.report_success(&w, g2.task_id, 2, &g2.token, "ok".into(), TaskStats::default(), 202);
+    assert_eq!(d, Disposition::Committed);
 }
 
 #[test]
@@ -122,7 +222,7 @@ fn indexes_survive_a_reload() {
     s.submit("j".into(), job(&[3, 2]), 0).unwrap();
     let (w, _) = s.register_worker("w", 1, 0);
     let (g, _) = s.lease(&w, 1, 0).unwrap();
-    s.report_success(&w, g[0].task_id, 1, "r".into(), TaskStats::default(), 1);
+    s.succeed(&w, g[0].task_id, 1, "r".into(), TaskStats::default(), 1);
     s.lease(&w, 1, 1).unwrap();
     let reloaded = Scheduler::from_state(s.state.clone(), s.config);
     assert_eq!(reloaded.queued, s.queued);
@@ -145,11 +245,29 @@ fn indexes_survive_a_reload() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Lease { worker: usize, max: u32 },
-    Heartbeat { worker: usize },
-    Advance { ms: i64 },
-    Succeed { grant: usize },
-    Fail { grant: usize, retryable: bool },
+    Lease {
+        worker: usize,
+        max: u32,
+    },
+    Heartbeat {
+        worker: usize,
+    },
+    Advance {
+        ms: i64,
+    },
+    Succeed {
+        grant: usize,
+    },
+    Fail {
+        grant: usize,
+        retryable: bool,
+    },
+    /// A report or heartbeat about a real attempt without its token: a guess, another
+    /// attempt's token (stale or of another task), or the right token from another worker.
+    Forge {
+        grant: usize,
+        how: u8,
+    },
     Promote,
     Reload,
 }
@@ -161,6 +279,7 @@ fn op() -> impl Strategy<Value = Op> {
         (1i64..80).prop_map(|ms| Op::Advance { ms }),
         (0usize..40).prop_map(|grant| Op::Succeed { grant }),
         (0usize..40, any::<bool>()).prop_map(|(grant, retryable)| Op::Fail { grant, retryable }),
+        (0usize..40, 0u8..3).prop_map(|(grant, how)| Op::Forge { grant, how }),
         Just(Op::Promote),
         Just(Op::Reload),
     ]
@@ -192,7 +311,7 @@ proptest! {
                         // a task is never handed out while another holder's lease is live
                         for (w, other) in &grants {
                             if other.task_id == grant.task_id {
-                                prop_assert!(!s.holds_lease(other.task_id, w, other.attempt) || (w == &workers[worker] && other.attempt == grant.attempt));
+                                prop_assert!(!s.holds(other.task_id, w, other.attempt) || (w == &workers[worker] && other.attempt == grant.attempt));
                             }
                         }
                         grants.push((workers[worker].clone(), grant));
@@ -200,7 +319,7 @@ proptest! {
                 }
                 Op::Heartbeat { worker } => {
                     let mine: Vec<_> = grants.iter().filter(|(w, _)| w == &workers[worker]).map(|(_, g)| (g.task_id, g.attempt, 0, 0)).collect();
-                    s.heartbeat(&workers[worker], &mine, now).unwrap();
+                    s.beat(&workers[worker], &mine, now).unwrap();
                 }
                 Op::Advance { ms } => {
                     now += ms;
@@ -221,7 +340,7 @@ proptest! {
                 Op::Succeed { grant } => {
                     if let Some((w, g)) = grants.get(grant).cloned() {
                         let result = format!("{}-{}", g.task_id, g.attempt);
-                        let (d, _) = s.report_success(&w, g.task_id, g.attempt, result.clone(), TaskStats::default(), now);
+                        let (d, _) = s.succeed(&w, g.task_id, g.attempt, result.clone(), TaskStats::default(), now);
                         match committed.get(&g.task_id) {
                             Some((att, _)) if *att == g.attempt => prop_assert_eq!(d, Disposition::Committed),
                             Some(_) => prop_assert_eq!(d, Disposition::Duplicate),
@@ -231,7 +350,28 @@ proptest! {
                 }
                 Op::Fail { grant, retryable } => {
                     if let Some((w, g)) = grants.get(grant).cloned() {
-                        s.report_failure(&w, g.task_id, g.attempt, "boom", retryable, now);
+                        s.fail(&w, g.task_id, g.attempt, "boom", retryable, now);
+                    }
+                }
+                Op::Forge { grant, how } => {
+                    if let Some((w, g)) = grants.get(grant).cloned() {
+                        let (worker, token) = match how {
+                            0 => (w.clone(), "0123456789abcdef0123456789abcdef".to_string()),
+                            1 => (w.clone(), grants.iter().find(|(_, o)| (o.task_id, o.attempt) != (g.task_id, g.attempt)).map(|(_, o)| o.token.clone()).unwrap_or_default()),
+                            _ => (workers.iter().find(|x| **x != w).unwrap().clone(), g.token.clone()),
+                        };
+                        let before = s.state.tasks.clone();
+                        let (d, dirty) = s.report_success(&worker, g.task_id, g.attempt, &token, "forged".into(), TaskStats::default(), now);
+                        prop_assert_eq!(d, Disposition::Refused);
+                        prop_assert!(dirty.is_empty());
+                        let (d, dirty) = s.report_failure(&worker, g.task_id, g.attempt, &token, "forged", false, now);
+                        prop_assert_eq!(d, Disposition::Refused);
+                        prop_assert!(dirty.is_empty());
+                        let beat = Beat { task_id: g.task_id, attempt: g.attempt, token: token.clone(), docs: 7, bytes: 7 };
+                        let cancel = s.heartbeat(&worker, &[beat], now).unwrap();
+                        prop_assert_eq!(cancel, vec![(g.task_id, g.attempt)], "a forged heartbeat renews nothing");
+                        prop_assert!(s.join_rendezvous(&worker, g.task_id, g.attempt, &token, "evil:1", b"", now).is_err());
+                        prop_assert_eq!(&s.state.tasks, &before, "a forged call never commits, fails or renews a task");
                     }
                 }
                 Op::Promote => {
@@ -259,7 +399,7 @@ proptest! {
             prop_assert_eq!(&unpromoted, &s.unpromoted);
             // at most one live holder per task
             for t in s.state.tasks.values() {
-                let holders = grants.iter().filter(|(w, g)| g.task_id == t.id && s.holds_lease(t.id, w, g.attempt)).count();
+                let holders = grants.iter().filter(|(w, g)| g.task_id == t.id && s.holds(t.id, w, g.attempt)).count();
                 prop_assert!(holders <= 1);
                 prop_assert_eq!(t.state == TaskState::Leased, t.lease.is_some());
             }
@@ -319,24 +459,26 @@ fn rendezvous_is_ready_when_every_rank_joined_its_current_attempt() {
     let (b, _) = s.register_worker("b", 1, 0);
     let kinds = ["train.rank".to_string()];
     let r0 = s.lease_kinds(&a, 1, &kinds, 0).unwrap().0.remove(0);
-    let v = s.join_rendezvous(&a, r0.task_id, r0.attempt, "10.0.0.1:5000", b"id", 1).unwrap();
+    let v = s.join(&a, r0.task_id, r0.attempt, "10.0.0.1:5000", b"id", 1).unwrap();
     assert!(!v.ready && v.joined == 1 && v.world == 2 && v.rank == 0 && v.master_addr.is_empty());
     let r1 = s.lease_kinds(&b, 1, &kinds, 2).unwrap().0.remove(0);
-    assert_eq!(
-        s.join_rendezvous(&a, r1.task_id, r1.attempt, "x", b"", 3),
-        Err(SchedulerError::LeaseLost(r1.task_id, 1))
-    );
-    let v = s.join_rendezvous(&b, r1.task_id, r1.attempt, "10.0.0.2:5000", b"", 3).unwrap();
+    assert_eq!(s.join(&a, r1.task_id, r1.attempt, "x", b"", 3), Err(SchedulerError::LeaseLost(r1.task_id, 1)));
+    let v = s.join(&b, r1.task_id, r1.attempt, "10.0.0.2:5000", b"", 3).unwrap();
     assert!(v.ready, "{v:?}");
     assert_eq!((v.rank, v.master_addr.as_str(), v.nccl_id.as_slice()), (1, "10.0.0.1:5000", &b"id"[..]));
     let g1 = v.generation;
+    // every rank of the generation gets one collective secret, which is not a lease token
+    let secret1 = v.secret.clone();
+    assert_eq!(secret1.len(), 64);
+    assert_eq!(s.join(&a, r0.task_id, r0.attempt, "10.0.0.1:5000", b"id", 3).unwrap().secret, secret1);
+    assert!(secret1 != r0.token && secret1 != r1.token);
 
     // Rank 1 fails: rank 0 is aborted (not charged), both are requeued, rank 0's worker is told
     // to stop, and a stale join is refused.
-    let (d, _) = s.report_failure(&b, r1.task_id, r1.attempt, "CUDA error", true, 4);
+    let (d, _) = s.fail(&b, r1.task_id, r1.attempt, "CUDA error", true, 4);
     assert_eq!(d, Disposition::FailureRecorded { job_failed: false });
-    assert_eq!(s.heartbeat(&a, &[(r0.task_id, r0.attempt, 0, 0)], 5).unwrap(), vec![(r0.task_id, r0.attempt)]);
-    assert!(s.join_rendezvous(&a, r0.task_id, r0.attempt, "a", b"", 5).is_err());
+    assert_eq!(s.beat(&a, &[(r0.task_id, r0.attempt, 0, 0)], 5).unwrap(), vec![(r0.task_id, r0.attempt)]);
+    assert!(s.join(&a, r0.task_id, r0.attempt, "a", b"", 5).is_err());
     let t0 = &s.state.tasks[&r0.task_id];
     assert_eq!((t0.state, t0.attempt_log[0].outcome.as_str(), charged_attempts(t0)), (TaskState::Queued, "aborted", 0));
 
@@ -345,9 +487,10 @@ fn rendezvous_is_ready_when_every_rank_joined_its_current_attempt() {
     assert_eq!(g.len(), 2);
     let mut v = RendezvousView::default();
     for x in &g {
-        v = s.join_rendezvous(&a, x.task_id, x.attempt, &format!("h:{}", x.task_id), b"", 7).unwrap();
+        v = s.join(&a, x.task_id, x.attempt, &format!("h:{}", x.task_id), b"", 7).unwrap();
     }
     assert!(v.ready && v.generation > g1);
+    assert!(v.secret.len() == 64 && v.secret != secret1, "a new generation, a new secret");
 }
 
 #[test]
@@ -360,7 +503,7 @@ fn a_gang_rank_that_keeps_failing_fails_the_job_and_its_peers_are_not_charged() 
         let g = s.lease_kinds(&w, 3, &kinds, round).unwrap().0;
         assert_eq!(g.len(), 3, "round {round}: the whole gang is queued again");
         let bad = g.iter().find(|x| s.state.tasks[&x.task_id].index == 2).unwrap();
-        s.report_failure(&w, bad.task_id, bad.attempt, "boom", true, round);
+        s.fail(&w, bad.task_id, bad.attempt, "boom", true, round);
     }
     assert_eq!(s.state.jobs["j"].state, JobState::Failed);
     assert!(s.state.jobs["j"].error.contains("after 3 attempts"), "{}", s.state.jobs["j"].error);
@@ -380,14 +523,14 @@ fn an_expired_rank_restarts_its_gang_and_finished_ranks_count_as_present() {
     let r0 = s.lease_kinds(&a, 1, &kinds, 0).unwrap().0.remove(0);
     let r1 = s.lease_kinds(&b, 1, &kinds, 0).unwrap().0.remove(0);
     // Rank 1 finished; rank 0's worker goes silent.
-    s.report_success(&b, r1.task_id, r1.attempt, "{}".into(), TaskStats::default(), 50);
-    s.heartbeat(&b, &[], 150).unwrap();
+    s.succeed(&b, r1.task_id, r1.attempt, "{}".into(), TaskStats::default(), 50);
+    s.beat(&b, &[], 150).unwrap();
     let (e, _) = s.expire(150);
     assert_eq!(e.len(), 1);
     assert!(e[0].requeued);
     let again = s.lease_kinds(&b, 1, &kinds, 160).unwrap().0.remove(0);
     assert_eq!(again.task_id, r0.task_id);
-    let v = s.join_rendezvous(&b, again.task_id, again.attempt, "h:1", b"", 161).unwrap();
+    let v = s.join(&b, again.task_id, again.attempt, "h:1", b"", 161).unwrap();
     assert!(v.ready && v.finished == 1 && v.joined == 1, "{v:?}");
 }
 
@@ -446,7 +589,7 @@ proptest! {
                 }
                 GangOp::Heartbeat { worker } => {
                     let mine: Vec<_> = grants.iter().filter(|(w, _)| w == &workers[worker]).map(|(_, g)| (g.task_id, g.attempt, 0, 0)).collect();
-                    s.heartbeat(&workers[worker], &mine, now).unwrap();
+                    s.beat(&workers[worker], &mine, now).unwrap();
                 }
                 GangOp::Advance { ms } => {
                     now += ms;
@@ -457,24 +600,24 @@ proptest! {
                 }
                 GangOp::Join { grant } => {
                     if let Some((w, g)) = grants.get(grant).cloned() {
-                        if let Ok(v) = s.join_rendezvous(&w, g.task_id, g.attempt, "h:1", b"", now) {
+                        if let Ok(v) = s.join(&w, g.task_id, g.attempt, "h:1", b"", now) {
                             prop_assert_eq!(v.world, world);
                             if v.ready {
                                 prop_assert!(s.state.tasks.values().all(|t| matches!(t.state, TaskState::Leased | TaskState::Committed)));
                             }
                         } else {
-                            prop_assert!(!s.holds_lease(g.task_id, &w, g.attempt));
+                            prop_assert!(!s.holds(g.task_id, &w, g.attempt));
                         }
                     }
                 }
                 GangOp::Succeed { grant } => {
                     if let Some((w, g)) = grants.get(grant).cloned() {
-                        s.report_success(&w, g.task_id, g.attempt, "{}".into(), TaskStats::default(), now);
+                        s.succeed(&w, g.task_id, g.attempt, "{}".into(), TaskStats::default(), now);
                     }
                 }
                 GangOp::Fail { grant, retryable } => {
                     if let Some((w, g)) = grants.get(grant).cloned() {
-                        let (d, _) = s.report_failure(&w, g.task_id, g.attempt, "boom", retryable, now);
+                        let (d, _) = s.fail(&w, g.task_id, g.attempt, "boom", retryable, now);
                         if matches!(d, Disposition::FailureRecorded { .. }) {
                             restarted = Some(g.task_id);
                         }
@@ -497,5 +640,45 @@ proptest! {
             let failed = s.state.tasks.values().any(|t| t.state == TaskState::Failed);
             prop_assert_eq!(s.state.jobs["j"].state == JobState::Failed, failed);
         }
+    }
+}
+
+#[test]
+fn outputs_overlap_by_path_segments() {
+    assert!(outputs_overlap("/data/out", "/data/out/"));
+    assert!(outputs_overlap("/data/out", "/data/out/lang=en"));
+    assert!(outputs_overlap("s3://b/run", "s3://b"));
+    assert!(outputs_overlap("file:///data/out", "/data/out"));
+    assert!(!outputs_overlap("/data/out", "/data/out2"));
+    assert!(!outputs_overlap("s3://b/run-1", "s3://b/run-10"));
+}
+
+#[test]
+fn a_reserved_output_is_refused_until_released_or_its_job_ends() {
+    let mut s = sched(100, 3);
+    let a = s.reserve_job("/out/a", "0000").unwrap();
+    let e = s.reserve_job("/out/a/x", "0001").unwrap_err();
+    assert!(matches!(&e, SchedulerError::OutputBusy { holder, .. } if *holder == a), "{e}");
+    s.release(&a);
+    let b = s.reserve_job("/out/a", "0002").unwrap();
+    assert_ne!(a, b, "a released id is not reused");
+    let mut j = job(&[1]);
+    j.output = "/out/a".into();
+    s.submit(b.clone(), j.clone(), 0).unwrap();
+    assert!(s.reserve_job("/out", "0003").is_err(), "a running job holds its output");
+    assert_eq!(s.submit(b.clone(), j, 0).unwrap_err(), SchedulerError::JobExists(b.clone()));
+    s.cancel_job(&b, 1).unwrap();
+    s.reserve_job("/out", "0004").unwrap();
+}
+
+proptest! {
+    /// Overlap is symmetric and reflexive, and a path never overlaps a sibling with a longer name.
+    #[test]
+    fn overlap_is_symmetric(a in "[ab]{1,3}(/[ab]{1,3}){0,3}", b in "[ab]{1,3}(/[ab]{1,3}){0,3}") {
+        let (a, b) = (format!("/{a}"), format!("/{b}"));
+        prop_assert_eq!(outputs_overlap(&a, &b), outputs_overlap(&b, &a));
+        prop_assert!(outputs_overlap(&a, &a));
+        let longer = format!("{}x", a);
+        prop_assert!(!outputs_overlap(&a, &longer));
     }
 }

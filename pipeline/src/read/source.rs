@@ -1,9 +1,10 @@
 //! Opening an input for reading from a byte offset: local files directly (seek), object-store
 //! objects as a streamed range GET handed to the (blocking) reader through a bounded channel, so
-//! memory stays bounded whatever the object's size.
+//! memory stays bounded whatever the object's size. The channel is tokio's: the download task
+//! awaits room in it (never blocking a runtime thread, which would starve heartbeats), the
+//! reader, on its blocking thread, waits with `blocking_recv`.
 
 use std::io::{self, Read, Seek, SeekFrom};
-use std::sync::mpsc;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -25,7 +26,7 @@ pub fn open_from(url: &str, offset: u64, size: u64) -> PipelineResult<Box<dyn Re
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|_| PipelineError::Other("remote reads need a tokio runtime".into()))?;
     let loc = store::resolve(url)?;
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Bytes>>(8);
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
     let location = url.to_string();
     handle.spawn(async move {
         let opts = object_store::GetOptions {
@@ -40,7 +41,7 @@ pub fn open_from(url: &str, offset: u64, size: u64) -> PipelineResult<Box<dyn Re
         let mut stream = match result {
             Ok(r) => r.into_stream(),
             Err(e) => {
-                let _ = tx.send(Err(io::Error::other(format!("{location}: {e}"))));
+                let _ = tx.send(Err(io::Error::other(format!("{location}: {e}")))).await;
                 return;
             }
         };
@@ -48,7 +49,7 @@ pub fn open_from(url: &str, offset: u64, size: u64) -> PipelineResult<Box<dyn Re
             let item = chunk.map_err(|e| io::Error::other(format!("{location}: {e}")));
             let stop = item.is_err();
             // A closed receiver means the reader has what it needs.
-            if tx.send(item).is_err() || stop {
+            if tx.send(item).await.is_err() || stop {
                 return;
             }
         }
@@ -57,17 +58,17 @@ pub fn open_from(url: &str, offset: u64, size: u64) -> PipelineResult<Box<dyn Re
 }
 
 struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
-            match self.rx.recv() {
-                Ok(Ok(b)) => self.current = b,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());

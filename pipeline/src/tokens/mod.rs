@@ -236,6 +236,26 @@ impl TokenIndex {
         if doc_index.windows(2).any(|w| w[0] > w[1]) || doc_index.last().is_some_and(|&l| l as usize > seqs) {
             return Err(bad("document index is not a non-decreasing list of sequence indices".into()));
         }
+        if doc_index.first().is_some_and(|&f| f != 0) || doc_index.last().is_some_and(|&l| l as usize != seqs) {
+            return Err(bad(format!(
+                "document index runs {}..{}, expected 0..{seqs} (every sequence in a document)",
+                doc_index.first().copied().unwrap_or(0),
+                doc_index.last().copied().unwrap_or(0)
+            )));
+        }
+        // Sequences lie back to back in the `.bin`: every pointer is where the previous one
+        // ends, so a slice taken from the index can never fall outside the data.
+        let width = dtype.width() as u64;
+        let mut expected = 0u64;
+        for (i, (&p, &l)) in pointers.iter().zip(&lengths).enumerate() {
+            if p != expected {
+                return Err(bad(format!(
+                    "sequence {i} starts at byte {p}, expected {expected} (sequences must be contiguous)"
+                )));
+            }
+            expected =
+                p.checked_add(l as u64 * width).ok_or_else(|| bad(format!("sequence {i} ends past 2^64 bytes")))?;
+        }
         Ok(TokenIndex { dtype, lengths, pointers, doc_index })
     }
 
@@ -433,5 +453,29 @@ mod tests {
         let mut w = TokenShardWriter::new(TokenDtype::Uint16);
         assert!(w.push(&[70_000]).unwrap_err().to_string().contains("uint16"));
         assert!(TokenIndex::decode(b"MMIDIDX\0\0", "x.idx").unwrap_err().to_string().contains("x.idx"));
+    }
+
+    #[test]
+    fn a_non_contiguous_index_is_refused_naming_the_file() {
+        let mut w = TokenShardWriter::new(TokenDtype::Uint16);
+        for doc in [&[1u32, 2, 3][..], &[4, 5], &[6]] {
+            w.push(doc).unwrap();
+        }
+        let (_, idx) = w.finish();
+        assert!(TokenIndex::decode(&idx, "ok.idx").is_ok());
+        // pointers start after the header (34 bytes) and the lengths (3 × 4)
+        let pointer = |i: usize| 34 + 3 * 4 + i * 8;
+        let mut gap = idx.clone();
+        gap[pointer(1)..pointer(1) + 8].copy_from_slice(&100u64.to_le_bytes());
+        let e = TokenIndex::decode(&gap, "gap.idx").unwrap_err().to_string();
+        assert!(e.contains("gap.idx") && e.contains("sequence 1 starts at byte 100, expected 6"), "{e}");
+        let mut huge = idx.clone();
+        huge[pointer(2)..pointer(2) + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(TokenIndex::decode(&huge, "huge.idx").unwrap_err().to_string().contains("huge.idx"));
+        // a document index that leaves sequences out
+        let mut docs = idx.clone();
+        let last = docs.len() - 8;
+        docs[last..].copy_from_slice(&2u64.to_le_bytes());
+        assert!(TokenIndex::decode(&docs, "docs.idx").unwrap_err().to_string().contains("expected 0..3"));
     }
 }

@@ -58,12 +58,16 @@ pub enum WorkerError {
 
 struct Running {
     attempt: u32,
+    token: String,
     progress: Arc<TaskProgress>,
 }
 
 /// Running attempts by (task, attempt): after a gang restart this worker may lease a new attempt
 /// of a task whose old attempt is still being stopped.
 type RunningMap = Arc<Mutex<HashMap<(u64, u32), Running>>>;
+
+/// The largest result a report carries: the message limit less room for the rest of the report.
+pub const MAX_RESULT_BYTES: usize = lehr_proto::MAX_MESSAGE_BYTES - (64 << 10);
 
 /// Retries a call while the coordinator is unavailable (with capped backoff) or until shutdown.
 async fn retry<T, F, Fut>(shutdown: &CancellationToken, what: &str, mut call: F) -> Option<Result<T, ApiError>>
@@ -109,6 +113,7 @@ pub async fn start(
             worker_id.clone(),
             running.clone(),
             Duration::from_millis(registered.heartbeat_ms.max(50)),
+            Duration::from_millis(registered.lease_ttl_ms.max(1)),
             session.clone(),
         ));
         let mut tasks = tokio::task::JoinSet::new();
@@ -143,7 +148,11 @@ pub async fn start(
                         let progress = Arc::new(TaskProgress::default());
                         running.lock().expect("lock").insert(
                             (lease.task_id, lease.attempt),
-                            Running { attempt: lease.attempt, progress: progress.clone() },
+                            Running {
+                                attempt: lease.attempt,
+                                token: lease.lease_token.clone(),
+                                progress: progress.clone(),
+                            },
                         );
                         let span = tracing::info_span!("task", task_id = lease.task_id, attempt = lease.attempt, job_id = %lease.job_id);
                         tasks.spawn(
@@ -184,8 +193,12 @@ async fn heartbeat_loop(
     worker_id: String,
     running: RunningMap,
     every: Duration,
+    lease_ttl: Duration,
     session: CancellationToken,
 ) {
+    // The last heartbeat the coordinator answered: once that is a lease TTL ago, the leases
+    // of every attempt then running have expired there, so they stop here too.
+    let mut last_ok = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = session.cancelled() => return,
@@ -200,10 +213,12 @@ async fn heartbeat_loop(
                 attempt: r.attempt,
                 docs: r.progress.docs.load(std::sync::atomic::Ordering::Relaxed),
                 bytes: r.progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
+                lease_token: r.token.clone(),
             })
             .collect();
         match api.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), running: progress }).await {
             Ok(r) => {
+                last_ok = tokio::time::Instant::now();
                 let map = running.lock().expect("lock");
                 for c in r.cancel {
                     if let Some(run) = map.get(&(c.task_id, c.attempt)) {
@@ -217,7 +232,16 @@ async fn heartbeat_loop(
                 session.cancel();
                 return;
             }
-            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+            Err(e) => {
+                tracing::debug!(error = %e, "heartbeat failed");
+                if last_ok.elapsed() > lease_ttl {
+                    for ((task_id, attempt), run) in running.lock().expect("lock").iter() {
+                        if !run.progress.cancelled.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::warn!(task_id, attempt, silent_s = last_ok.elapsed().as_secs(), "no heartbeat got through for longer than the lease TTL: the lease is lost, stopping the attempt");
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -254,14 +278,29 @@ async fn run_lease(
         return; // the coordinator already moved on; its lease expires or was revoked
     }
     let outcome = match outcome {
+        Ok(result) if result.len() > MAX_RESULT_BYTES => {
+            let error = format!(
+                "the task's result is {} bytes, over the {} bytes a report may carry; it cannot be committed \
+                 (a task this large should be split: lower input.split-size)",
+                result.len(),
+                MAX_RESULT_BYTES
+            );
+            tracing::error!(%error, "result too large");
+            Outcome::Failure(pb::TaskFailure { error, retryable: false })
+        }
         Ok(result) => Outcome::Success(result),
         Err((error, retryable)) => {
             tracing::warn!(%error, retryable, "task attempt failed");
             Outcome::Failure(pb::TaskFailure { error, retryable })
         }
     };
-    let req =
-        pb::ReportTaskRequest { worker_id, task_id: lease.task_id, attempt: lease.attempt, outcome: Some(outcome) };
+    let req = pb::ReportTaskRequest {
+        worker_id,
+        task_id: lease.task_id,
+        attempt: lease.attempt,
+        outcome: Some(outcome),
+        lease_token: lease.lease_token.clone(),
+    };
     // A report must get through: retry through coordinator restarts (the parent token, not the
     // session, bounds it, so a worker shutting down still tries).
     let stop = session.clone();

@@ -85,6 +85,7 @@ pub async fn run_rank(
             attempt: lease.attempt,
             addr: addr.clone(),
             nccl_id: vec![],
+            lease_token: lease.lease_token.clone(),
         };
         match api.join_rendezvous(req).await {
             Ok(v) if v.ready => break v,
@@ -121,11 +122,12 @@ pub async fn run_rank(
     if !launch.gpus.is_empty() && gpu.index.is_none() {
         return Err(("every GPU of this worker is busy (more train slots than GPUs?)".into(), true));
     }
-    let spec_path =
-        std::env::temp_dir().join(format!("lehr-run-{}-{}-{}.toml", lease.job_id, lease.task_id, lease.attempt));
-    std::fs::write(&spec_path, &task.job.run)
-        .map_err(|e| (format!("cannot write {}: {e}", spec_path.display()), true))?;
-    let _cleanup = RemoveOnDrop(spec_path.clone());
+    // The run spec goes to a file only this user can read, created afresh (O_EXCL, never
+    // following a planted symlink) and removed when the rank ends.
+    let spec_file =
+        write_private_spec(&task.job.run, &format!("lehr-run-{}-t{}-a{}-", lease.job_id, lease.task_id, lease.attempt))
+            .map_err(|e| (format!("cannot write the rank's run spec to a temporary file: {e}"), true))?;
+    let spec_path = spec_file.path().to_path_buf();
 
     let job = &task.job;
     let o = &job.options;
@@ -152,6 +154,8 @@ pub async fn run_rank(
     }
     // The child is a rank: it must not take the submit path from the worker's environment.
     cmd.env_remove("LEHR_COORDINATOR");
+    // The gang's collective secret, in the environment (argv is readable by other users).
+    cmd.env(lehr_schedules::job::COLLECTIVE_SECRET_ENV, &view.secret);
     if let Some(e) = &o.eval_data {
         cmd.args(["--eval-data", e, "--eval-every", &o.eval_every.to_string()]);
         cmd.args(["--eval-tokens", &o.eval_tokens.to_string()]);
@@ -264,10 +268,34 @@ fn observe(line: &str, result: &mut TrainRankResult, done: &mut bool, progress: 
     }
 }
 
-struct RemoveOnDrop(PathBuf);
+/// `text` in a new private temporary file (mode 0600, unpredictable name with `prefix`).
+fn write_private_spec(text: &str, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut f = tempfile::Builder::new().prefix(prefix).suffix(".toml").tempfile()?;
+    f.write_all(text.as_bytes())?;
+    f.flush()?;
+    Ok(f)
+}
 
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn rank_specs_are_private_and_never_follow_a_planted_link() {
+        let prefix = format!("lehr-run-test-{}-", std::process::id());
+        // someone plants the old predictable name as a link to a file of theirs
+        let planted = std::env::temp_dir().join(format!("{prefix}.toml"));
+        let victim = tempfile::NamedTempFile::new().unwrap();
+        let _ = std::os::unix::fs::symlink(victim.path(), &planted);
+        let f = super::write_private_spec("[lr]\npeak = 1e-3\n", &prefix).unwrap();
+        assert_ne!(f.path(), planted.as_path());
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), "[lr]\npeak = 1e-3\n");
+        assert_eq!(std::fs::metadata(f.path()).unwrap().permissions().mode() & 0o077, 0, "private to this user");
+        assert!(std::fs::read_to_string(victim.path()).unwrap().is_empty(), "the planted link's target is untouched");
+        let path = f.path().to_path_buf();
+        drop(f);
+        assert!(!path.exists(), "removed with its handle");
+        let _ = std::fs::remove_file(&planted);
     }
 }

@@ -20,6 +20,8 @@ struct Mock {
     registrations: Mutex<u32>,
     /// Refuse the first lease call as if the coordinator had lost its state.
     forget_once: Mutex<bool>,
+    /// Heartbeats never get through (a partition between worker and coordinator).
+    heartbeats_fail: Mutex<bool>,
 }
 
 #[async_trait]
@@ -52,6 +54,9 @@ impl CoordinatorApi for Mock {
         Ok(pb::LeaseTasksResponse { leases: self.queue.lock().unwrap().drain(..).collect() })
     }
     async fn heartbeat(&self, _: pb::HeartbeatRequest) -> ApiResult<pb::HeartbeatResponse> {
+        if *self.heartbeats_fail.lock().unwrap() {
+            return Err(ApiError::new(ErrorCode::Unavailable, "connection refused"));
+        }
         Ok(pb::HeartbeatResponse { cancel: vec![] })
     }
     async fn report_task(&self, req: pb::ReportTaskRequest) -> ApiResult<pb::ReportTaskResponse> {
@@ -82,6 +87,7 @@ fn shard_lease(task_id: u64, path: &std::path::Path, out: &std::path::Path, text
             split_size: ByteSize(1 << 20),
             invalid_utf8: InvalidUtf8::Reject,
             unreadable_file: UnreadableFile::Fail,
+            max_line_bytes: lehr_pipeline::spec::ByteSize(lehr_pipeline::spec::DEFAULT_MAX_LINE_BYTES),
         },
         stages: vec![],
         output: OutputSpec {
@@ -102,6 +108,7 @@ fn shard_lease(task_id: u64, path: &std::path::Path, out: &std::path::Path, text
         kind: SHARD_TASK_KIND.into(),
         payload: serde_json::to_string(&task).unwrap(),
         lease_ttl_ms: 1000,
+        lease_token: format!("token-{task_id}"),
     }
 }
 
@@ -123,6 +130,7 @@ async fn worker_runs_reports_and_reregisters() {
             kind: "tokenize.shard".into(),
             payload: "{}".into(),
             lease_ttl_ms: 1000,
+            lease_token: "token-2".into(),
         },
     ]);
     let shutdown = CancellationToken::new();
@@ -142,6 +150,9 @@ async fn worker_runs_reports_and_reregisters() {
     let mut reports = mock.reports.lock().unwrap().clone();
     reports.sort_by_key(|r| r.task_id);
     assert_eq!(reports.len(), 3, "each task reported exactly once");
+    for r in &reports {
+        assert_eq!(r.lease_token, format!("token-{}", r.task_id), "reports carry their lease token");
+    }
     match &reports[0].outcome {
         Some(Outcome::Success(json)) => {
             let r: ShardResult = serde_json::from_str(json).unwrap();
@@ -170,4 +181,42 @@ async fn worker_runs_reports_and_reregisters() {
         }
         other => panic!("task 2: {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_for_longer_than_the_lease_ttl_stops_its_attempts() {
+    let out = tempfile::tempdir().unwrap();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/data/ko.jsonl");
+    let mock = Arc::new(Mock::default());
+    *mock.heartbeats_fail.lock().unwrap() = true;
+    mock.queue.lock().unwrap().push(shard_lease(0, &sample, out.path(), "text"));
+    let shutdown = CancellationToken::new();
+    let api: Arc<dyn CoordinatorApi> = mock.clone();
+    // 300 documents at 20 ms each: 6 s of work, against a lease TTL of 1 s (the mock's)
+    let run = lehr_pipeline::task::RunOptions { slow_per_doc: Some(Duration::from_millis(20)), ..Default::default() };
+    let config = lehr_worker::WorkerConfig { name: "t".into(), slots: 1, run, ..Default::default() };
+    let worker = tokio::spawn(lehr_worker::start(config, api, shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    assert!(
+        mock.reports.lock().unwrap().is_empty(),
+        "an attempt whose lease is lost stops without reporting (the coordinator gave its task to another worker)"
+    );
+    let left: Vec<_> = walk(out.path()).into_iter().filter(|p| p.is_file()).collect();
+    assert!(left.is_empty(), "the stopped attempt's files are removed: {left:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
 }

@@ -491,17 +491,22 @@ impl Trainer {
     }
 
     /// Writes `out/checkpoints/step-NNNNNNNN/` (model, config, optimizer, trainer state) and
-    /// then points `out/checkpoints/latest` at it, so a crash mid-write leaves the previous one.
+    /// then points `out/checkpoints/latest` at it, durably (`durable.rs`): the files go to a
+    /// staging directory, are fsynced and sealed with their sizes, the directory is renamed into
+    /// place, and only then does `latest` move. A crash anywhere leaves the previous checkpoint.
     pub fn checkpoint(&self) -> Result<PathBuf, TrainError> {
         let root = self.options.out.join("checkpoints");
-        let dir = root.join(format!("step-{:08}", self.state.step));
-        save_hf(&self.vs, &self.model.config, &dir)?;
-        write_safetensors(&self.opt.state(), &dir.join("optimizer.safetensors"))?;
+        let name = format!("step-{:08}", self.state.step);
+        let staging = crate::durable::staging_dir(&root, &name);
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+        }
+        save_hf(&self.vs, &self.model.config, &staging)?;
+        write_safetensors(&self.opt.state(), &staging.join("optimizer.safetensors"))?;
         let json = serde_json::to_vec_pretty(&self.state).expect("json");
-        std::fs::write(dir.join("trainer.json"), json).map_err(io(&dir))?;
-        let tmp = root.join("latest.tmp");
-        std::fs::write(&tmp, dir.file_name().expect("named").to_string_lossy().as_bytes()).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, root.join("latest")).map_err(io(&root))?;
+        std::fs::write(staging.join("trainer.json"), json).map_err(io(&staging))?;
+        let dir = crate::durable::commit_dir(&staging, &root, &name)?;
+        crate::durable::point_latest(&root, &name)?;
         if let Some(r) = &self.remote {
             let name = dir.file_name().expect("named").to_string_lossy().to_string();
             self.runtime.block_on(r.push_checkpoint(&self.options.out, &name))?;
@@ -588,12 +593,8 @@ fn truncate_log(path: &Path, step: u64) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// The checkpoint `out/checkpoints/latest` names, if any.
+/// The checkpoint to resume from: the one `out/checkpoints/latest` names when it is complete,
+/// else the newest complete one (torn ones are skipped with a warning), if any.
 pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>, TrainError> {
-    let latest = out.join("checkpoints/latest");
-    match std::fs::read_to_string(&latest) {
-        Ok(name) => Ok(Some(out.join("checkpoints").join(name.trim()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(TrainError::Io(latest.display().to_string(), e)),
-    }
+    crate::durable::resume_point(&out.join("checkpoints"))
 }

@@ -51,7 +51,7 @@ fn two_cpu_ranks_match_one_rank_and_stay_identical() {
         .map(|rank| {
             let (spec, data, out) = (spec.clone(), data.clone(), tmp.path().join(format!("rank{rank}")));
             std::thread::spawn(move || -> (Vec<StepMetrics>, Vec<f32>) {
-                let c = TcpCollective::connect(rank, 2, addr, Duration::from_secs(30)).unwrap();
+                let c = TcpCollective::connect(rank, 2, addr, Duration::from_secs(30), b"test-secret").unwrap();
                 let mut t =
                     Trainer::with_collective(spec, small_model(false), options(&data, out), Box::new(c)).unwrap();
                 let metrics = t.run().unwrap();
