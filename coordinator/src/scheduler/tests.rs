@@ -682,3 +682,30 @@ proptest! {
         prop_assert!(!outputs_overlap(&a, &longer));
     }
 }
+
+#[test]
+fn ended_jobs_are_swept_once_after_a_lease_ttl_and_discards_are_recorded() {
+    let mut s = sched(100, 3);
+    s.submit("ok".into(), job(&[1]), 0).unwrap();
+    s.submit("bad".into(), job(&[2]), 0).unwrap();
+    let (w, _) = s.register_worker("w", 4, 0);
+    let g = s.lease(&w, 4, 0).unwrap().0;
+    let ok = g.iter().find(|x| x.job_id == "ok").unwrap().clone();
+    s.succeed(&w, ok.task_id, 1, "r".into(), TaskStats::default(), 1);
+    s.mark_promoted(ok.task_id);
+    s.finish_job("ok", Ok(()), 2);
+    s.cancel_job("bad", 10).unwrap();
+    assert!(s.jobs_to_sweep(50, 100).is_empty(), "workers get a lease TTL to stop first");
+    assert_eq!(s.jobs_to_sweep(110, 100), vec!["bad".to_string()], "succeeded jobs are finalized, not swept");
+    assert!(!s.mark_swept("bad").is_empty());
+    assert!(s.jobs_to_sweep(1_000, 100).is_empty());
+    // a late report of the cancelled job's attempt: its outputs are owed a discard, durably
+    let late = g.iter().find(|x| x.job_id == "bad").unwrap();
+    let (d, dirty) = s.succeed(&w, late.task_id, late.attempt, "r".into(), TaskStats::default(), 11);
+    assert_eq!(d, Disposition::Stale);
+    assert_eq!(dirty.discards, vec![Discard { job_id: "bad".into(), task_id: late.task_id, attempt: late.attempt }]);
+    assert_eq!(s.pending_discards().len(), 1);
+    let done = s.discard_done(&s.pending_discards()[0].clone());
+    assert_eq!(done.discards.len(), 1);
+    assert!(s.pending_discards().is_empty());
+}
