@@ -331,10 +331,8 @@ impl CoordinatorApi for Coordinator {
             Ok(p) => p,
             Err(e) => {
                 self.apply(|s| {
-                    ((), {
-                        s.release(&job_id);
-                        Dirty::default()
-                    })
+                    s.release(&job_id);
+                    ((), Dirty::default())
                 })?;
                 return Err(job_error(e));
             }

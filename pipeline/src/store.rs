@@ -231,6 +231,18 @@ impl Location {
             .collect())
     }
 
+    /// Deletes the object `rel`. Missing is fine.
+    pub async fn delete(&self, rel: &str) -> PipelineResult<()> {
+        self.delete_key(&self.child(rel)).await
+    }
+
+    async fn delete_key(&self, key: &Path) -> PipelineResult<()> {
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(PipelineError::Store { location: key.to_string(), source: e }),
+        }
+    }
+
     /// Deletes every object under `rel` (a directory-like prefix). Missing is fine.
     pub async fn delete_prefix(&self, rel: &str) -> PipelineResult<usize> {
         use futures::TryStreamExt;
@@ -241,10 +253,7 @@ impl Location {
             Err(e) => return Err(PipelineError::Store { location: self.child_url(rel), source: e }),
         };
         for key in &keys {
-            match self.store.delete(key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(PipelineError::Store { location: key.to_string(), source: e }),
-            }
+            self.delete_key(key).await?;
         }
         if let Some(local) = &self.local {
             // LocalFileSystem leaves empty directories behind.

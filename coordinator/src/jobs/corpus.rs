@@ -70,8 +70,8 @@ impl JobKind for CorpusKind {
     }
 
     fn output(&self, spec: &str, base_dir: &str) -> Result<String, JobError> {
-        let spec = PipelineSpec::from_toml(spec).map_err(|e| JobError::Invalid(e.to_string()))?;
-        Ok(store::absolutize(&spec.output.path, Path::new(base_dir)))
+        // the same resolution planning does, so the claimed output is the planned one
+        Ok(resolve_paths(spec, base_dir)?.output.path)
     }
 
     async fn plan(&self, job_id: &str, name: &str, spec_text: &str, base_dir: &str) -> Result<PlannedJob, JobError> {
@@ -300,18 +300,12 @@ async fn remove_previous_run(out: &store::Location) -> Result<(), JobError> {
             out.child_url(MANIFEST_NAME)
         ))
     })?;
-    let del = |rel: String| async move {
-        match out.store.delete(&out.child(&rel)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(JobError::Storage(format!("cannot remove {}: {e}", out.child_url(&rel)))),
-        }
-    };
-    del(MANIFEST_NAME.to_string()).await?;
+    out.delete(MANIFEST_NAME).await.map_err(storage)?;
     for f in &previous.files {
-        del(f.name.clone()).await?;
+        out.delete(&f.name).await.map_err(storage)?;
     }
     for name in [REJECTS_NAME, "spec.toml", DEDUP_REPORT_NAME] {
-        del(name.to_string()).await?;
+        out.delete(name).await.map_err(storage)?;
     }
     Ok(())
 }

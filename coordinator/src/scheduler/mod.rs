@@ -170,13 +170,14 @@ pub struct RendezvousView {
     pub secret: String,
 }
 
+/// The record of `attempt` of `t` (the latest, should an attempt number repeat).
+pub fn attempt_record(t: &Task, attempt: u32) -> Option<&AttemptRecord> {
+    t.attempt_log.iter().rev().find(|r| r.attempt == attempt)
+}
+
 /// Whether `token` is the lease token granted to `worker_id` for `attempt` of `t`.
 pub fn owns_attempt(t: &Task, worker_id: &str, attempt: u32, token: &str) -> bool {
-    t.attempt_log
-        .iter()
-        .rev()
-        .find(|r| r.attempt == attempt)
-        .is_some_and(|r| r.worker_id == worker_id && secrets_match(token, &r.token))
+    attempt_record(t, attempt).is_some_and(|r| r.worker_id == worker_id && secrets_match(token, &r.token))
 }
 
 /// Attempts that count against `max_attempts`: all but those aborted because a gang peer failed.
@@ -333,11 +334,16 @@ impl Scheduler {
         if let Some((holder, held)) = self.output_holder(output, "") {
             return Err(SchedulerError::OutputBusy { output: output.to_string(), holder, held });
         }
-        let seq = self.state.next_job_seq;
-        self.state.next_job_seq += 1;
+        let seq = self.next_job_seq();
         let id = format!("job-{:06}-{suffix}", seq + 1);
         self.reservations.insert(id.clone(), Reservation { seq, output: output.to_string() });
         Ok(id)
+    }
+
+    /// Takes the next job sequence number.
+    fn next_job_seq(&mut self) -> u64 {
+        self.state.next_job_seq += 1;
+        self.state.next_job_seq - 1
     }
 
     /// Drops a reservation whose planning failed.
@@ -359,10 +365,7 @@ impl Scheduler {
         }
         let seq = match self.reservations.remove(&job_id) {
             Some(r) => r.seq,
-            None => {
-                self.state.next_job_seq += 1;
-                self.state.next_job_seq - 1
-            }
+            None => self.next_job_seq(),
         };
         let mut dirty = Dirty { jobs: vec![job_id.clone()], ..Default::default() };
         self.state.jobs.insert(
@@ -780,8 +783,8 @@ impl Scheduler {
                 if t.index == 0 {
                     view.master_addr = m.addr.clone();
                     view.nccl_id = m.nccl_id.clone();
-                    let token = t.attempt_log.iter().rev().find(|r| r.attempt == m.attempt).map(|r| r.token.as_str());
-                    view.secret = crate::secret::derive_secret(token.unwrap_or(""), "collective");
+                    let token = attempt_record(t, m.attempt).map_or("", |r| r.token.as_str());
+                    view.secret = crate::secret::derive_secret(token, "collective");
                 }
             }
         }

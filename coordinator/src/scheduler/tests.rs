@@ -39,13 +39,7 @@ fn job(tasks_per_stage: &[u32]) -> NewJob {
 /// check the tokens themselves.
 impl Scheduler {
     fn token_of(&self, task: TaskId, attempt: u32) -> String {
-        self.state.tasks[&task]
-            .attempt_log
-            .iter()
-            .rev()
-            .find(|r| r.attempt == attempt)
-            .map(|r| r.token.clone())
-            .unwrap_or_default()
+        attempt_record(&self.state.tasks[&task], attempt).map(|r| r.token.clone()).unwrap_or_default()
     }
     fn succeed(
         &mut self,

@@ -29,12 +29,18 @@ pub fn read_jsonl(
     stats: &mut ReadStats,
     on_doc: &mut dyn FnMut(Document) -> PipelineResult<()>,
 ) -> PipelineResult<()> {
-    let url = &shard.file.url;
-    let ranged = shard.file.format == InputFormat::Jsonl;
-    // Start one byte early: if that byte is a newline, the shard starts on a line boundary.
-    let open_at = if ranged { shard.start.saturating_sub(1) } else { 0 };
-    let raw = open_from(url, open_at, shard.file.size)?;
-    read_jsonl_from(raw, open_at, shard, input, stats, on_doc)
+    let raw = open_from(&shard.file.url, open_offset(shard), shard.file.size)?;
+    read_jsonl_from(raw, shard, input, stats, on_doc)
+}
+
+/// Where a shard's source is opened: for a byte range, one byte early (if that byte is a
+/// newline, the shard starts on a line boundary); compressed files from the start.
+fn open_offset(shard: &Shard) -> u64 {
+    if shard.file.format == InputFormat::Jsonl {
+        shard.start.saturating_sub(1)
+    } else {
+        0
+    }
 }
 
 /// Passes reads through and remembers whether the source itself failed, so a decoder error
@@ -94,10 +100,9 @@ pub(crate) fn read_line_bounded<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, max: u
     }
 }
 
-/// [`read_jsonl`] over an opened source positioned at `open_at`.
+/// [`read_jsonl`] over a source opened at [`open_offset`].
 pub(crate) fn read_jsonl_from(
     raw: Box<dyn Read + Send>,
-    open_at: u64,
     shard: &Shard,
     input: &InputSpec,
     stats: &mut ReadStats,
@@ -105,6 +110,7 @@ pub(crate) fn read_jsonl_from(
 ) -> PipelineResult<()> {
     let url = &shard.file.url;
     let ranged = shard.file.format == InputFormat::Jsonl;
+    let open_at = open_offset(shard);
     let max_line = usize::try_from(input.max_line_bytes.0).unwrap_or(usize::MAX);
     let source_failed = Arc::new(AtomicBool::new(false));
     let raw = Tap { inner: raw, failed: source_failed.clone() };
@@ -317,7 +323,7 @@ mod tests {
     ) -> (PipelineResult<()>, ReadStats, usize) {
         let mut stats = ReadStats::default();
         let mut docs = 0;
-        let r = read_jsonl_from(source, 0, &shard(format, size), input, &mut stats, &mut |_| {
+        let r = read_jsonl_from(source, &shard(format, size), input, &mut stats, &mut |_| {
             docs += 1;
             Ok(())
         });
