@@ -5,6 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh)"
 export LEHR_REQUIRE_S3=1
+# openssl: the TLS test runs deploy/tls/make-certs.sh as an operator would
+if ! command -v openssl >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  else
+    echo "openssl is missing: install it (the TLS tests need it)" >&2
+    exit 1
+  fi
+fi
 # nccl = train + the NCCL collective (cudarc, loaded at run time; nothing to install to build)
 FEATURES="--features lehr/nccl"
 

@@ -89,6 +89,10 @@ pub struct AuthArgs {
     /// File holding the shared token (also: LEHR_TOKEN). Never logged.
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// PEM certificate (or bundle) of the CA that signed the coordinator's TLS certificate, for
+    /// an `https://` coordinator URL (also: LEHR_TLS_CA). Without it, the system's roots.
+    #[arg(long, global = true, env = "LEHR_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -112,6 +116,13 @@ pub struct ServeArgs {
     /// read specs and report tasks). Without this flag such a coordinator refuses to start.
     #[arg(long)]
     pub insecure: bool,
+    /// PEM certificate chain: serve gRPC and the HTTP page over TLS (with --tls-key; clients
+    /// then use https:// URLs).
+    #[arg(long, env = "LEHR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "LEHR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -402,6 +413,15 @@ pub struct StatusArgs {
     /// Wait until the job ends; the exit code tells how it ended.
     #[arg(long)]
     pub wait: bool,
+    /// Jobs listed, newest first (0: all).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// With --tasks: the page of tasks, skip this many.
+    #[arg(long, default_value_t = 0)]
+    pub task_offset: u32,
+    /// With --tasks: tasks shown (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub task_limit: u32,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -10,14 +10,24 @@ mod progress;
 use clap::Parser;
 
 fn main() {
-    // `lehr ... | head` should end quietly like other Unix tools, not panic on a closed pipe:
-    // Rust ignores SIGPIPE by default, so printing to a closed stdout is an error that
-    // `println!` turns into a panic.
-    #[cfg(unix)]
-    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is always valid.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // `lehr ... | head` should end quietly like other Unix tools. SIGPIPE stays ignored (Rust's
+    // default): with the default action, a write to a socket whose peer has gone (a client
+    // that hung up, a TLS server refusing plain text) would kill the coordinator, a worker or
+    // the CLI. Instead `println!` on a closed stdout panics, and this hook turns that one panic
+    // into the exit a shell expects of a tool cut off by `head` (128 + SIGPIPE).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = cli::Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = runtime.block_on(cmd::run(cli));

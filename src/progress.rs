@@ -51,7 +51,7 @@ pub async fn follow(api: &Arc<dyn CoordinatorApi>, job_id: &str, quiet: bool) ->
     let mut last_report = Instant::now();
     let mut unavailable_since: Option<Instant> = None;
     loop {
-        let job = match api.get_job(GetJobRequest { job_id: job_id.to_string(), include_tasks: false }).await {
+        let job = match api.get_job(GetJobRequest { job_id: job_id.to_string(), ..Default::default() }).await {
             Ok(r) => {
                 unavailable_since = None;
                 r.job.expect("job status")

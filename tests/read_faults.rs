@@ -116,6 +116,7 @@ async fn run_job(state: &FsPath, spec: String) -> pb::JobStatus {
         listen: None,
         http_listen: None,
         token: None,
+        tls: None,
         scheduler: lehr_coordinator::SchedulerConfig { lease_ttl_ms: 5_000, max_attempts: 3 },
     };
     let running = lehr_coordinator::start(config, shutdown.clone()).await.unwrap();
@@ -127,7 +128,10 @@ async fn run_job(state: &FsPath, spec: String) -> pb::JobStatus {
         .await
         .unwrap();
     let status = loop {
-        let r = api.get_job(pb::GetJobRequest { job_id: job.job_id.clone(), include_tasks: true }).await.unwrap();
+        let r = api
+            .get_job(pb::GetJobRequest { job_id: job.job_id.clone(), include_tasks: true, ..Default::default() })
+            .await
+            .unwrap();
         let status = r.job.unwrap();
         if matches!(status.state.as_str(), "succeeded" | "failed" | "cancelled") {
             break status;

@@ -3,8 +3,9 @@
 //!
 //! - `scheduler/`: the pure core (decisions as data, proptest-tested);
 //! - `store.rs`: durable state;
-//! - `service.rs`: the async shell implementing `CoordinatorApi` in-process;
-//! - `grpc.rs`, `http.rs`: the network faces;
+//! - `service.rs`: the async shell implementing `CoordinatorApi` in-process, `status.rs` its
+//!   status views (built outside the lock);
+//! - `grpc.rs`, `http.rs`: the network faces, `tls.rs` their TLS;
 //! - `jobs/`: job kinds (planning, promotion, finalization).
 
 pub mod grpc;
@@ -13,7 +14,9 @@ pub mod jobs;
 pub mod scheduler;
 pub mod secret;
 pub mod service;
+pub mod status;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +38,8 @@ pub struct CoordinatorConfig {
     /// HTTP status address.
     pub http_listen: Option<SocketAddr>,
     pub token: Option<String>,
+    /// TLS on both faces (one certificate and key); `None` serves plain text.
+    pub tls: Option<tls::ServerTls>,
     pub scheduler: SchedulerConfig,
 }
 
@@ -52,6 +57,10 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("TLS settings: {0}")]
+    TlsSetup(String),
 }
 
 /// Opens the state, binds the listeners and starts serving until `shutdown` is cancelled.
@@ -68,32 +77,46 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
         let local = listener.local_addr().map_err(|e| StartError::Bind(addr, e))?;
         grpc_addr = Some(local);
         let server = grpc::GrpcService::server(api.clone(), config.token.clone());
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(t) = &config.tls {
+            tls::install_crypto_provider();
+            builder = builder.tls_config(t.tonic()).map_err(|e| StartError::TlsSetup(e.to_string()))?;
+        }
         let stop = shutdown.clone();
         tasks.spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(server)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled())
-                .await
-            {
+            if let Err(e) = builder.add_service(server).serve_with_incoming_shutdown(incoming, stop.cancelled()).await {
                 tracing::error!(error = %e, "grpc server stopped");
             }
         });
-        tracing::info!(addr = %local, auth = config.token.is_some(), "coordinator listening (grpc)");
+        tracing::info!(addr = %local, auth = config.token.is_some(), tls = config.tls.is_some(), "coordinator listening (grpc)");
     }
     let mut http_addr = None;
     if let Some(addr) = config.http_listen {
         let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
         let local = listener.local_addr().map_err(|e| StartError::Bind(addr, e))?;
         http_addr = Some(local);
-        let app = http::router(api.clone(), config.token.clone());
+        let app = http::router(api.clone(), config.token.clone(), config.tls.is_some());
         let stop = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-                tracing::error!(error = %e, "http server stopped");
+        match &config.tls {
+            None => {
+                tasks.spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                        tracing::error!(error = %e, "http server stopped");
+                    }
+                });
             }
-        });
-        tracing::info!(addr = %local, "coordinator status page (http)");
+            Some(t) => {
+                let listener =
+                    tls::TlsListener::new(listener, t.rustls_config(vec![b"http/1.1".to_vec()])?, stop.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                        tracing::error!(error = %e, "http server stopped");
+                    }
+                });
+            }
+        }
+        tracing::info!(addr = %local, tls = config.tls.is_some(), "coordinator status page (http)");
     }
     Ok(RunningCoordinator { api, grpc_addr, http_addr, tasks })
 }

@@ -14,8 +14,9 @@ use tokio::sync::Notify;
 
 use crate::jobs::{JobError, JobKind};
 use crate::scheduler::{
-    Beat, Dirty, Disposition, Grant, Job, JobState, NewJob, Scheduler, SchedulerConfig, SchedulerError, Task, TaskState,
+    Beat, Dirty, Disposition, Grant, Job, NewJob, Scheduler, SchedulerConfig, SchedulerError, Task,
 };
+use crate::status::{page, task_status, JobSnapshot};
 use crate::store::Store;
 
 pub fn now_ms() -> i64 {
@@ -211,98 +212,6 @@ impl Coordinator {
             }
         }
     }
-
-    fn job_status(&self, s: &Scheduler, job: &Job) -> JobStatus {
-        let tasks = s.job_tasks(&job.id);
-        let mut stages: Vec<StageStatus> = job
-            .stages
-            .iter()
-            .map(|st| StageStatus {
-                name: st.name.clone(),
-                depends_on: st.depends_on.iter().filter_map(|&d| job.stages.get(d).map(|x| x.name.clone())).collect(),
-                ..Default::default()
-            })
-            .collect();
-        let (mut running_docs, mut running_bytes) = (0, 0);
-        for t in &tasks {
-            let Some(st) = stages.get_mut(t.stage) else { continue };
-            st.tasks_total += 1;
-            match t.state {
-                TaskState::Committed => {
-                    st.tasks_committed += 1;
-                    st.docs_in += t.stats.docs_in;
-                    st.docs_out += t.stats.docs_out;
-                    st.bytes_in += t.stats.bytes_in;
-                    st.bad_records += t.stats.bad_records;
-                }
-                TaskState::Leased => {
-                    st.tasks_running += 1;
-                    running_docs += t.progress.0;
-                    running_bytes += t.progress.1;
-                }
-                TaskState::Failed => st.tasks_failed += 1,
-                _ => {}
-            }
-        }
-        for (i, st) in stages.iter_mut().enumerate() {
-            let ready = job.stages[i].depends_on.iter().all(|&d| {
-                let (total, committed) = s.stage_progress(&job.id, d);
-                total == committed
-            });
-            st.state = if st.tasks_failed > 0 {
-                "failed"
-            } else if st.tasks_committed == st.tasks_total {
-                "succeeded"
-            } else if job.state == JobState::Cancelled {
-                "cancelled"
-            } else if job.state == JobState::Failed {
-                "failed"
-            } else if ready {
-                "running"
-            } else {
-                "waiting"
-            }
-            .to_string();
-        }
-        JobStatus {
-            job_id: job.id.clone(),
-            name: job.name.clone(),
-            kind: job.kind.clone(),
-            state: job.state.as_str().to_string(),
-            error: job.error.clone(),
-            created_ms: job.created_ms,
-            finished_ms: job.finished_ms,
-            stages,
-            output: job.output.clone(),
-            running_docs,
-            running_bytes,
-        }
-    }
-}
-
-fn task_status(t: &Task) -> TaskStatus {
-    TaskStatus {
-        task_id: t.id,
-        stage: t.stage.to_string(),
-        index: t.index,
-        state: t.state.as_str().to_string(),
-        attempts: t.attempts,
-        worker_id: t.worker_id.clone(),
-        last_error: t.last_error.clone(),
-        shard: t.shard.clone(),
-        attempt_log: t
-            .attempt_log
-            .iter()
-            .map(|a| AttemptInfo {
-                attempt: a.attempt,
-                worker_id: a.worker_id.clone(),
-                started_ms: a.started_ms,
-                ended_ms: a.ended_ms,
-                outcome: a.outcome.clone(),
-                error: a.error.clone(),
-            })
-            .collect(),
-    }
 }
 
 #[async_trait]
@@ -359,21 +268,28 @@ impl CoordinatorApi for Coordinator {
     }
 
     async fn get_job(&self, req: GetJobRequest) -> ApiResult<GetJobResponse> {
-        self.read(|s| {
+        let (snapshot, tasks, tasks_total) = self.read(|s| {
             let job =
                 s.state.jobs.get(&req.job_id).ok_or_else(|| ApiError::not_found(format!("no job `{}`", req.job_id)))?;
-            let tasks =
-                if req.include_tasks { s.job_tasks(&job.id).into_iter().map(task_status).collect() } else { vec![] };
-            Ok(GetJobResponse { job: Some(self.job_status(s, job)), tasks })
-        })
+            let (mut tasks, mut total) = (vec![], 0);
+            if req.include_tasks {
+                let all = s.job_tasks(&job.id);
+                total = all.len() as u32;
+                tasks = all[page(all.len(), req.task_offset, req.task_limit)].iter().map(|t| task_status(t)).collect();
+            }
+            Ok::<_, ApiError>((JobSnapshot::take(s, job), tasks, total))
+        })?;
+        Ok(GetJobResponse { job: Some(snapshot.status()), tasks, tasks_total })
     }
 
-    async fn list_jobs(&self, _: ListJobsRequest) -> ApiResult<ListJobsResponse> {
-        self.read(|s| {
+    async fn list_jobs(&self, req: ListJobsRequest) -> ApiResult<ListJobsResponse> {
+        let (snapshots, total) = self.read(|s| {
             let mut jobs: Vec<&Job> = s.state.jobs.values().collect();
             jobs.sort_by_key(|j| std::cmp::Reverse(j.seq));
-            Ok(ListJobsResponse { jobs: jobs.into_iter().map(|j| self.job_status(s, j)).collect() })
-        })
+            let range = page(jobs.len(), req.offset, req.limit);
+            (jobs[range].iter().map(|j| JobSnapshot::take(s, j)).collect::<Vec<_>>(), jobs.len() as u32)
+        });
+        Ok(ListJobsResponse { jobs: snapshots.into_iter().map(JobSnapshot::status).collect(), total })
     }
 
     async fn cancel_job(&self, req: CancelJobRequest) -> ApiResult<CancelJobResponse> {
@@ -382,7 +298,7 @@ impl CoordinatorApi for Coordinator {
             Ok(d) => (Ok(()), d),
             Err(e) => (Err(ApiError::not_found(e.to_string())), Dirty::default()),
         })??;
-        self.get_job(GetJobRequest { job_id: req.job_id, include_tasks: false })
+        self.get_job(GetJobRequest { job_id: req.job_id, ..Default::default() })
             .await
             .map(|r| CancelJobResponse { job: r.job })
     }

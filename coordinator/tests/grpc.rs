@@ -18,6 +18,7 @@ async fn serve(
         listen: Some("127.0.0.1:0".parse().unwrap()),
         http_listen: None,
         token: token.map(str::to_string),
+        tls: None,
         scheduler: SchedulerConfig::default(),
     };
     let running = start(config, shutdown.clone()).await.unwrap();
@@ -32,13 +33,13 @@ fn client(url: &str, token: Option<&str>) -> Arc<dyn CoordinatorApi> {
 #[tokio::test]
 async fn token_is_required_and_checked() {
     let (url, stop, _dir) = serve(Some("s3cret-token")).await;
-    let err = client(&url, None).list_jobs(pb::ListJobsRequest {}).await.unwrap_err();
+    let err = client(&url, None).list_jobs(pb::ListJobsRequest::default()).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unauthenticated);
     assert!(err.message.contains("requires a token"), "{}", err.message);
-    let err = client(&url, Some("wrong")).list_jobs(pb::ListJobsRequest {}).await.unwrap_err();
+    let err = client(&url, Some("wrong")).list_jobs(pb::ListJobsRequest::default()).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unauthenticated);
     assert!(!err.message.contains("s3cret"), "the token never appears in errors");
-    assert!(client(&url, Some("s3cret-token")).list_jobs(pb::ListJobsRequest {}).await.is_ok());
+    assert!(client(&url, Some("s3cret-token")).list_jobs(pb::ListJobsRequest::default()).await.is_ok());
     stop.cancel();
 }
 
@@ -163,7 +164,7 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
     let mut state = String::new();
     for _ in 0..100 {
         state = api
-            .get_job(pb::GetJobRequest { job_id: job.job_id.clone(), include_tasks: false })
+            .get_job(pb::GetJobRequest { job_id: job.job_id.clone(), ..Default::default() })
             .await
             .unwrap()
             .job

@@ -1,11 +1,12 @@
 //! The gRPC transport of [`CoordinatorApi`]: a tonic client that adds the shared token to every
 //! call and maps transport failures to `Unavailable`, so callers retry through restarts.
+//! `https://` URLs speak TLS: against the CA given (`--tls-ca`), else the system's roots.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::pb::coordinator_client::CoordinatorClient;
 use crate::pb::*;
@@ -15,6 +16,8 @@ use crate::{ApiError, ApiResult, CoordinatorApi, ErrorCode, AUTH_HEADER, MAX_MES
 pub struct GrpcCoordinatorClient {
     client: CoordinatorClient<Channel>,
     auth: Option<MetadataValue<tonic::metadata::Ascii>>,
+    /// Whether the URL is plain `http://` (for the hint when the server speaks TLS).
+    plain: bool,
 }
 
 impl std::fmt::Debug for GrpcCoordinatorClient {
@@ -28,11 +31,41 @@ impl GrpcCoordinatorClient {
     /// A lazily connecting client: no call is made until the first request, and a coordinator
     /// that is down answers `Unavailable` until it is back.
     pub fn new(url: &str, token: Option<&str>) -> ApiResult<Self> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| ApiError::invalid(format!("bad coordinator URL `{url}`: {e} (expected http://HOST:PORT)")))?
+        Self::with_tls(url, token, None)
+    }
+
+    /// As [`new`](Self::new); `ca_pem` is the PEM certificate (or bundle) that signed the
+    /// coordinator's certificate, and needs an `https://` URL. An `https://` URL without it trusts
+    /// the system's roots.
+    pub fn with_tls(url: &str, token: Option<&str>, ca_pem: Option<&[u8]>) -> ApiResult<Self> {
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| {
+                ApiError::invalid(format!(
+                    "bad coordinator URL `{url}`: {e} (expected http://HOST:PORT or https://HOST:PORT)"
+                ))
+            })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20));
+        let https = url.starts_with("https://");
+        match (https, ca_pem) {
+            (false, Some(_)) => {
+                return Err(ApiError::invalid(format!(
+                    "a TLS CA was given but the coordinator URL `{url}` is plain http: use https://"
+                )))
+            }
+            (false, None) => {}
+            (true, ca) => {
+                let mut tls = ClientTlsConfig::new();
+                tls = match ca {
+                    Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+                    None => tls.with_native_roots(),
+                };
+                endpoint = endpoint
+                    .tls_config(tls)
+                    .map_err(|e| ApiError::invalid(format!("TLS settings for `{url}`: {e}")))?;
+            }
+        }
         let channel = endpoint.connect_lazy();
         let client = CoordinatorClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -45,7 +78,7 @@ impl GrpcCoordinatorClient {
             ),
             None => None,
         };
-        Ok(GrpcCoordinatorClient { client, auth })
+        Ok(GrpcCoordinatorClient { client, auth, plain: !https })
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
@@ -57,44 +90,75 @@ impl GrpcCoordinatorClient {
     }
 }
 
-fn map(status: tonic::Status) -> ApiError {
-    let mut e = ApiError::from(status);
-    if e.code == ErrorCode::Unavailable && e.message.is_empty() {
-        e.message = "coordinator unavailable".into();
+impl GrpcCoordinatorClient {
+    fn map(&self, status: tonic::Status) -> ApiError {
+        // "transport error" alone says little: name the causes (connection refused, reset, ...)
+        let mut parts = vec![status.message().to_string()];
+        let mut source = std::error::Error::source(&status);
+        while let Some(e) = source {
+            let text = e.to_string();
+            if !parts.iter().any(|p| p.contains(&text)) {
+                parts.push(text);
+            }
+            source = e.source();
+        }
+        let causes = parts.len() > 1;
+        let said = parts.join(": ");
+        let lower = said.to_ascii_lowercase();
+        // A plain-text client talking to a TLS server sees the handshake's bytes as broken
+        // HTTP/2, or the server hanging up on it.
+        if self.plain && ["h2 protocol error", "broken pipe", "reset by peer"].iter().any(|m| lower.contains(m)) {
+            return ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the coordinator hung up on plain gRPC ({}): if it serves TLS, use an https:// URL \
+                     (and --tls-ca for a private CA)",
+                    said.trim()
+                ),
+            );
+        }
+        if causes {
+            let code = ApiError::from(status).code;
+            return ApiError::new(code, said);
+        }
+        let mut e = ApiError::from(status);
+        if e.code == ErrorCode::Unavailable && e.message.is_empty() {
+            e.message = "coordinator unavailable".into();
+        }
+        e
     }
-    e
 }
 
 #[async_trait]
 impl CoordinatorApi for GrpcCoordinatorClient {
     async fn submit_job(&self, req: SubmitJobRequest) -> ApiResult<SubmitJobResponse> {
-        self.client.clone().submit_job(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
+        self.client.clone().submit_job(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
     }
     async fn get_job(&self, req: GetJobRequest) -> ApiResult<GetJobResponse> {
-        self.client.clone().get_job(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
+        self.client.clone().get_job(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
     }
     async fn list_jobs(&self, req: ListJobsRequest) -> ApiResult<ListJobsResponse> {
-        self.client.clone().list_jobs(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
+        self.client.clone().list_jobs(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
     }
     async fn cancel_job(&self, req: CancelJobRequest) -> ApiResult<CancelJobResponse> {
-        self.client.clone().cancel_job(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
+        self.client.clone().cancel_job(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
     }
     async fn list_workers(&self, req: ListWorkersRequest) -> ApiResult<ListWorkersResponse> {
-        self.client.clone().list_workers(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
+        self.client.clone().list_workers(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
     }
     async fn register_worker(&self, req: RegisterWorkerRequest) -> ApiResult<RegisterWorkerResponse> {
-        self.client.clone().register_worker(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
+        self.client.clone().register_worker(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
     }
     async fn lease_tasks(&self, req: LeaseTasksRequest) -> ApiResult<LeaseTasksResponse> {
-        self.client.clone().lease_tasks(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
+        self.client.clone().lease_tasks(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
     }
     async fn heartbeat(&self, req: HeartbeatRequest) -> ApiResult<HeartbeatResponse> {
-        self.client.clone().heartbeat(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
+        self.client.clone().heartbeat(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
     }
     async fn report_task(&self, req: ReportTaskRequest) -> ApiResult<ReportTaskResponse> {
-        self.client.clone().report_task(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
+        self.client.clone().report_task(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
     }
     async fn join_rendezvous(&self, req: JoinRendezvousRequest) -> ApiResult<JoinRendezvousResponse> {
-        self.client.clone().join_rendezvous(self.request(req)).await.map(|r| r.into_inner()).map_err(map)
+        self.client.clone().join_rendezvous(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
     }
 }

@@ -67,7 +67,7 @@ async fn drive(api: Arc<dyn CoordinatorApi>, tasks: u32, workers: u32) -> Result
         r.context("simulated worker panicked")??;
     }
     let secs = start.elapsed().as_secs_f64();
-    let status = api.get_job(pb::GetJobRequest { job_id: job.job_id, include_tasks: false }).await?.job.expect("job");
+    let status = api.get_job(pb::GetJobRequest { job_id: job.job_id, ..Default::default() }).await?.job.expect("job");
     let committed: u32 = status.stages.iter().map(|s| s.tasks_committed).sum();
     if committed != tasks {
         return Err(anyhow::anyhow!("only {committed} of {tasks} tasks committed").into());
@@ -155,7 +155,7 @@ async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
     // Poll often (in-process, cheap) so the figure is not quantized by the poll interval.
     let status = loop {
         let s = api
-            .get_job(pb::GetJobRequest { job_id: job.job_id.clone(), include_tasks: false })
+            .get_job(pb::GetJobRequest { job_id: job.job_id.clone(), ..Default::default() })
             .await?
             .job
             .expect("job");

@@ -17,11 +17,24 @@ fn coordinator_config(serve: &ServeArgs, token: Option<String>) -> Result<Coordi
         s => Some(s.parse().map_err(|e| Failure::usage(anyhow::anyhow!("--http `{s}`: {e} (HOST:PORT or none)")))?),
     };
     check_exposure(serve.listen, http_listen, token.is_some(), serve.insecure)?;
+    let tls = match (&serve.tls_cert, &serve.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            lehr_coordinator::tls::ServerTls::from_files(cert, key).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?,
+        ),
+        _ => None,
+    };
+    if tls.is_none() && token.is_some() && !serve.listen.ip().is_loopback() {
+        tracing::warn!(
+            "serving {} without TLS: the token and every spec travel in clear text (pass --tls-cert and --tls-key)",
+            serve.listen
+        );
+    }
     Ok(CoordinatorConfig {
         state_dir: serve.state.clone(),
         listen: Some(serve.listen),
         http_listen,
         token,
+        tls,
         scheduler: SchedulerConfig {
             lease_ttl_ms: serve.lease_ttl.as_millis() as i64,
             max_attempts: serve.max_attempts.max(1),
@@ -65,10 +78,11 @@ async fn start_coordinator(
 pub async fn coordinator(args: CoordinatorArgs) -> CmdResult {
     let shutdown = CancellationToken::new();
     let mut running = start_coordinator(&args.serve, token(&args.auth)?, shutdown.clone()).await?;
+    let scheme = scheme(&args.serve);
     eprintln!(
-        "coordinator on http://{} (status page: {}), state in {}",
+        "coordinator on {scheme}://{} (status page: {}), state in {}",
         running.grpc_addr.expect("grpc listens"),
-        running.http_addr.map(|a| format!("http://{a}/")).unwrap_or_else(|| "off".into()),
+        running.http_addr.map(|a| format!("{scheme}://{a}/")).unwrap_or_else(|| "off".into()),
         args.serve.state.display()
     );
     interrupted().await;
@@ -127,6 +141,14 @@ pub async fn worker(args: WorkerArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
+fn scheme(serve: &ServeArgs) -> &'static str {
+    if serve.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// This host's address on the route to the coordinator (what other hosts can reach), found
 /// by "connecting" a UDP socket (no packet is sent); 127.0.0.1 when that fails.
 fn advertise_toward(coordinator: &str) -> String {
@@ -146,10 +168,17 @@ pub async fn up(args: UpArgs) -> CmdResult {
     let token_value = token(&args.auth)?;
     let shutdown = CancellationToken::new();
     let mut running = start_coordinator(&args.serve, token_value.clone(), shutdown.clone()).await?;
-    let url = format!("http://{}", running.grpc_addr.expect("grpc listens"));
+    let scheme = scheme(&args.serve);
+    let grpc = running.grpc_addr.expect("grpc listens");
+    // local workers dial the loopback address (covered by a certificate for this host)
+    let dial =
+        if grpc.ip().is_unspecified() { std::net::SocketAddr::from(([127, 0, 0, 1], grpc.port())) } else { grpc };
+    let url = format!("{scheme}://{dial}");
+    // a self-signed certificate is its own CA
+    let ca = args.auth.tls_ca.clone().or_else(|| args.serve.tls_cert.clone());
     eprintln!(
         "lehr up: coordinator {url}, status page {}, state {}, {} workers",
-        running.http_addr.map(|a| format!("http://{a}/")).unwrap_or_else(|| "off".into()),
+        running.http_addr.map(|a| format!("{scheme}://{a}/")).unwrap_or_else(|| "off".into()),
         args.serve.state.display(),
         args.workers
     );
@@ -157,6 +186,7 @@ pub async fn up(args: UpArgs) -> CmdResult {
     let mut supervisors = tokio::task::JoinSet::new();
     for i in 0..args.workers {
         let (exe, url, token_value, stop) = (exe.clone(), url.clone(), token_value.clone(), shutdown.clone());
+        let ca = if args.serve.tls_cert.is_some() { ca.clone() } else { None };
         let slots = args.slots;
         supervisors.spawn(async move {
             let mut restarts = 0u32;
@@ -173,6 +203,9 @@ pub async fn up(args: UpArgs) -> CmdResult {
                 ]);
                 if let Some(t) = &token_value {
                     cmd.env("LEHR_TOKEN", t);
+                }
+                if let Some(ca) = &ca {
+                    cmd.env("LEHR_TLS_CA", ca);
                 }
                 cmd.kill_on_drop(true);
                 let mut child = match cmd.spawn() {

@@ -55,7 +55,7 @@ async fn report_cmd(args: CorpusReportArgs) -> CmdResult {
     } else if let Some(url) = &args.coordinator {
         let api = connect(url, &args.auth)?;
         let job = api
-            .get_job(lehr_proto::pb::GetJobRequest { job_id: args.job_or_dir.clone(), include_tasks: false })
+            .get_job(lehr_proto::pb::GetJobRequest { job_id: args.job_or_dir.clone(), ..Default::default() })
             .await
             .map_err(|e| Failure::usage(anyhow::anyhow!("job {}: {e}", args.job_or_dir)))?
             .job

@@ -42,6 +42,14 @@ impl From<ApiError> for Failure {
             _ => EXIT_JOB_FAILED,
         };
         let hint = match e.code {
+            ErrorCode::Unavailable if e.message.contains("CaUsedAsEndEntity") => {
+                " (the coordinator's certificate is a CA certificate; make its certificate with \
+                 `basicConstraints=CA:FALSE`, deploy/README.md shows how)"
+            }
+            ErrorCode::Unavailable if e.message.contains("certificate") => {
+                " (TLS: the coordinator's certificate is not trusted here; pass --tls-ca with the CA that signed it)"
+            }
+            ErrorCode::Unavailable if e.message.contains("https://") => "",
             ErrorCode::Unavailable => " (is the coordinator running? start one with `lehr up` or `lehr coordinator`)",
             ErrorCode::Unauthenticated => " (pass the coordinator's token with --token-file or LEHR_TOKEN)",
             _ => "",
@@ -84,7 +92,23 @@ pub fn token(auth: &AuthArgs) -> Result<Option<String>, Failure> {
 
 pub fn connect(url: &str, auth: &AuthArgs) -> Result<Arc<dyn CoordinatorApi>, Failure> {
     let token = token(auth)?;
-    Ok(Arc::new(GrpcCoordinatorClient::new(url, token.as_deref())?))
+    let ca = match &auth.tls_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            Failure::usage(anyhow::anyhow!("cannot read the TLS CA certificate {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    if token.is_some() && url.starts_with("http://") && !is_loopback_url(url) {
+        tracing::warn!(%url, "sending the token over plain http: anyone on the path can read it (serve TLS and use https://)");
+    }
+    Ok(Arc::new(GrpcCoordinatorClient::with_tls(url, token.as_deref(), ca.as_deref())?))
+}
+
+/// Whether a coordinator URL names this host (`localhost`, `127.x`, `[::1]`).
+fn is_loopback_url(url: &str) -> bool {
+    let host = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
+    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host).trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 pub async fn run(cli: Cli) -> i32 {
@@ -132,6 +156,7 @@ pub async fn start_embedded(
         listen,
         http_listen: None,
         token: None,
+        tls: None,
         scheduler: lehr_coordinator::SchedulerConfig::default(),
     };
     let running = lehr_coordinator::start(config, shutdown.clone())

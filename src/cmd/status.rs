@@ -20,13 +20,15 @@ fn ms_to_secs(ms: i64) -> String {
 pub async fn status(args: StatusArgs) -> CmdResult {
     let api = connect(&args.coordinator, &args.auth)?;
     let Some(job_id) = args.job else {
-        let jobs = api.list_jobs(ListJobsRequest {}).await?;
+        let jobs = api.list_jobs(ListJobsRequest { offset: 0, limit: args.limit }).await?;
         let workers = api.list_workers(ListWorkersRequest {}).await?;
         if args.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&serde_json::json!({"jobs": jobs.jobs, "workers": workers.workers}))
-                    .expect("json")
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"jobs": jobs.jobs, "total_jobs": jobs.total, "workers": workers.workers}),
+                )
+                .expect("json")
             );
             return Ok(EXIT_OK);
         }
@@ -49,6 +51,9 @@ pub async fn status(args: StatusArgs) -> CmdResult {
                 j.error
             );
         }
+        if (jobs.total as usize) > jobs.jobs.len() {
+            println!("(the newest {} of {} jobs; --limit 0 lists all)", jobs.jobs.len(), jobs.total);
+        }
         println!("\n{:<6} {:<24} {:<6} {:<10}  running tasks", "worker", "name", "alive", "last seen");
         for w in &workers.workers {
             println!(
@@ -67,10 +72,23 @@ pub async fn status(args: StatusArgs) -> CmdResult {
         let job = follow(&api, &job_id, args.json).await?;
         return super::corpus::report(&job, started.elapsed().as_secs_f64(), args.json).await;
     }
-    let r = api.get_job(GetJobRequest { job_id: job_id.clone(), include_tasks: args.tasks }).await?;
+    let r = api
+        .get_job(GetJobRequest {
+            job_id: job_id.clone(),
+            include_tasks: args.tasks,
+            task_offset: args.task_offset,
+            task_limit: args.task_limit,
+        })
+        .await?;
     let job = r.job.expect("job");
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"job": job, "tasks": r.tasks})).expect("json"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"job": job, "tasks": r.tasks, "tasks_total": r.tasks_total})
+            )
+            .expect("json")
+        );
         return Ok(if job.state == "failed" { EXIT_JOB_FAILED } else { EXIT_OK });
     }
     println!("job {} ({}, {}): {}", job.job_id, job.name, job.kind, job.state);
@@ -97,6 +115,14 @@ pub async fn status(args: StatusArgs) -> CmdResult {
         );
     }
     if args.tasks {
+        if (r.tasks_total as usize) > r.tasks.len() {
+            println!(
+                "\ntasks {}–{} of {}",
+                args.task_offset + 1,
+                args.task_offset as usize + r.tasks.len(),
+                r.tasks_total
+            );
+        }
         println!("\n{:<6} {:<10} {:>8} {:<6}  shard / attempts", "task", "state", "attempts", "worker");
         for t in &r.tasks {
             println!("{:<6} {:<10} {:>8} {:<6}  {}", t.task_id, t.state, t.attempts, t.worker_id, t.shard);

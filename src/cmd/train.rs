@@ -230,7 +230,7 @@ async fn follow_train(
     use lehr_proto::pb::GetJobRequest;
     let mut shown = (u64::MAX, String::new());
     loop {
-        let job = match api.get_job(GetJobRequest { job_id: job_id.to_string(), include_tasks: false }).await {
+        let job = match api.get_job(GetJobRequest { job_id: job_id.to_string(), ..Default::default() }).await {
             Ok(r) => r.job.expect("job status"),
             Err(e) if e.is_transient() => {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;

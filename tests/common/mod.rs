@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 pub fn lehr() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lehr"));
-    c.env_remove("LEHR_COORDINATOR").env_remove("LEHR_TOKEN").env("LEHR_LOG", "warn");
+    c.env_remove("LEHR_COORDINATOR").env_remove("LEHR_TOKEN").env_remove("LEHR_TLS_CA").env("LEHR_LOG", "warn");
     c
 }
 

@@ -1,0 +1,171 @@
+//! Status views. Under the scheduler's lock a call copies only what it shows (a few counters per
+//! task of the jobs on its page, no spec, no sort); the views are built after the lock is
+//! released, so `lehr status` on a big coordinator never holds up leases and reports.
+
+use lehr_proto::pb::*;
+
+use crate::scheduler::{Job, JobState, Scheduler, Task, TaskState, TaskStats};
+
+/// What a job's status view needs, copied under the lock.
+pub struct JobSnapshot {
+    id: String,
+    name: String,
+    kind: String,
+    state: JobState,
+    error: String,
+    created_ms: i64,
+    finished_ms: i64,
+    output: String,
+    /// Per stage: name, names of the stages it depends on, whether those are all committed.
+    stages: Vec<(String, Vec<String>, bool)>,
+    tasks: Vec<TaskRow>,
+}
+
+#[derive(Clone, Copy)]
+struct TaskRow {
+    stage: usize,
+    state: TaskState,
+    stats: TaskStats,
+    progress: (u64, u64),
+}
+
+impl JobSnapshot {
+    pub fn take(s: &Scheduler, job: &Job) -> Self {
+        let stages = job
+            .stages
+            .iter()
+            .map(|st| {
+                let deps = st.depends_on.iter().filter_map(|&d| job.stages.get(d).map(|x| x.name.clone())).collect();
+                let ready = st.depends_on.iter().all(|&d| {
+                    let (total, committed) = s.stage_progress(&job.id, d);
+                    total == committed
+                });
+                (st.name.clone(), deps, ready)
+            })
+            .collect();
+        let tasks = s
+            .job_task_ids(&job.id)
+            .iter()
+            .map(|id| {
+                let t = &s.state.tasks[id];
+                TaskRow { stage: t.stage, state: t.state, stats: t.stats, progress: t.progress }
+            })
+            .collect();
+        JobSnapshot {
+            id: job.id.clone(),
+            name: job.name.clone(),
+            kind: job.kind.clone(),
+            state: job.state,
+            error: job.error.clone(),
+            created_ms: job.created_ms,
+            finished_ms: job.finished_ms,
+            output: job.output.clone(),
+            stages,
+            tasks,
+        }
+    }
+
+    pub fn status(self) -> JobStatus {
+        let mut stages: Vec<StageStatus> = self
+            .stages
+            .iter()
+            .map(|(name, deps, _)| StageStatus { name: name.clone(), depends_on: deps.clone(), ..Default::default() })
+            .collect();
+        let (mut running_docs, mut running_bytes) = (0, 0);
+        for t in &self.tasks {
+            let Some(st) = stages.get_mut(t.stage) else { continue };
+            st.tasks_total += 1;
+            match t.state {
+                TaskState::Committed => {
+                    st.tasks_committed += 1;
+                    st.docs_in += t.stats.docs_in;
+                    st.docs_out += t.stats.docs_out;
+                    st.bytes_in += t.stats.bytes_in;
+                    st.bad_records += t.stats.bad_records;
+                }
+                TaskState::Leased => {
+                    st.tasks_running += 1;
+                    running_docs += t.progress.0;
+                    running_bytes += t.progress.1;
+                }
+                TaskState::Failed => st.tasks_failed += 1,
+                _ => {}
+            }
+        }
+        for (st, (_, _, ready)) in stages.iter_mut().zip(&self.stages) {
+            st.state = if st.tasks_failed > 0 {
+                "failed"
+            } else if st.tasks_committed == st.tasks_total {
+                "succeeded"
+            } else if self.state == JobState::Cancelled {
+                "cancelled"
+            } else if self.state == JobState::Failed {
+                "failed"
+            } else if *ready {
+                "running"
+            } else {
+                "waiting"
+            }
+            .to_string();
+        }
+        JobStatus {
+            job_id: self.id,
+            name: self.name,
+            kind: self.kind,
+            state: self.state.as_str().to_string(),
+            error: self.error,
+            created_ms: self.created_ms,
+            finished_ms: self.finished_ms,
+            stages,
+            output: self.output,
+            running_docs,
+            running_bytes,
+        }
+    }
+}
+
+/// The page `[offset, offset + limit)` of `len` items (`limit` 0: to the end).
+pub fn page(len: usize, offset: u32, limit: u32) -> std::ops::Range<usize> {
+    let start = (offset as usize).min(len);
+    let end = if limit == 0 { len } else { start.saturating_add(limit as usize).min(len) };
+    start..end
+}
+
+pub fn task_status(t: &Task) -> TaskStatus {
+    TaskStatus {
+        task_id: t.id,
+        stage: t.stage.to_string(),
+        index: t.index,
+        state: t.state.as_str().to_string(),
+        attempts: t.attempts,
+        worker_id: t.worker_id.clone(),
+        last_error: t.last_error.clone(),
+        shard: t.shard.clone(),
+        attempt_log: t
+            .attempt_log
+            .iter()
+            .map(|a| AttemptInfo {
+                attempt: a.attempt,
+                worker_id: a.worker_id.clone(),
+                started_ms: a.started_ms,
+                ended_ms: a.ended_ms,
+                outcome: a.outcome.clone(),
+                error: a.error.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page;
+
+    #[test]
+    fn pages_stay_in_range() {
+        assert_eq!(page(10, 0, 0), 0..10);
+        assert_eq!(page(10, 3, 4), 3..7);
+        assert_eq!(page(10, 8, 4), 8..10);
+        assert_eq!(page(10, 20, 4), 10..10);
+        assert_eq!(page(10, 2, u32::MAX), 2..10);
+    }
+}
