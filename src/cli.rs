@@ -416,6 +416,10 @@ pub struct StatusArgs {
     /// Jobs listed, newest first (0: all).
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
+    /// Forget jobs that ended at least this long ago (`7d`, `12h`) and owe no more work, with
+    /// their tasks; their outputs stay. Prints what was pruned.
+    #[arg(long, value_parser = parse_duration, conflicts_with_all = ["job", "wait", "tasks"])]
+    pub prune_older_than: Option<std::time::Duration>,
     /// With --tasks: the page of tasks, skip this many.
     #[arg(long, default_value_t = 0)]
     pub task_offset: u32,
@@ -657,7 +661,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit in `{s}` (ms, s, m, h)")),
+        "d" => n * 86_400.0,
+        _ => return Err(format!("unknown unit in `{s}` (ms, s, m, h, d)")),
     };
     Ok(std::time::Duration::from_secs_f64(secs))
 }

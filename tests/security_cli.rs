@@ -108,6 +108,10 @@ fn lehr_up_serves_tls_to_its_workers_and_clients() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         v["workers"].as_array().filter(|w| w.iter().any(|w| w["alive"] == true)).map(|_| ())
     });
+    let out = status(&[url.as_str(), "--tls-ca", cert.to_str().unwrap(), "--prune-older-than", "1d"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pruned"], serde_json::json!([]));
     let plain = format!("http://127.0.0.1:{port}");
     let out = status(&[url.as_str()]);
     assert_eq!(out.status.code(), Some(3), "no CA: {}", String::from_utf8_lossy(&out.stderr));

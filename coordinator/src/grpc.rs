@@ -60,6 +60,9 @@ impl CoordinatorRpc for GrpcService {
     async fn list_jobs(&self, req: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
         rpc!(self, req, list_jobs)
     }
+    async fn prune_jobs(&self, req: Request<PruneJobsRequest>) -> Result<Response<PruneJobsResponse>, Status> {
+        rpc!(self, req, prune_jobs)
+    }
     async fn cancel_job(&self, req: Request<CancelJobRequest>) -> Result<Response<CancelJobResponse>, Status> {
         rpc!(self, req, cancel_job)
     }

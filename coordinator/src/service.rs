@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use lehr_proto::pb::*;
@@ -19,8 +19,32 @@ use crate::scheduler::{
 use crate::status::{page, task_status, JobSnapshot};
 use crate::store::Store;
 
+/// Wall-clock milliseconds since the epoch (for people: ages in `lehr status`).
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The coordinator's clock: the wall clock read once at start, then advanced by a monotonic
+/// [`Instant`]. Lease deadlines are compared against it, so an NTP step or a hand-set clock
+/// neither expires every lease at once nor keeps dead ones alive. Persisted times stay close to
+/// wall-clock time; lease deadlines are re-based when the state is loaded
+/// ([`Scheduler::grant_grace`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base_ms: i64,
+    start: Instant,
+}
+
+impl Clock {
+    pub fn starting_now() -> Self {
+        Clock::starting_at(now_ms())
+    }
+    pub fn starting_at(base_ms: i64) -> Self {
+        Clock { base_ms, start: Instant::now() }
+    }
+    pub fn now_ms(&self) -> i64 {
+        self.base_ms + self.start.elapsed().as_millis() as i64
+    }
 }
 
 /// Largest spec accepted by `SubmitJob`.
@@ -46,6 +70,7 @@ pub struct Coordinator {
     /// Woken when there is post-commit work.
     maintenance: Notify,
     heartbeat_ms: u64,
+    clock: Clock,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -61,7 +86,8 @@ impl Coordinator {
     ) -> Result<Self, crate::store::StoreError> {
         let state = store.load()?;
         let mut sched = Scheduler::from_state(state, config);
-        sched.grant_grace(now_ms());
+        let clock = Clock::starting_now();
+        sched.grant_grace(clock.now_ms());
         let heartbeat_ms = (config.lease_ttl_ms / 3).max(100) as u64;
         Ok(Coordinator {
             inner: Mutex::new(Inner { sched, store }),
@@ -70,6 +96,7 @@ impl Coordinator {
             work_ready: Notify::new(),
             maintenance: Notify::new(),
             heartbeat_ms,
+            clock,
         })
     }
 
@@ -98,7 +125,7 @@ impl Coordinator {
     /// One round of background work: expire leases, delete losing attempts' outputs, promote
     /// committed outputs, finalize complete jobs. Returns whether it did anything.
     pub async fn maintain(&self) -> bool {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let expired = self.apply(|s| s.expire(now)).unwrap_or_default();
         for e in &expired {
             tracing::warn!(task_id = e.task_id, attempt = e.attempt, worker = %e.worker_id, requeued = e.requeued, "lease expired");
@@ -193,7 +220,7 @@ impl Coordinator {
                     Ok(()) => tracing::info!(job_id = %job.id, "job succeeded"),
                     Err(e) => tracing::error!(job_id = %job.id, error = %e, "job failed"),
                 }
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 let _ = self.apply(|s| ((), s.finish_job(&job.id, outcome, now)));
                 did = true;
             }
@@ -256,7 +283,7 @@ impl CoordinatorApi for Coordinator {
             stages: planned.stages,
             tasks: planned.tasks,
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let id = job_id.clone();
         self.apply(move |s| match s.submit(id, job, now) {
             Ok(d) => (Ok(()), d),
@@ -292,8 +319,20 @@ impl CoordinatorApi for Coordinator {
         Ok(ListJobsResponse { jobs: snapshots.into_iter().map(JobSnapshot::status).collect(), total })
     }
 
+    async fn prune_jobs(&self, req: PruneJobsRequest) -> ApiResult<PruneJobsResponse> {
+        if req.older_than_ms < 0 {
+            return Err(ApiError::invalid("older_than_ms must not be negative"));
+        }
+        let now = self.clock.now_ms();
+        let pruned = self.apply(|s| s.prune(now, req.older_than_ms))?;
+        if !pruned.is_empty() {
+            tracing::info!(jobs = pruned.len(), older_than_ms = req.older_than_ms, "pruned ended jobs");
+        }
+        Ok(PruneJobsResponse { pruned })
+    }
+
     async fn cancel_job(&self, req: CancelJobRequest) -> ApiResult<CancelJobResponse> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.apply(|s| match s.cancel_job(&req.job_id, now) {
             Ok(d) => (Ok(()), d),
             Err(e) => (Err(ApiError::not_found(e.to_string())), Dirty::default()),
@@ -304,7 +343,7 @@ impl CoordinatorApi for Coordinator {
     }
 
     async fn list_workers(&self, _: ListWorkersRequest) -> ApiResult<ListWorkersResponse> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.read(|s| {
             let workers = s
                 .state
@@ -323,7 +362,7 @@ impl CoordinatorApi for Coordinator {
     }
 
     async fn register_worker(&self, req: RegisterWorkerRequest) -> ApiResult<RegisterWorkerResponse> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let id = self.apply(|s| s.register_worker(&req.name, req.slots, now))?;
         tracing::info!(worker_id = %id, name = %req.name, slots = req.slots, "worker registered");
         let ttl = self.read(|s| s.config.lease_ttl_ms) as u64;
@@ -335,7 +374,7 @@ impl CoordinatorApi for Coordinator {
         loop {
             // Register interest before looking, so a submit between the look and the wait wakes us.
             let notified = self.work_ready.notified();
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let grants: Vec<Grant> =
                 self.apply(|s| match s.lease_kinds(&req.worker_id, req.max_tasks, &req.kinds, now) {
                     Ok((g, d)) => (Ok(g), d),
@@ -368,7 +407,7 @@ impl CoordinatorApi for Coordinator {
     }
 
     async fn heartbeat(&self, req: HeartbeatRequest) -> ApiResult<HeartbeatResponse> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let running: Vec<Beat> = req
             .running
             .into_iter()
@@ -395,7 +434,7 @@ impl CoordinatorApi for Coordinator {
     }
 
     async fn report_task(&self, req: ReportTaskRequest) -> ApiResult<ReportTaskResponse> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (task, job) = self.read(|s| {
             let t = s.state.tasks.get(&req.task_id).cloned();
             let j = t.as_ref().and_then(|t| s.state.jobs.get(&t.job_id).cloned());
@@ -455,7 +494,7 @@ impl CoordinatorApi for Coordinator {
         if req.nccl_id.len() > 1024 {
             return Err(ApiError::invalid(format!("an NCCL id is 128 bytes, not {}", req.nccl_id.len())));
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         // Not persisted: the rendezvous lives in memory and the ranks poll it.
         let view = {
             let mut g = self.inner.lock().expect("coordinator lock poisoned");
@@ -485,5 +524,24 @@ impl CoordinatorApi for Coordinator {
             generation: view.generation,
             secret: view.secret,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Clock;
+
+    #[test]
+    fn the_clock_starts_at_its_base_and_never_goes_back() {
+        let c = Clock::starting_at(1_000);
+        let mut last = c.now_ms();
+        assert!((1_000..1_100).contains(&last));
+        for _ in 0..1_000 {
+            let t = c.now_ms();
+            assert!(t >= last);
+            last = t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(c.now_ms() >= 1_020);
     }
 }

@@ -58,6 +58,7 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, job_id TEXT NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks (job_id);
              CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS discards (job_id TEXT NOT NULL, task_id INTEGER NOT NULL, attempt INTEGER NOT NULL,
                                                   PRIMARY KEY (job_id, task_id, attempt));",
@@ -151,6 +152,8 @@ impl Store {
             )
             .map_err(sql)?;
         }
+        // A dirty job is written when the state holds it; one it no longer holds was pruned, and
+        // its row goes with its tasks' rows.
         for id in &dirty.jobs {
             if let Some(job) = state.jobs.get(id) {
                 let body = serde_json::to_string(job).expect("job serializes");
@@ -159,6 +162,9 @@ impl Store {
                     params![id, job.state.as_str(), body],
                 )
                 .map_err(sql)?;
+            } else {
+                tx.execute("DELETE FROM tasks WHERE job_id = ?1", params![id]).map_err(sql)?;
+                tx.execute("DELETE FROM jobs WHERE id = ?1", params![id]).map_err(sql)?;
             }
         }
         for id in &dirty.tasks {
@@ -265,5 +271,39 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         store.save(&s.state, &done).unwrap();
         assert!(store.load().unwrap().discards.is_empty());
+    }
+
+    #[test]
+    fn pruned_jobs_leave_the_database_with_their_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        let job = |n: u32| NewJob {
+            name: "n".into(),
+            kind: "noop".into(),
+            spec: String::new(),
+            base_dir: String::new(),
+            output: String::new(),
+            stages: vec![StageDef::new("shards", vec![])],
+            tasks: (0..n)
+                .map(|i| NewTask { stage: 0, index: i, kind: "k".into(), payload: String::new(), shard: String::new() })
+                .collect(),
+        };
+        let d = s.submit("gone".into(), job(3), 0).unwrap();
+        store.save(&s.state, &d).unwrap();
+        let d = s.submit("kept".into(), job(2), 0).unwrap();
+        store.save(&s.state, &d).unwrap();
+        let d = s.cancel_job("gone", 1).unwrap();
+        store.save(&s.state, &d).unwrap();
+        let d = s.mark_swept("gone");
+        store.save(&s.state, &d).unwrap();
+        let (pruned, d) = s.prune(10, 5);
+        assert_eq!(pruned, vec!["gone".to_string()]);
+        store.save(&s.state, &d).unwrap();
+        drop(store);
+        let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(loaded.jobs.keys().collect::<Vec<_>>(), vec!["kept"]);
+        assert_eq!(loaded.tasks.len(), 2);
+        assert!(loaded.tasks.values().all(|t| t.job_id == "kept"));
     }
 }

@@ -188,6 +188,13 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
         .await
         .unwrap_err();
     assert_eq!(err.code, lehr_proto::ErrorCode::PermissionDenied);
+    // pruning: a day's age keeps the job, no age forgets it and its tasks
+    assert!(api.prune_jobs(pb::PruneJobsRequest { older_than_ms: 86_400_000 }).await.unwrap().pruned.is_empty());
+    let r = api.prune_jobs(pb::PruneJobsRequest { older_than_ms: 0 }).await.unwrap();
+    assert_eq!(r.pruned, vec![job.job_id.clone()]);
+    let err = api.get_job(pb::GetJobRequest { job_id: job.job_id.clone(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert_eq!(api.list_jobs(pb::ListJobsRequest::default()).await.unwrap().total, 0);
     stop.cancel();
 }
 

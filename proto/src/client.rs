@@ -107,7 +107,11 @@ impl GrpcCoordinatorClient {
         let lower = said.to_ascii_lowercase();
         // A plain-text client talking to a TLS server sees the handshake's bytes as broken
         // HTTP/2, or the server hanging up on it.
-        if self.plain && ["h2 protocol error", "broken pipe", "reset by peer"].iter().any(|m| lower.contains(m)) {
+        if self.plain
+            && ["h2 protocol error", "broken pipe", "reset by peer", "connection closed"]
+                .iter()
+                .any(|m| lower.contains(m))
+        {
             return ApiError::new(
                 ErrorCode::Unavailable,
                 format!(
@@ -139,6 +143,9 @@ impl CoordinatorApi for GrpcCoordinatorClient {
     }
     async fn list_jobs(&self, req: ListJobsRequest) -> ApiResult<ListJobsResponse> {
         self.client.clone().list_jobs(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
+    }
+    async fn prune_jobs(&self, req: PruneJobsRequest) -> ApiResult<PruneJobsResponse> {
+        self.client.clone().prune_jobs(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))
     }
     async fn cancel_job(&self, req: CancelJobRequest) -> ApiResult<CancelJobResponse> {
         self.client.clone().cancel_job(self.request(req)).await.map(|r| r.into_inner()).map_err(|s| self.map(s))

@@ -103,6 +103,7 @@ pub trait CoordinatorApi: Send + Sync {
     async fn submit_job(&self, req: SubmitJobRequest) -> ApiResult<SubmitJobResponse>;
     async fn get_job(&self, req: GetJobRequest) -> ApiResult<GetJobResponse>;
     async fn list_jobs(&self, req: ListJobsRequest) -> ApiResult<ListJobsResponse>;
+    async fn prune_jobs(&self, req: PruneJobsRequest) -> ApiResult<PruneJobsResponse>;
     async fn cancel_job(&self, req: CancelJobRequest) -> ApiResult<CancelJobResponse>;
     async fn list_workers(&self, req: ListWorkersRequest) -> ApiResult<ListWorkersResponse>;
     async fn register_worker(&self, req: RegisterWorkerRequest) -> ApiResult<RegisterWorkerResponse>;

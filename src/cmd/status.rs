@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use lehr_proto::pb::{CancelJobRequest, GetJobRequest, ListJobsRequest, ListWorkersRequest};
+use lehr_proto::pb::{CancelJobRequest, GetJobRequest, ListJobsRequest, ListWorkersRequest, PruneJobsRequest};
 
 use super::{connect, CmdResult, EXIT_JOB_FAILED, EXIT_OK};
 use crate::cli::{CancelArgs, StatusArgs};
@@ -19,6 +19,19 @@ fn ms_to_secs(ms: i64) -> String {
 
 pub async fn status(args: StatusArgs) -> CmdResult {
     let api = connect(&args.coordinator, &args.auth)?;
+    if let Some(age) = args.prune_older_than {
+        let r = api.prune_jobs(PruneJobsRequest { older_than_ms: age.as_millis() as i64 }).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"pruned": r.pruned})).expect("json"));
+        } else {
+            println!(
+                "pruned {} ended job(s){}",
+                r.pruned.len(),
+                if r.pruned.is_empty() { String::new() } else { format!(": {}", r.pruned.join(" ")) }
+            );
+        }
+        return Ok(EXIT_OK);
+    }
     let Some(job_id) = args.job else {
         let jobs = api.list_jobs(ListJobsRequest { offset: 0, limit: args.limit }).await?;
         let workers = api.list_workers(ListWorkersRequest {}).await?;

@@ -871,6 +871,41 @@ impl Scheduler {
         dirty
     }
 
+    /// Forgets jobs that ended at least `older_than_ms` before `now` and owe no more work: a
+    /// failed or cancelled job once its attempt directories are swept, and only when no discard
+    /// of it is pending. Their tasks and index entries go with them. The dirty job ids name jobs
+    /// the state no longer holds, which the store reads as "delete the job and its tasks".
+    /// Returns the pruned ids, oldest first.
+    pub fn prune(&mut self, now: i64, older_than_ms: i64) -> (Vec<String>, Dirty) {
+        let owes_discards: BTreeSet<&str> = self.state.discards.iter().map(|d| d.job_id.as_str()).collect();
+        let mut ended: Vec<(i64, String)> = self
+            .state
+            .jobs
+            .values()
+            .filter(|j| j.state.is_terminal() && now - j.finished_ms >= older_than_ms)
+            .filter(|j| j.state == JobState::Succeeded || j.swept)
+            .filter(|j| !owes_discards.contains(j.id.as_str()))
+            .map(|j| (j.finished_ms, j.id.clone()))
+            .collect();
+        ended.sort();
+        let mut dirty = Dirty::default();
+        let mut pruned = Vec::with_capacity(ended.len());
+        for (_, id) in ended {
+            self.state.jobs.remove(&id);
+            for task in self.job_index.remove(&id).unwrap_or_default() {
+                self.state.tasks.remove(&task);
+                self.leased.remove(&task);
+                self.unpromoted.remove(&task);
+                self.rendezvous.remove(&task);
+            }
+            self.queued.retain(|&(_, _, _, t)| self.state.tasks.contains_key(&t));
+            self.stage_counts.retain(|(job, _), _| *job != id);
+            dirty.jobs.push(id.clone());
+            pruned.push(id);
+        }
+        (pruned, dirty)
+    }
+
     fn fail_job(&mut self, job_id: &str, error: &str, now: i64) -> Dirty {
         self.end_job(job_id, JobState::Failed, error, now)
     }
@@ -924,13 +959,15 @@ impl Scheduler {
         }
     }
 
-    /// After a restart: every live lease gets a full TTL from now, so workers that kept running
-    /// while the coordinator was down can heartbeat before their leases expire.
+    /// After a restart: every live lease is re-based to a full TTL from `now` (the new
+    /// process's clock), so workers that kept running while the coordinator was down can
+    /// heartbeat before their leases expire, and a deadline persisted under a clock that has
+    /// since been set back does not keep a dead lease alive.
     pub fn grant_grace(&mut self, now: i64) {
         let ttl = self.config.lease_ttl_ms;
         for id in self.leased.clone() {
             if let Some(l) = self.state.tasks.get_mut(&id).and_then(|t| t.lease.as_mut()) {
-                l.expires_ms = l.expires_ms.max(now + ttl);
+                l.expires_ms = now + ttl;
             }
         }
     }

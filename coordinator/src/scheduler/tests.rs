@@ -703,3 +703,86 @@ fn ended_jobs_are_swept_once_after_a_lease_ttl_and_discards_are_recorded() {
     assert_eq!(done.discards.len(), 1);
     assert!(s.pending_discards().is_empty());
 }
+
+#[test]
+fn prune_forgets_only_ended_jobs_that_owe_nothing() {
+    let mut s = sched(100, 3);
+    for id in ["old-ok", "old-bad", "new-ok", "running", "owes"] {
+        s.submit(id.into(), job(&[2, 1]), 0).unwrap();
+    }
+    let (w, _) = s.register_worker("w", 16, 0);
+    // finish "old-ok" at 10, "new-ok" at 900; cancel "old-bad" at 10 (swept) and "owes" at 10
+    // with a late report that leaves a discard pending
+    let mut late = None;
+    for _ in 0..2 {
+        let g = s.lease(&w, 16, 5).unwrap().0;
+        for x in g {
+            match x.job_id.as_str() {
+                "old-ok" | "new-ok" => {
+                    s.succeed(&w, x.task_id, x.attempt, "r".into(), TaskStats::default(), 6);
+                    s.mark_promoted(x.task_id);
+                }
+                "owes" if late.is_none() => late = Some(x),
+                _ => {}
+            }
+        }
+    }
+    s.finish_job("old-ok", Ok(()), 10);
+    s.finish_job("new-ok", Ok(()), 900);
+    s.cancel_job("old-bad", 10).unwrap();
+    s.mark_swept("old-bad");
+    s.cancel_job("owes", 10).unwrap();
+    s.mark_swept("owes");
+    let late = late.unwrap();
+    s.succeed(&w, late.task_id, late.attempt, "r".into(), TaskStats::default(), 11);
+    assert_eq!(s.pending_discards().len(), 1);
+    let all_tasks = s.state.tasks.len();
+
+    let (pruned, dirty) = s.prune(1_000, 500);
+    assert_eq!(pruned, vec!["old-bad".to_string(), "old-ok".to_string()]);
+    assert_eq!(dirty.jobs, pruned);
+    for id in &pruned {
+        assert!(!s.state.jobs.contains_key(id));
+        assert!(s.job_tasks(id).is_empty());
+        assert!(s.state.tasks.values().all(|t| &t.job_id != id));
+    }
+    assert_eq!(s.state.tasks.len(), all_tasks - 6);
+    // the rest stays, and the indexes agree with a reload of the pruned state
+    for id in ["new-ok", "running", "owes"] {
+        assert!(s.state.jobs.contains_key(id), "{id}");
+    }
+    let reloaded = Scheduler::from_state(s.state.clone(), s.config);
+    assert_eq!(reloaded.job_index, s.job_index);
+    assert_eq!(reloaded.stage_counts, s.stage_counts);
+    assert_eq!(reloaded.queued, s.queued);
+    assert_eq!(reloaded.unpromoted, s.unpromoted);
+    // a job with a discard pending is kept until the discard is done
+    let d = s.pending_discards()[0].clone();
+    s.discard_done(&d);
+    assert_eq!(s.prune(1_000, 500).0, vec!["owes".to_string()]);
+    // a report for a pruned job's task is stale and changes nothing (no token left to check it
+    // against, so no discard on its say-so)
+    let (disposition, dirty) =
+        s.report_success(&w, late.task_id, late.attempt, &late.token, "r".into(), TaskStats::default(), 1_001);
+    assert_eq!(disposition, Disposition::Stale);
+    assert!(dirty.is_empty());
+    assert!(s.prune(1_000, 0).0.contains(&"new-ok".to_string()));
+    assert!(s.state.jobs.contains_key("running"), "running jobs are never pruned");
+}
+
+#[test]
+fn leases_are_re_based_on_load() {
+    let mut s = sched(100, 3);
+    s.submit("j".into(), job(&[2]), 0).unwrap();
+    let (w, _) = s.register_worker("w", 2, 0);
+    // persisted under a wall clock far ahead of the one the coordinator restarts with
+    let g = s.lease(&w, 2, 1_000_000).unwrap().0;
+    let mut s = Scheduler::from_state(s.state.clone(), s.config);
+    s.grant_grace(500);
+    for x in &g {
+        assert_eq!(s.state.tasks[&x.task_id].lease.as_ref().unwrap().expires_ms, 600, "one TTL from load");
+    }
+    // a worker that never comes back loses its leases one TTL after the restart, not a
+    // thousand seconds later
+    assert_eq!(s.expire(601).0.len(), 2);
+}

@@ -35,6 +35,9 @@ impl CoordinatorApi for Mock {
     async fn list_jobs(&self, _: pb::ListJobsRequest) -> ApiResult<pb::ListJobsResponse> {
         unimplemented!()
     }
+    async fn prune_jobs(&self, _: pb::PruneJobsRequest) -> ApiResult<pb::PruneJobsResponse> {
+        unimplemented!()
+    }
     async fn cancel_job(&self, _: pb::CancelJobRequest) -> ApiResult<pb::CancelJobResponse> {
         unimplemented!()
     }
