@@ -33,6 +33,8 @@ pub struct PipelineSpec {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct InputSpec {
     /// Local paths, directories, globs or object-store URLs (`s3://bucket/prefix/*.jsonl.zst`).
+    /// Empty in task payloads ([`InputSpec::for_task`]): a task names its own file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
     #[serde(default = "default_text_field")]
     pub text_field: String,
@@ -49,6 +51,15 @@ pub struct InputSpec {
     /// bounded memory: a line is never held whole beyond this size).
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: ByteSize,
+}
+
+impl InputSpec {
+    /// The reading options a shard task needs, without the job's input list: the task's shard
+    /// names its file, and a payload carrying every input path would make a job's payloads
+    /// grow with the square of its file count.
+    pub fn for_task(&self) -> InputSpec {
+        InputSpec { paths: Vec::new(), ..self.clone() }
+    }
 }
 
 /// The default of `input.max-line-bytes`.

@@ -117,7 +117,7 @@ impl JobKind for CorpusKind {
             let task = SignatureTask {
                 task_index: i as u32,
                 shard: shard.clone(),
-                input: spec.input.clone(),
+                input: spec.input.for_task(),
                 stages: spec.stages.clone(),
                 output: spec.output.clone(),
                 dedup: dedup.clone(),
@@ -340,7 +340,7 @@ fn shard_tasks(
             let task = ShardTask {
                 task_index: i as u32,
                 shard: shard.clone(),
-                input: spec.input.clone(),
+                input: spec.input.for_task(),
                 stages: spec.stages.clone(),
                 output: spec.output.clone(),
                 dedup: dedup.map(|d| DedupApply {
@@ -448,5 +448,31 @@ mod tests {
         assert!(e.contains("not the one committed"), "{e}");
         std::fs::write(dir.path().join("part-00000.bin"), &committed).unwrap();
         CorpusKind.promote(&job, &task).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn task_payloads_name_their_own_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 40;
+        for i in 0..n {
+            std::fs::write(dir.path().join(format!("in-{i:03}.jsonl")), format!("{{\"text\": \"doc {i}\"}}\n"))
+                .unwrap();
+        }
+        let spec = format!(
+            "version = 1\n[input]\npaths = [{}]\n[output]\npath = \"{}\"\n",
+            (0..n)
+                .map(|i| format!("\"{}\"", dir.path().join(format!("in-{i:03}.jsonl")).display()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            dir.path().join("out").display()
+        );
+        let planned = CorpusKind.plan("job-000001-abcd", "t", &spec, "/").await.unwrap();
+        assert_eq!(planned.tasks.len(), n);
+        for t in &planned.tasks {
+            let mentioned = (0..n).filter(|i| t.payload.contains(&format!("in-{i:03}.jsonl"))).count();
+            assert_eq!(mentioned, 1, "a payload names its own shard's file and no other: {}", t.payload);
+            let task: ShardTask = serde_json::from_str(&t.payload).unwrap();
+            assert!(task.input.paths.is_empty());
+        }
     }
 }
