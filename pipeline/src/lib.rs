@@ -14,6 +14,7 @@ pub mod read;
 #[cfg(feature = "parquet")]
 pub mod report;
 pub mod spec;
+pub mod spool;
 pub mod stages;
 pub mod starter;
 pub mod store;

@@ -11,6 +11,12 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 
 use crate::error::{PipelineError, PipelineResult};
+use crate::spool::Body;
+
+/// Part size of multipart uploads (S3 wants at least 5 MiB per part but the last).
+pub const PUT_CHUNK_BYTES: usize = 16 << 20;
+/// Parts uploading at once.
+const PUT_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// A resolved location: the store, the key prefix inside it, and the user-facing URL.
 #[derive(Clone)]
@@ -158,6 +164,43 @@ impl Location {
         Ok(())
     }
 
+    /// Writes a finished [`Body`]: whole when it is in memory, else streamed from its temporary
+    /// file in multipart chunks of [`PUT_CHUNK_BYTES`] (a few chunks in flight, never the file).
+    pub async fn put_body(&self, rel: &str, body: Body) -> PipelineResult<()> {
+        use tokio::io::AsyncReadExt;
+        let file = match body.into_parts() {
+            Ok(bytes) => return self.put(rel, bytes).await,
+            Err(file) => file,
+        };
+        let key = self.child(rel);
+        let store_err = |e| PipelineError::Store { location: self.child_url(rel), source: e };
+        let upload = self.store.put_multipart(&key).await.map_err(store_err)?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PUT_CHUNK_BYTES);
+        let mut file = tokio::fs::File::from_std(file);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match file.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(PipelineError::Io {
+                        location: format!("spooled output for {}", self.child_url(rel)),
+                        source: e,
+                    });
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = writer.wait_for_capacity(PUT_CHUNKS_IN_FLIGHT).await {
+                return Err(store_err(e));
+            }
+            writer.write(&buf[..n]);
+        }
+        writer.finish().await.map_err(store_err)?;
+        Ok(())
+    }
+
     pub async fn get(&self, rel: &str) -> PipelineResult<Option<bytes::Bytes>> {
         let key = self.child(rel);
         match self.store.get(&key).await {
@@ -231,6 +274,34 @@ impl Location {
             .collect())
     }
 
+    /// Removes what a killed write left next to `names` on a local file system: object_store
+    /// writes `NAME#N` and renames it to `NAME`, so a process killed in between leaves the
+    /// staging file (listings skip it, so nothing else ever would). Returns how many went.
+    /// A no-op for object stores, whose uploads become visible whole or not at all.
+    pub fn remove_staging_leftovers<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> usize {
+        let Some(local) = &self.local else { return 0 };
+        let mut by_dir: std::collections::BTreeMap<PathBuf, std::collections::BTreeSet<String>> = Default::default();
+        for name in names {
+            let path = local.join(name);
+            if let (Some(dir), Some(file)) = (path.parent(), path.file_name()) {
+                by_dir.entry(dir.to_path_buf()).or_default().insert(file.to_string_lossy().into_owned());
+            }
+        }
+        let mut removed = 0;
+        for (dir, files) in by_dir {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let entry_name = entry.file_name().to_string_lossy().into_owned();
+                let Some((base, suffix)) = entry_name.rsplit_once('#') else { continue };
+                let staging = !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) && files.contains(base);
+                if staging && std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Deletes the object `rel`. Missing is fine.
     pub async fn delete(&self, rel: &str) -> PipelineResult<()> {
         self.delete_key(&self.child(rel)).await
@@ -275,5 +346,23 @@ mod tests {
         assert_eq!(absolutize("/abs/./a/../b", base), "/abs/b");
         assert_eq!(absolutize("file:///abs/x", base), "/abs/x");
         assert_eq!(absolutize("s3://bucket/a/../b/", base), "s3://bucket/a/../b");
+    }
+
+    #[test]
+    fn staging_leftovers_of_named_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        for f in ["a.txt", "a.txt#0", "a.txt#12", "a.txt#x", "sub/c.bin#1", "other#3", "a.txt#"] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let out = resolve(&dir.path().to_string_lossy()).unwrap();
+        assert_eq!(out.remove_staging_leftovers(["a.txt", "sub/c.bin", "missing/d"]), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.txt", "a.txt#", "a.txt#x", "other#3", "sub"]);
+        assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 0);
     }
 }

@@ -16,10 +16,11 @@ use crate::error::{PipelineError, PipelineResult};
 use crate::plan::Shard;
 use crate::read::{read_shard, ReadStats};
 use crate::spec::{InputSpec, OutputSpec, PartitionBy, UnreadableFile};
+use crate::spool::Body;
 use crate::stages::{Ctx, Decision, Stage, StageSpec};
 use crate::store;
 use crate::tokens::TokenizerHandle;
-use crate::write::{sha256_hex, OutputFile, ShardWriter};
+use crate::write::{OutputFile, ShardWriter};
 
 /// Task kind of corpus shard tasks in the coordinator protocol.
 pub const SHARD_TASK_KIND: &str = "corpus.shard";
@@ -149,20 +150,19 @@ pub async fn put_attempt_files(
     let mut outputs = Vec::with_capacity(files.len());
     for f in files {
         let attempt_key = format!("{prefix}/{}", f.name);
-        let sha256 = sha256_hex(&f.bytes);
-        let size = f.bytes.len() as u64;
-        out.put(&attempt_key, f.bytes).await?;
+        let (sha256, size) = (f.body.sha256.clone(), f.body.len);
+        out.put_body(&attempt_key, f.body).await?;
         outputs.push(OutputFile { name: f.name, attempt_key, docs: f.docs, bytes: size, sha256 });
     }
     Ok(outputs)
 }
 
-/// A finished output file of a task, still in memory.
+/// A finished output file of a task: in memory when small, else in a temporary file.
 pub struct EncodedFile {
     /// Final path relative to the output directory.
     pub name: String,
     pub docs: u64,
-    pub bytes: Vec<u8>,
+    pub body: Body,
 }
 
 /// The column label of each stage in the attributes file: the stage type, with its languages
@@ -353,7 +353,7 @@ pub fn run_stages(
             attr_file = Some(EncodedFile {
                 name: format!("{ATTRIBUTES_DIR}/{}", final_name(task.task_index, "parquet")),
                 docs: rows,
-                bytes: a.finish()?,
+                body: Body::from_vec(a.finish()?),
             });
         }
     }
@@ -418,10 +418,10 @@ impl PartitionedWriter {
     fn finish(self, task_index: u32) -> PipelineResult<Vec<EncodedFile>> {
         let mut out = Vec::new();
         for (key, (w, docs)) in self.writers {
-            for (ext, bytes) in w.finish()? {
+            for (ext, body) in w.finish()? {
                 let name = final_name(task_index, ext);
                 let name = if key.is_empty() { name } else { format!("{key}/{name}") };
-                out.push(EncodedFile { name, docs, bytes });
+                out.push(EncodedFile { name, docs, body });
             }
         }
         Ok(out)

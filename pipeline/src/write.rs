@@ -1,6 +1,9 @@
 //! Writers: the documents a shard keeps → one file per output format (`part-NNNNN.jsonl.zst`,
 //! `part-NNNNN.parquet`), each with its document count, size and sha256. Output bytes depend
 //! only on the documents and the settings, so reruns and retries produce identical files.
+//! Every format writes through a [`Spool`] (memory up to a limit, then a temporary file), and
+//! parquet in row groups of at most [`PARQUET_BATCH_BYTES`] of text, so a shard that keeps
+//! gigabytes holds megabytes.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -8,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::document::Document;
 use crate::error::{PipelineError, PipelineResult};
 use crate::spec::{OutputFormat, OutputSpec};
+use crate::spool::{Body, Spool, SPOOL_MEMORY_BYTES};
 use crate::tokens::TokenizerHandle;
 
 /// A file written by a task, as recorded in its result and in the manifest.
@@ -24,12 +28,15 @@ pub struct OutputFile {
 
 /// Collects a shard's kept documents in every configured format.
 pub struct ShardWriter {
-    jsonl: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
-    parquet: Option<Columns>,
+    jsonl: Option<zstd::stream::write::Encoder<'static, Spool>>,
+    parquet: Option<ParquetParts>,
     #[cfg(feature = "tokenize")]
     tokens: Option<crate::tokens::tokenize::TokenBatcher>,
     docs: u64,
 }
+
+/// Text bytes of one parquet row group: the columns are flushed when they hold this much.
+pub const PARQUET_BATCH_BYTES: usize = 32 << 20;
 
 #[derive(Default)]
 struct Columns {
@@ -38,13 +45,51 @@ struct Columns {
     source: Vec<Option<String>>,
     lang: Vec<Option<String>>,
     meta: Vec<Option<String>>,
+    text_bytes: usize,
+}
+
+/// Parquet output in row groups: the columns of the current group, and the file so far.
+struct ParquetParts {
+    columns: Columns,
+    out: SharedSpool,
+    #[cfg(feature = "parquet")]
+    writer: Option<polars::prelude::BatchedWriter<SharedSpool>>,
+    batch_bytes: usize,
+}
+
+/// A spool the parquet writer writes into and the shard writer takes back at the end.
+#[derive(Clone)]
+struct SharedSpool(std::sync::Arc<std::sync::Mutex<Spool>>);
+
+impl std::io::Write for SharedSpool {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("spool lock").write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().expect("spool lock").flush()
+    }
+}
+
+fn spool_error(e: std::io::Error) -> PipelineError {
+    PipelineError::Io { location: "output spool (the temporary directory: $TMPDIR)".into(), source: e }
 }
 
 impl ShardWriter {
     /// `tokenizer` must be given when the output has the `tokens` format.
     pub fn new(output: &OutputSpec, tokenizer: Option<&TokenizerHandle>) -> PipelineResult<Self> {
+        Self::with_limits(output, tokenizer, SPOOL_MEMORY_BYTES, PARQUET_BATCH_BYTES)
+    }
+
+    /// [`new`](Self::new) with the bytes a spool keeps in memory and the text bytes of a parquet
+    /// row group given (tests use small ones to exercise spilling).
+    pub fn with_limits(
+        output: &OutputSpec,
+        tokenizer: Option<&TokenizerHandle>,
+        spool_bytes: usize,
+        batch_bytes: usize,
+    ) -> PipelineResult<Self> {
         let jsonl = if output.formats.contains(&OutputFormat::JsonlZst) {
-            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), output.zstd_level)
+            let mut enc = zstd::stream::write::Encoder::new(Spool::with_limit(spool_bytes), output.zstd_level)
                 .map_err(|e| PipelineError::Other(format!("zstd encoder: {e}")))?;
             // Checksums inside the frame let readers detect corruption.
             enc.include_checksum(true).map_err(|e| PipelineError::Other(format!("zstd: {e}")))?;
@@ -52,12 +97,20 @@ impl ShardWriter {
         } else {
             None
         };
-        let parquet = output.formats.contains(&OutputFormat::Parquet).then(Columns::default);
+        let parquet = output.formats.contains(&OutputFormat::Parquet).then(|| ParquetParts {
+            columns: Columns::default(),
+            out: SharedSpool(std::sync::Arc::new(std::sync::Mutex::new(Spool::with_limit(spool_bytes)))),
+            #[cfg(feature = "parquet")]
+            writer: None,
+            batch_bytes,
+        });
         let wants_tokens = output.formats.contains(&OutputFormat::Tokens);
         #[cfg(feature = "tokenize")]
         let tokens = match (wants_tokens, tokenizer, &output.tokenize) {
             (false, _, _) => None,
-            (true, Some(t), Some(spec)) => Some(crate::tokens::tokenize::TokenBatcher::new(t.clone(), spec)),
+            (true, Some(t), Some(spec)) => {
+                Some(crate::tokens::tokenize::TokenBatcher::with_spool(t.clone(), spec, Spool::with_limit(spool_bytes)))
+            }
             _ => {
                 return Err(PipelineError::Other("the tokens format needs [output.tokenize] and its tokenizer".into()))
             }
@@ -90,17 +143,22 @@ impl ShardWriter {
             serde_json::to_writer(&mut *enc, &doc).map_err(|e| PipelineError::Other(format!("json: {e}")))?;
             enc.write_all(b"\n").map_err(|e| PipelineError::Io { location: "zstd buffer".into(), source: e })?;
         }
-        if let Some(cols) = &mut self.parquet {
+        if let Some(p) = &mut self.parquet {
             let meta = if doc.extra.is_empty() {
                 None
             } else {
                 Some(serde_json::to_string(&doc.extra).expect("a JSON map serializes"))
             };
+            let cols = &mut p.columns;
+            cols.text_bytes += doc.text.len();
             cols.id.push(doc.id);
             cols.text.push(doc.text);
             cols.source.push(doc.source);
             cols.lang.push(doc.lang);
             cols.meta.push(meta);
+            if cols.text_bytes >= p.batch_bytes {
+                p.flush()?;
+            }
         }
         Ok(())
     }
@@ -109,52 +167,81 @@ impl ShardWriter {
         self.docs
     }
 
-    /// Finishes every format: `(extension, bytes)` pairs, in a fixed order.
-    pub fn finish(self) -> PipelineResult<Vec<(&'static str, Vec<u8>)>> {
+    /// Finishes every format: `(extension, body)` pairs, in a fixed order.
+    pub fn finish(self) -> PipelineResult<Vec<(&'static str, Body)>> {
         let mut out = Vec::new();
         if let Some(enc) = self.jsonl {
-            let bytes = enc.finish().map_err(|e| PipelineError::Other(format!("zstd: {e}")))?;
-            out.push((OutputFormat::JsonlZst.extension(), bytes));
+            let spool = enc.finish().map_err(|e| PipelineError::Other(format!("zstd: {e}")))?;
+            out.push((OutputFormat::JsonlZst.extension(), spool.finish().map_err(spool_error)?));
         }
-        if let Some(cols) = self.parquet {
-            out.push((OutputFormat::Parquet.extension(), write_parquet(cols)?));
+        if let Some(p) = self.parquet {
+            out.push((OutputFormat::Parquet.extension(), p.finish()?));
         }
         #[cfg(feature = "tokenize")]
         if let Some(t) = self.tokens {
             let (bin, idx, meta) = t.finish()?;
             out.push((OutputFormat::Tokens.extension(), bin));
-            out.push(("idx", idx));
-            out.push((crate::tokens::META_SUFFIX, meta));
+            out.push(("idx", Body::from_vec(idx)));
+            out.push((crate::tokens::META_SUFFIX, Body::from_vec(meta)));
         }
         Ok(out)
     }
 }
 
 #[cfg(feature = "parquet")]
-fn write_parquet(cols: Columns) -> PipelineResult<Vec<u8>> {
-    use polars::prelude::*;
-    let err = |e: PolarsError| PipelineError::Parquet { location: "output".into(), message: e.to_string() };
-    let height = cols.id.len();
-    let mut df = DataFrame::new(
-        height,
-        vec![
-            Column::new("id".into(), cols.id),
-            Column::new("text".into(), cols.text),
-            Column::new("source".into(), cols.source),
-            Column::new("lang".into(), cols.lang),
-            Column::new("meta".into(), cols.meta),
-        ],
-    )
-    .map_err(err)?;
-    // polars does not export its zstd level type; parquet pages use zstd's default level (3).
-    let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf).with_compression(ParquetCompression::Zstd(None)).finish(&mut df).map_err(err)?;
-    Ok(buf)
+impl ParquetParts {
+    /// Writes the columns held as one row group (the first one opens the file).
+    fn flush(&mut self) -> PipelineResult<()> {
+        use polars::prelude::*;
+        let err = |e: PolarsError| PipelineError::Parquet { location: "output".into(), message: e.to_string() };
+        let cols = std::mem::take(&mut self.columns);
+        let height = cols.id.len();
+        let df = DataFrame::new(
+            height,
+            vec![
+                Column::new("id".into(), cols.id),
+                Column::new("text".into(), cols.text),
+                Column::new("source".into(), cols.source),
+                Column::new("lang".into(), cols.lang),
+                Column::new("meta".into(), cols.meta),
+            ],
+        )
+        .map_err(err)?;
+        if self.writer.is_none() {
+            // polars does not export its zstd level type; pages use zstd's default level (3).
+            let w = ParquetWriter::new(self.out.clone())
+                .with_compression(ParquetCompression::Zstd(None))
+                .batched(df.schema())
+                .map_err(err)?;
+            self.writer = Some(w);
+        }
+        if height > 0 {
+            self.writer.as_mut().expect("opened above").write_batch(&df).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> PipelineResult<Body> {
+        self.flush()?;
+        let w = self.writer.take().expect("flush opens the writer");
+        w.finish().map_err(|e| PipelineError::Parquet { location: "output".into(), message: e.to_string() })?;
+        drop(w);
+        let spool = std::sync::Arc::try_unwrap(self.out.0)
+            .map_err(|_| PipelineError::Other("the parquet writer kept its output".into()))?
+            .into_inner()
+            .expect("spool lock");
+        spool.finish().map_err(spool_error)
+    }
 }
 
 #[cfg(not(feature = "parquet"))]
-fn write_parquet(_: Columns) -> PipelineResult<Vec<u8>> {
-    Err(PipelineError::Other("this build has no parquet support (feature `parquet`)".into()))
+impl ParquetParts {
+    fn flush(&mut self) -> PipelineResult<()> {
+        Err(PipelineError::Other("this build has no parquet support (feature `parquet`)".into()))
+    }
+    fn finish(self) -> PipelineResult<Body> {
+        Err(PipelineError::Other("this build has no parquet support (feature `parquet`)".into()))
+    }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -381,14 +381,14 @@ fn run(task: &ShardTask) -> (ShardResult, Vec<EncodedFile>) {
 }
 
 fn jsonl_ids(f: &EncodedFile) -> Vec<Value> {
-    let text = zstd::decode_all(&f.bytes[..]).unwrap();
+    let text = zstd::decode_all(f.body.in_memory().expect("a small file stays in memory")).unwrap();
     text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
 }
 
 fn attributes(files: &[EncodedFile]) -> polars::prelude::DataFrame {
     use polars::prelude::*;
     let f = files.iter().find(|f| f.name.starts_with("attributes/")).expect("attributes file");
-    ParquetReader::new(std::io::Cursor::new(f.bytes.clone())).finish().unwrap()
+    ParquetReader::new(std::io::Cursor::new(f.body.in_memory().expect("in memory").to_vec())).finish().unwrap()
 }
 
 fn kept_ids(files: &[EncodedFile]) -> BTreeSet<String> {

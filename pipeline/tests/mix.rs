@@ -48,7 +48,7 @@ fn write_sources(root: &Path, docs: usize, shards: usize) {
                 b.push(t.clone()).unwrap();
             }
             let (bin, idx, meta) = b.finish().unwrap();
-            std::fs::write(dir.join(format!("part-{i:05}.bin")), bin).unwrap();
+            std::fs::write(dir.join(format!("part-{i:05}.bin")), bin.into_vec().unwrap()).unwrap();
             std::fs::write(dir.join(format!("part-{i:05}.idx")), idx).unwrap();
             std::fs::write(dir.join(format!("part-{i:05}.tokens.json")), meta).unwrap();
         }

@@ -47,7 +47,7 @@ fn read_split(path: &Path, format: InputFormat, split_size: u64) -> (Vec<Documen
         };
         let (r, files) = process(&task, &TaskProgress::default(), &RunOptions::default(), None).unwrap();
         for f in files {
-            let bytes = f.bytes;
+            let bytes = f.body.into_vec().unwrap();
             let text = zstd::decode_all(&bytes[..]).unwrap();
             for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 docs.push(serde_json::from_slice(line).unwrap());

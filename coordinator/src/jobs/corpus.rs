@@ -275,6 +275,12 @@ impl JobKind for CorpusKind {
         out.put(MANIFEST_NAME, manifest::to_bytes(&manifest)).await.map_err(storage)?;
         out.delete_prefix(&format!("_lehr/attempts/{}", job.id)).await.map_err(storage)?;
         remove_empty_work_dirs(&out);
+        // A coordinator killed in the middle of a promotion's copy left a staging file beside it.
+        let job_files = [MANIFEST_NAME, REJECTS_NAME, "spec.toml", DEDUP_REPORT_NAME];
+        let leftovers = out.remove_staging_leftovers(manifest.files.iter().map(|f| f.name.as_str()).chain(job_files));
+        if leftovers > 0 {
+            tracing::info!(job_id = %job.id, files = leftovers, "removed staging files of interrupted writes");
+        }
         Ok(())
     }
 }

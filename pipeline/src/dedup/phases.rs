@@ -16,6 +16,7 @@ use crate::error::{PipelineError, PipelineResult};
 use crate::plan::Shard;
 use crate::read::ReadStats;
 use crate::spec::{InputSpec, OutputSpec};
+use crate::spool::Body;
 use crate::stages::StageSpec;
 use crate::store;
 use crate::task::{
@@ -232,7 +233,7 @@ pub async fn run_signatures(
             recs.sort_unstable();
             let (band, partition) = (i as u32 / sink.partitions, i as u32 % sink.partitions);
             let name = sig_file(&t.work, band, partition, t.task_index);
-            files.push(EncodedFile { name, docs: recs.len() as u64, bytes: encode(&recs) });
+            files.push(EncodedFile { name, docs: recs.len() as u64, body: Body::from_vec(encode(&recs)) });
         }
         debug_assert_eq!(files.len() as u32, sink.bands * sink.partitions);
         let mut counters = BTreeMap::new();
@@ -309,7 +310,7 @@ pub async fn run_buckets(task: BucketTask, job_id: &str, attempt: u32) -> Pipeli
     counters.insert("records".to_string(), docs);
     let name = edge_file(&task.work, task.band, task.partition);
     let prefix = task_attempt_prefix(BUCKETS_TASK_KIND, job_id, task.task_index, attempt);
-    let file = EncodedFile { name, docs: edges.len() as u64, bytes: encode(&edges) };
+    let file = EncodedFile { name, docs: edges.len() as u64, body: Body::from_vec(encode(&edges)) };
     let outputs = put_attempt_files(&out, &prefix, vec![file]).await?;
     Ok(PhaseResult {
         task_index: task.task_index,
@@ -470,7 +471,7 @@ pub async fn run_clusters(task: ClusterTask, job_id: &str, attempt: u32) -> Pipe
             .map(|(s, recs)| EncodedFile {
                 name: cluster_file(&t.work, s as u32),
                 docs: recs.len() as u64,
-                bytes: encode(recs),
+                body: Body::from_vec(encode(recs)),
             })
             .collect();
         (files, report)

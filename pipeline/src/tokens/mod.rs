@@ -107,14 +107,21 @@ pub struct TokenShardMeta {
 /// Builds one `.bin`/`.idx` pair in memory.
 pub struct TokenShardWriter {
     dtype: TokenDtype,
-    bin: Vec<u8>,
+    /// The `.bin` bytes, spooled to a temporary file past a limit.
+    bin: crate::spool::Spool,
+    /// One document's bytes before they go to the spool.
+    scratch: Vec<u8>,
     lengths: Vec<u32>,
     tokens: u64,
 }
 
 impl TokenShardWriter {
     pub fn new(dtype: TokenDtype) -> Self {
-        TokenShardWriter { dtype, bin: Vec::new(), lengths: Vec::new(), tokens: 0 }
+        Self::with_spool(dtype, crate::spool::Spool::default())
+    }
+
+    pub fn with_spool(dtype: TokenDtype, bin: crate::spool::Spool) -> Self {
+        TokenShardWriter { dtype, bin, scratch: Vec::new(), lengths: Vec::new(), tokens: 0 }
     }
 
     /// Appends one document (its ids, EOS included if wanted).
@@ -125,23 +132,26 @@ impl TokenShardWriter {
                 ids.len()
             )));
         }
+        self.scratch.clear();
         match self.dtype {
             TokenDtype::Uint16 => {
                 for &id in ids {
                     let v = u16::try_from(id).map_err(|_| {
                         PipelineError::Other(format!("token id {id} does not fit the shard's uint16 dtype"))
                     })?;
-                    self.bin.extend_from_slice(&v.to_le_bytes());
+                    self.scratch.extend_from_slice(&v.to_le_bytes());
                 }
             }
             TokenDtype::Int32 => {
                 for &id in ids {
                     let v = i32::try_from(id)
                         .map_err(|_| PipelineError::Other(format!("token id {id} does not fit int32")))?;
-                    self.bin.extend_from_slice(&v.to_le_bytes());
+                    self.scratch.extend_from_slice(&v.to_le_bytes());
                 }
             }
         }
+        std::io::Write::write_all(&mut self.bin, &self.scratch)
+            .map_err(|e| PipelineError::Io { location: "token shard spool".into(), source: e })?;
         self.lengths.push(ids.len() as u32);
         self.tokens += ids.len() as u64;
         Ok(())
@@ -154,8 +164,8 @@ impl TokenShardWriter {
         self.tokens
     }
 
-    /// `(bin, idx)` bytes.
-    pub fn finish(self) -> (Vec<u8>, Vec<u8>) {
+    /// The `.bin` body and the `.idx` bytes.
+    pub fn finish(self) -> PipelineResult<(crate::spool::Body, Vec<u8>)> {
         let n = self.lengths.len();
         let mut idx = Vec::with_capacity(34 + n * 12 + (n + 1) * 8);
         idx.extend_from_slice(IDX_MAGIC);
@@ -174,7 +184,9 @@ impl TokenShardWriter {
         for d in 0..=n as i64 {
             idx.extend_from_slice(&d.to_le_bytes());
         }
-        (self.bin, idx)
+        let bin =
+            self.bin.finish().map_err(|e| PipelineError::Io { location: "token shard spool".into(), source: e })?;
+        Ok((bin, idx))
     }
 }
 
@@ -415,7 +427,8 @@ mod tests {
             w.push(&ids).unwrap();
             w.push(&[]).unwrap();
             w.push(&ids[..1]).unwrap();
-            let (bin, idx) = w.finish();
+            let (bin, idx) = w.finish().unwrap();
+            let bin = bin.into_vec().unwrap();
             assert_eq!(bin.len(), (ids.len() + 1) * dtype.width());
             // header: magic, version 1, dtype code, 3 sequences, 4 document-index entries
             assert_eq!(&idx[..9], b"MMIDIDX\0\0");
@@ -461,7 +474,7 @@ mod tests {
         for doc in [&[1u32, 2, 3][..], &[4, 5], &[6]] {
             w.push(doc).unwrap();
         }
-        let (_, idx) = w.finish();
+        let (_, idx) = w.finish().unwrap();
         assert!(TokenIndex::decode(&idx, "ok.idx").is_ok());
         // pointers start after the header (34 bytes) and the lengths (3 × 4)
         let pointer = |i: usize| 34 + 3 * 4 + i * 8;

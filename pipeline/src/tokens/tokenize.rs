@@ -105,8 +105,13 @@ pub struct TokenBatcher {
 
 impl TokenBatcher {
     pub fn new(tokenizer: Arc<LoadedTokenizer>, spec: &TokenizeSpec) -> Self {
+        Self::with_spool(tokenizer, spec, crate::spool::Spool::default())
+    }
+
+    /// [`new`](Self::new), with the `.bin` bytes going to `bin`.
+    pub fn with_spool(tokenizer: Arc<LoadedTokenizer>, spec: &TokenizeSpec, bin: crate::spool::Spool) -> Self {
         TokenBatcher {
-            writer: TokenShardWriter::new(tokenizer.dtype),
+            writer: TokenShardWriter::with_spool(tokenizer.dtype, bin),
             source: spec.source.clone().unwrap_or_else(|| "corpus".into()),
             batch: spec.batch_docs.max(1),
             pending: Vec::new(),
@@ -139,7 +144,7 @@ impl TokenBatcher {
     }
 
     /// `(bin, idx, metadata json)`.
-    pub fn finish(mut self) -> PipelineResult<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    pub fn finish(mut self) -> PipelineResult<(crate::spool::Body, Vec<u8>, Vec<u8>)> {
         self.flush()?;
         let meta = TokenShardMeta {
             format: FORMAT_NAME.into(),
@@ -152,7 +157,7 @@ impl TokenBatcher {
             eos_appended: true,
             text_bytes: self.text_bytes,
         };
-        let (bin, idx) = self.writer.finish();
+        let (bin, idx) = self.writer.finish()?;
         let mut json = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
         json.push(b'\n');
         Ok((bin, idx, json))

@@ -37,7 +37,7 @@ pub fn write_shards(root: &Path, langs: &[&str], docs: usize) {
             b.push(v["text"].as_str().unwrap().to_string()).unwrap();
         }
         let (bin, idx, meta) = b.finish().unwrap();
-        std::fs::write(dir.join("part-00000.bin"), bin).unwrap();
+        std::fs::write(dir.join("part-00000.bin"), bin.into_vec().unwrap()).unwrap();
         std::fs::write(dir.join("part-00000.idx"), idx).unwrap();
         std::fs::write(dir.join("part-00000.tokens.json"), meta).unwrap();
     }
