@@ -5,6 +5,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // status views and `--json` print these messages as JSON
         .type_attribute(".", "#[derive(serde::Serialize)]")
+        // enums print as their names in JSON (proto/src/wire.rs)
+        .field_attribute("lehr.v1.JobStatus.state", "#[serde(serialize_with = \"crate::wire::job_state\")]")
+        .field_attribute("lehr.v1.StageStatus.state", "#[serde(serialize_with = \"crate::wire::stage_state\")]")
+        .field_attribute("lehr.v1.TaskStatus.state", "#[serde(serialize_with = \"crate::wire::task_state\")]")
+        .field_attribute("lehr.v1.AttemptInfo.outcome", "#[serde(serialize_with = \"crate::wire::attempt_outcome\")]")
+        .field_attribute(
+            "lehr.v1.ReportTaskResponse.disposition",
+            "#[serde(serialize_with = \"crate::wire::disposition\")]",
+        )
         .compile_protos(&["lehr/v1/coordinator.proto"], &["."])?;
     Ok(())
 }

@@ -5,12 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lehr_proto::pb::{GetJobRequest, JobStatus};
-use lehr_proto::{ApiError, CoordinatorApi};
-
-pub fn is_terminal_state(state: &str) -> bool {
-    matches!(state, "succeeded" | "failed" | "cancelled")
-}
+use lehr_proto::pb::{GetJobRequest, JobState, JobStatus};
+use lehr_proto::{ApiError, CoordinatorApi, Named};
 
 /// Documents and text bytes read so far (committed shards plus running ones).
 pub fn processed(job: &JobStatus) -> (u64, u64) {
@@ -73,13 +69,15 @@ pub async fn follow(api: &Arc<dyn CoordinatorApi>, job_id: &str, quiet: bool) ->
         // A multi-stage job (dedup: signatures → buckets → clusters → shards) names the stage
         // that is running.
         let state = match job.stages.iter().find(|s| s.tasks_committed < s.tasks_total) {
-            Some(st) if job.stages.len() > 1 && job.state == "running" => format!("{}: {}", job.state, st.name),
-            _ => job.state.clone(),
+            Some(st) if job.stages.len() > 1 && job.state() == JobState::Running => {
+                format!("{}: {}", job.state().name(), st.name)
+            }
+            _ => job.state().name().to_string(),
         };
         bar.set_message(
             format!("{:.0} docs/s  {}/s  [{state}]", docs as f64 / secs, human_bytes(bytes as f64 / secs),),
         );
-        if is_terminal_state(&job.state) {
+        if job.state().is_terminal() {
             bar.finish_and_clear();
             return Ok(job);
         }

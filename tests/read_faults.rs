@@ -133,7 +133,7 @@ async fn run_job(state: &FsPath, spec: String) -> pb::JobStatus {
             .await
             .unwrap();
         let status = r.job.unwrap();
-        if matches!(status.state.as_str(), "succeeded" | "failed" | "cancelled") {
+        if status.state().is_terminal() {
             break status;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -189,11 +189,11 @@ async fn a_connection_reset_mid_stream_is_retried_and_loses_nothing() {
         spec(&data.join("bucket/docs.jsonl.gz").display().to_string(), &dir.path().join("clean")),
     )
     .await;
-    assert_eq!(clean.state, "succeeded", "{}", clean.error);
+    assert_eq!(clean.state(), pb::JobState::Succeeded, "{}", clean.error);
     let flaky =
         run_job(&dir.path().join("state-b"), spec("reset-once://bucket/docs.jsonl.gz", &dir.path().join("flaky")))
             .await;
-    assert_eq!(flaky.state, "succeeded", "{}", flaky.error);
+    assert_eq!(flaky.state(), pb::JobState::Succeeded, "{}", flaky.error);
     assert_eq!(store.fails.load(Ordering::SeqCst), 0, "the fault was injected");
     assert!(store.gets.load(Ordering::SeqCst) >= 2, "the shard was read again");
 

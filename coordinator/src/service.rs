@@ -16,7 +16,7 @@ use crate::jobs::{JobError, JobKind};
 use crate::scheduler::{
     Beat, Dirty, Disposition, Grant, Job, NewJob, Scheduler, SchedulerConfig, SchedulerError, Task,
 };
-use crate::status::{page, task_status, JobSnapshot};
+use crate::status::{page, task_status, wire_disposition, JobSnapshot};
 use crate::store::Store;
 
 /// Wall-clock milliseconds since the epoch (for people: ages in `lehr status`).
@@ -441,7 +441,7 @@ impl CoordinatorApi for Coordinator {
             (t, j)
         });
         let (Some(task), Some(job)) = (task, job) else {
-            return Ok(ReportTaskResponse { disposition: Disposition::Stale.as_str().into() });
+            return Ok(ReportTaskResponse { disposition: wire_disposition(Disposition::Stale) as i32 });
         };
         let token = req.lease_token.as_str();
         let disposition = match req.outcome {
@@ -487,7 +487,7 @@ impl CoordinatorApi for Coordinator {
             }
         }
         self.maintenance.notify_one();
-        Ok(ReportTaskResponse { disposition: disposition.as_str().into() })
+        Ok(ReportTaskResponse { disposition: wire_disposition(disposition) as i32 })
     }
 
     async fn join_rendezvous(&self, req: JoinRendezvousRequest) -> ApiResult<JoinRendezvousResponse> {

@@ -2,9 +2,42 @@
 //! task of the jobs on its page, no spec, no sort); the views are built after the lock is
 //! released, so `lehr status` on a big coordinator never holds up leases and reports.
 
+use lehr_proto::pb;
 use lehr_proto::pb::*;
 
-use crate::scheduler::{Job, JobState, Scheduler, Task, TaskState, TaskStats};
+use crate::scheduler::{Disposition as Decided, Job, JobState, Scheduler, Task, TaskState, TaskStats};
+
+/// The wire's name of a job state.
+pub fn wire_job_state(s: JobState) -> pb::JobState {
+    match s {
+        JobState::Running => pb::JobState::Running,
+        JobState::Finalizing => pb::JobState::Finalizing,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+pub fn wire_task_state(s: TaskState) -> pb::TaskState {
+    match s {
+        TaskState::Queued => pb::TaskState::Queued,
+        TaskState::Leased => pb::TaskState::Leased,
+        TaskState::Committed => pb::TaskState::Committed,
+        TaskState::Failed => pb::TaskState::Failed,
+        TaskState::Cancelled => pb::TaskState::Cancelled,
+    }
+}
+
+/// The wire's disposition of a report; `Refused` never gets here (it is an error).
+pub fn wire_disposition(d: Decided) -> pb::Disposition {
+    match d {
+        Decided::Committed => pb::Disposition::Committed,
+        Decided::Duplicate => pb::Disposition::Duplicate,
+        Decided::Stale => pb::Disposition::Stale,
+        Decided::FailureRecorded { .. } => pb::Disposition::FailureRecorded,
+        Decided::Refused => pb::Disposition::Unspecified,
+    }
+}
 
 /// What a job's status view needs, copied under the lock.
 pub struct JobSnapshot {
@@ -93,26 +126,26 @@ impl JobSnapshot {
             }
         }
         for (st, (_, _, ready)) in stages.iter_mut().zip(&self.stages) {
-            st.state = if st.tasks_failed > 0 {
-                "failed"
+            let state = if st.tasks_failed > 0 {
+                StageState::Failed
             } else if st.tasks_committed == st.tasks_total {
-                "succeeded"
+                StageState::Succeeded
             } else if self.state == JobState::Cancelled {
-                "cancelled"
+                StageState::Cancelled
             } else if self.state == JobState::Failed {
-                "failed"
+                StageState::Failed
             } else if *ready {
-                "running"
+                StageState::Running
             } else {
-                "waiting"
-            }
-            .to_string();
+                StageState::Waiting
+            };
+            st.state = state as i32;
         }
         JobStatus {
             job_id: self.id,
             name: self.name,
             kind: self.kind,
-            state: self.state.as_str().to_string(),
+            state: wire_job_state(self.state) as i32,
             error: self.error,
             created_ms: self.created_ms,
             finished_ms: self.finished_ms,
@@ -136,7 +169,7 @@ pub fn task_status(t: &Task) -> TaskStatus {
         task_id: t.id,
         stage: t.stage.to_string(),
         index: t.index,
-        state: t.state.as_str().to_string(),
+        state: wire_task_state(t.state) as i32,
         attempts: t.attempts,
         worker_id: t.worker_id.clone(),
         last_error: t.last_error.clone(),
@@ -149,7 +182,7 @@ pub fn task_status(t: &Task) -> TaskStatus {
                 worker_id: a.worker_id.clone(),
                 started_ms: a.started_ms,
                 ended_ms: a.ended_ms,
-                outcome: a.outcome.clone(),
+                outcome: AttemptOutcome::from_name(&a.outcome) as i32,
                 error: a.error.clone(),
             })
             .collect(),

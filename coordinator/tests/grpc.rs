@@ -158,10 +158,10 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
                 })
                 .await
                 .unwrap();
-            assert_eq!(r.disposition, "committed", "the same attempt reporting twice stays committed");
+            assert_eq!(r.disposition(), pb::Disposition::Committed, "the same attempt reporting twice stays committed");
         }
     }
-    let mut state = String::new();
+    let mut state = pb::JobState::Unspecified;
     for _ in 0..100 {
         state = api
             .get_job(pb::GetJobRequest { job_id: job.job_id.clone(), ..Default::default() })
@@ -169,13 +169,13 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
             .unwrap()
             .job
             .unwrap()
-            .state;
-        if state == "succeeded" {
+            .state();
+        if state == pb::JobState::Succeeded {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(state, "succeeded");
+    assert_eq!(state, pb::JobState::Succeeded);
     // A late report for a finished job, for an attempt never issued, is refused.
     let err = api
         .report_task(pb::ReportTaskRequest {

@@ -3,12 +3,14 @@
 //! the shared-token and message-size rules of the wire.
 
 mod client;
+pub mod wire;
 
 pub mod pb {
     tonic::include_proto!("lehr.v1");
 }
 
 pub use client::GrpcCoordinatorClient;
+pub use wire::Named;
 
 use async_trait::async_trait;
 use pb::*;

@@ -159,15 +159,15 @@ async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
             .await?
             .job
             .expect("job");
-        if crate::progress::is_terminal_state(&s.state) {
+        if s.state().is_terminal() {
             break s;
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     };
     let secs = start.elapsed().as_secs_f64();
     shutdown.cancel();
-    if status.state != "succeeded" {
-        return Err(anyhow::anyhow!("bench job {}: {}", status.state, status.error).into());
+    if status.state() != pb::JobState::Succeeded {
+        return Err(anyhow::anyhow!("bench job {}: {}", lehr_proto::Named::name(status.state()), status.error).into());
     }
     let docs: u64 = status.stages.iter().map(|s| s.docs_in).sum();
     let kept: u64 = status.stages.iter().map(|s| s.docs_out).sum();

@@ -200,8 +200,10 @@ async fn read_token_totals(output: &str, manifest: Option<&Manifest>) -> Option<
 }
 
 pub async fn report(job: &JobStatus, elapsed: f64, json: bool) -> CmdResult {
-    let manifest = if job.state == "succeeded" { read_manifest(&job.output).await } else { None };
-    let dedup = if job.state == "succeeded" { read_dedup_report(&job.output).await } else { None };
+    let manifest =
+        if job.state() == lehr_proto::pb::JobState::Succeeded { read_manifest(&job.output).await } else { None };
+    let dedup =
+        if job.state() == lehr_proto::pb::JobState::Succeeded { read_dedup_report(&job.output).await } else { None };
     let tokens = read_token_totals(&job.output, manifest.as_ref()).await;
     if json {
         let v = serde_json::json!({"job": job, "elapsed_s": elapsed, "manifest": manifest, "dedup": dedup, "tokens": tokens});
@@ -226,11 +228,11 @@ pub async fn report(job: &JobStatus, elapsed: f64, json: bool) -> CmdResult {
             );
         }
     }
-    Ok(if job.state == "succeeded" { EXIT_OK } else { EXIT_JOB_FAILED })
+    Ok(if job.state() == lehr_proto::pb::JobState::Succeeded { EXIT_OK } else { EXIT_JOB_FAILED })
 }
 
 fn print_summary(job: &JobStatus, elapsed: f64, manifest: Option<&Manifest>) {
-    println!("job {} ({}) {} in {:.1}s", job.job_id, job.name, job.state, elapsed);
+    println!("job {} ({}) {} in {:.1}s", job.job_id, job.name, lehr_proto::Named::name(job.state()), elapsed);
     if !job.error.is_empty() {
         println!("error: {}", job.error);
     }

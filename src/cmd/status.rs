@@ -2,7 +2,10 @@
 
 use std::time::Instant;
 
-use lehr_proto::pb::{CancelJobRequest, GetJobRequest, ListJobsRequest, ListWorkersRequest, PruneJobsRequest};
+use lehr_proto::pb::{
+    CancelJobRequest, GetJobRequest, JobState, ListJobsRequest, ListWorkersRequest, PruneJobsRequest,
+};
+use lehr_proto::Named;
 
 use super::{connect, CmdResult, EXIT_JOB_FAILED, EXIT_OK};
 use crate::cli::{CancelArgs, StatusArgs};
@@ -58,7 +61,7 @@ pub async fn status(args: StatusArgs) -> CmdResult {
                 j.job_id,
                 j.name,
                 j.kind,
-                j.state,
+                j.state().name(),
                 format!("{done}/{total}"),
                 bad,
                 j.error
@@ -102,9 +105,9 @@ pub async fn status(args: StatusArgs) -> CmdResult {
             )
             .expect("json")
         );
-        return Ok(if job.state == "failed" { EXIT_JOB_FAILED } else { EXIT_OK });
+        return Ok(if job.state() == JobState::Failed { EXIT_JOB_FAILED } else { EXIT_OK });
     }
-    println!("job {} ({}, {}): {}", job.job_id, job.name, job.kind, job.state);
+    println!("job {} ({}, {}): {}", job.job_id, job.name, job.kind, job.state().name());
     println!("output: {}", job.output);
     if !job.error.is_empty() {
         println!("error: {}", job.error);
@@ -117,7 +120,7 @@ pub async fn status(args: StatusArgs) -> CmdResult {
         println!(
             "{:<10} {:<10} {:>8} {:>9} {:>8} {:>7} {:>10} {:>10} {:>9}",
             s.name,
-            s.state,
+            s.state().name(),
             s.tasks_total,
             s.tasks_committed,
             s.tasks_running,
@@ -138,25 +141,25 @@ pub async fn status(args: StatusArgs) -> CmdResult {
         }
         println!("\n{:<6} {:<10} {:>8} {:<6}  shard / attempts", "task", "state", "attempts", "worker");
         for t in &r.tasks {
-            println!("{:<6} {:<10} {:>8} {:<6}  {}", t.task_id, t.state, t.attempts, t.worker_id, t.shard);
+            println!("{:<6} {:<10} {:>8} {:<6}  {}", t.task_id, t.state().name(), t.attempts, t.worker_id, t.shard);
             for a in &t.attempt_log {
                 println!(
                     "         attempt {} on {}: {}{}",
                     a.attempt,
                     a.worker_id,
-                    a.outcome,
+                    a.outcome().name(),
                     if a.error.is_empty() { String::new() } else { format!(" ({})", a.error) }
                 );
             }
         }
     }
-    Ok(if job.state == "failed" { EXIT_JOB_FAILED } else { EXIT_OK })
+    Ok(if job.state() == JobState::Failed { EXIT_JOB_FAILED } else { EXIT_OK })
 }
 
 pub async fn cancel(args: CancelArgs) -> CmdResult {
     let api = connect(&args.coordinator, &args.auth)?;
     let r = api.cancel_job(CancelJobRequest { job_id: args.job }).await?;
     let job = r.job.expect("job");
-    println!("job {}: {}", job.job_id, job.state);
+    println!("job {}: {}", job.job_id, job.state().name());
     Ok(EXIT_OK)
 }

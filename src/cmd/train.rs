@@ -114,6 +114,7 @@ async fn submit(
     use super::{interrupted, EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK};
     use anyhow::Context;
     use lehr_proto::pb::{CancelJobRequest, SubmitJobRequest};
+    use lehr_proto::Named;
     use lehr_schedules::job::{TrainJob, TrainJobOptions};
     let text = std::fs::read_to_string(&a.spec).with_context(|| format!("cannot read {}", a.spec.display()))?;
     let cwd = std::env::current_dir().context("no current directory")?;
@@ -210,14 +211,14 @@ async fn submit(
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"job_id": status.job_id, "state": status.state, "error": status.error, "final_step": steps, "out": job.out})
+            serde_json::json!({"job_id": status.job_id, "state": status.state().name(), "error": status.error, "final_step": steps, "out": job.out})
         );
-    } else if status.state == "succeeded" {
+    } else if status.state() == lehr_proto::pb::JobState::Succeeded {
         println!("job {}: succeeded at step {steps}; checkpoints in {}/checkpoints", status.job_id, job.out);
     } else {
-        eprintln!("job {}: {} {}", status.job_id, status.state, status.error);
+        eprintln!("job {}: {} {}", status.job_id, status.state().name(), status.error);
     }
-    Ok(if status.state == "succeeded" { EXIT_OK } else { EXIT_JOB_FAILED })
+    Ok(if status.state() == lehr_proto::pb::JobState::Succeeded { EXIT_OK } else { EXIT_JOB_FAILED })
 }
 
 /// Polls a train job until it ends, printing rank 0's step as it moves (unless `quiet`).
@@ -238,7 +239,7 @@ async fn follow_train(
             }
             Err(e) => return Err(e),
         };
-        if crate::progress::is_terminal_state(&job.state) {
+        if job.state().is_terminal() {
             return Ok(job);
         }
         let running: u32 = job.stages.iter().map(|s| s.tasks_running).sum();

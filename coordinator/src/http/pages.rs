@@ -4,6 +4,7 @@
 use axum::response::Html;
 use lehr_pipeline::text::escape_xml as esc;
 use lehr_proto::pb::*;
+use lehr_proto::Named;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}\
     td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}\
@@ -90,7 +91,7 @@ pub fn dashboard(jobs: &ListJobsResponse, workers: &[WorkerStatus], with_logout:
             link = job_link(&j.job_id),
             name = esc(&j.name),
             kind = esc(&j.kind),
-            state = esc(&j.state),
+            state = j.state().name(),
             err = esc(&j.error),
         ));
     }
@@ -114,7 +115,7 @@ pub fn dashboard(jobs: &ListJobsResponse, workers: &[WorkerStatus], with_logout:
 
 pub fn job(r: &GetJobResponse, offset: u32, per_page: u32, with_logout: bool) -> Html<String> {
     let Some(j) = &r.job else { return not_found("no such job") };
-    let running = matches!(j.state.as_str(), "queued" | "running" | "planning" | "finalizing");
+    let running = !j.state().is_terminal();
     let mut html = head(&format!("{} · lehr", j.job_id), running);
     html.push_str(&nav(with_logout));
     html.push_str(&format!(
@@ -123,7 +124,7 @@ pub fn job(r: &GetJobResponse, offset: u32, per_page: u32, with_logout: bool) ->
         id = esc(&j.job_id),
         name = esc(&j.name),
         kind = esc(&j.kind),
-        state = esc(&j.state),
+        state = j.state().name(),
         out = esc(&j.output),
         created = ms(j.created_ms),
         finished = if j.finished_ms > 0 { format!(", ended {}", ms(j.finished_ms)) } else { String::new() },
@@ -148,7 +149,7 @@ pub fn job(r: &GetJobResponse, offset: u32, per_page: u32, with_logout: bool) ->
             s.docs_out,
             s.bytes_in,
             s.bad_records,
-            st = esc(&s.state),
+            st = s.state().name(),
         ));
     }
     let (from, to) = (offset as usize + 1, offset as usize + r.tasks.len());
@@ -166,7 +167,7 @@ pub fn job(r: &GetJobResponse, offset: u32, per_page: u32, with_logout: bool) ->
             t.attempts,
             esc(&t.worker_id),
             esc(&t.last_error),
-            st = esc(&t.state),
+            st = t.state().name(),
         ));
     }
     html.push_str("</table><p>");

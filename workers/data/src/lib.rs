@@ -305,7 +305,7 @@ async fn run_lease(
     // session, bounds it, so a worker shutting down still tries).
     let stop = session.clone();
     match retry(&stop, "report", || api.report_task(req.clone())).await {
-        Some(Ok(r)) => tracing::debug!(disposition = %r.disposition, "reported"),
+        Some(Ok(r)) => tracing::debug!(disposition = lehr_proto::Named::name(r.disposition()), "reported"),
         Some(Err(e)) => tracing::warn!(error = %e, "report refused"),
         None => tracing::warn!("shut down before the report got through; the lease will expire"),
     }

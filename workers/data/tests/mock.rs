@@ -64,7 +64,7 @@ impl CoordinatorApi for Mock {
     }
     async fn report_task(&self, req: pb::ReportTaskRequest) -> ApiResult<pb::ReportTaskResponse> {
         self.reports.lock().unwrap().push(req);
-        Ok(pb::ReportTaskResponse { disposition: "committed".into() })
+        Ok(pb::ReportTaskResponse { disposition: pb::Disposition::Committed as i32 })
     }
     async fn join_rendezvous(&self, _: pb::JoinRendezvousRequest) -> ApiResult<pb::JoinRendezvousResponse> {
         unimplemented!()
