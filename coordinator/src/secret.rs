@@ -3,12 +3,9 @@
 /// Whether `given` equals `expected`, in time that depends on their lengths only. An empty
 /// `expected` matches nothing (an attempt recorded without a token can never be claimed).
 pub fn secrets_match(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    let mut diff = u8::from(a.len() != b.len() || b.is_empty());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
-    }
-    diff == 0
+    // both sides compared in full, the emptiness check included
+    let equal = lehr_schedules::job::constant_time_eq(given.as_bytes(), expected.as_bytes());
+    equal & !expected.is_empty()
 }
 
 /// 128 random bits (rand's thread generator: ChaCha12 seeded from the OS), as 32 hex digits.

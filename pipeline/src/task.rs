@@ -23,7 +23,7 @@ use crate::tokens::TokenizerHandle;
 use crate::write::{OutputFile, ShardWriter};
 
 /// Task kind of corpus shard tasks in the coordinator protocol.
-pub const SHARD_TASK_KIND: &str = "corpus.shard";
+pub use lehr_schedules::kinds::SHARD_TASK_KIND;
 
 /// The payload of a corpus shard task.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -7,12 +7,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::RunSpec;
 
-/// Kind of a training rank's task.
 /// The environment variable that carries a rank's collective secret (from the rendezvous) to
 /// its `lehr train run` process.
 pub const COLLECTIVE_SECRET_ENV: &str = "LEHR_COLLECTIVE_SECRET";
 
-pub const TRAIN_RANK_TASK_KIND: &str = "train.rank";
+pub use crate::kinds::TRAIN_RANK_TASK_KIND;
+
+/// Whether two secrets are equal, in time that depends on their lengths only (no early exit, so
+/// response times do not say how much of a guess matched). The coordinator's token and lease
+/// checks and the ranks' collective handshake all compare with it.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
 
 /// The most ranks one job may ask for.
 pub const MAX_WORLD: u32 = 4096;

@@ -5,6 +5,7 @@
 //! importer ([`yulan`]). Pure: no I/O except reading recipe files in the importer.
 
 pub mod job;
+pub mod kinds;
 pub mod lr;
 pub mod mixer;
 pub mod plan;

@@ -24,7 +24,7 @@ pub async fn run(cmd: BenchCommand) -> CmdResult {
 async fn drive(api: Arc<dyn CoordinatorApi>, tasks: u32, workers: u32) -> Result<f64, Failure> {
     let job = api
         .submit_job(pb::SubmitJobRequest {
-            kind: "noop".into(),
+            kind: lehr_schedules::kinds::NOOP_JOB.into(),
             name: "bench".into(),
             spec: format!("tasks = {tasks}"),
             base_dir: String::new(),
@@ -146,7 +146,7 @@ async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
     let start = Instant::now();
     let job = api
         .submit_job(pb::SubmitJobRequest {
-            kind: "corpus".into(),
+            kind: lehr_schedules::kinds::CORPUS_JOB.into(),
             name: "bench".into(),
             spec,
             base_dir: cwd.to_string_lossy().to_string(),

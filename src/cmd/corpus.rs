@@ -99,7 +99,7 @@ async fn build(args: CorpusBuildArgs) -> CmdResult {
         .map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", args.spec.display())))?;
     let base_dir = std::env::current_dir().context("no current directory")?;
     let request = SubmitJobRequest {
-        kind: "corpus".into(),
+        kind: lehr_schedules::kinds::CORPUS_JOB.into(),
         name: spec.name.clone().unwrap_or_default(),
         spec: spec_text,
         base_dir: base_dir.to_string_lossy().to_string(),

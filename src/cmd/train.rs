@@ -167,7 +167,12 @@ async fn submit(
     TrainJob::from_json(&spec).map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", a.spec.display())))?;
     let name = a.name.clone().unwrap_or_default();
     let submitted = api
-        .submit_job(SubmitJobRequest { kind: "train".into(), name, spec, base_dir: cwd.to_string_lossy().to_string() })
+        .submit_job(SubmitJobRequest {
+            kind: lehr_schedules::kinds::TRAIN_JOB.into(),
+            name,
+            spec,
+            base_dir: cwd.to_string_lossy().to_string(),
+        })
         .await?;
     if a.detach {
         if a.json {

@@ -66,7 +66,7 @@ pub fn resolve_paths(spec: &str, base_dir: &str) -> Result<PipelineSpec, JobErro
 #[async_trait]
 impl JobKind for CorpusKind {
     fn name(&self) -> &'static str {
-        "corpus"
+        lehr_schedules::kinds::CORPUS_JOB
     }
 
     fn output(&self, spec: &str, base_dir: &str) -> Result<String, JobError> {

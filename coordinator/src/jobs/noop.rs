@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::{JobError, JobKind, PlannedJob};
 use crate::scheduler::{NewTask, StageDef, Task, TaskStats};
 
-pub const NOOP_TASK_KIND: &str = "noop.task";
+pub use lehr_schedules::kinds::NOOP_TASK_KIND;
 
 pub struct NoopKind;
 
@@ -19,7 +19,7 @@ struct NoopSpec {
 #[async_trait]
 impl JobKind for NoopKind {
     fn name(&self) -> &'static str {
-        "noop"
+        lehr_schedules::kinds::NOOP_JOB
     }
 
     async fn plan(&self, _job_id: &str, name: &str, spec: &str, _base_dir: &str) -> Result<PlannedJob, JobError> {

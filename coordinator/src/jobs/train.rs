@@ -16,7 +16,7 @@ pub struct TrainKind;
 #[async_trait]
 impl JobKind for TrainKind {
     fn name(&self) -> &'static str {
-        "train"
+        lehr_schedules::kinds::TRAIN_JOB
     }
 
     fn output(&self, spec: &str, base_dir: &str) -> Result<String, JobError> {

@@ -24,9 +24,7 @@ use crate::task::{
 };
 use crate::write::OutputFile;
 
-pub const SIGNATURES_TASK_KIND: &str = "dedup.signatures";
-pub const BUCKETS_TASK_KIND: &str = "dedup.buckets";
-pub const CLUSTERS_TASK_KIND: &str = "dedup.clusters";
+pub use lehr_schedules::kinds::{BUCKETS_TASK_KIND, CLUSTERS_TASK_KIND, SIGNATURES_TASK_KIND};
 
 /// Phase 1: one input shard → band-hash files.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Task kind of the coordinator's diagnostic `noop` jobs.
-pub const NOOP_TASK_KIND: &str = "noop.task";
+pub use lehr_schedules::kinds::NOOP_TASK_KIND;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {

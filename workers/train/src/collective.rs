@@ -95,7 +95,7 @@ fn admit(s: &mut TcpStream, world: usize, secret: &[u8]) -> Result<usize, String
     }
     let peer = u64::from_le_bytes(hello[8..16].try_into().expect("8 bytes"));
     let expected = proof(secret, &nonce, peer);
-    if !constant_eq(&hello[16..], &expected) {
+    if !lehr_schedules::job::constant_time_eq(&hello[16..], &expected) {
         return Err(format!("wrong secret for rank {peer}"));
     }
     if peer == 0 || peer as usize >= world {
@@ -105,10 +105,6 @@ fn admit(s: &mut TcpStream, world: usize, secret: &[u8]) -> Result<usize, String
     s.set_read_timeout(None).map_err(|e| e.to_string())?;
     s.set_write_timeout(None).map_err(|e| e.to_string())?;
     Ok(peer as usize)
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 impl TcpCollective {
