@@ -522,6 +522,9 @@ pub enum TrainCommand {
     /// Train a model following a run spec (stages, mixer, LR), here or (--coordinator) on a
     /// cluster's train workers; resumes from the latest checkpoint under --out.
     Run(Box<TrainRunArgs>),
+    /// One rank from its config file (what a train worker starts; JSON events on stdout).
+    #[command(hide = true)]
+    Rank(TrainRankArgs),
     /// `lehr train SPEC.toml [options]`: the same as `lehr train run SPEC.toml [options]`.
     #[command(external_subcommand)]
     Spec(Vec<OsString>),
@@ -644,6 +647,12 @@ pub struct ModelKnobArgs {
     /// Standard deviation of the initial weights.
     #[arg(long)]
     pub init_std: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainRankArgs {
+    /// The rank's config (JSON, lehr_schedules::rank::RankConfig).
+    pub config: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -159,7 +159,7 @@ fn training_checkpoints_go_to_s3_and_resume_from_there() {
     let first = train("host-a", "3");
     let second = train("host-b", "5");
     let steps = |v: &[serde_json::Value]| -> Vec<u64> {
-        v.iter().filter(|m| m.get("event").is_none()).map(|m| m["step"].as_u64().unwrap()).collect()
+        v.iter().filter(|m| m["event"] == "step").map(|m| m["step"].as_u64().unwrap()).collect()
     };
     assert_eq!(steps(&first), [0, 1, 2]);
     assert_eq!(steps(&second), [3, 4], "host b resumed from the bucket, not from scratch");

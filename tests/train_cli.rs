@@ -26,9 +26,14 @@ fn train_run_follows_the_plan_and_resumes_at_the_next_step() {
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         let lines: Vec<Value> =
             String::from_utf8(run.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let (done, steps): (Vec<Value>, Vec<Value>) = lines.into_iter().partition(|m| m.get("event").is_some());
+        let (done, rest): (Vec<Value>, Vec<Value>) = lines.into_iter().partition(|m| m["event"] == "done");
         assert_eq!(done.len(), 1, "one closing line");
         assert_eq!(done[0]["step"].as_u64().unwrap(), stop.parse::<u64>().unwrap());
+        let (steps, resumed): (Vec<Value>, Vec<Value>) = rest.into_iter().partition(|m| m["event"] == "step");
+        assert!(resumed.iter().all(|m| m["event"] == "resumed"), "{resumed:?}");
+        if let Some(r) = resumed.first() {
+            assert_eq!(r["step"], steps[0]["step"], "a resumed run says where it picks up");
+        }
         steps
     };
     let first = train("3");
@@ -103,7 +108,7 @@ fn a_mup_model_resumes_exactly_from_its_unfolded_weights() {
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|m| m.get("event").is_none())
+            .filter(|m| m["event"] == "step")
             .collect()
     };
     let whole = train(&dir.path().join("whole"), "4");

@@ -10,6 +10,7 @@ pub mod lr;
 pub mod mixer;
 pub mod plan;
 pub mod presets;
+pub mod rank;
 pub mod spec;
 pub mod yulan;
 

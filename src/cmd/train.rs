@@ -115,7 +115,7 @@ async fn submit(
     use anyhow::Context;
     use lehr_proto::pb::{CancelJobRequest, SubmitJobRequest};
     use lehr_proto::Named;
-    use lehr_schedules::job::{TrainJob, TrainJobOptions};
+    use lehr_schedules::job::TrainJob;
     let text = std::fs::read_to_string(&a.spec).with_context(|| format!("cannot read {}", a.spec.display()))?;
     let cwd = std::env::current_dir().context("no current directory")?;
     if a.rank != 0 || a.rendezvous.is_some() || a.stop_at.is_some() {
@@ -140,26 +140,7 @@ async fn submit(
         model: a.model.clone(),
         out: lehr_pipeline::store::absolutize(&a.out.to_string_lossy(), &cwd),
         world: a.world as u32,
-        options: TrainJobOptions {
-            micro_batch: a.micro_batch,
-            grad_clip: a.grad_clip,
-            checkpoint_every: a.checkpoint_every,
-            keep_checkpoints: a.keep_checkpoints,
-            seed: a.seed,
-            device: a.device.clone(),
-            precision: a.precision.clone(),
-            collective: a.collective.clone(),
-            eval_data: a.eval_data.as_ref().map(|d| lehr_pipeline::store::absolutize(d, &cwd)),
-            eval_every: a.eval_every,
-            eval_tokens: a.eval_tokens,
-            peak_tflops: a.peak_tflops,
-            embedding_scale: a.knobs.embedding_scale,
-            depth_scale: a.knobs.depth_scale,
-            logit_scale: a.knobs.logit_scale,
-            qk_norm: a.knobs.qk_norm,
-            z_loss: a.knobs.z_loss,
-            init_std: a.knobs.init_std,
-        },
+        options: job_options(&a, &cwd),
     };
     let spec = serde_json::to_string(&job).expect("job serializes");
     let spec_json = spec.clone();
@@ -283,228 +264,114 @@ async fn run_here(cmd: TrainCommand) -> CmdResult {
             Ok(EXIT_OK)
         }
         TrainCommand::Run(a) => run_spec(*a).await,
+        TrainCommand::Rank(a) => run_rank_file(&a.config).await,
         TrainCommand::Spec(_) => unreachable!("rewritten by run()"),
     }
 }
 
-#[cfg(feature = "train")]
-async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
-    use anyhow::Context;
-    use lehr_train::trainer::{TrainOptions, Trainer};
-    let text = std::fs::read_to_string(&a.spec).with_context(|| format!("cannot read {}", a.spec.display()))?;
-    let spec = lehr_schedules::RunSpec::from_toml(&text)
-        .map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", a.spec.display())))?;
-    let cwd = std::env::current_dir().context("no current directory")?;
-    let data = lehr_pipeline::store::absolutize(&a.data, &cwd);
-    let root = lehr_pipeline::store::resolve(&data).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
-    // Refuses shards of different tokenizers; the vocabulary comes from theirs.
-    // Storage trouble is worth a retry (exit 1); wrong data is the caller's to fix (exit 2).
-    let avail = lehr_pipeline::mix::available(&root, &spec).await.map_err(|e| {
-        if e.is_retryable() {
-            super::Failure::from(anyhow::anyhow!(e))
-        } else {
-            super::Failure::usage(anyhow::anyhow!(e))
-        }
-    })?;
-    let vocab = avail.vocab_size as i64;
-    // A URL --out: work in a scratch directory, publish checkpoints to the URL.
-    let out_str = a.out.to_string_lossy().to_string();
-    let (local_out, remote) = if lehr_pipeline::store::is_remote(&out_str) {
-        let scratch = match a.scratch.clone() {
-            Some(s) => s,
-            None => {
-                let name: String =
-                    out_str.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-                private_scratch_root()?.join(name).join(format!("rank-{}", a.rank))
-            }
-        };
-        std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
-        let r = lehr_train::publish::Remote::new(&out_str).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
-        r.pull_latest(&scratch).await.map_err(|e| anyhow::anyhow!(e))?;
-        (scratch, Some(out_str.clone()))
-    } else {
-        (a.out.clone(), None)
-    };
-    if vocab == 0 {
-        return Err(super::Failure::usage(anyhow::anyhow!("no token shards under {data} for the spec's sources")));
-    }
-    let model = model_config(&a.model, vocab, &a.knobs)?;
-    let device = device(a.device.as_deref())?;
-    let options = TrainOptions {
+/// The training options of the command line, as the job and the rank config carry them (the
+/// one place the flags become options).
+fn job_options(a: &crate::cli::TrainRunArgs, cwd: &std::path::Path) -> lehr_schedules::job::TrainJobOptions {
+    lehr_schedules::job::TrainJobOptions {
         micro_batch: a.micro_batch,
         grad_clip: a.grad_clip,
         checkpoint_every: a.checkpoint_every,
         keep_checkpoints: a.keep_checkpoints,
-        stop_at: a.stop_at,
         seed: a.seed,
-        eval_data: a.eval_data.as_ref().map(|d| lehr_pipeline::store::absolutize(d, &cwd)),
+        device: a.device.clone(),
+        precision: a.precision.clone(),
+        collective: a.collective.clone(),
+        eval_data: a.eval_data.as_ref().map(|d| lehr_pipeline::store::absolutize(d, cwd)),
         eval_every: a.eval_every,
         eval_tokens: a.eval_tokens,
-        peak_flops: a.peak_tflops.map(|t| t * 1e12),
-        remote: remote.clone(),
-        compute: precision(a.precision.as_deref(), device)?,
-        ..TrainOptions::new(data, local_out.clone(), device)
+        peak_tflops: a.peak_tflops,
+        ..knob_options(&a.knobs)
+    }
+}
+
+/// Default options with the model knobs of the command line.
+fn knob_options(k: &crate::cli::ModelKnobArgs) -> lehr_schedules::job::TrainJobOptions {
+    lehr_schedules::job::TrainJobOptions {
+        embedding_scale: k.embedding_scale,
+        depth_scale: k.depth_scale,
+        logit_scale: k.logit_scale,
+        qk_norm: k.qk_norm,
+        z_loss: k.z_loss,
+        init_std: k.init_std,
+        ..Default::default()
+    }
+}
+
+/// `lehr train run` here: one rank of the run (all of it, for one rank), through the train
+/// crate's role library.
+#[cfg(feature = "train")]
+async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(&a.spec).with_context(|| format!("cannot read {}", a.spec.display()))?;
+    let cwd = std::env::current_dir().context("no current directory")?;
+    let config = lehr_schedules::rank::RankConfig {
+        run: text,
+        spec_name: a.spec.display().to_string(),
+        data: lehr_pipeline::store::absolutize(&a.data, &cwd),
+        model: a.model.clone(),
+        out: lehr_pipeline::store::absolutize(&a.out.to_string_lossy(), &cwd),
+        world: a.world as u32,
+        rank: a.rank as u32,
+        rendezvous: a.rendezvous.map(|r| r.to_string()),
+        stop_at: a.stop_at,
+        scratch: a.scratch.clone(),
+        options: job_options(&a, &cwd),
     };
-    let json = a.json;
-    let total = lehr_schedules::Plan::new(&spec, Some(&avail.tokens))
-        .map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", a.spec.display())))?
-        .total_steps();
-    // A rank restarted after the run ended (its peers may be gone) has nothing to do.
-    let shown_out = std::path::PathBuf::from(remote.clone().unwrap_or_else(|| a.out.to_string_lossy().to_string()));
-    if let Some(step) = lehr_train::trainer::latest_step(&local_out).map_err(|e| anyhow::anyhow!(e))? {
-        if step >= total {
-            done_line(json, a.rank, step, total, &shown_out);
-            return Ok(EXIT_OK);
+    run_rank(config, a.json).await
+}
+
+/// `lehr train rank CONFIG.json`: a rank a train worker started (JSON events on stdout).
+#[cfg(feature = "train")]
+async fn run_rank_file(path: &std::path::Path) -> CmdResult {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config = lehr_schedules::rank::RankConfig::from_json(&text)
+        .map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", path.display())))?;
+    run_rank(config, true).await
+}
+
+/// Runs a rank, printing its events: every one as a JSON line (`json`, what a train worker
+/// reads), or steps and the end as text from rank 0.
+#[cfg(feature = "train")]
+async fn run_rank(config: lehr_schedules::rank::RankConfig, json: bool) -> CmdResult {
+    use lehr_schedules::rank::RankEvent;
+    use lehr_train::rank::RankError;
+    // The per-attempt secret the coordinator's rendezvous handed the worker, passed in the
+    // environment (not argv, which other users can read).
+    let secret = std::env::var(COLLECTIVE_SECRET_ENV).ok().filter(|s| !s.is_empty());
+    let (rank, out) = (config.rank, config.out.clone());
+    let events = Box::new(move |e: RankEvent| {
+        if json {
+            println!("{}", e.to_line());
+            return;
         }
-    }
-    let backend = match (a.collective.as_deref(), device.is_cuda()) {
-        (Some("tcp"), _) => Backend::Tcp,
-        #[cfg(feature = "nccl")]
-        (Some("nccl"), _) | (None, true) => Backend::Nccl,
-        #[cfg(not(feature = "nccl"))]
-        (Some("nccl"), _) => {
-            return Err(super::Failure::usage(anyhow::anyhow!(
-                "--collective nccl: this lehr was built without NCCL; rebuild with `--features nccl`"
-            )))
-        }
-        (None, _) => Backend::Tcp,
-        (Some(other), _) => {
-            return Err(super::Failure::usage(anyhow::anyhow!("--collective {other}: use tcp or nccl")));
-        }
-    };
-    #[cfg(feature = "nccl")]
-    if matches!(backend, Backend::Nccl) && a.world > 1 {
-        if !device.is_cuda() {
-            return Err(super::Failure::usage(anyhow::anyhow!("--collective nccl needs --device cuda (GPUs)")));
-        }
-        if !lehr_train::nccl::NcclCollective::available() {
-            return Err(super::Failure::usage(anyhow::anyhow!(
-                "libnccl.so cannot be loaded: run scripts/setup.sh (it links PyTorch's libnccl.so.2), put \
-                 nvidia/nccl/lib on LD_LIBRARY_PATH, or pass --collective tcp"
-            )));
-        }
-    }
-    // Fault injection for tests: `LEHR_FAULT_SLOW_STEP_MS` pauses after every step, so that a
-    // test can kill a rank in the middle of a run.
-    let slow_step = std::env::var("LEHR_FAULT_SLOW_STEP_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&ms| ms > 0)
-        .map(std::time::Duration::from_millis);
-    tokio::task::spawn_blocking(move || -> Result<(), anyhow::Error> {
-        let collective: Box<dyn lehr_train::collective::Collective> = match (a.world, a.rendezvous) {
-            (1, _) => Box::new(lehr_train::collective::Single),
-            (w, Some(addr)) => {
-                // The per-attempt secret the coordinator's rendezvous handed the worker, passed in
-                // the environment (not argv, which other users can read).
-                let secret = std::env::var(COLLECTIVE_SECRET_ENV).unwrap_or_default();
-                if secret.is_empty() {
-                    tracing::warn!(
-                        "{COLLECTIVE_SECRET_ENV} is not set: the collective accepts any peer that reaches {addr}"
-                    );
-                }
-                let tcp = lehr_train::collective::TcpCollective::connect(
-                    a.rank,
-                    w,
-                    addr,
-                    std::time::Duration::from_secs(300),
-                    secret.as_bytes(),
-                )
-                .map_err(|e| anyhow::anyhow!(e))?;
-                match backend {
-                    Backend::Tcp => Box::new(tcp),
-                    #[cfg(feature = "nccl")]
-                    Backend::Nccl => {
-                        Box::new(lehr_train::nccl::NcclCollective::init(tcp).map_err(|e| anyhow::anyhow!(e))?)
-                    }
-                }
+        match e {
+            RankEvent::Resumed { step, .. } => eprintln!("resuming at step {step} from {out}"),
+            RankEvent::Step(m) if rank == 0 => {
+                let mfu = m.mfu.map(|x| format!(" MFU {:.1}%", x * 100.0)).unwrap_or_default();
+                println!(
+                    "step {:>6} {:<16} loss {:.4} lr {:.3e} grad {:.3} {:.0} tok/s{mfu}",
+                    m.step, m.stage, m.loss, m.lr, m.grad_norm, m.tokens_per_s
+                );
             }
-            (_, None) => anyhow::bail!("--world above 1 needs --rendezvous HOST:PORT (rank 0 listens there)"),
-        };
-        let mut trainer = Trainer::with_collective(spec, model, options, collective).map_err(|e| anyhow::anyhow!(e))?;
-        let start = trainer.state.step;
-        if start > 0 && !json {
-            eprintln!("resuming at step {start} from {}", shown_out.display());
-        }
-        let total = trainer.plan().total_steps();
-        let end = a.stop_at.unwrap_or(total).min(total);
-        while trainer.state.step < end {
-            // One step at a time so that progress shows (checkpoints as `run` writes them).
-            let metrics = trainer.run_until(trainer.state.step + 1).map_err(|e| anyhow::anyhow!(e))?;
-            if let Some(pause) = slow_step {
-                std::thread::sleep(pause);
+            RankEvent::Step(_) => {}
+            RankEvent::Done { step, total_steps, .. } if rank == 0 => {
+                let state = if step >= total_steps { "finished" } else { "stopped" };
+                println!("{state} at step {step} of {total_steps}; checkpoints in {out}/checkpoints");
             }
-            // Text for people from rank 0; JSON from every rank (a train worker reads it).
-            for m in metrics.into_iter().filter(|_| a.rank == 0 || json) {
-                if json {
-                    println!("{}", serde_json::to_string(&m).expect("json"));
-                } else {
-                    let mfu = m.mfu.map(|x| format!(" MFU {:.1}%", x * 100.0)).unwrap_or_default();
-                    println!(
-                        "step {:>6}/{total} {:<16} loss {:.4} lr {:.3e} grad {:.3} {:.0} tok/s{mfu}",
-                        m.step, m.stage, m.loss, m.lr, m.grad_norm, m.tokens_per_s
-                    );
-                }
-            }
+            RankEvent::Done { .. } => {}
         }
-        done_line(json, a.rank, trainer.state.step, total, &shown_out);
-        Ok(())
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("training panicked: {e}"))??;
-    Ok(EXIT_OK)
-}
-
-/// The data-parallel backend of a multi-rank run.
-#[cfg(feature = "train")]
-enum Backend {
-    Tcp,
-    #[cfg(feature = "nccl")]
-    Nccl,
-}
-
-/// The last line of a run: JSON `{"event": "done", ...}` (what a train worker waits for) or a
-/// sentence.
-#[cfg(feature = "train")]
-fn done_line(json: bool, rank: usize, step: u64, total: u64, out: &std::path::Path) {
-    if json {
-        println!("{}", serde_json::json!({"event": "done", "rank": rank, "step": step, "total_steps": total}));
-    } else if rank == 0 {
-        let state = if step >= total { "finished" } else { "stopped" };
-        println!("{state} at step {step} of {total}; checkpoints in {}", out.join("checkpoints").display());
-    }
-}
-
-/// A preset with the command line's knob overrides, validated.
-#[cfg(feature = "train")]
-fn model_config(
-    preset: &str,
-    vocab: i64,
-    k: &crate::cli::ModelKnobArgs,
-) -> Result<lehr_train::model::ModelConfig, super::Failure> {
-    let mut model =
-        lehr_train::model::ModelConfig::preset(preset, vocab).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
-    model.embedding_scale = k.embedding_scale.unwrap_or(model.embedding_scale);
-    model.depth_scale = k.depth_scale.or(model.depth_scale);
-    model.logit_scale = k.logit_scale.unwrap_or(model.logit_scale);
-    model.qk_norm |= k.qk_norm;
-    model.z_loss = k.z_loss.unwrap_or(model.z_loss);
-    model.init_std = k.init_std.unwrap_or(model.init_std);
-    model
-        .validate()
-        .map_err(|e| super::Failure::usage(anyhow::anyhow!("{e} (check the model preset and its overrides)")))?;
-    Ok(model)
-}
-
-#[cfg(feature = "train")]
-fn precision(name: Option<&str>, device: lehr_train::tch::Device) -> Result<lehr_train::tch::Kind, super::Failure> {
-    use lehr_train::tch::Kind;
-    match name {
-        None if device.is_cuda() => Ok(Kind::BFloat16),
-        None => Ok(Kind::Float),
-        Some("bf16") => Ok(Kind::BFloat16),
-        Some("fp32") => Ok(Kind::Float),
-        Some(other) => Err(super::Failure::usage(anyhow::anyhow!("--precision {other}: use bf16 or fp32"))),
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    match lehr_train::rank::run(config, secret, events, shutdown).await {
+        Ok(_) => Ok(EXIT_OK),
+        Err(RankError::Usage(m)) => Err(super::Failure::usage(anyhow::anyhow!(m))),
+        Err(RankError::Failed(m)) => Err(anyhow::anyhow!(m).into()),
     }
 }
 
@@ -512,15 +379,16 @@ fn precision(name: Option<&str>, device: lehr_train::tch::Device) -> Result<lehr
 #[cfg(feature = "train")]
 pub async fn bench(a: crate::cli::BenchTrainArgs) -> CmdResult {
     let dev = device(a.device.as_deref())?;
+    let model = lehr_train::rank::model_config(&a.preset, a.vocab, &knob_options(&a.knobs)).map_err(rank_failure)?;
     let options = lehr_train::bench::BenchOptions {
-        model: model_config(&a.preset, a.vocab, &a.knobs)?,
+        model,
         preset: a.preset.clone(),
         sequence_length: a.seq_len,
         micro_batch: a.micro_batch,
         steps: a.steps.max(1),
         warmup: a.warmup,
         device: dev,
-        compute: precision(a.precision.as_deref(), dev)?,
+        compute: lehr_train::rank::parse_precision(a.precision.as_deref(), dev).map_err(rank_failure)?,
         peak_flops: a.peak_tflops.map(|t| t * 1e12),
     };
     let r = tokio::task::spawn_blocking(move || lehr_train::bench::bench_train(&options))
@@ -557,11 +425,14 @@ pub async fn bench(_a: crate::cli::BenchTrainArgs) -> CmdResult {
 
 #[cfg(feature = "train")]
 fn device(name: Option<&str>) -> Result<lehr_train::tch::Device, super::Failure> {
-    match name {
-        Some("cpu") => Ok(lehr_train::tch::Device::Cpu),
-        Some("cuda") => Ok(lehr_train::tch::Device::Cuda(0)),
-        None => Ok(lehr_train::tch::Device::cuda_if_available()),
-        Some(other) => Err(super::Failure::usage(anyhow::anyhow!("--device {other}: use cpu or cuda"))),
+    lehr_train::rank::parse_device(name).map_err(rank_failure)
+}
+
+#[cfg(feature = "train")]
+fn rank_failure(e: lehr_train::rank::RankError) -> super::Failure {
+    match e {
+        lehr_train::rank::RankError::Usage(m) => super::Failure::usage(anyhow::anyhow!(m)),
+        lehr_train::rank::RankError::Failed(m) => anyhow::anyhow!(m).into(),
     }
 }
 
@@ -633,29 +504,4 @@ fn run_without_train() -> CmdResult {
     Err(super::Failure::usage(anyhow::anyhow!(
         "this lehr was built without training support; rebuild with `cargo build --features train` (scripts/setup.sh installs libtorch)"
     )))
-}
-
-/// `$TMPDIR/lehr-train-<uid>`: this user's scratch root, created mode 0700, and refused when it
-/// is a link or belongs to someone else (a directory planted in a shared /tmp).
-#[cfg(feature = "train")]
-fn private_scratch_root() -> Result<std::path::PathBuf, super::Failure> {
-    use anyhow::Context;
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    let root = std::env::temp_dir().join(format!("lehr-train-{uid}"));
-    match std::fs::DirBuilder::new().mode(0o700).create(&root) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(anyhow::anyhow!("cannot create {}: {e}", root.display()).into()),
-    }
-    let meta = std::fs::symlink_metadata(&root).with_context(|| format!("cannot inspect {}", root.display()))?;
-    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
-        return Err(super::Failure::usage(anyhow::anyhow!(
-            "{} is not a private directory of this user (a link, another owner, or open to others); remove it or \
-             pass --scratch DIR",
-            root.display()
-        )));
-    }
-    Ok(root)
 }

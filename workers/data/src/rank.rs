@@ -15,6 +15,7 @@ use lehr_pipeline::task::TaskProgress;
 use lehr_proto::pb;
 use lehr_proto::{CoordinatorApi, ErrorCode};
 use lehr_schedules::job::{TrainRankResult, TrainRankTask};
+use lehr_schedules::rank::{RankConfig, RankEvent};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// How this worker launches ranks.
@@ -122,61 +123,37 @@ pub async fn run_rank(
     if !launch.gpus.is_empty() && gpu.index.is_none() {
         return Err(("every GPU of this worker is busy (more train slots than GPUs?)".into(), true));
     }
-    // The run spec goes to a file only this user can read, created afresh (O_EXCL, never
-    // following a planted symlink) and removed when the rank ends.
-    let spec_file =
-        write_private_spec(&task.job.run, &format!("lehr-run-{}-t{}-a{}-", lease.job_id, lease.task_id, lease.attempt))
-            .map_err(|e| (format!("cannot write the rank's run spec to a temporary file: {e}"), true))?;
-    let spec_path = spec_file.path().to_path_buf();
-
     let job = &task.job;
-    let o = &job.options;
-    let mut cmd = tokio::process::Command::new(&launch.exe);
-    cmd.arg("train").arg("run").arg(&spec_path);
-    cmd.args(["--data", &job.data, "--model", &job.model, "--out", &job.out, "--json"]);
-    cmd.args(["--world", &view.world.to_string(), "--rank", &task.rank.to_string()]);
-    // Always a --rendezvous, so the child is a rank, never a launcher of local ranks. When rank 0
-    // has already finished (no address), the run is complete and the child exits without
-    // connecting (it checks the latest checkpoint first).
+    // Always a rendezvous address, so the child is a rank, never a launcher of local ranks.
+    // When rank 0 has already finished (no address), the run is complete and the child exits
+    // without connecting (it checks the latest checkpoint first).
     let master = if view.master_addr.is_empty() { addr.as_str() } else { view.master_addr.as_str() };
-    cmd.args(["--rendezvous", master]);
-    cmd.args(["--micro-batch", &o.micro_batch.to_string(), "--grad-clip", &o.grad_clip.to_string()]);
-    cmd.args(["--checkpoint-every", &o.checkpoint_every.to_string(), "--seed", &o.seed.to_string()]);
-    cmd.args(["--keep-checkpoints", &o.keep_checkpoints.to_string()]);
-    if let Some(d) = &o.device {
-        cmd.args(["--device", d]);
-    }
-    if let Some(p) = &o.precision {
-        cmd.args(["--precision", p]);
-    }
-    if let Some(c) = &o.collective {
-        cmd.args(["--collective", c]);
-    }
+    let config = RankConfig {
+        run: job.run.clone(),
+        spec_name: format!("the run spec of job {}", lease.job_id),
+        data: job.data.clone(),
+        model: job.model.clone(),
+        out: job.out.clone(),
+        world: view.world,
+        rank: task.rank,
+        rendezvous: Some(master.to_string()),
+        stop_at: None,
+        scratch: None,
+        options: job.options.clone(),
+    };
+    // The config goes to a file only this user can read, created afresh (O_EXCL, never
+    // following a planted symlink) and removed when the rank ends.
+    let config_file = write_private_config(
+        &serde_json::to_string(&config).expect("rank config serializes"),
+        &format!("lehr-rank-{}-t{}-a{}-", lease.job_id, lease.task_id, lease.attempt),
+    )
+    .map_err(|e| (format!("cannot write the rank's config to a temporary file: {e}"), true))?;
+    let mut cmd = tokio::process::Command::new(&launch.exe);
+    cmd.arg("train").arg("rank").arg(config_file.path());
     // The child is a rank: it must not take the submit path from the worker's environment.
     cmd.env_remove("LEHR_COORDINATOR");
     // The gang's collective secret, in the environment (argv is readable by other users).
     cmd.env(lehr_schedules::job::COLLECTIVE_SECRET_ENV, &view.secret);
-    if let Some(e) = &o.eval_data {
-        cmd.args(["--eval-data", e, "--eval-every", &o.eval_every.to_string()]);
-        cmd.args(["--eval-tokens", &o.eval_tokens.to_string()]);
-    }
-    if let Some(p) = o.peak_tflops {
-        cmd.args(["--peak-tflops", &p.to_string()]);
-    }
-    for (flag, v) in [
-        ("--embedding-scale", o.embedding_scale),
-        ("--depth-scale", o.depth_scale),
-        ("--logit-scale", o.logit_scale),
-        ("--z-loss", o.z_loss),
-        ("--init-std", o.init_std),
-    ] {
-        if let Some(v) = v {
-            cmd.args([flag, &v.to_string()]);
-        }
-    }
-    if o.qk_norm {
-        cmd.arg("--qk-norm");
-    }
     if let Some(i) = gpu.index {
         cmd.env("CUDA_VISIBLE_DEVICES", &launch.gpus[i]);
     }
@@ -248,30 +225,33 @@ pub async fn run_rank(
     }
 }
 
-/// One line of the child's `--json` output: a step's metrics or the final `done` line.
+/// One line of the child's output: a step's metrics, the final `done`, or not an event.
 fn observe(line: &str, result: &mut TrainRankResult, done: &mut bool, progress: &TaskProgress) {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return };
-    if v.get("event").and_then(|e| e.as_str()) == Some("done") {
-        result.step = v["step"].as_u64().unwrap_or(0);
-        result.total_steps = v["total_steps"].as_u64().unwrap_or(0);
-        *done = true;
-    } else if let Some(step) = v.get("step").and_then(|s| s.as_u64()) {
-        result.steps_run += 1;
-        result.tokens += v.get("tokens").and_then(|t| t.as_u64()).unwrap_or(0);
-        result.loss = v.get("loss").and_then(|l| l.as_f64());
-        // Rank 0 reports the step (so a job's running "docs" is its step) and every rank its
-        // tokens (so their sum is the job's).
-        if result.rank == 0 {
-            progress.docs.store(step + 1, Ordering::Relaxed);
+    match RankEvent::parse(line) {
+        Some(RankEvent::Done { step, total_steps, .. }) => {
+            result.step = step;
+            result.total_steps = total_steps;
+            *done = true;
         }
-        progress.bytes.store(result.tokens, Ordering::Relaxed);
+        Some(RankEvent::Step(m)) => {
+            result.steps_run += 1;
+            result.tokens += m.tokens;
+            result.loss = Some(m.loss);
+            // Rank 0 reports the step (so a job's running "docs" is its step) and every rank
+            // its tokens (so their sum is the job's).
+            if result.rank == 0 {
+                progress.docs.store(m.step + 1, Ordering::Relaxed);
+            }
+            progress.bytes.store(result.tokens, Ordering::Relaxed);
+        }
+        Some(RankEvent::Resumed { .. }) | None => {}
     }
 }
 
 /// `text` in a new private temporary file (mode 0600, unpredictable name with `prefix`).
-fn write_private_spec(text: &str, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+fn write_private_config(text: &str, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
     use std::io::Write;
-    let mut f = tempfile::Builder::new().prefix(prefix).suffix(".toml").tempfile()?;
+    let mut f = tempfile::Builder::new().prefix(prefix).suffix(".json").tempfile()?;
     f.write_all(text.as_bytes())?;
     f.flush()?;
     Ok(f)
@@ -285,12 +265,12 @@ mod tests {
     fn rank_specs_are_private_and_never_follow_a_planted_link() {
         let prefix = format!("lehr-run-test-{}-", std::process::id());
         // someone plants the old predictable name as a link to a file of theirs
-        let planted = std::env::temp_dir().join(format!("{prefix}.toml"));
+        let planted = std::env::temp_dir().join(format!("{prefix}.json"));
         let victim = tempfile::NamedTempFile::new().unwrap();
         let _ = std::os::unix::fs::symlink(victim.path(), &planted);
-        let f = super::write_private_spec("[lr]\npeak = 1e-3\n", &prefix).unwrap();
+        let f = super::write_private_config("{\"rank\": 0}", &prefix).unwrap();
         assert_ne!(f.path(), planted.as_path());
-        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), "[lr]\npeak = 1e-3\n");
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), "{\"rank\": 0}");
         assert_eq!(std::fs::metadata(f.path()).unwrap().permissions().mode() & 0o077, 0, "private to this user");
         assert!(std::fs::read_to_string(victim.path()).unwrap().is_empty(), "the planted link's target is untouched");
         let path = f.path().to_path_buf();

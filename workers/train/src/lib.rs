@@ -40,6 +40,7 @@ pub mod model;
 pub mod nccl;
 pub mod optim;
 pub mod publish;
+pub mod rank;
 pub mod trainer;
 
 /// The tch this crate links, for callers that name devices or tensors.

@@ -105,24 +105,8 @@ pub struct TrainerState {
     pub spec_name: Option<String>,
 }
 
-/// One line of metrics.jsonl.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StepMetrics {
-    pub step: u64,
-    pub stage: String,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub tokens: u64,
-    pub tokens_per_s: f64,
-    /// Training FLOPs per token: 6·(non-embedding parameters + the output projection) plus
-    /// attention's 12·layers·hidden·sequence (PaLM's estimate).
-    pub flops_per_token: f64,
-    /// Model FLOPs utilization, when the device's peak is known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mfu: Option<f64>,
-    pub tokens_by_source: BTreeMap<String, u64>,
-}
+/// One line of metrics.jsonl (plain data, shared with the rank protocol).
+pub use lehr_schedules::rank::StepMetrics;
 
 pub struct Trainer {
     spec: RunSpec,
