@@ -2,7 +2,7 @@
 //! exactly-once commits, durable state in SQLite, a gRPC API and an HTTP status page.
 //!
 //! - `scheduler/`: the pure core (decisions as data, proptest-tested);
-//! - `store.rs`: durable state;
+//! - `state_db.rs`: durable state (SQLite);
 //! - `service.rs`: the async shell implementing `CoordinatorApi` in-process, `status.rs` its
 //!   status views (built outside the lock);
 //! - `grpc.rs`, `http.rs`: the network faces, `tls.rs` their TLS;
@@ -14,8 +14,8 @@ pub mod jobs;
 pub mod scheduler;
 pub mod secret;
 pub mod service;
+pub mod state_db;
 pub mod status;
-pub mod store;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -54,7 +54,7 @@ pub struct RunningCoordinator {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] state_db::StoreError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
     #[error(transparent)]
@@ -65,7 +65,7 @@ pub enum StartError {
 
 /// Opens the state, binds the listeners and starts serving until `shutdown` is cancelled.
 pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Result<RunningCoordinator, StartError> {
-    let store = store::Store::open(&config.state_dir)?;
+    let store = state_db::Store::open(&config.state_dir)?;
     let api = Arc::new(Coordinator::new(store, config.scheduler, jobs::registry())?);
     let mut tasks = tokio::task::JoinSet::new();
     let tick = Duration::from_millis((config.scheduler.lease_ttl_ms / 4).clamp(50, 1000) as u64);

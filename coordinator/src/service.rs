@@ -16,8 +16,8 @@ use crate::jobs::{JobError, JobKind};
 use crate::scheduler::{
     Beat, Dirty, Disposition, Grant, Job, NewJob, Scheduler, SchedulerConfig, SchedulerError, Task,
 };
+use crate::state_db::Store;
 use crate::status::{page, task_status, wire_disposition, JobSnapshot};
-use crate::store::Store;
 
 /// Wall-clock milliseconds since the epoch (for people: ages in `lehr status`).
 pub fn now_ms() -> i64 {
@@ -83,7 +83,7 @@ impl Coordinator {
         store: Store,
         config: SchedulerConfig,
         kinds: Vec<Box<dyn JobKind>>,
-    ) -> Result<Self, crate::store::StoreError> {
+    ) -> Result<Self, crate::state_db::StoreError> {
         let state = store.load()?;
         let mut sched = Scheduler::from_state(state, config);
         let clock = Clock::starting_now();

@@ -6,13 +6,14 @@ pub mod attributes;
 pub mod dedup;
 pub mod document;
 pub mod error;
-pub mod langid;
+pub mod lid_model;
 pub mod manifest;
 pub mod mix;
 pub mod plan;
 pub mod read;
 #[cfg(feature = "parquet")]
 pub mod report;
+pub mod runner;
 pub mod spec;
 pub mod spool;
 pub mod stages;

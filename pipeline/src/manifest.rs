@@ -11,7 +11,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::InputFile;
 use crate::read::BadRecord;
-use crate::task::ShardResult;
+use crate::runner::{ShardResult, StageCounts};
+
+impl From<StageCounts> for StageSummary {
+    /// A stage's counts summed over the job, as the manifest names them.
+    fn from(c: StageCounts) -> Self {
+        StageSummary {
+            dropped: c.docs_in - c.docs_out,
+            name: c.name,
+            label: c.label,
+            docs_in: c.docs_in,
+            kept: c.docs_out,
+            dropped_by_rule: c.dropped,
+            dropped_bytes_by_rule: c.dropped_bytes,
+            would_drop_by_rule: c.would_drop,
+            skipped_other_lang: c.skipped_lang,
+            counters: c.counters,
+        }
+    }
+}
 
 pub const MANIFEST_NAME: &str = "manifest.json";
 pub const REJECTS_NAME: &str = "rejects.jsonl";
@@ -118,7 +136,7 @@ pub fn build(
     let mut skipped_files = Vec::new();
     let mut warnings = Vec::new();
     let mut read = StageSummary { name: "read".into(), ..Default::default() };
-    let mut stages: Vec<StageSummary> = Vec::new();
+    let mut stages: Vec<StageCounts> = Vec::new();
     for r in &results {
         t.shards += 1;
         t.input_lines += r.read.lines;
@@ -140,26 +158,11 @@ pub fn build(
             stages = r
                 .stages
                 .iter()
-                .map(|s| StageSummary { name: s.name.clone(), label: s.label.clone(), ..Default::default() })
+                .map(|s| StageCounts { name: s.name.clone(), label: s.label.clone(), ..Default::default() })
                 .collect();
         }
         for (sum, c) in stages.iter_mut().zip(&r.stages) {
-            sum.docs_in += c.docs_in;
-            sum.kept += c.docs_out;
-            sum.dropped += c.docs_in - c.docs_out;
-            for (rule, n) in &c.dropped {
-                *sum.dropped_by_rule.entry(rule.clone()).or_default() += n;
-            }
-            for (rule, n) in &c.dropped_bytes {
-                *sum.dropped_bytes_by_rule.entry(rule.clone()).or_default() += n;
-            }
-            for (rule, n) in &c.would_drop {
-                *sum.would_drop_by_rule.entry(rule.clone()).or_default() += n;
-            }
-            sum.skipped_other_lang += c.skipped_lang;
-            for (key, n) in &c.counters {
-                *sum.counters.entry(key.clone()).or_default() += n;
-            }
+            sum.merge(c);
         }
         for f in &r.outputs {
             t.files += 1;
@@ -178,7 +181,7 @@ pub fn build(
     let write =
         StageSummary { name: "write".into(), docs_in: t.docs_written, kept: t.docs_written, ..Default::default() };
     let mut all_stages = vec![read];
-    all_stages.extend(stages);
+    all_stages.extend(stages.into_iter().map(StageSummary::from));
     all_stages.push(write);
     files.sort_by(|a, b| a.name.cmp(&b.name));
     (

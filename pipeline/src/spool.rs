@@ -8,6 +8,11 @@ use std::io::{self, Read, Seek, Write};
 
 use sha2::{Digest, Sha256};
 
+/// The sha256 of `bytes`, as lower-case hex (what manifests and results record).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Bytes a spool holds in memory before it moves to a temporary file.
 pub const SPOOL_MEMORY_BYTES: usize = 32 << 20;
 
@@ -104,7 +109,7 @@ impl std::fmt::Debug for Body {
 
 impl Body {
     pub fn from_vec(bytes: Vec<u8>) -> Self {
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let sha256 = sha256_hex(&bytes);
         Body { len: bytes.len() as u64, data: Data::Memory(bytes), sha256 }
     }
 

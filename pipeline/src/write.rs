@@ -6,7 +6,6 @@
 //! gigabytes holds megabytes.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::document::Document;
 use crate::error::{PipelineError, PipelineResult};
@@ -244,6 +243,4 @@ impl ParquetParts {
     }
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use crate::spool::sha256_hex;

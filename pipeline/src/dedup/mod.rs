@@ -27,9 +27,9 @@ use serde::{Deserialize, Serialize};
 
 pub use filter::{DedupApply, DedupFilter, DEDUP_STAGE_NAME};
 pub use phases::{
-    attempt_location, bucket_partition, cluster_file, cluster_links, run_buckets, run_clusters, run_signatures,
-    task_attempt_prefix, BucketTask, ClusterTask, DedupReport, PhaseResult, SignatureTask, BUCKETS_TASK_KIND,
-    CLUSTERS_TASK_KIND, SIGNATURES_TASK_KIND,
+    bucket_partition, cluster_file, cluster_links, run_buckets, run_clusters, run_signatures, task_attempt_prefix,
+    BucketTask, ClusterTask, DedupReport, PhaseResult, SignatureTask, BUCKETS_TASK_KIND, CLUSTERS_TASK_KIND,
+    SIGNATURES_TASK_KIND,
 };
 pub use records::{read_clusters, ClusterRecord, EdgeRecord, SigRecord};
 pub use shingle::{shingle_hashes, ShingleSet};

@@ -15,13 +15,13 @@ use crate::document::Document;
 use crate::error::{PipelineError, PipelineResult};
 use crate::plan::Shard;
 use crate::read::ReadStats;
+use crate::runner::{
+    put_attempt_files, run_stages, EncodedFile, KeptSink, RunOptions, ShardInput, StageCounts, TaskProgress,
+};
 use crate::spec::{InputSpec, OutputSpec};
 use crate::spool::Body;
 use crate::stages::StageSpec;
 use crate::store;
-use crate::task::{
-    put_attempt_files, run_stages, EncodedFile, KeptSink, RunOptions, ShardTask, StageCounts, TaskProgress,
-};
 use crate::write::OutputFile;
 
 pub use lehr_schedules::kinds::{BUCKETS_TASK_KIND, CLUSTERS_TASK_KIND, SIGNATURES_TASK_KIND};
@@ -120,40 +120,15 @@ pub fn cluster_file(work: &str, shard: u32) -> String {
     format!("{work}/clusters/s{shard:05}.bin")
 }
 
-/// Where an attempt of a task of `kind` writes: (output location, prefix), for discarding a
-/// stopped attempt's files. `None` for kinds that write nothing or payloads that do not parse.
-pub fn attempt_location(kind: &str, payload: &str, job_id: &str, attempt: u32) -> Option<(String, String)> {
-    let (output, index) = match kind {
-        crate::task::SHARD_TASK_KIND => {
-            let t: ShardTask = serde_json::from_str(payload).ok()?;
-            (t.output.path, t.task_index)
-        }
-        SIGNATURES_TASK_KIND => {
-            let t: SignatureTask = serde_json::from_str(payload).ok()?;
-            (t.output.path, t.task_index)
-        }
-        BUCKETS_TASK_KIND => {
-            let t: BucketTask = serde_json::from_str(payload).ok()?;
-            (t.output_path, t.task_index)
-        }
-        CLUSTERS_TASK_KIND => {
-            let t: ClusterTask = serde_json::from_str(payload).ok()?;
-            (t.output_path, t.task_index)
-        }
-        _ => return None,
-    };
-    Some((output, task_attempt_prefix(kind, job_id, index, attempt)))
-}
-
 /// The prefix (relative to the output directory) where an attempt of a task of `kind` writes:
-/// shard tasks use [`crate::task::attempt_prefix`]; the dedup phases add their phase name, as
+/// shard tasks use [`crate::runner::attempt_prefix`]; the dedup phases add their phase name, as
 /// their task indices start at 0 in every stage.
 pub fn task_attempt_prefix(kind: &str, job_id: &str, task_index: u32, attempt: u32) -> String {
     let phase = match kind {
         SIGNATURES_TASK_KIND => "sig",
         BUCKETS_TASK_KIND => "bucket",
         CLUSTERS_TASK_KIND => "cluster",
-        _ => return crate::task::attempt_prefix(job_id, task_index, attempt),
+        _ => return crate::runner::attempt_prefix(job_id, task_index, attempt),
     };
     format!("_lehr/attempts/{job_id}/{phase}-t{task_index:05}-a{attempt}")
 }
@@ -207,13 +182,13 @@ pub async fn run_signatures(
 ) -> PipelineResult<PhaseResult> {
     let t = task.clone();
     let (result, files) = tokio::task::spawn_blocking(move || -> PipelineResult<_> {
-        let shard_task = ShardTask {
+        let output = OutputSpec { attributes: false, ..t.output.clone() };
+        let shard_task = ShardInput {
             task_index: t.task_index,
-            shard: t.shard.clone(),
-            input: t.input.clone(),
-            stages: t.stages.clone(),
-            output: OutputSpec { attributes: false, ..t.output.clone() },
-            dedup: None,
+            shard: &t.shard,
+            input: &t.input,
+            stages: &t.stages,
+            output: &output,
         };
         let bands = t.dedup.band_count();
         let mut sink = SigSink {
@@ -225,7 +200,7 @@ pub async fn run_signatures(
             hashed: 0,
             unhashable: 0,
         };
-        let (shard_result, _) = run_stages(&shard_task, &progress, &options, None, &mut sink)?;
+        let (shard_result, _) = run_stages(shard_task, &progress, &options, None, &mut sink)?;
         let mut files = Vec::with_capacity(sink.files.len());
         for (i, mut recs) in std::mem::take(&mut sink.files).into_iter().enumerate() {
             recs.sort_unstable();

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::{Ctx, Decision, Stage};
 use crate::document::Document;
-use crate::langid::FastTextLid;
+use crate::lid_model::FastTextLid;
 use crate::text::is_cjk;
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

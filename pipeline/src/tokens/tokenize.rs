@@ -10,7 +10,7 @@ use tokenizers::Tokenizer;
 use super::{TokenDtype, TokenShardMeta, TokenShardWriter, TokenizerInfo, FORMAT_NAME, IDX_VERSION};
 use crate::error::{PipelineError, PipelineResult};
 use crate::spec::TokenizeSpec;
-use crate::write::sha256_hex;
+use crate::spool::sha256_hex;
 
 /// Words whose BPE merges are cached per tokenizer (HF's default is 10,000).
 pub const BPE_WORD_CACHE: usize = 262_144;

@@ -314,7 +314,7 @@ async fn run_lease(
 /// Best effort: removes what a stopped attempt wrote (the job's finalize sweeps the rest).
 async fn discard_attempt(lease: &pb::TaskLease) {
     let Some((output, prefix)) =
-        lehr_pipeline::dedup::attempt_location(&lease.kind, &lease.payload, &lease.job_id, lease.attempt)
+        lehr_pipeline::task::attempt_location(&lease.kind, &lease.payload, &lease.job_id, lease.attempt)
     else {
         return;
     };
