@@ -240,8 +240,9 @@ stop-word-match = "suffix"
                     )
                 },
                 en("languages = [\"en\"]\n"),
-                zh("languages = [\"zh\"]\n"),
-                ko("languages = [\"ko\"]\n"),
+                // beyond FineWeb-2: score full-width digits and Latin as ASCII (docs/presets.md)
+                zh("languages = [\"zh\"]\nscore-view = \"width-normalized\"\n"),
+                ko("languages = [\"ko\"]\nscore-view = \"width-normalized\"\n"),
             ),
             true,
         ),

@@ -13,6 +13,7 @@ mod min_length;
 mod normalize;
 mod pii;
 mod quality;
+mod score_view;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,7 @@ pub use min_length::MinLengthConfig;
 pub use normalize::{NormalizeConfig, UnicodeForm};
 pub use pii::PiiConfig;
 pub use quality::{C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig, StopWordMatch};
+pub use score_view::{width_normalize, ScoreView};
 
 use crate::document::Document;
 
@@ -147,10 +149,10 @@ impl StageSpec {
             StageSpec::Pii(c) => Box::new(c.clone()),
             StageSpec::LangId(c) => Box::new(c.build()?),
             StageSpec::Boilerplate(c) => Box::new(c.build()?),
-            StageSpec::GopherQuality(c) => Box::new(c.build()),
-            StageSpec::GopherRepetition(c) => Box::new(c.build()),
-            StageSpec::C4(c) => Box::new(c.build()),
-            StageSpec::Fineweb(c) => Box::new(c.build()),
+            StageSpec::GopherQuality(c) => score_view::viewed(c.score_view, Box::new(c.build())),
+            StageSpec::GopherRepetition(c) => score_view::viewed(c.score_view, Box::new(c.build())),
+            StageSpec::C4(c) => score_view::viewed(c.score_view, Box::new(c.build())),
+            StageSpec::Fineweb(c) => score_view::viewed(c.score_view, Box::new(c.build())),
             StageSpec::Decontaminate(c) => Box::new(c.build()?),
         })
     }

@@ -7,6 +7,10 @@ use super::*;
 pub struct C4Config {
     #[serde(default)]
     pub languages: Vec<String>,
+    /// What the scores are computed on (`text`, or `width-normalized`: full-width ASCII and the
+    /// ideographic space as ASCII; the document is unchanged). See `stages/score_view.rs`.
+    #[serde(default)]
+    pub score_view: super::super::ScoreView,
     /// Drop `[1]`, `[edit]`, `[citation needed]` from lines.
     #[serde(default = "d_true")]
     pub remove_citations: bool,

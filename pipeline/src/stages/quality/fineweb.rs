@@ -7,6 +7,10 @@ use super::*;
 pub struct FineWebConfig {
     #[serde(default)]
     pub languages: Vec<String>,
+    /// What the scores are computed on (`text`, or `width-normalized`: full-width ASCII and the
+    /// ideographic space as ASCII; the document is unchanged). See `stages/score_view.rs`.
+    #[serde(default)]
+    pub score_view: super::super::ScoreView,
     /// Minimum share of lines ending in terminal punctuation.
     #[serde(default = "d_line_punct")]
     pub line_punct_thr: f64,
@@ -86,7 +90,8 @@ impl Stage for FineWeb {
             return Decision::Drop("empty");
         }
         let n = lines.len() as f64;
-        let punct = lines.iter().filter(|l| l.chars().next_back().is_some_and(is_terminal_punct)).count() as f64 / n;
+        let punct =
+            lines.iter().filter(|l| l.chars().next_back().is_some_and(is_datatrove_terminal)).count() as f64 / n;
         let short = lines.iter().filter(|l| chars(l) <= c.short_line_length).count() as f64 / n;
         let denom = chars(text) - text.matches('\n').count();
         let dup = find_duplicates(lines.iter().copied()).1 as f64 / denom.max(1) as f64;

@@ -20,6 +20,10 @@ pub struct GopherQualityConfig {
     /// Languages this stage applies to (empty: all documents).
     #[serde(default)]
     pub languages: Vec<String>,
+    /// What the scores are computed on (`text`, or `width-normalized`: full-width ASCII and the
+    /// ideographic space as ASCII; the document is unchanged). See `stages/score_view.rs`.
+    #[serde(default)]
+    pub score_view: super::super::ScoreView,
     #[serde(default = "d_min_doc_words")]
     pub min_doc_words: Option<u64>,
     #[serde(default = "d_max_doc_words")]
@@ -140,12 +144,13 @@ impl Stage for GopherQuality {
         let words = WordSplitter::for_lang(doc.lang.as_deref()).words(text);
         let n_words = words.len();
         let (mut n_content, mut content_chars, mut n_alpha) = (0usize, 0usize, 0usize);
+        // datatrove's sets and Python's isalpha, exactly (crate::text::is_datatrove_punct)
         for w in &words {
-            if !is_symbol_word(w) {
+            if w.chars().any(|ch| !is_datatrove_punct(ch)) {
                 n_content += 1;
                 content_chars += chars(w);
             }
-            if w.chars().any(char::is_alphabetic) {
+            if w.chars().any(is_py_alpha) {
                 n_alpha += 1;
             }
         }

@@ -8,6 +8,10 @@ use super::*;
 pub struct GopherRepetitionConfig {
     #[serde(default)]
     pub languages: Vec<String>,
+    /// What the scores are computed on (`text`, or `width-normalized`: full-width ASCII and the
+    /// ideographic space as ASCII; the document is unchanged). See `stages/score_view.rs`.
+    #[serde(default)]
+    pub score_view: super::super::ScoreView,
     #[serde(default = "d_030")]
     pub dup_line_frac: Option<f64>,
     #[serde(default = "d_030")]

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{lang_matches, Ctx, Decision, Stage};
 use crate::document::Document;
-use crate::text::{is_symbol_word, is_terminal_punct, sentence_count, WordSplitter};
+use crate::text::{is_datatrove_punct, is_datatrove_terminal, is_py_alpha, sentence_count, WordSplitter};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 

@@ -81,6 +81,45 @@ pub fn jieba_words(text: &str) -> Vec<&str> {
     JIEBA.cut(text, false).into_iter().map(|t| t.word).collect()
 }
 
+mod datatrove_chars;
+
+/// datatrove's `PUNCTUATION_SET` (its `PUNCTUATION` and `TERMINAL_PUNCTUATION`), exactly: what
+/// its Gopher quality filter calls a symbol. Not Unicode's P/S categories: `•`, `©`, `·`, `『』`,
+/// `／`, `－` and emoji are not in it, full-width `１` is.
+pub fn is_datatrove_punct(c: char) -> bool {
+    datatrove_chars::PUNCTUATION_SET.binary_search(&c).is_ok()
+}
+
+/// datatrove's `TERMINAL_PUNCTUATION`, exactly (FineWeb's line-ending rule).
+pub fn is_datatrove_terminal(c: char) -> bool {
+    datatrove_chars::TERMINAL_PUNCTUATION.binary_search(&c).is_ok()
+}
+
+/// Python's `str.isalpha` for one character: Unicode letters (Lu, Ll, Lt, Lm, Lo). Unlike
+/// [`char::is_alphabetic`], letter numbers (Ⅱ, Ⅲ) and combining vowel signs are not letters.
+pub fn is_py_alpha(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphabetic();
+    }
+    let ranges = &datatrove_chars::ALPHA_RANGES;
+    ranges
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                std::cmp::Ordering::Less
+            } else if lo > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
+}
+
+/// The Unicode version of [`is_py_alpha`]'s table (Python's `unicodedata` that made it).
+pub fn py_alpha_unicode_version() -> &'static str {
+    datatrove_chars::ALPHA_UNICODE_VERSION
+}
+
 /// Punctuation, symbols and control characters: a word made only of these is a "symbol word"
 /// (Gopher's counts leave them out).
 pub fn is_punct_char(c: char) -> bool {
@@ -522,6 +561,55 @@ pub fn is_cjk(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datatrove_sets_and_python_isalpha() {
+        // datatrove's symbol set is not Unicode's P/S categories
+        for c in ['.', '!', '，', '。', '…', '»', '１', '\u{7}', '\u{85}'] {
+            assert!(is_datatrove_punct(c), "{c:?} is in datatrove's PUNCTUATION_SET");
+        }
+        for c in ['•', '©', '·', '『', '』', '‘', '／', '－', '●', '😀', '２', '\t', '\n', 'a'] {
+            assert!(!is_datatrove_punct(c), "{c:?} is not in datatrove's PUNCTUATION_SET");
+        }
+        assert!(is_datatrove_terminal('。') && is_datatrove_terminal('?') && is_datatrove_terminal('।'));
+        assert!(!is_datatrove_terminal('"') && !is_datatrove_terminal(';'));
+        // isalpha: letters only
+        for c in ['a', 'Z', 'é', 'ß', '中', '가', 'ʰ', 'ǅ', 'Ω'] {
+            assert!(is_py_alpha(c), "{c:?}");
+        }
+        for c in ['Ⅱ', 'Ⅲ', '\u{93f}', '1', '１', '_', '·', '\u{301}'] {
+            assert!(!is_py_alpha(c), "{c:?} is not alpha for Python");
+            if c == 'Ⅱ' {
+                assert!(c.is_alphabetic(), "where Rust's is_alphabetic disagrees");
+            }
+        }
+    }
+
+    /// Every code point against the Python that is here (when its Unicode version is the
+    /// table's, so a newer Python's additions are not differences).
+    #[test]
+    fn py_alpha_matches_python_everywhere() {
+        let script = "import sys,unicodedata\nprint(unicodedata.unidata_version)\nsys.stdout.write(''.join('1' if chr(c).isalpha() else '0' for c in range(0x110000)))";
+        let Ok(out) = std::process::Command::new("python3").args(["-c", script]).output() else {
+            eprintln!("python3 not found: the table is checked against the characters above only");
+            return;
+        };
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (version, bits) = text.split_once('\n').unwrap();
+        if version != py_alpha_unicode_version() {
+            eprintln!("python3 has Unicode {version}, the table {}: skipped", py_alpha_unicode_version());
+            return;
+        }
+        let differ: Vec<u32> = bits
+            .bytes()
+            .enumerate()
+            .filter_map(|(cp, b)| {
+                let c = char::from_u32(cp as u32)?;
+                (is_py_alpha(c) != (b == b'1')).then_some(cp as u32)
+            })
+            .collect();
+        assert!(differ.is_empty(), "{} code points differ, first {:x?}", differ.len(), &differ[..differ.len().min(8)]);
+    }
 
     #[test]
     fn english_rules_split_like_spacy() {
