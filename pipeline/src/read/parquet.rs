@@ -39,6 +39,58 @@ fn read_row_groups<R: polars::io::mmap::MmapBytesReader>(
     Ok((reader.with_slice(Some((first, rows))).finish()?, first))
 }
 
+/// A byte-range shard of a remote file, without downloading the file: a sparse temporary file
+/// of the object's size holding the footer (metadata) and the byte ranges of the row groups that
+/// start in the shard, each fetched with a range GET; the rest are holes the reader never
+/// touches. Must run on a blocking thread of a tokio runtime.
+fn fetch_sparse(shard: &Shard) -> PipelineResult<std::fs::File> {
+    use std::io::{Seek, SeekFrom, Write};
+    let url = &shard.file.url;
+    let size = shard.file.size;
+    let io = |e: std::io::Error| PipelineError::Io { location: url.clone(), source: e };
+    let unreadable = |message: String| PipelineError::UnreadableFile { file: url.clone(), message };
+    if size < 12 {
+        return Err(unreadable(format!("{size} bytes is too small for a parquet file")));
+    }
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| PipelineError::Other("remote reads need a tokio runtime".into()))?;
+    let loc = crate::store::resolve(url)?;
+    let get = |range: std::ops::Range<u64>| -> PipelineResult<bytes::Bytes> {
+        handle
+            .block_on(loc.store.get_range(&loc.prefix, range))
+            .map_err(|e| PipelineError::Store { location: url.clone(), source: e })
+    };
+    let tail = get(size - 8..size)?;
+    if &tail[4..] != b"PAR1" {
+        return Err(unreadable("no parquet footer (the file does not end with PAR1)".into()));
+    }
+    let meta_len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+    if meta_len + 12 > size {
+        return Err(unreadable(format!("a footer of {meta_len} bytes does not fit in {size} bytes")));
+    }
+    let mut tmp = tempfile::tempfile().map_err(|e| PipelineError::Io { location: "temp file".into(), source: e })?;
+    tmp.set_len(size).map_err(io)?;
+    let put = |tmp: &mut std::fs::File, at: u64, bytes: &[u8]| -> PipelineResult<()> {
+        tmp.seek(SeekFrom::Start(at)).map_err(io)?;
+        tmp.write_all(bytes).map_err(io)
+    };
+    put(&mut tmp, 0, b"PAR1")?;
+    let footer_start = size - 8 - meta_len;
+    put(&mut tmp, footer_start, &get(footer_start..size)?)?;
+    let meta = ParquetReader::new(tmp.try_clone().map_err(io)?)
+        .get_metadata()
+        .map_err(|e| unreadable(format!("not a readable parquet file: {e}")))?
+        .clone();
+    for rg in &meta.row_groups {
+        let r = rg.full_byte_range();
+        if (shard.start..shard.end).contains(&r.start) {
+            put(&mut tmp, r.start, &get(r.start..r.end)?)?;
+        }
+    }
+    tmp.rewind().map_err(io)?;
+    Ok(tmp)
+}
+
 pub fn read_parquet(
     shard: &Shard,
     input: &InputSpec,
@@ -51,12 +103,16 @@ pub fn read_parquet(
         file: url.clone(),
         message: format!("not a readable parquet file: {e}"),
     };
-    let (df, first_row) = if crate::store::is_remote(url) {
-        // Parquet needs random access: fetch the object to a temporary file first.
+    let (df, first_row) = if crate::store::is_remote(url) && shard.is_whole_file() {
+        // Parquet needs random access: a whole-file shard fetches the object to a temporary
+        // file (streamed), as it reads every row group anyway.
         let mut tmp =
             tempfile::tempfile().map_err(|e| PipelineError::Io { location: "temp file".into(), source: e })?;
         let mut src = super::source::open_from(url, 0, shard.file.size)?;
         std::io::copy(&mut src, &mut tmp).map_err(|e| PipelineError::Io { location: url.clone(), source: e })?;
+        read_row_groups(ParquetReader::new(tmp), shard).map_err(polars_err)?
+    } else if crate::store::is_remote(url) {
+        let tmp = fetch_sparse(shard)?;
         read_row_groups(ParquetReader::new(tmp), shard).map_err(polars_err)?
     } else {
         let path = url.strip_prefix("file://").unwrap_or(url);
