@@ -5,7 +5,6 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -125,7 +124,7 @@ async fn remote_byte_range_shards_fetch_their_row_groups_only() {
     let bytes = std::fs::read(&path).unwrap();
     let size = bytes.len() as u64;
 
-    let store = Arc::new(Counting::default());
+    let store = std::sync::Arc::new(Counting::default());
     store.put(&Path::from("bucket/zh.parquet"), PutPayload::from(bytes)).await.unwrap();
     lehr_pipeline::store::register_scheme("countingpq", store.clone());
 
