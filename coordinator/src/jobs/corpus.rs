@@ -481,4 +481,64 @@ mod tests {
             assert!(task.input.paths.is_empty());
         }
     }
+
+    #[tokio::test]
+    async fn sweep_deletes_the_jobs_work_files_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in [
+            "_lehr/attempts/job-1/t00000-a1/part-00000.jsonl.zst",
+            "_lehr/attempts/job-1/sig-t00001-a2/x.bin",
+            "_lehr/dedup/job-1/clusters/s00000.bin",
+            "_lehr/attempts/job-2/t00000-a1/part-00000.jsonl.zst",
+            "part-00000.jsonl.zst",
+        ] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        CorpusKind.sweep(&job(root)).await.unwrap();
+        assert!(!root.join("_lehr/attempts/job-1").exists() && !root.join("_lehr/dedup/job-1").exists());
+        assert!(root.join("_lehr/attempts/job-2/t00000-a1/part-00000.jsonl.zst").exists(), "another job's files stay");
+        assert!(root.join("part-00000.jsonl.zst").exists(), "final files stay");
+        // once nothing is left, the work directories go too
+        std::fs::remove_dir_all(root.join("_lehr/attempts/job-2")).unwrap();
+        CorpusKind.sweep(&job(root)).await.unwrap();
+        assert!(!root.join("_lehr").exists());
+    }
+
+    #[tokio::test]
+    async fn finalize_never_loads_the_stages_models() {
+        // The job ran with a fastText model that is gone from the coordinator's host by the
+        // time the job finishes: finalizing writes the manifest without loading it.
+        let dir = tempfile::tempdir().unwrap();
+        let spec = format!(
+            "version = 1\n[input]\npaths = [\"in.jsonl\"]\n[[stage]]\ntype = \"lang-id\"\nbackend = \"fasttext\"\n\
+             model = \"/nonexistent/lid.176.ftz\"\nkeep = [\"en\"]\n[output]\npath = \"{}\"\n",
+            dir.path().display()
+        );
+        assert!(resolve_spec(&spec, "/").is_err(), "planning does load it (and would refuse)");
+        let mut j = job(dir.path());
+        j.spec = spec;
+        j.base_dir = "/".into();
+        let result = ShardResult {
+            task_index: 0,
+            shard: plan::Shard {
+                file: InputFile { url: "/in.jsonl".into(), size: 10, format: plan::InputFormat::Jsonl },
+                file_index: 0,
+                start: 0,
+                end: 10,
+                range_index: 0,
+            },
+            read: Default::default(),
+            stages: vec![],
+            outputs: vec![],
+            docs_written: 0,
+            skipped_file: None,
+        };
+        let mut t = task(&PhaseResult::default());
+        t.kind = SHARD_TASK_KIND.into();
+        t.result = serde_json::to_string(&result).unwrap();
+        CorpusKind.finalize(&j, &[t]).await.unwrap();
+        assert!(dir.path().join(MANIFEST_NAME).is_file());
+    }
 }

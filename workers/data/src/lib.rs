@@ -34,11 +34,21 @@ pub struct WorkerConfig {
     pub kinds: Vec<String>,
     /// How to launch training ranks (workers started with `--train`).
     pub train: Option<TrainLaunch>,
+    /// The largest result a report may carry ([`MAX_RESULT_BYTES`]); a larger one fails the
+    /// task, not retryably, saying so.
+    pub max_result_bytes: usize,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { name: default_name(), slots: 1, run: RunOptions::default(), kinds: vec![], train: None }
+        WorkerConfig {
+            name: default_name(),
+            slots: 1,
+            run: RunOptions::default(),
+            kinds: vec![],
+            train: None,
+            max_result_bytes: MAX_RESULT_BYTES,
+        }
     }
 }
 
@@ -161,7 +171,11 @@ pub async fn start(
                                 worker_id.clone(),
                                 lease,
                                 progress,
-                                Runners { run: config.run.clone(), train: config.train.clone() },
+                                Runners {
+                                    run: config.run.clone(),
+                                    train: config.train.clone(),
+                                    max_result_bytes: config.max_result_bytes,
+                                },
                                 running.clone(),
                                 session.clone(),
                             )
@@ -250,6 +264,7 @@ async fn heartbeat_loop(
 struct Runners {
     run: RunOptions,
     train: Option<TrainLaunch>,
+    max_result_bytes: usize,
 }
 
 async fn run_lease(
@@ -269,7 +284,7 @@ async fn run_lease(
             }
         }
     } else {
-        execute(&lease, progress.clone(), runners.run).await
+        execute(&lease, progress.clone(), runners.run.clone()).await
     };
     running.lock().expect("lock").remove(&(lease.task_id, lease.attempt));
     if progress.cancelled.load(std::sync::atomic::Ordering::Relaxed) && outcome.is_err() {
@@ -278,12 +293,12 @@ async fn run_lease(
         return; // the coordinator already moved on; its lease expires or was revoked
     }
     let outcome = match outcome {
-        Ok(result) if result.len() > MAX_RESULT_BYTES => {
+        Ok(result) if result.len() > runners.max_result_bytes => {
             let error = format!(
                 "the task's result is {} bytes, over the {} bytes a report may carry; it cannot be committed \
                  (a task this large should be split: lower input.split-size)",
                 result.len(),
-                MAX_RESULT_BYTES
+                runners.max_result_bytes
             );
             tracing::error!(%error, "result too large");
             Outcome::Failure(pb::TaskFailure { error, retryable: false })

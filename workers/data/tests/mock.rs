@@ -223,3 +223,38 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A result over the report limit fails its task, not retryably, with the reason (it used to
+/// be dropped by the transport, so the lease expired again and again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_result_fails_its_task_saying_why() {
+    let out = tempfile::tempdir().unwrap();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/data/ko.jsonl");
+    let mock = Arc::new(Mock::default());
+    mock.queue.lock().unwrap().push(shard_lease(7, &sample, out.path(), "text"));
+    let shutdown = CancellationToken::new();
+    let api: Arc<dyn CoordinatorApi> = mock.clone();
+    let config = lehr_worker::WorkerConfig { name: "t".into(), slots: 1, max_result_bytes: 256, ..Default::default() };
+    let worker = tokio::spawn(lehr_worker::start(config, api, shutdown.clone()));
+    for _ in 0..200 {
+        if !mock.reports.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    let reports = mock.reports.lock().unwrap().clone();
+    assert_eq!(reports.len(), 1);
+    match &reports[0].outcome {
+        Some(Outcome::Failure(f)) => {
+            assert!(!f.retryable, "a retry would be as large");
+            assert!(
+                f.error.contains("over the 256 bytes a report may carry") && f.error.contains("split-size"),
+                "{}",
+                f.error
+            );
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}

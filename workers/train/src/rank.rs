@@ -79,10 +79,14 @@ pub fn model_config(preset: &str, vocab: i64, o: &TrainJobOptions) -> Result<Mod
 /// `$TMPDIR/lehr-train-<uid>`: this user's scratch root, created mode 0700, and refused when it
 /// is a link or belongs to someone else (a directory planted in a shared /tmp).
 pub fn private_scratch_root() -> Result<PathBuf, RankError> {
+    private_scratch_root_in(&std::env::temp_dir())
+}
+
+fn private_scratch_root_in(tmp: &Path) -> Result<PathBuf, RankError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
-    let root = std::env::temp_dir().join(format!("lehr-train-{uid}"));
+    let root = tmp.join(format!("lehr-train-{uid}"));
     match std::fs::DirBuilder::new().mode(0o700).create(&root) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -284,7 +288,32 @@ fn connect(
     })
 }
 
-/// The out directory as people know it (the URL for a remote run).
-pub fn shown_out(config: &RankConfig) -> &Path {
-    Path::new(&config.out)
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_scratch_root_is_private_and_never_a_planted_link() {
+        let uid = unsafe { libc::getuid() };
+        let name = format!("lehr-train-{uid}");
+        // fresh: created 0700
+        let tmp = tempfile::tempdir().unwrap();
+        let root = private_scratch_root_in(tmp.path()).unwrap();
+        assert_eq!(std::fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(private_scratch_root_in(tmp.path()).unwrap(), root, "reused when it is ours");
+        // a link planted under the name
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), tmp.path().join(&name)).unwrap();
+        assert!(
+            matches!(private_scratch_root_in(tmp.path()), Err(RankError::Usage(m)) if m.contains("not a private directory"))
+        );
+        // a directory open to others
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join(&name)).unwrap();
+        std::fs::set_permissions(tmp.path().join(&name), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(matches!(private_scratch_root_in(tmp.path()), Err(RankError::Usage(_))));
+    }
 }
