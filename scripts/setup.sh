@@ -14,7 +14,9 @@ TORCH_VERSION=2.11.0
 MOTO_VERSION=5.2.1
 # transformers: the reference the train worker's Qwen2 model is checked against (logits, checkpoints)
 TRANSFORMERS_VERSION=5.24.0
-STAMP=$VENV/.lehr-setup-torch$TORCH_VERSION-moto$MOTO_VERSION-transformers$TRANSFORMERS_VERSION
+# gguf-py: the reference our GGUF reader, writer and quantizers are checked against
+GGUF_PY_VERSION=0.19.0
+STAMP=$VENV/.lehr-setup-torch$TORCH_VERSION-moto$MOTO_VERSION-transformers$TRANSFORMERS_VERSION-gguf$GGUF_PY_VERSION
 
 say() { echo "setup: $*" >&2; }
 
@@ -38,9 +40,9 @@ if [ ! -f "$STAMP" ]; then
     say "creating $VENV"
     "$PY" -m venv "$VENV"
   fi
-  say "installing torch==$TORCH_VERSION (libtorch for tch; ~4.6 GB with its CUDA libraries), moto and transformers"
+  say "installing torch==$TORCH_VERSION (libtorch for tch; ~4.6 GB with its CUDA libraries), moto, transformers and gguf"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" "moto[server]==$MOTO_VERSION" \
-    "transformers==$TRANSFORMERS_VERSION" >&2
+    "transformers==$TRANSFORMERS_VERSION" "gguf==$GGUF_PY_VERSION" >&2
   touch "$STAMP"
 else
   say "python venv ready ($VENV)"

@@ -53,6 +53,25 @@ pub enum Command {
     /// Evaluate checkpoints (needs a build with `--features train`).
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Look inside model files.
+    #[command(subcommand)]
+    Inspect(InspectCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InspectCommand {
+    /// A GGUF file's metadata and tensor table (types, shapes, sizes, bits per weight).
+    Gguf(InspectGgufArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InspectGgufArgs {
+    pub file: PathBuf,
+    /// Every metadata value in full (long arrays such as the vocabulary are summarized otherwise).
+    #[arg(long)]
+    pub full: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

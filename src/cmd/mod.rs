@@ -2,6 +2,7 @@ mod bench;
 mod cluster;
 mod corpus;
 mod dedup;
+mod inspect;
 mod schedule;
 mod status;
 mod tokenizer;
@@ -131,6 +132,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Bench(b) => bench::run(b).await,
         Command::Train(t) => train::run(t).await,
         Command::Eval(e) => train::eval(e).await,
+        Command::Inspect(i) => inspect::run(i),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,450 @@
+//! GGUF v3: header (`GGUF`, version 3, tensor and metadata counts), typed key/value metadata,
+//! tensor infos (name, dims in ggml order — fastest-varying first —, type, offset) and the
+//! tensor data, each tensor at a multiple of `general.alignment` (32 by default) from the start
+//! of the data section. Little-endian throughout.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::quants::GgmlType;
+
+const MAGIC: &[u8; 4] = b"GGUF";
+pub const VERSION: u32 = 3;
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: not a GGUF file ({why})")]
+    Format { path: PathBuf, why: String },
+    #[error("{path}: GGUF version {version}; this reader knows 2 and 3")]
+    Version { path: PathBuf, version: u32 },
+    #[error("tensor `{name}`: {why}")]
+    Tensor { name: String, why: String },
+}
+
+/// A metadata value. Arrays hold values of one type.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum MetaValue {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(String),
+    Array(Vec<MetaValue>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+impl MetaValue {
+    fn type_id(&self) -> u32 {
+        match self {
+            MetaValue::U8(_) => 0,
+            MetaValue::I8(_) => 1,
+            MetaValue::U16(_) => 2,
+            MetaValue::I16(_) => 3,
+            MetaValue::U32(_) => 4,
+            MetaValue::I32(_) => 5,
+            MetaValue::F32(_) => 6,
+            MetaValue::Bool(_) => 7,
+            MetaValue::String(_) => 8,
+            MetaValue::Array(_) => 9,
+            MetaValue::U64(_) => 10,
+            MetaValue::I64(_) => 11,
+            MetaValue::F64(_) => 12,
+        }
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            MetaValue::U8(v) => Some(v as u64),
+            MetaValue::U16(v) => Some(v as u64),
+            MetaValue::U32(v) => Some(v as u64),
+            MetaValue::U64(v) => Some(v),
+            MetaValue::I8(v) if v >= 0 => Some(v as u64),
+            MetaValue::I16(v) if v >= 0 => Some(v as u64),
+            MetaValue::I32(v) if v >= 0 => Some(v as u64),
+            MetaValue::I64(v) if v >= 0 => Some(v as u64),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            MetaValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A short rendering for people (long arrays summarized).
+    pub fn summary(&self) -> String {
+        match self {
+            MetaValue::String(s) if s.chars().count() > 60 => {
+                format!("{:?}… ({} chars)", s.chars().take(60).collect::<String>(), s.chars().count())
+            }
+            MetaValue::String(s) => format!("{s:?}"),
+            MetaValue::Array(v) if v.len() > 4 => {
+                let head: Vec<String> = v.iter().take(3).map(MetaValue::summary).collect();
+                format!("[{}, …] ({} items)", head.join(", "), v.len())
+            }
+            MetaValue::Array(v) => format!("[{}]", v.iter().map(MetaValue::summary).collect::<Vec<_>>().join(", ")),
+            MetaValue::Bool(b) => b.to_string(),
+            MetaValue::F32(f) => f.to_string(),
+            MetaValue::F64(f) => f.to_string(),
+            other => other.as_u64().map(|v| v.to_string()).unwrap_or_else(|| format!("{other:?}")),
+        }
+    }
+
+    fn write(&self, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            MetaValue::U8(v) => w.write_all(&[*v]),
+            MetaValue::I8(v) => w.write_all(&v.to_le_bytes()),
+            MetaValue::U16(v) => w.write_all(&v.to_le_bytes()),
+            MetaValue::I16(v) => w.write_all(&v.to_le_bytes()),
+            MetaValue::U32(v) => w.write_all(&v.to_le_bytes()),
+            MetaValue::I32(v) => w.write_all(&v.to_le_bytes()),
+            MetaValue::F32(v) => w.write_all(&v.to_le_bytes()),
+            MetaValue::Bool(v) => w.write_all(&[*v as u8]),
+            MetaValue::String(s) => write_str(w, s),
+            MetaValue::U64(v) => w.write_all(&v.to_le_bytes()),
+            MetaValue::I64(v) => w.write_all(&v.to_le_bytes()),
+            MetaValue::F64(v) => w.write_all(&v.to_le_bytes()),
+            MetaValue::Array(items) => {
+                let elem = items.first().map(MetaValue::type_id).unwrap_or(4);
+                w.write_all(&elem.to_le_bytes())?;
+                w.write_all(&(items.len() as u64).to_le_bytes())?;
+                for it in items {
+                    if it.type_id() != elem {
+                        return Err(io::Error::new(io::ErrorKind::InvalidInput, "a GGUF array holds one type"));
+                    }
+                    it.write(w)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn write_str(w: &mut impl Write, s: &str) -> io::Result<()> {
+    w.write_all(&(s.len() as u64).to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+/// A tensor's description. `dims` are in ggml order: `dims[0]` is the row length.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dims: Vec<u64>,
+    #[serde(rename = "type")]
+    pub ty: GgmlType,
+    /// From the start of the data section.
+    pub offset: u64,
+}
+
+impl TensorInfo {
+    pub fn elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+    pub fn bytes(&self) -> Option<u64> {
+        self.ty.bytes_for(self.elements() as usize).map(|b| b as u64)
+    }
+}
+
+/// Builds a GGUF file: metadata in insertion order, then tensors in insertion order.
+#[derive(Default)]
+pub struct GgufWriter {
+    meta: Vec<(String, MetaValue)>,
+    tensors: Vec<(TensorInfo, Vec<u8>)>,
+}
+
+impl GgufWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a metadata key (replacing an earlier value of the same key).
+    pub fn meta(&mut self, key: &str, value: MetaValue) -> &mut Self {
+        match self.meta.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.meta.push((key.to_string(), value)),
+        }
+        self
+    }
+
+    fn alignment(&self) -> u64 {
+        self.meta
+            .iter()
+            .find(|(k, _)| k == "general.alignment")
+            .and_then(|(_, v)| v.as_u64())
+            .unwrap_or(DEFAULT_ALIGNMENT)
+    }
+
+    /// Adds a tensor: `dims` in ggml order, `data` already in `ty`'s encoding.
+    pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Result<&mut Self, GgufError> {
+        let info = TensorInfo { name: name.to_string(), dims: dims.to_vec(), ty, offset: 0 };
+        let tensor_err = |why: String| GgufError::Tensor { name: name.to_string(), why };
+        match info.bytes() {
+            Some(b) if b == data.len() as u64 => {}
+            Some(b) => return Err(tensor_err(format!("{} bytes of data for {b} expected", data.len()))),
+            None => {
+                return Err(tensor_err(format!(
+                    "{} rows of {} are not whole {} blocks",
+                    info.elements() / dims.first().copied().unwrap_or(1).max(1),
+                    dims.first().copied().unwrap_or(0),
+                    ty.name()
+                )))
+            }
+        }
+        if self.tensors.iter().any(|(t, _)| t.name == name) {
+            return Err(tensor_err("added twice".into()));
+        }
+        self.tensors.push((info, data));
+        Ok(self)
+    }
+
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        let align = self.alignment();
+        w.write_all(MAGIC)?;
+        w.write_all(&VERSION.to_le_bytes())?;
+        w.write_all(&(self.tensors.len() as u64).to_le_bytes())?;
+        w.write_all(&(self.meta.len() as u64).to_le_bytes())?;
+        let mut pos = 24u64;
+        let mut header = Vec::new();
+        for (k, v) in &self.meta {
+            write_str(&mut header, k)?;
+            header.extend_from_slice(&v.type_id().to_le_bytes());
+            v.write(&mut header)?;
+        }
+        let mut offset = 0u64;
+        for (t, data) in &self.tensors {
+            write_str(&mut header, &t.name)?;
+            header.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
+                header.extend_from_slice(&d.to_le_bytes());
+            }
+            header.extend_from_slice(&t.ty.id().to_le_bytes());
+            header.extend_from_slice(&offset.to_le_bytes());
+            offset = (offset + data.len() as u64).div_ceil(align) * align;
+        }
+        w.write_all(&header)?;
+        pos += header.len() as u64;
+        let pad = pos.div_ceil(align) * align - pos;
+        w.write_all(&vec![0u8; pad as usize])?;
+        for (_, data) in &self.tensors {
+            w.write_all(data)?;
+            let pad = (data.len() as u64).div_ceil(align) * align - data.len() as u64;
+            w.write_all(&vec![0u8; pad as usize])?;
+        }
+        Ok(())
+    }
+
+    pub fn write_file(&self, path: &Path) -> Result<(), GgufError> {
+        let io_err = |source| GgufError::Io { path: path.to_path_buf(), source };
+        let mut f = io::BufWriter::new(std::fs::File::create(path).map_err(io_err)?);
+        self.write_to(&mut f).map_err(io_err)?;
+        f.flush().map_err(io_err)
+    }
+}
+
+/// A GGUF file read into memory (metadata and tensor infos parsed; data sliced on demand).
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub version: u32,
+    pub meta: BTreeMap<String, MetaValue>,
+    /// In file order.
+    pub meta_order: Vec<String>,
+    pub tensors: Vec<TensorInfo>,
+    pub alignment: u64,
+    data_start: u64,
+    bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("meta", &self.meta.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| format!("truncated: {n} bytes wanted at offset {} of {}", self.at, self.b.len()))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn string(&mut self) -> Result<String, String> {
+        let n = self.u64()?;
+        if n > (1 << 30) {
+            return Err(format!("a string of {n} bytes"));
+        }
+        String::from_utf8(self.take(n as usize)?.to_vec()).map_err(|_| "a string that is not UTF-8".into())
+    }
+    fn value(&mut self, ty: u32, depth: u32) -> Result<MetaValue, String> {
+        let b = |c: &mut Self, n| c.take(n).map(|s| s.to_vec());
+        Ok(match ty {
+            0 => MetaValue::U8(b(self, 1)?[0]),
+            1 => MetaValue::I8(b(self, 1)?[0] as i8),
+            2 => MetaValue::U16(u16::from_le_bytes(b(self, 2)?.try_into().expect("2"))),
+            3 => MetaValue::I16(i16::from_le_bytes(b(self, 2)?.try_into().expect("2"))),
+            4 => MetaValue::U32(self.u32()?),
+            5 => MetaValue::I32(self.u32()? as i32),
+            6 => MetaValue::F32(f32::from_bits(self.u32()?)),
+            7 => MetaValue::Bool(b(self, 1)?[0] != 0),
+            8 => MetaValue::String(self.string()?),
+            9 => {
+                if depth > 2 {
+                    return Err("arrays nested too deep".into());
+                }
+                let elem = self.u32()?;
+                let n = self.u64()?;
+                if n > self.b.len() as u64 {
+                    return Err(format!("an array of {n} items in a file of {} bytes", self.b.len()));
+                }
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    v.push(self.value(elem, depth + 1)?);
+                }
+                MetaValue::Array(v)
+            }
+            10 => MetaValue::U64(self.u64()?),
+            11 => MetaValue::I64(self.u64()? as i64),
+            12 => MetaValue::F64(f64::from_bits(self.u64()?)),
+            other => return Err(format!("unknown metadata value type {other}")),
+        })
+    }
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self, GgufError> {
+        let bytes = std::fs::read(path).map_err(|source| GgufError::Io { path: path.to_path_buf(), source })?;
+        Self::parse(path, bytes)
+    }
+
+    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, GgufError> {
+        let fmt = |why: String| GgufError::Format { path: path.to_path_buf(), why };
+        let mut c = Cursor { b: &bytes, at: 0 };
+        if c.take(4).map_err(fmt)? != MAGIC {
+            return Err(fmt("no GGUF magic".into()));
+        }
+        let version = c.u32().map_err(fmt)?;
+        if !(2..=3).contains(&version) {
+            return Err(GgufError::Version { path: path.to_path_buf(), version });
+        }
+        let n_tensors = c.u64().map_err(fmt)?;
+        let n_meta = c.u64().map_err(fmt)?;
+        let mut meta = BTreeMap::new();
+        let mut meta_order = Vec::new();
+        for _ in 0..n_meta {
+            let key = c.string().map_err(fmt)?;
+            let ty = c.u32().map_err(fmt)?;
+            let v = c.value(ty, 0).map_err(|e| fmt(format!("metadata `{key}`: {e}")))?;
+            meta_order.push(key.clone());
+            meta.insert(key, v);
+        }
+        let mut tensors = Vec::with_capacity(n_tensors.min(1 << 20) as usize);
+        for _ in 0..n_tensors {
+            let name = c.string().map_err(fmt)?;
+            let n_dims = c.u32().map_err(fmt)?;
+            if n_dims > 8 {
+                return Err(fmt(format!("tensor `{name}` has {n_dims} dimensions")));
+            }
+            let dims = (0..n_dims).map(|_| c.u64()).collect::<Result<Vec<_>, _>>().map_err(fmt)?;
+            let id = c.u32().map_err(fmt)?;
+            let ty = GgmlType::from_id(id).ok_or_else(|| fmt(format!("tensor `{name}` has unknown type {id}")))?;
+            let offset = c.u64().map_err(fmt)?;
+            tensors.push(TensorInfo { name, dims, ty, offset });
+        }
+        let alignment = meta.get("general.alignment").and_then(MetaValue::as_u64).unwrap_or(DEFAULT_ALIGNMENT);
+        if alignment == 0 {
+            return Err(fmt("general.alignment is 0".into()));
+        }
+        let data_start = (c.at as u64).div_ceil(alignment) * alignment;
+        let file =
+            GgufFile { path: path.to_path_buf(), version, meta, meta_order, tensors, alignment, data_start, bytes };
+        for t in &file.tensors {
+            file.data(t)?;
+        }
+        Ok(file)
+    }
+
+    /// The bytes of a tensor (checked against the file's length).
+    pub fn data(&self, t: &TensorInfo) -> Result<&[u8], GgufError> {
+        let err = |why: String| GgufError::Tensor { name: t.name.clone(), why };
+        let len =
+            t.bytes().ok_or_else(|| err(format!("rows of {} are not whole {} blocks", t.dims[0], t.ty.name())))?;
+        let start = self.data_start + t.offset;
+        let end = start + len;
+        if end > self.bytes.len() as u64 {
+            return Err(err(format!("its data ends at byte {end}, past the end of the file ({})", self.bytes.len())));
+        }
+        Ok(&self.bytes[start as usize..end as usize])
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quants::{dequantize, quantize};
+
+    #[test]
+    fn writes_and_reads_back() {
+        let mut w = GgufWriter::new();
+        w.meta("general.architecture", MetaValue::String("qwen2".into()))
+            .meta("qwen2.block_count", MetaValue::U32(2))
+            .meta(
+                "tokenizer.ggml.tokens",
+                MetaValue::Array(vec![MetaValue::String("a".into()), MetaValue::String("b".into())]),
+            )
+            .meta("x.f", MetaValue::F32(0.5));
+        let x: Vec<f32> = (0..96).map(|i| i as f32 / 10.0 - 4.0).collect();
+        w.tensor("t.f32", &[32, 3], GgmlType::F32, quantize(GgmlType::F32, &x).unwrap()).unwrap();
+        w.tensor("t.q8", &[32, 3], GgmlType::Q8_0, quantize(GgmlType::Q8_0, &x).unwrap()).unwrap();
+        assert!(w.tensor("bad", &[30, 3], GgmlType::Q8_0, vec![0; 10]).is_err());
+        let mut bytes = Vec::new();
+        w.write_to(&mut bytes).unwrap();
+        let f = GgufFile::parse(Path::new("mem.gguf"), bytes.clone()).unwrap();
+        assert_eq!(f.version, 3);
+        assert_eq!(f.meta["qwen2.block_count"], MetaValue::U32(2));
+        assert_eq!(f.meta_order[0], "general.architecture");
+        assert_eq!(f.tensors.len(), 2);
+        assert_eq!(f.tensors[1].offset % 32, 0);
+        assert_eq!(dequantize(GgmlType::F32, f.data(&f.tensors[0]).unwrap()).unwrap(), x);
+        // truncated files are refused with the reason
+        let cut = GgufFile::parse(Path::new("cut.gguf"), bytes[..bytes.len() - 40].to_vec()).unwrap_err();
+        assert!(cut.to_string().contains("past the end"), "{cut}");
+        let junk = GgufFile::parse(Path::new("j.gguf"), b"GGML....".to_vec()).unwrap_err();
+        assert!(junk.to_string().contains("not a GGUF file"), "{junk}");
+    }
+}

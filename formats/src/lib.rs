@@ -1,0 +1,11 @@
+//! Model file formats, in pure Rust so that the CLI, the trainer and tests share them without
+//! libtorch: GGUF v3 (`gguf.rs`, as ggml's `docs/gguf.md` and gguf-py's `constants.py` define
+//! it) and ggml's block quantizations (`quants.rs`, bit-exact with ggml's reference code as
+//! gguf-py reproduces it).
+
+pub mod gguf;
+pub mod half;
+pub mod quants;
+
+pub use gguf::{GgufError, GgufFile, GgufWriter, MetaValue, TensorInfo};
+pub use quants::GgmlType;
