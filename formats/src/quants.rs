@@ -132,6 +132,8 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, QuantError> {
         GgmlType::Q8_0 => values.chunks_exact(32).for_each(|b| q8_0(b, &mut out)),
         GgmlType::Q4_0 => values.chunks_exact(32).for_each(|b| q4_0(b, &mut out)),
         GgmlType::Q5_0 => values.chunks_exact(32).for_each(|b| q5_0(b, &mut out)),
+        GgmlType::Q4_1 => values.chunks_exact(32).for_each(|b| q4_1(b, &mut out)),
+        GgmlType::Q5_1 => values.chunks_exact(32).for_each(|b| q5_1(b, &mut out)),
         other => return Err(QuantError::Unsupported(other.name())),
     }
     Ok(out)
@@ -169,9 +171,137 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>, QuantError> {
                 }
             }
         }),
+        GgmlType::Q4_1 => bytes.chunks_exact(20).for_each(|b| {
+            let (d, m) = (d16(b), d16(&b[2..]));
+            let qs = &b[4..];
+            out.extend(qs.iter().map(|&q| d * (q & 0x0f) as f32 + m));
+            out.extend(qs.iter().map(|&q| d * (q >> 4) as f32 + m));
+        }),
+        GgmlType::Q5_1 => bytes.chunks_exact(24).for_each(|b| {
+            let (d, m) = (d16(b), d16(&b[2..]));
+            let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            let qs = &b[8..];
+            for half in 0..2 {
+                for (j, &q) in qs.iter().enumerate() {
+                    let i = half * 16 + j;
+                    let lo = if half == 0 { q & 0x0f } else { q >> 4 };
+                    out.push(d * (lo | ((((qh >> i) & 1) as u8) << 4)) as f32 + m);
+                }
+            }
+        }),
+        GgmlType::Q2_K => bytes.chunks_exact(84).for_each(|b| dequant_q2_k(b, &mut out)),
+        GgmlType::Q3_K => bytes.chunks_exact(110).for_each(|b| dequant_q3_k(b, &mut out)),
+        GgmlType::Q4_K => bytes.chunks_exact(144).for_each(|b| dequant_q4_k(b, &mut out)),
+        GgmlType::Q5_K => bytes.chunks_exact(176).for_each(|b| dequant_q5_k(b, &mut out)),
+        GgmlType::Q6_K => bytes.chunks_exact(210).for_each(|b| dequant_q6_k(b, &mut out)),
         other => return Err(QuantError::Unsupported(other.name())),
     }
     Ok(out)
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+// K-quants: super-blocks of 256 values. The products are formed in ggml's order
+// (`(d·scale)·q − dmin·min`) in f32, so results are bit-exact with its reference code.
+
+fn dequant_q2_k(b: &[u8], out: &mut Vec<f32>) {
+    let (scales, qs) = (&b[..16], &b[16..80]);
+    let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+    for i in 0..256 {
+        let (chunk, k, c) = (i / 128, (i % 128) / 32, i % 32);
+        let q = (qs[chunk * 32 + c] >> (2 * k)) & 3;
+        let sc = scales[i / 16];
+        let (dl, ml) = (d * (sc & 0x0f) as f32, dmin * (sc >> 4) as f32);
+        out.push(dl * q as f32 - ml);
+    }
+}
+
+fn dequant_q3_k(b: &[u8], out: &mut Vec<f32>) {
+    let (hmask, qs, sc, d) = (&b[..32], &b[32..96], &b[96..108], f16_at(b, 108));
+    let scale = |j: usize| -> f32 {
+        let lo = if j < 8 { sc[j] & 0x0f } else { sc[j - 8] >> 4 };
+        let hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+        ((lo | (hi << 4)) as i8 - 32) as f32
+    };
+    for i in 0..256 {
+        let (chunk, k, c) = (i / 128, (i % 128) / 32, i % 32);
+        let ql = ((qs[chunk * 32 + c] >> (2 * k)) & 3) as i8;
+        // the high bit subtracts 4 when it is clear
+        let hb = ((hmask[c] >> (i / 32)) & 1) ^ 1;
+        let q = ql - ((hb << 2) as i8);
+        out.push((d * scale(i / 16)) * q as f32);
+    }
+}
+
+/// Q4_K/Q5_K's eight 6-bit scales and mins from their 12 packed bytes.
+fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        ((s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+    }
+}
+
+fn dequant_q4_k(b: &[u8], out: &mut Vec<f32>) {
+    let (d, dmin, scales, qs) = (f16_at(b, 0), f16_at(b, 2), &b[4..16], &b[16..144]);
+    for i in 0..256 {
+        let (sub, c) = (i / 32, i % 32);
+        let byte = qs[(sub / 2) * 32 + c];
+        let q = if sub % 2 == 0 { byte & 0x0f } else { byte >> 4 };
+        let (sc, m) = scale_min_k4(sub, scales);
+        out.push((d * sc as f32) * q as f32 - dmin * m as f32);
+    }
+}
+
+fn dequant_q5_k(b: &[u8], out: &mut Vec<f32>) {
+    let (d, dmin, scales, qh, qs) = (f16_at(b, 0), f16_at(b, 2), &b[4..16], &b[16..48], &b[48..176]);
+    for i in 0..256 {
+        let (sub, c) = (i / 32, i % 32);
+        let byte = qs[(sub / 2) * 32 + c];
+        let lo = if sub % 2 == 0 { byte & 0x0f } else { byte >> 4 };
+        let q = lo | (((qh[c] >> sub) & 1) << 4);
+        let (sc, m) = scale_min_k4(sub, scales);
+        out.push((d * sc as f32) * q as f32 - dmin * m as f32);
+    }
+}
+
+fn dequant_q6_k(b: &[u8], out: &mut Vec<f32>) {
+    let (ql, qh, scales, d) = (&b[..128], &b[128..192], &b[192..208], f16_at(b, 208));
+    for i in 0..256 {
+        let (h, v) = (i / 128, i % 128);
+        let (part, l) = (v / 32, v % 32);
+        let byte = ql[h * 64 + (part % 2) * 32 + l];
+        let lo = if part < 2 { byte & 0x0f } else { byte >> 4 };
+        let hi = (qh[h * 32 + l] >> (2 * part)) & 3;
+        let q = (lo | (hi << 4)) as i8 - 32;
+        out.push((d * scales[i / 16] as i8 as f32) * q as f32);
+    }
+}
+
+fn q4_1(x: &[f32], out: &mut Vec<u8>) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let min = x.iter().copied().fold(f32::INFINITY, f32::min);
+    let d = (max - min) / 15.0;
+    let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+    let q: Vec<u8> = x.iter().map(|&v| (((v - min) * id + 0.5).trunc() as u8).min(15)).collect();
+    out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+    out.extend_from_slice(&f32_to_f16(min).to_le_bytes());
+    out.extend((0..16).map(|j| q[j] | (q[j + 16] << 4)));
+}
+
+fn q5_1(x: &[f32], out: &mut Vec<u8>) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let min = x.iter().copied().fold(f32::INFINITY, f32::min);
+    let d = (max - min) / 31.0;
+    let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+    let q: Vec<u8> = x.iter().map(|&v| (((v - min) * id + 0.5).trunc() as u8).min(31)).collect();
+    let qh: u32 = q.iter().enumerate().fold(0, |h, (i, &v)| h | (((v >> 4) as u32 & 1) << i));
+    out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+    out.extend_from_slice(&f32_to_f16(min).to_le_bytes());
+    out.extend_from_slice(&qh.to_le_bytes());
+    out.extend((0..16).map(|j| (q[j] & 0x0f) | (q[j + 16] << 4)));
 }
 
 fn q8_0(x: &[f32], out: &mut Vec<u8>) {

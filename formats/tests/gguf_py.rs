@@ -1,7 +1,8 @@
 //! Against gguf-py (PyPI `gguf`, pinned in scripts/setup.sh): its `GGUFReader` reads what we
 //! write (metadata of every value type, tensors of every type we quantize), `gguf.quants.quantize`
-//! of the same floats gives our bytes exactly (F16, BF16, Q8_0, Q4_0, Q5_0), and its
-//! `dequantize` of our bytes equals ours bit for bit.
+//! of the same floats gives our bytes exactly (F16, BF16, Q8_0, Q4_0, Q5_0, Q4_1, Q5_1), and its
+//! `dequantize` of our bytes equals ours bit for bit — for the K-quants (Q2_K … Q6_K, which
+//! gguf-py cannot quantize) on random blocks.
 
 use std::process::Command;
 
@@ -36,7 +37,7 @@ got = [bytes(toks.parts[i]).decode() for i in toks.data]
 if got != expect["tokens"]: err(f"tokens {got!r}")
 t = {x.name: x for x in r.tensors}
 src = np.array(t["src"].data, dtype=np.float32).reshape(-1)
-names = {"F16": T.F16, "BF16": T.BF16, "Q8_0": T.Q8_0, "Q4_0": T.Q4_0, "Q5_0": T.Q5_0}
+names = {"F16": T.F16, "BF16": T.BF16, "Q8_0": T.Q8_0, "Q4_0": T.Q4_0, "Q5_0": T.Q5_0, "Q4_1": T.Q4_1, "Q5_1": T.Q5_1}
 for name, qt in names.items():
     ours = t[f"q.{name}"]
     if ours.tensor_type != qt: err(f"{name}: type {ours.tensor_type}")
@@ -51,6 +52,14 @@ for name, qt in names.items():
     mine = np.array(t[f"deq.{name}"].data, dtype=np.float32).reshape(-1)
     if not np.array_equal(deq.view(np.uint32), mine.view(np.uint32)):
         err(f"{name}: dequantized values differ (max {float(np.max(np.abs(deq - mine)))})")
+# K-quants (gguf-py dequantizes them; it cannot quantize): our dequantization of random blocks
+kq = {"Q2_K": T.Q2_K, "Q3_K": T.Q3_K, "Q4_K": T.Q4_K, "Q5_K": T.Q5_K, "Q6_K": T.Q6_K}
+for name, qt in kq.items():
+    raw = np.frombuffer(bytes(np.asarray(t[f"k.{name}"].data).tobytes()), dtype=np.uint8)
+    deq = gguf.quants.dequantize(raw.reshape(4, -1), qt).astype(np.float32).reshape(-1)
+    mine = np.array(t[f"kdeq.{name}"].data, dtype=np.float32).reshape(-1)
+    if deq.shape != mine.shape or not np.array_equal(deq.view(np.uint32), mine.view(np.uint32)):
+        err(f"{name}: dequantized values differ")
 out["tensors"] = len(r.tensors)
 print(json.dumps(out))
 "#;
@@ -91,11 +100,36 @@ fn gguf_py_reads_our_files_and_quantizes_to_our_bytes() {
         );
     let f32_bytes = quantize(GgmlType::F32, &x).unwrap();
     w.tensor("src", &dims, GgmlType::F32, f32_bytes).unwrap();
-    for ty in [GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0] {
+    for ty in
+        [GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_1, GgmlType::Q5_1]
+    {
         let q = quantize(ty, &x).unwrap();
         let deq = dequantize(ty, &q).unwrap();
         w.tensor(&format!("q.{}", ty.name()), &dims, ty, q).unwrap();
         w.tensor(&format!("deq.{}", ty.name()), &dims, GgmlType::F32, quantize(GgmlType::F32, &deq).unwrap()).unwrap();
+    }
+    // K-quant blocks of random bytes with finite scales: 4 rows of 256
+    for ty in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        let (_, size) = ty.block();
+        let mut raw: Vec<u8> = (0..4 * size).map(|_| rng.random::<u8>()).collect();
+        // the f16 scales (d, dmin) as small finite numbers
+        let scale_at: &[usize] = match ty {
+            GgmlType::Q2_K => &[80, 82],
+            GgmlType::Q3_K => &[108],
+            GgmlType::Q6_K => &[208],
+            _ => &[0, 2],
+        };
+        for block in raw.chunks_exact_mut(size) {
+            for &at in scale_at {
+                let h = lehr_formats::half::f32_to_f16(rng.random::<f32>() * 0.01 + 1e-4);
+                block[at..at + 2].copy_from_slice(&h.to_le_bytes());
+            }
+        }
+        let deq = dequantize(ty, &raw).unwrap();
+        assert_eq!(deq.len(), 4 * 256);
+        w.tensor(&format!("k.{}", ty.name()), &[256, 4], ty, raw).unwrap();
+        w.tensor(&format!("kdeq.{}", ty.name()), &[256, 4], GgmlType::F32, quantize(GgmlType::F32, &deq).unwrap())
+            .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("check.gguf");
@@ -112,7 +146,7 @@ fn gguf_py_reads_our_files_and_quantizes_to_our_bytes() {
     assert!(out.status.success(), "gguf-py failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["errors"], serde_json::json!([]), "{v}");
-    assert_eq!(v["tensors"], 11);
+    assert_eq!(v["tensors"], 25);
 
     // and our reader reads gguf-py's writer
     let theirs = dir.path().join("theirs.gguf");
