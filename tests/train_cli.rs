@@ -83,6 +83,28 @@ fn train_run_follows_the_plan_and_resumes_at_the_next_step() {
     let per_source = &first[0]["tokens_by_source"];
     let total: u64 = per_source.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(total, 8 * 256);
+
+    // Every checkpoint holds the tokenizer the shards were made with, and transformers loads
+    // it from the checkpoint directory alone, tokenizing as the tokenizer file does.
+    let ckpt = out.join("checkpoints/step-00000040");
+    let demo = repo().join("examples/tokenizer/lehr-demo-8k.json");
+    assert_eq!(std::fs::read(ckpt.join("tokenizer.json")).unwrap(), std::fs::read(&demo).unwrap());
+    let config: Value = serde_json::from_slice(&std::fs::read(ckpt.join("tokenizer_config.json")).unwrap()).unwrap();
+    assert_eq!(config["tokenizer_class"], "PreTrainedTokenizerFast");
+    let venv = std::env::var("LEHR_VENV").expect("LEHR_VENV is unset: run the tests through scripts/test.sh");
+    let script = "import sys\nfrom transformers import AutoTokenizer\nfrom tokenizers import Tokenizer\n\
+                  t = AutoTokenizer.from_pretrained(sys.argv[1])\nraw = Tokenizer.from_file(sys.argv[2])\n\
+                  s = 'Hello world. 你好，世界！ 안녕하세요 세계'\n\
+                  assert t.encode(s, add_special_tokens=False) == raw.encode(s, add_special_tokens=False).ids, 'ids differ'\n\
+                  print(t.eos_token)";
+    let py = std::process::Command::new(std::path::Path::new(&venv).join("bin/python"))
+        .args(["-c", script])
+        .arg(&ckpt)
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), config["eos_token"].as_str().unwrap());
 }
 
 /// A model with YuLan-Mini's knobs (embedding scale, depth scale, z-loss) resumes exactly: the

@@ -34,6 +34,8 @@ pub struct Available {
     pub tokenizer_sha256: Option<String>,
     /// That tokenizer's vocabulary size (0 without shards).
     pub vocab_size: u32,
+    /// That tokenizer, as the shards' metadata names it (where it was read from, its hash, EOS).
+    pub tokenizer: Option<crate::tokens::TokenizerInfo>,
 }
 
 /// Reads every source's shard metadata (not the tokens). A source without shards has 0 tokens.
@@ -48,6 +50,7 @@ pub async fn available(root: &Location, spec: &RunSpec) -> PipelineResult<Availa
                 None => {
                     first = Some((m.tokenizer.sha256.clone(), loc.child_url(prefix)));
                     out.vocab_size = m.tokenizer.vocab_size;
+                    out.tokenizer = Some(m.tokenizer.clone());
                 }
                 Some((sha, where_)) if *sha != m.tokenizer.sha256 => {
                     return Err(PipelineError::Other(format!(

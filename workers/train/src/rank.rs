@@ -104,6 +104,39 @@ fn private_scratch_root_in(tmp: &Path) -> Result<PathBuf, RankError> {
     Ok(root)
 }
 
+/// The tokenizer the shards were made with, for every checkpoint: `tokenizer.json` as read from
+/// where the shards' metadata says (its sha256 checked), and a `tokenizer_config.json` naming the
+/// EOS token. A tokenizer that cannot be read is a warning, not a failure: the run goes on and its
+/// checkpoints lack it (export and serve then need `--tokenizer`).
+async fn checkpoint_tokenizer(info: &lehr_pipeline::tokens::TokenizerInfo, max_len: i64) -> Option<(Vec<u8>, Vec<u8>)> {
+    let bytes = match lehr_pipeline::store::read_file(&info.path, "the shards' tokenizer").await {
+        Ok(b) => b.to_vec(),
+        Err(e) => {
+            eprintln!("warning: checkpoints will not hold the tokenizer: {e}");
+            return None;
+        }
+    };
+    let sha = lehr_pipeline::spool::sha256_hex(&bytes);
+    if sha != info.sha256 {
+        eprintln!(
+            "warning: {} has changed since the shards were made (sha256 {sha}, the shards say {}): checkpoints will \
+             not hold it",
+            info.path, info.sha256
+        );
+        return None;
+    }
+    let config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": info.eos,
+        "pad_token": info.eos,
+        "bos_token": null,
+        "add_bos_token": false,
+        "clean_up_tokenization_spaces": false,
+        "model_max_length": max_len,
+    });
+    Some((bytes, serde_json::to_vec_pretty(&config).expect("json")))
+}
+
 /// The data-parallel backend of a multi-rank run.
 enum Backend {
     Tcp,
@@ -183,6 +216,10 @@ pub async fn run(
     };
     let o = &config.options;
     let model = model_config(&config.model, vocab, o)?;
+    let tokenizer = match &avail.tokenizer {
+        Some(info) => checkpoint_tokenizer(info, model.max_position_embeddings).await,
+        None => None,
+    };
     let device = parse_device(o.device.as_deref())?;
     let options = TrainOptions {
         micro_batch: o.micro_batch,
@@ -196,6 +233,7 @@ pub async fn run(
         eval_tokens: o.eval_tokens,
         peak_flops: o.peak_tflops.map(|t| t * 1e12),
         remote: remote.clone(),
+        tokenizer,
         compute: parse_precision(o.precision.as_deref(), device)?,
         ..TrainOptions::new(config.data.clone(), local_out.clone(), device)
     };

@@ -57,6 +57,10 @@ pub struct TrainOptions {
     pub eval_tokens: u64,
     /// The device's peak FLOP/s, for the MFU estimate in the metrics.
     pub peak_flops: Option<f64>,
+    /// `tokenizer.json` and `tokenizer_config.json` bytes written into every checkpoint, so a
+    /// checkpoint loads with `AutoTokenizer.from_pretrained` and exports without a tokenizer
+    /// argument.
+    pub tokenizer: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl TrainOptions {
@@ -79,6 +83,7 @@ impl TrainOptions {
             eval_every: 0,
             eval_tokens: 65_536,
             peak_flops: None,
+            tokenizer: None,
         }
     }
 }
@@ -486,6 +491,11 @@ impl Trainer {
             std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
         }
         save_hf(&self.vs, &self.model.config, &staging)?;
+        if let Some((json, config)) = &self.options.tokenizer {
+            for (name, bytes) in [("tokenizer.json", json), ("tokenizer_config.json", config)] {
+                std::fs::write(staging.join(name), bytes).map_err(io(&staging))?;
+            }
+        }
         write_safetensors(&self.opt.state(), &staging.join("optimizer.safetensors"))?;
         let json = serde_json::to_vec_pretty(&self.state).expect("json");
         std::fs::write(staging.join("trainer.json"), json).map_err(io(&staging))?;
