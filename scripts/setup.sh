@@ -48,6 +48,21 @@ else
   say "python venv ready ($VENV)"
 fi
 
+# llama.cpp for the GGUF tests: npm node-llama-cpp ships prebuilt CPU builds (nothing compiled,
+# nothing downloaded at run time); kept outside the repo like the venv (~730 MB).
+NODE_LLAMA_CPP_VERSION=3.21.1
+NODE_DIR=$LEHR_CACHE/node
+if [ ! -f "$NODE_DIR/.lehr-node-llama-cpp-$NODE_LLAMA_CPP_VERSION" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    say "installing node-llama-cpp@$NODE_LLAMA_CPP_VERSION (llama.cpp, prebuilt) into $NODE_DIR"
+    mkdir -p "$NODE_DIR"
+    (cd "$NODE_DIR" && { [ -f package.json ] || npm init -y >/dev/null; } && npm i -E --no-audit --no-fund "node-llama-cpp@$NODE_LLAMA_CPP_VERSION" >&2) \
+      && touch "$NODE_DIR/.lehr-node-llama-cpp-$NODE_LLAMA_CPP_VERSION"
+  else
+    say "no npm: the llama.cpp checks of GGUF exports need Node.js 20+ (apt-get install nodejs npm)"
+  fi
+fi
+
 TORCH_DIR=$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 # NCCL for `--features nccl`: cudarc dlopens `libnccl.so`, PyTorch ships `libnccl.so.2`; the link
 # sits next to it and the binary's rpath (build.rs) points there.
@@ -57,4 +72,5 @@ if [ -f "$NCCL_LIB/libnccl.so.2" ] && [ ! -e "$NCCL_LIB/libnccl.so" ]; then
 fi
 echo "export LIBTORCH=$TORCH_DIR"
 echo "export LEHR_VENV=$VENV"
+echo "export LEHR_NODE=$NODE_DIR"
 echo "export PATH=\"$HOME/.cargo/bin:\$PATH\""

@@ -3,6 +3,15 @@
 # crate, the train worker's tch smoke test and the S3 (moto) test included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Node.js for llama.cpp (node-llama-cpp), which checks the GGUF exports
+if ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "Node.js and npm are missing: install them (the GGUF export tests run llama.cpp through node-llama-cpp)" >&2
+    exit 1
+  fi
+fi
 eval "$(scripts/setup.sh)"
 export LEHR_REQUIRE_S3=1
 # openssl: the TLS test runs deploy/tls/make-certs.sh as an operator would

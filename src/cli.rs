@@ -56,6 +56,32 @@ pub enum Command {
     /// Look inside model files.
     #[command(subcommand)]
     Inspect(InspectCommand),
+    /// Write a checkpoint in another format.
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportCommand {
+    /// A checkpoint (lehr's, or a Hugging Face Qwen2 directory) as a GGUF file for llama.cpp.
+    Gguf(ExportGgufArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportGgufArgs {
+    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    pub checkpoint: PathBuf,
+    /// The GGUF file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Matrix type: f32, f16, bf16, q8_0, q5_0, q5_1, q4_0, q4_1 (norms and biases stay f32).
+    #[arg(long = "type", default_value = "f16")]
+    pub ty: String,
+    /// A tokenizer.json to use instead of the checkpoint's.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

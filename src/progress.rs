@@ -115,3 +115,18 @@ impl Progress {
         self.0.finish_and_clear();
     }
 }
+
+/// A bar over the tensors of an export (hidden when `quiet` or stderr is not a terminal).
+pub fn tensor_bar(quiet: bool) -> ProgressBar {
+    let bar = if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tensors  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}

@@ -3,9 +3,11 @@
 //! it) and ggml's block quantizations (`quants.rs`, bit-exact with ggml's reference code as
 //! gguf-py reproduces it).
 
+pub mod export;
 pub mod gguf;
 pub mod half;
 pub mod quants;
+pub mod safetensors;
 
 pub use gguf::{GgufError, GgufFile, GgufWriter, MetaValue, TensorInfo};
 pub use quants::GgmlType;

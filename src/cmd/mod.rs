@@ -133,6 +133,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Train(t) => train::run(t).await,
         Command::Eval(e) => train::eval(e).await,
         Command::Inspect(i) => inspect::run(i),
+        Command::Export(e) => inspect::export(e),
     };
     match result {
         Ok(code) => code,

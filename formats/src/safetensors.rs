@@ -1,0 +1,87 @@
+//! safetensors, read: an 8-byte little-endian header length, a JSON header naming each tensor's
+//! dtype, shape and byte range, then the data. Tensors are read as f32 one at a time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::half::{bf16_to_f32, f16_to_f32};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SafetensorsError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a safetensors file ({why})")]
+    Format { path: PathBuf, why: String },
+    #[error("{path}: tensor `{name}` is {dtype}; lehr reads F32, F16 and BF16")]
+    Dtype { path: PathBuf, name: String, dtype: String },
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct TensorEntry {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub data_offsets: (usize, usize),
+}
+
+pub struct Safetensors {
+    pub path: PathBuf,
+    pub tensors: BTreeMap<String, TensorEntry>,
+    data: Vec<u8>,
+    start: usize,
+}
+
+impl Safetensors {
+    pub fn open(path: &Path) -> Result<Self, SafetensorsError> {
+        let data = std::fs::read(path).map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
+        let fmt = |why: String| SafetensorsError::Format { path: path.to_path_buf(), why };
+        if data.len() < 8 {
+            return Err(fmt("shorter than its header length".into()));
+        }
+        let n = u64::from_le_bytes(data[..8].try_into().expect("8")) as usize;
+        if 8 + n > data.len() {
+            return Err(fmt(format!("a header of {n} bytes in a file of {}", data.len())));
+        }
+        let header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&data[8..8 + n]).map_err(|e| fmt(format!("header: {e}")))?;
+        let mut tensors = BTreeMap::new();
+        for (name, v) in header {
+            if name == "__metadata__" {
+                continue;
+            }
+            let e: TensorEntry = serde_json::from_value(v).map_err(|e| fmt(format!("`{name}`: {e}")))?;
+            if e.data_offsets.1 < e.data_offsets.0 || 8 + n + e.data_offsets.1 > data.len() {
+                return Err(fmt(format!("`{name}`'s data lies outside the file")));
+            }
+            tensors.insert(name, e);
+        }
+        Ok(Safetensors { path: path.to_path_buf(), tensors, data, start: 8 + n })
+    }
+
+    /// A tensor's values as f32 (row-major, the last dimension fastest).
+    pub fn f32(&self, name: &str) -> Result<Vec<f32>, SafetensorsError> {
+        let e = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| SafetensorsError::Format { path: self.path.clone(), why: format!("no tensor `{name}`") })?;
+        let b = &self.data[self.start + e.data_offsets.0..self.start + e.data_offsets.1];
+        let elements: usize = e.shape.iter().product();
+        let width = match e.dtype.as_str() {
+            "F32" => 4,
+            "F16" | "BF16" => 2,
+            other => {
+                return Err(SafetensorsError::Dtype { path: self.path.clone(), name: name.into(), dtype: other.into() })
+            }
+        };
+        if b.len() != elements * width {
+            return Err(SafetensorsError::Format {
+                path: self.path.clone(),
+                why: format!("`{name}` has {} bytes for {elements} {} values", b.len(), e.dtype),
+            });
+        }
+        Ok(match e.dtype.as_str() {
+            "F32" => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            "F16" => b.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            _ => b.chunks_exact(2).map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        })
+    }
+}

@@ -1,0 +1,128 @@
+//! `lehr export gguf`, checked by llama.cpp itself (npm node-llama-cpp, prebuilt CPU build):
+//! a model lehr trained, exported at every type, loads in llama.cpp, which tokenizes mixed
+//! zh/en/ko text to the Hugging Face tokenizer's ids and gives the log-probabilities that
+//! transformers gives the checkpoint — to 1e-3 nats in F32/F16, and within each type's error.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+
+const TEXT: &str = "The model reads text. 你好，世界！这是一个测试。 안녕하세요, 세계. Hello again, world.";
+
+fn venv_python() -> PathBuf {
+    let venv = std::env::var("LEHR_VENV").expect("LEHR_VENV is unset: run the tests through scripts/test.sh");
+    Path::new(&venv).join("bin/python")
+}
+
+/// transformers' teacher-forced log-probs of TEXT under the checkpoint.
+fn hf_logprobs(ckpt: &Path) -> Value {
+    let script = r#"
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+ids = tok.encode(sys.argv[2], add_special_tokens=False)
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
+with torch.no_grad():
+    lp = torch.log_softmax(m(torch.tensor([ids])).logits[0].double(), -1)
+print(json.dumps({'tokens': ids, 'logprobs': [lp[i - 1, ids[i]].item() for i in range(1, len(ids))]}))
+"#;
+    let out = std::process::Command::new(venv_python()).args(["-c", script]).arg(ckpt).arg(TEXT).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// llama.cpp's tokens and teacher-forced log-probs of TEXT under a GGUF file.
+fn llama_logprobs(gguf: &Path) -> Value {
+    let out = std::process::Command::new("node")
+        .arg(repo().join("scripts/llama/logprobs.mjs"))
+        .arg(gguf)
+        .arg(TEXT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "llama.cpp: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn llama_cpp_runs_our_gguf_exports_like_transformers_runs_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = demo_token_shards(dir.path());
+    let out = dir.path().join("run");
+    let run = lehr()
+        .args(["train", "run", "--model", "tiny", "--device", "cpu", "--json", "--stop-at", "40", "--data"])
+        .arg(&tokens)
+        .arg("--out")
+        .arg(&out)
+        .arg(repo().join("examples/mix-demo.toml"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let ckpt = out.join("checkpoints/step-00000040");
+    let hf = hf_logprobs(&ckpt);
+    let reference: Vec<f64> = hf["logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(reference.len() > 20);
+
+    // (type, largest allowed |Δ| in nats, largest allowed mean |Δ|)
+    let mut means = Vec::new();
+    for (ty, max_tol, mean_tol) in [
+        ("f32", 1e-3, 2e-4),
+        ("f16", 2e-3, 5e-4),
+        ("bf16", 2e-2, 5e-3),
+        ("q8_0", 3e-2, 1e-2),
+        ("q5_0", 0.15, 0.05),
+        ("q5_1", 0.15, 0.05),
+        ("q4_0", 0.3, 0.1),
+        ("q4_1", 0.3, 0.1),
+    ] {
+        let gguf = dir.path().join(format!("tiny-{ty}.gguf"));
+        let exp = lehr().args(["export", "gguf", "--json", "--type", ty, "-o"]).arg(&gguf).arg(&ckpt).output().unwrap();
+        assert!(exp.status.success(), "{ty}: {}", String::from_utf8_lossy(&exp.stderr));
+        let report = json_of(&exp);
+        assert_eq!(report["report"]["architecture"], "qwen2");
+        let ll = llama_logprobs(&gguf);
+        assert_eq!(ll["tokens"], hf["tokens"], "{ty}: llama.cpp tokenizes as the Hugging Face tokenizer");
+        let got: Vec<f64> = ll["logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let diffs: Vec<f64> = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).collect();
+        let (max, mean) = (diffs.iter().cloned().fold(0.0, f64::max), diffs.iter().sum::<f64>() / diffs.len() as f64);
+        eprintln!("{ty}: max |Δ| {max:.5}, mean {mean:.5} nats");
+        assert!(max <= max_tol && mean <= mean_tol, "{ty}: max |Δ| {max}, mean {mean}");
+        means.push((ty, mean));
+    }
+    // fewer bits, more error
+    let mean_of = |t: &str| means.iter().find(|(x, _)| *x == t).unwrap().1;
+    assert!(mean_of("f16") < mean_of("q8_0") && mean_of("q8_0") < mean_of("q4_0"), "{means:?}");
+
+    // refusals say what to do
+    let bad = lehr()
+        .args(["export", "gguf", "--type", "q3_k", "-o"])
+        .arg(dir.path().join("x.gguf"))
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--type q3_k"));
+    let bare = dir.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(ckpt.join(f), bare.join(f)).unwrap();
+    }
+    let no_tok = lehr().args(["export", "gguf", "-o"]).arg(dir.path().join("y.gguf")).arg(&bare).output().unwrap();
+    assert_eq!(no_tok.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&no_tok.stderr).contains("--tokenizer"),
+        "{}",
+        String::from_utf8_lossy(&no_tok.stderr)
+    );
+    let with_tok = lehr()
+        .args(["export", "gguf", "-o"])
+        .arg(dir.path().join("z.gguf"))
+        .arg(&bare)
+        .arg("--tokenizer")
+        .arg(repo().join("examples/tokenizer/lehr-demo-8k.json"))
+        .output()
+        .unwrap();
+    assert!(with_tok.status.success(), "{}", String::from_utf8_lossy(&with_tok.stderr));
+}
