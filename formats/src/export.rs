@@ -199,6 +199,8 @@ pub fn export_gguf(
         .meta(&format!("{arch}.feed_forward_length"), MetaValue::U32(num("intermediate_size")? as u32))
         .meta(&format!("{arch}.attention.head_count"), MetaValue::U32(num("num_attention_heads")? as u32))
         .meta(&format!("{arch}.attention.head_count_kv"), MetaValue::U32(num("num_key_value_heads")? as u32))
+        .meta(&format!("{arch}.attention.key_length"), MetaValue::U32(head_dim as u32))
+        .meta(&format!("{arch}.attention.value_length"), MetaValue::U32(head_dim as u32))
         .meta(
             &format!("{arch}.rope.freq_base"),
             MetaValue::F32(config["rope_theta"].as_f64().unwrap_or(10_000.0) as f32),
