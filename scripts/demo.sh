@@ -50,5 +50,15 @@ echo
 echo "== lehr eval ppl --checkpoint .lehr/demo-train/checkpoints/step-00000040   (perplexity, top-1/top-5 on the English shards)"
 "$LEHR" eval ppl --checkpoint .lehr/demo-train/checkpoints/step-00000040 --data .lehr/demo-tokens/lang=en --seq-len 256 --max-tokens 50000 --device cpu
 echo
+echo "== lehr export gguf .lehr/demo-train/checkpoints/step-00000040 --type q8_0   (GGUF for llama.cpp), then llama.cpp runs it"
+"$LEHR" export gguf .lehr/demo-train/checkpoints/step-00000040 -o .lehr/demo-train/demo-q8_0.gguf --type q8_0
+"$LEHR" inspect gguf .lehr/demo-train/demo-q8_0.gguf | head -4
+if command -v node >/dev/null && [ -d "${LEHR_NODE:-$HOME/.cache/lehr/node}/node_modules/node-llama-cpp" ]; then
+  node scripts/llama/logprobs.mjs .lehr/demo-train/demo-q8_0.gguf "The model reads text. 你好，世界！" \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); lp=r["logprobs"]; n=len(r["tokens"]); print("llama.cpp: %d tokens, mean log-prob %.3f nats" % (n, sum(lp)/len(lp)))'
+else
+  echo "(llama.cpp not installed: scripts/setup.sh installs node-llama-cpp when npm is present)"
+fi
+echo
 echo "== lehr train smoke (libtorch forward/backward)"
 "$LEHR" train smoke
