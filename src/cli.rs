@@ -59,6 +59,26 @@ pub enum Command {
     /// Write a checkpoint in another format.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Read a model from another format into a checkpoint directory.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// A GGUF file (qwen2) as a Hugging Face checkpoint directory (F32 safetensors, config.json,
+    /// tokenizer.json rebuilt from the GGUF's tokenizer).
+    Gguf(ImportGgufArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportGgufArgs {
+    pub file: PathBuf,
+    /// The checkpoint directory to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -91,6 +91,36 @@ fn llama_cpp_runs_our_gguf_exports_like_transformers_runs_the_checkpoint() {
         assert!(max <= max_tol && mean <= mean_tol, "{ty}: max |Δ| {max}, mean {mean}");
         means.push((ty, mean));
     }
+    // The other way: import our F32 and Q8_0 files back into checkpoint directories that
+    // transformers loads. F32 gives the original's log-probs exactly; Q8_0 carries the quantized
+    // weights (it differs from the original) and agrees with llama.cpp on the Q8_0 file (which
+    // also quantizes its activations to 8 bits in the matrix products, hence not exactly).
+    let mut lls = std::collections::BTreeMap::new();
+    for ty in ["f32", "q8_0"] {
+        let gguf = dir.path().join(format!("tiny-{ty}.gguf"));
+        lls.insert(ty, llama_logprobs(&gguf));
+        let back = dir.path().join(format!("imported-{ty}"));
+        let imp = lehr().args(["import", "gguf", "--json", "-o"]).arg(&back).arg(&gguf).output().unwrap();
+        assert!(imp.status.success(), "{ty}: {}", String::from_utf8_lossy(&imp.stderr));
+        let again = hf_logprobs(&back);
+        assert_eq!(again["tokens"], hf["tokens"], "{ty}: the rebuilt tokenizer tokenizes as the original");
+        let target: Vec<f64> = if ty == "f32" {
+            reference.clone()
+        } else {
+            lls[ty]["logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+        };
+        let got: Vec<f64> = again["logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let max = got.iter().zip(&target).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        eprintln!("import {ty}: max |Δ| {max:.6} nats");
+        if ty == "f32" {
+            assert!(max < 1e-5, "import {ty}: max |Δ| {max}");
+        } else {
+            assert!(max < 0.02, "import {ty}: max |Δ| {max} against llama.cpp");
+            let off: f64 = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).sum::<f64>() / got.len() as f64;
+            assert!(off > 1e-5, "the Q8_0 import carries the quantized weights (mean |Δ| to the original {off})");
+        }
+    }
+
     // fewer bits, more error
     let mean_of = |t: &str| means.iter().find(|(x, _)| *x == t).unwrap().1;
     assert!(mean_of("f16") < mean_of("q8_0") && mean_of("q8_0") < mean_of("q4_0"), "{means:?}");

@@ -6,6 +6,7 @@
 pub mod export;
 pub mod gguf;
 pub mod half;
+pub mod import;
 pub mod quants;
 pub mod safetensors;
 

@@ -85,3 +85,34 @@ impl Safetensors {
         })
     }
 }
+
+/// Writes f32 tensors (row-major) as a safetensors file with the `{"format": "pt"}` metadata
+/// transformers checks.
+pub fn write_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<(), SafetensorsError> {
+    use std::io::Write;
+    let io = |source| SafetensorsError::Io { path: path.to_path_buf(), source };
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, shape, values) in tensors {
+        let n = values.len() * 4;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + n]}),
+        );
+        offset += n;
+    }
+    let mut h = serde_json::to_vec(&header).expect("json");
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    f.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
+    f.write_all(&h).map_err(io)?;
+    for (_, _, values) in tensors {
+        for v in values {
+            f.write_all(&v.to_le_bytes()).map_err(io)?;
+        }
+    }
+    f.flush().map_err(io)
+}

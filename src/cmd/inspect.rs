@@ -5,7 +5,32 @@ use std::collections::BTreeMap;
 use lehr_formats::{GgufError, GgufFile, MetaValue};
 
 use super::{CmdResult, Failure, EXIT_OK};
-use crate::cli::{ExportCommand, InspectCommand};
+use crate::cli::{ExportCommand, ImportCommand, InspectCommand};
+
+pub fn import(cmd: ImportCommand) -> CmdResult {
+    use lehr_formats::import::{import_gguf, ImportError};
+    let ImportCommand::Gguf(a) = cmd;
+    let report = import_gguf(&a.file, &a.output).map_err(|e| match e {
+        ImportError::Io { .. } => Failure::from(anyhow::anyhow!(e)),
+        other => Failure::usage(anyhow::anyhow!(other)),
+    })?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"output": a.output, "report": report})).expect("json")
+        );
+    } else {
+        println!(
+            "{} ({}): {} tensors, {:.1}M parameters, vocabulary {}",
+            a.output.display(),
+            report.architecture,
+            report.tensors,
+            report.parameters as f64 / 1e6,
+            report.vocab_size
+        );
+    }
+    Ok(EXIT_OK)
+}
 
 pub fn export(cmd: ExportCommand) -> CmdResult {
     use lehr_formats::export::{export_gguf, parse_type, ExportError};

@@ -134,6 +134,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Eval(e) => train::eval(e).await,
         Command::Inspect(i) => inspect::run(i),
         Command::Export(e) => inspect::export(e),
+        Command::Import(i) => inspect::import(i),
     };
     match result {
         Ok(code) => code,
