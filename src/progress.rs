@@ -33,16 +33,7 @@ pub fn human_bytes(b: f64) -> String {
 /// Polls the job until it ends; draws a bar unless `quiet`. Transient errors (coordinator
 /// restarting) are waited out.
 pub async fn follow(api: &Arc<dyn CoordinatorApi>, job_id: &str, quiet: bool) -> Result<JobStatus, ApiError> {
-    let bar = if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = counting_bar(quiet, "tasks");
     let start = Instant::now();
     let mut last_report = Instant::now();
     let mut unavailable_since: Option<Instant> = None;
@@ -116,17 +107,19 @@ impl Progress {
     }
 }
 
-/// A bar over the tensors of an export (hidden when `quiet` or stderr is not a terminal).
-pub fn tensor_bar(quiet: bool) -> ProgressBar {
+/// A bar counting `unit`s (tasks, tensors), hidden when `quiet` or stderr is not a terminal.
+pub fn counting_bar(quiet: bool, unit: &str) -> ProgressBar {
     let bar = if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
     } else {
         ProgressBar::new(0)
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tensors  {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar
 }

@@ -99,24 +99,26 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
         let app = http::router(api.clone(), config.token.clone(), config.tls.is_some());
         let stop = shutdown.clone();
         match &config.tls {
-            None => {
-                tasks.spawn(async move {
-                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-                        tracing::error!(error = %e, "http server stopped");
-                    }
-                });
-            }
+            None => serve_http(&mut tasks, listener, app, stop),
             Some(t) => {
-                let listener =
-                    tls::TlsListener::new(listener, t.rustls_config(vec![b"http/1.1".to_vec()])?, stop.clone());
-                tasks.spawn(async move {
-                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-                        tracing::error!(error = %e, "http server stopped");
-                    }
-                });
+                let config = t.rustls_config(vec![b"http/1.1".to_vec()])?;
+                serve_http(&mut tasks, tls::TlsListener::new(listener, config, stop.clone()), app, stop)
             }
         }
         tracing::info!(addr = %local, tls = config.tls.is_some(), "coordinator status page (http)");
     }
     Ok(RunningCoordinator { api, grpc_addr, http_addr, tasks })
+}
+
+/// Serves the status page on `listener` (plain TCP or TLS) until `stop`.
+fn serve_http<L>(tasks: &mut tokio::task::JoinSet<()>, listener: L, app: axum::Router, stop: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    });
 }

@@ -55,8 +55,36 @@ fn file_type(ty: GgmlType) -> u32 {
 
 /// The pre-tokenizer regex of Qwen2's tokenizer (and of tokenizers lehr trains), which
 /// llama.cpp knows as `qwen2`.
-const QWEN2_PRE: &str =
+pub(crate) const QWEN2_PRE: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Every tensor of a Qwen2 model with `layers` blocks: (Hugging Face name, llama.cpp name), in
+/// file order; `lm_head.weight`/`output.weight` last (absent from tied models). Export and
+/// import both map through this one table.
+pub(crate) fn qwen2_tensor_names(layers: u64) -> Vec<(String, String)> {
+    let mut names: Vec<(String, String)> = vec![("model.embed_tokens.weight".into(), "token_embd.weight".into())];
+    for i in 0..layers {
+        for (hf, gg) in [
+            ("input_layernorm.weight", "attn_norm.weight"),
+            ("self_attn.q_proj.weight", "attn_q.weight"),
+            ("self_attn.q_proj.bias", "attn_q.bias"),
+            ("self_attn.k_proj.weight", "attn_k.weight"),
+            ("self_attn.k_proj.bias", "attn_k.bias"),
+            ("self_attn.v_proj.weight", "attn_v.weight"),
+            ("self_attn.v_proj.bias", "attn_v.bias"),
+            ("self_attn.o_proj.weight", "attn_output.weight"),
+            ("post_attention_layernorm.weight", "ffn_norm.weight"),
+            ("mlp.gate_proj.weight", "ffn_gate.weight"),
+            ("mlp.up_proj.weight", "ffn_up.weight"),
+            ("mlp.down_proj.weight", "ffn_down.weight"),
+        ] {
+            names.push((format!("model.layers.{i}.{hf}"), format!("blk.{i}.{gg}")));
+        }
+    }
+    names.push(("model.norm.weight".into(), "output_norm.weight".into()));
+    names.push(("lm_head.weight".into(), "output.weight".into()));
+    names
+}
 
 /// What one export did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -219,30 +247,8 @@ pub fn export_gguf(
     tokenizer_meta(&tok_path, vocab, &mut w)?;
 
     let st = Safetensors::open(&dir.join("model.safetensors"))?;
-    let mut names: Vec<(String, String)> = vec![("model.embed_tokens.weight".into(), "token_embd.weight".into())];
-    for i in 0..layers {
-        let p = format!("model.layers.{i}");
-        for (hf, gg) in [
-            ("input_layernorm.weight", "attn_norm.weight"),
-            ("self_attn.q_proj.weight", "attn_q.weight"),
-            ("self_attn.q_proj.bias", "attn_q.bias"),
-            ("self_attn.k_proj.weight", "attn_k.weight"),
-            ("self_attn.k_proj.bias", "attn_k.bias"),
-            ("self_attn.v_proj.weight", "attn_v.weight"),
-            ("self_attn.v_proj.bias", "attn_v.bias"),
-            ("self_attn.o_proj.weight", "attn_output.weight"),
-            ("post_attention_layernorm.weight", "ffn_norm.weight"),
-            ("mlp.gate_proj.weight", "ffn_gate.weight"),
-            ("mlp.up_proj.weight", "ffn_up.weight"),
-            ("mlp.down_proj.weight", "ffn_down.weight"),
-        ] {
-            names.push((format!("{p}.{hf}"), format!("blk.{i}.{gg}")));
-        }
-    }
-    names.push(("model.norm.weight".into(), "output_norm.weight".into()));
-    if !tied {
-        names.push(("lm_head.weight".into(), "output.weight".into()));
-    }
+    let names: Vec<(String, String)> =
+        qwen2_tensor_names(layers).into_iter().filter(|(hf, _)| !(tied && hf == "lm_head.weight")).collect();
     let known: std::collections::BTreeSet<&str> = names.iter().map(|(h, _)| h.as_str()).collect();
     if let Some(extra) = st.tensors.keys().find(|k| !(known.contains(k.as_str()) || tied && *k == "lm_head.weight")) {
         return Err(ExportError::Unsupported(format!("tensor `{extra}` has no GGUF name in a {arch} export")));

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::export::QWEN2_PRE;
 use crate::gguf::{GgufFile, MetaValue};
 use crate::quants::dequantize;
 use crate::safetensors::write_f32;
@@ -27,9 +28,6 @@ pub struct ImportReport {
     pub parameters: u64,
     pub vocab_size: usize,
 }
-
-const QWEN2_PRE: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn unsupported(why: impl Into<String>) -> ImportError {
     ImportError::Unsupported(why.into())
@@ -116,32 +114,12 @@ pub fn import_gguf(file: &Path, out: &Path) -> Result<ImportReport, ImportError>
         "eos_token_id": eos,
     });
 
-    let mut map: Vec<(String, String)> = vec![("token_embd.weight".into(), "model.embed_tokens.weight".into())];
-    for i in 0..layers {
-        for (gg, hf) in [
-            ("attn_norm.weight", "input_layernorm.weight"),
-            ("attn_q.weight", "self_attn.q_proj.weight"),
-            ("attn_q.bias", "self_attn.q_proj.bias"),
-            ("attn_k.weight", "self_attn.k_proj.weight"),
-            ("attn_k.bias", "self_attn.k_proj.bias"),
-            ("attn_v.weight", "self_attn.v_proj.weight"),
-            ("attn_v.bias", "self_attn.v_proj.bias"),
-            ("attn_output.weight", "self_attn.o_proj.weight"),
-            ("ffn_norm.weight", "post_attention_layernorm.weight"),
-            ("ffn_gate.weight", "mlp.gate_proj.weight"),
-            ("ffn_up.weight", "mlp.up_proj.weight"),
-            ("ffn_down.weight", "mlp.down_proj.weight"),
-        ] {
-            map.push((format!("blk.{i}.{gg}"), format!("model.layers.{i}.{hf}")));
-        }
-    }
-    map.push(("output_norm.weight".into(), "model.norm.weight".into()));
-    map.push(("output.weight".into(), "lm_head.weight".into()));
+    let map = crate::export::qwen2_tensor_names(layers);
     let mut tensors = Vec::new();
     let mut parameters = 0u64;
     for t in &f.tensors {
         let hf =
-            map.iter().find(|(g, _)| *g == t.name).map(|(_, h)| h.clone()).ok_or_else(|| {
+            map.iter().find(|(_, g)| *g == t.name).map(|(h, _)| h.clone()).ok_or_else(|| {
                 unsupported(format!("tensor `{}` has no Hugging Face name in a qwen2 import", t.name))
             })?;
         let values = dequantize(t.ty, f.data(t)?).map_err(|e| unsupported(format!("{}: {e}", t.name)))?;

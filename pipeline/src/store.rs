@@ -16,7 +16,7 @@ use crate::spool::Body;
 /// Part size of multipart uploads (S3 wants at least 5 MiB per part but the last).
 pub const PUT_CHUNK_BYTES: usize = 16 << 20;
 /// Parts uploading at once.
-const PUT_CHUNKS_IN_FLIGHT: usize = 4;
+pub const PUT_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// A resolved location: the store, the key prefix inside it, and the user-facing URL.
 #[derive(Clone)]
@@ -167,24 +167,30 @@ impl Location {
     /// Writes a finished [`Body`]: whole when it is in memory, else streamed from its temporary
     /// file in multipart chunks of [`PUT_CHUNK_BYTES`] (a few chunks in flight, never the file).
     pub async fn put_body(&self, rel: &str, body: Body) -> PipelineResult<()> {
+        match body.into_parts() {
+            Ok(bytes) => self.put(rel, bytes).await,
+            Err(file) => self.put_multipart_file(rel, file, PUT_CHUNK_BYTES).await,
+        }
+    }
+
+    /// Streams `file` (from its current position) to `rel` in multipart parts of `part_bytes`,
+    /// [`PUT_CHUNKS_IN_FLIGHT`] at a time. Any error aborts the upload, so no orphaned parts are
+    /// left (and billed) at the store.
+    pub async fn put_multipart_file(&self, rel: &str, file: std::fs::File, part_bytes: usize) -> PipelineResult<()> {
         use tokio::io::AsyncReadExt;
-        let file = match body.into_parts() {
-            Ok(bytes) => return self.put(rel, bytes).await,
-            Err(file) => file,
-        };
         let key = self.child(rel);
         let store_err = |e| PipelineError::Store { location: self.child_url(rel), source: e };
         let upload = self.store.put_multipart(&key).await.map_err(store_err)?;
-        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PUT_CHUNK_BYTES);
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, part_bytes);
         let mut file = tokio::fs::File::from_std(file);
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; part_bytes.min(1 << 20)];
         loop {
             let n = match file.read(&mut buf).await {
                 Ok(n) => n,
                 Err(e) => {
                     let _ = writer.abort().await;
                     return Err(PipelineError::Io {
-                        location: format!("spooled output for {}", self.child_url(rel)),
+                        location: format!("the file for {}", self.child_url(rel)),
                         source: e,
                     });
                 }
@@ -193,6 +199,7 @@ impl Location {
                 break;
             }
             if let Err(e) = writer.wait_for_capacity(PUT_CHUNKS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
                 return Err(store_err(e));
             }
             writer.write(&buf[..n]);

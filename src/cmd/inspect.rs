@@ -38,7 +38,7 @@ pub fn export(cmd: ExportCommand) -> CmdResult {
     let ty = parse_type(&a.ty).ok_or_else(|| {
         Failure::usage(anyhow::anyhow!("--type {}: use f32, f16, bf16, q8_0, q5_0, q5_1, q4_0 or q4_1", a.ty))
     })?;
-    let bar = crate::progress::tensor_bar(a.json);
+    let bar = crate::progress::counting_bar(a.json, "tensors");
     let report = export_gguf(&a.checkpoint, &a.output, ty, a.tokenizer.as_deref(), |i, n, name| {
         bar.set_length(n as u64);
         bar.set_position(i as u64);

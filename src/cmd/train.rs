@@ -340,7 +340,6 @@ async fn run_rank_file(path: &std::path::Path) -> CmdResult {
 #[cfg(feature = "train")]
 async fn run_rank(config: lehr_schedules::rank::RankConfig, json: bool) -> CmdResult {
     use lehr_schedules::rank::RankEvent;
-    use lehr_train::rank::RankError;
     // The per-attempt secret the coordinator's rendezvous handed the worker, passed in the
     // environment (not argv, which other users can read).
     let secret = std::env::var(COLLECTIVE_SECRET_ENV).ok().filter(|s| !s.is_empty());
@@ -368,11 +367,8 @@ async fn run_rank(config: lehr_schedules::rank::RankConfig, json: bool) -> CmdRe
         }
     });
     let shutdown = tokio_util::sync::CancellationToken::new();
-    match lehr_train::rank::run(config, secret, events, shutdown).await {
-        Ok(_) => Ok(EXIT_OK),
-        Err(RankError::Usage(m)) => Err(super::Failure::usage(anyhow::anyhow!(m))),
-        Err(RankError::Failed(m)) => Err(anyhow::anyhow!(m).into()),
-    }
+    lehr_train::rank::run(config, secret, events, shutdown).await.map_err(rank_failure)?;
+    Ok(EXIT_OK)
 }
 
 /// `lehr bench train`.

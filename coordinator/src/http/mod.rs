@@ -120,6 +120,11 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// `offset` and `limit` (default `limit`), or the message of the 400 that names the bad one.
+fn page_params(q: &HashMap<String, String>, limit: u32) -> Result<(u32, u32), String> {
+    Ok((number(q, "offset", 0)?, number(q, "limit", limit)?))
+}
+
 /// A query parameter as a number, or the message of the 400 that names it.
 fn number(q: &HashMap<String, String>, name: &str, default: u32) -> Result<u32, String> {
     match q.get(name) {
@@ -136,9 +141,9 @@ async fn api_jobs(State(s): State<AppState>, headers: HeaderMap, Query(q): Query
     if !authorized(&s, &headers) {
         return unauthorized_json();
     }
-    let (offset, limit) = match (number(&q, "offset", 0), number(&q, "limit", JOBS_PER_PAGE)) {
-        (Ok(o), Ok(l)) => (o, l),
-        (Err(m), _) | (_, Err(m)) => return bad_request(&m),
+    let (offset, limit) = match page_params(&q, JOBS_PER_PAGE) {
+        Ok(p) => p,
+        Err(m) => return bad_request(&m),
     };
     match s.coordinator.list_jobs(ListJobsRequest { offset, limit }).await {
         Ok(r) => Json(r).into_response(),
@@ -155,9 +160,9 @@ async fn api_job(
     if !authorized(&s, &headers) {
         return unauthorized_json();
     }
-    let (task_offset, task_limit) = match (number(&q, "offset", 0), number(&q, "limit", 0)) {
-        (Ok(o), Ok(l)) => (o, l),
-        (Err(m), _) | (_, Err(m)) => return bad_request(&m),
+    let (task_offset, task_limit) = match page_params(&q, 0) {
+        Ok(p) => p,
+        Err(m) => return bad_request(&m),
     };
     let req = GetJobRequest { job_id: id, include_tasks: true, task_offset, task_limit };
     match s.coordinator.get_job(req).await {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use futures::StreamExt;
 use lehr_pipeline::store::{self, Location};
-use object_store::{PutPayload, WriteMultipart};
+use object_store::PutPayload;
 
 use crate::TrainError;
 
@@ -152,36 +152,10 @@ async fn upload(loc: &Location, rel: &str, path: &Path, multipart_bytes: u64) ->
         loc.store.put(&loc.child(rel), PutPayload::from(bytes)).await.map_err(fail)?;
         return Ok(());
     }
-    let upload = loc.store.put_multipart(&loc.child(rel)).await.map_err(fail)?;
-    let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-    // Any error aborts the upload, so no orphaned parts are left (and billed) at the store.
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = w.abort().await;
-            return Err(io(e));
-        }
-    };
-    let mut buf = vec![0u8; PART_BYTES];
-    loop {
-        let n = match std::io::Read::read(&mut f, &mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = w.abort().await;
-                return Err(io(e));
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        if let Err(e) = w.wait_for_capacity(4).await {
-            let _ = w.abort().await;
-            return Err(fail(e));
-        }
-        w.write(&buf[..n]);
-    }
-    w.finish().await.map_err(fail)?;
-    Ok(())
+    let f = std::fs::File::open(path).map_err(io)?;
+    loc.put_multipart_file(rel, f, PART_BYTES)
+        .await
+        .map_err(|e| TrainError::Data(format!("uploading {}: {e}", loc.child_url(rel))))
 }
 
 async fn download(loc: &Location, rel: &str, target: &Path) -> Result<(), TrainError> {
