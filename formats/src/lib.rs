@@ -1,12 +1,13 @@
 //! Model file formats, in pure Rust so that the CLI, the trainer and tests share them without
 //! libtorch: GGUF v3 (`gguf.rs`, as ggml's `docs/gguf.md` and gguf-py's `constants.py` define
-//! it) and ggml's block quantizations (`quants.rs`, bit-exact with ggml's reference code as
-//! gguf-py reproduces it).
+//! it) and ggml's block quantizations (`quants.rs`, with the K-quants in `kquants.rs`), bit-exact
+//! with ggml's reference code.
 
 pub mod export;
 pub mod gguf;
 pub mod half;
 pub mod import;
+mod kquants;
 pub mod quants;
 pub mod safetensors;
 

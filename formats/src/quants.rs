@@ -1,9 +1,11 @@
 //! ggml's tensor types: ids, block sizes and bytes per block (gguf-py `GGML_QUANT_SIZES`), and
-//! the block quantizers, bit-exact with ggml's reference code (`ggml-quants.c`) as gguf-py
-//! reproduces it: Q8_0 rounds half away from zero; Q4_0 and Q5_0 scale by the element of largest
-//! magnitude and truncate `x·(1/d) + offset` computed in double precision.
+//! the block quantizers, bit-exact with ggml's reference code (`quantize_row_*_ref` in
+//! `ggml-quants.c`; tests/ggml_ref.rs runs ggml's own and compares): Q8_0 rounds half away from
+//! zero; Q4_0 and Q5_0 scale by the element of largest magnitude and truncate `x·(1/d) + offset`
+//! in f32. The K-quants live in `kquants.rs`.
 
 use crate::half::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+use crate::kquants;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -134,6 +136,9 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, QuantError> {
         GgmlType::Q5_0 => values.chunks_exact(32).for_each(|b| q5_0(b, &mut out)),
         GgmlType::Q4_1 => values.chunks_exact(32).for_each(|b| q4_1(b, &mut out)),
         GgmlType::Q5_1 => values.chunks_exact(32).for_each(|b| q5_1(b, &mut out)),
+        GgmlType::Q4_K => values.chunks_exact(256).for_each(|b| kquants::q4_k(b, &mut out)),
+        GgmlType::Q5_K => values.chunks_exact(256).for_each(|b| kquants::q5_k(b, &mut out)),
+        GgmlType::Q6_K => values.chunks_exact(256).for_each(|b| kquants::q6_k(b, &mut out)),
         other => return Err(QuantError::Unsupported(other.name())),
     }
     Ok(out)
@@ -189,95 +194,14 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>, QuantError> {
                 }
             }
         }),
-        GgmlType::Q2_K => bytes.chunks_exact(84).for_each(|b| dequant_q2_k(b, &mut out)),
-        GgmlType::Q3_K => bytes.chunks_exact(110).for_each(|b| dequant_q3_k(b, &mut out)),
-        GgmlType::Q4_K => bytes.chunks_exact(144).for_each(|b| dequant_q4_k(b, &mut out)),
-        GgmlType::Q5_K => bytes.chunks_exact(176).for_each(|b| dequant_q5_k(b, &mut out)),
-        GgmlType::Q6_K => bytes.chunks_exact(210).for_each(|b| dequant_q6_k(b, &mut out)),
+        GgmlType::Q2_K => bytes.chunks_exact(84).for_each(|b| kquants::dequant_q2_k(b, &mut out)),
+        GgmlType::Q3_K => bytes.chunks_exact(110).for_each(|b| kquants::dequant_q3_k(b, &mut out)),
+        GgmlType::Q4_K => bytes.chunks_exact(144).for_each(|b| kquants::dequant_q4_k(b, &mut out)),
+        GgmlType::Q5_K => bytes.chunks_exact(176).for_each(|b| kquants::dequant_q5_k(b, &mut out)),
+        GgmlType::Q6_K => bytes.chunks_exact(210).for_each(|b| kquants::dequant_q6_k(b, &mut out)),
         other => return Err(QuantError::Unsupported(other.name())),
     }
     Ok(out)
-}
-
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
-}
-
-// K-quants: super-blocks of 256 values. The products are formed in ggml's order
-// (`(d·scale)·q − dmin·min`) in f32, so results are bit-exact with its reference code.
-
-fn dequant_q2_k(b: &[u8], out: &mut Vec<f32>) {
-    let (scales, qs) = (&b[..16], &b[16..80]);
-    let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
-    for i in 0..256 {
-        let (chunk, k, c) = (i / 128, (i % 128) / 32, i % 32);
-        let q = (qs[chunk * 32 + c] >> (2 * k)) & 3;
-        let sc = scales[i / 16];
-        let (dl, ml) = (d * (sc & 0x0f) as f32, dmin * (sc >> 4) as f32);
-        out.push(dl * q as f32 - ml);
-    }
-}
-
-fn dequant_q3_k(b: &[u8], out: &mut Vec<f32>) {
-    let (hmask, qs, sc, d) = (&b[..32], &b[32..96], &b[96..108], f16_at(b, 108));
-    let scale = |j: usize| -> f32 {
-        let lo = if j < 8 { sc[j] & 0x0f } else { sc[j - 8] >> 4 };
-        let hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
-        ((lo | (hi << 4)) as i8 - 32) as f32
-    };
-    for i in 0..256 {
-        let (chunk, k, c) = (i / 128, (i % 128) / 32, i % 32);
-        let ql = ((qs[chunk * 32 + c] >> (2 * k)) & 3) as i8;
-        // the high bit subtracts 4 when it is clear
-        let hb = ((hmask[c] >> (i / 32)) & 1) ^ 1;
-        let q = ql - ((hb << 2) as i8);
-        out.push((d * scale(i / 16)) * q as f32);
-    }
-}
-
-/// Q4_K/Q5_K's eight 6-bit scales and mins from their 12 packed bytes.
-fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        ((s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
-    }
-}
-
-fn dequant_q4_k(b: &[u8], out: &mut Vec<f32>) {
-    let (d, dmin, scales, qs) = (f16_at(b, 0), f16_at(b, 2), &b[4..16], &b[16..144]);
-    for i in 0..256 {
-        let (sub, c) = (i / 32, i % 32);
-        let byte = qs[(sub / 2) * 32 + c];
-        let q = if sub % 2 == 0 { byte & 0x0f } else { byte >> 4 };
-        let (sc, m) = scale_min_k4(sub, scales);
-        out.push((d * sc as f32) * q as f32 - dmin * m as f32);
-    }
-}
-
-fn dequant_q5_k(b: &[u8], out: &mut Vec<f32>) {
-    let (d, dmin, scales, qh, qs) = (f16_at(b, 0), f16_at(b, 2), &b[4..16], &b[16..48], &b[48..176]);
-    for i in 0..256 {
-        let (sub, c) = (i / 32, i % 32);
-        let byte = qs[(sub / 2) * 32 + c];
-        let lo = if sub % 2 == 0 { byte & 0x0f } else { byte >> 4 };
-        let q = lo | (((qh[c] >> sub) & 1) << 4);
-        let (sc, m) = scale_min_k4(sub, scales);
-        out.push((d * sc as f32) * q as f32 - dmin * m as f32);
-    }
-}
-
-fn dequant_q6_k(b: &[u8], out: &mut Vec<f32>) {
-    let (ql, qh, scales, d) = (&b[..128], &b[128..192], &b[192..208], f16_at(b, 208));
-    for i in 0..256 {
-        let (h, v) = (i / 128, i % 128);
-        let (part, l) = (v / 32, v % 32);
-        let byte = ql[h * 64 + (part % 2) * 32 + l];
-        let lo = if part < 2 { byte & 0x0f } else { byte >> 4 };
-        let hi = (qh[h * 32 + l] >> (2 * part)) & 3;
-        let q = (lo | (hi << 4)) as i8 - 32;
-        out.push((d * scales[i / 16] as i8 as f32) * q as f32);
-    }
 }
 
 fn q4_1(x: &[f32], out: &mut Vec<u8>) {
@@ -327,7 +251,7 @@ fn signed_max(x: &[f32]) -> f32 {
 fn q4_0(x: &[f32], out: &mut Vec<u8>) {
     let d = signed_max(x) / -8.0;
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-    let q: Vec<u8> = x.iter().map(|&v| ((v as f64 * id as f64 + 8.5).trunc() as f32 as u8).min(15)).collect();
+    let q: Vec<u8> = x.iter().map(|&v| ((v * id + 8.5) as i8 as u8).min(15)).collect();
     out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
     out.extend((0..16).map(|j| q[j] | (q[j + 16] << 4)));
 }
@@ -335,7 +259,7 @@ fn q4_0(x: &[f32], out: &mut Vec<u8>) {
 fn q5_0(x: &[f32], out: &mut Vec<u8>) {
     let d = signed_max(x) / -16.0;
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-    let q: Vec<u8> = x.iter().map(|&v| ((v as f64 * id as f64 + 16.5).trunc() as f32 as u8).min(31)).collect();
+    let q: Vec<u8> = x.iter().map(|&v| ((v * id + 16.5) as i8 as u8).min(31)).collect();
     let qh: u32 = q.iter().enumerate().fold(0, |h, (i, &v)| h | (((v >> 4) as u32 & 1) << i));
     out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
     out.extend_from_slice(&qh.to_le_bytes());
@@ -359,7 +283,7 @@ mod tests {
             assert!(worst <= tol, "{}: worst error {worst}", ty.name());
         }
         assert!(matches!(quantize(GgmlType::Q8_0, &x[..40]), Err(QuantError::RowLength { .. })));
-        assert!(matches!(quantize(GgmlType::Q4_K, &[0.0; 256]), Err(QuantError::Unsupported("Q4_K"))));
+        assert!(matches!(quantize(GgmlType::Q3_K, &[0.0; 256]), Err(QuantError::Unsupported("Q3_K"))));
         assert_eq!(dequantize(GgmlType::Q8_0, &quantize(GgmlType::Q8_0, &[0.0; 32]).unwrap()).unwrap(), vec![0.0; 32]);
     }
 }
