@@ -66,7 +66,7 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum ImportCommand {
-    /// A GGUF file (qwen2) as a Hugging Face checkpoint directory (F32 safetensors, config.json,
+    /// A GGUF file (qwen2, qwen3, llama) as a Hugging Face checkpoint directory (F32 safetensors, config.json,
     /// tokenizer.json rebuilt from the GGUF's tokenizer).
     Gguf(ImportGgufArgs),
 }
@@ -83,23 +83,42 @@ pub struct ImportGgufArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ExportCommand {
-    /// A checkpoint (lehr's, or a Hugging Face Qwen2 directory) as a GGUF file for llama.cpp.
+    /// A checkpoint (lehr's, or a Hugging Face Qwen2/Qwen3/Llama directory) as GGUF files for llama.cpp.
     Gguf(ExportGgufArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct ExportGgufArgs {
-    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json): lehr's, or a
+    /// Hugging Face Qwen2/Qwen3/Llama one.
     pub checkpoint: PathBuf,
-    /// The GGUF file to write.
+    /// The GGUF file to write; with several types (`all`, or a comma list), a directory that
+    /// receives NAME-TYPE.gguf for each.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Matrix type: f32, f16, bf16, q8_0, q5_0, q5_1, q4_0, q4_1 (norms and biases stay f32).
+    /// File type: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_1, q5_0, q4_k_m, q4_1, q4_0; `all` for
+    /// the ladder f16, q8_0, q6_k, q5_k_m, q5_0, q4_k_m, q4_0; or a comma list. Norms and biases
+    /// stay f32; see docs/export.md for each type's mix.
     #[arg(long = "type", default_value = "f16")]
     pub ty: String,
     /// A tokenizer.json to use instead of the checkpoint's.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Token shards held out for a perplexity per file (and for the checkpoint itself), printed
+    /// as a table with each file's ratio to F16.
+    #[arg(long)]
+    pub eval_data: Option<String>,
+    /// Predicted tokens per perplexity.
+    #[arg(long, default_value_t = 16_384)]
+    pub eval_tokens: u64,
+    #[arg(long, default_value_t = 512)]
+    pub eval_seq_len: i64,
+    /// cpu | cuda for the perplexities (default: cuda when available).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// The files' base name with several types (default: the checkpoint directory's name).
+    #[arg(long)]
+    pub name: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

@@ -187,44 +187,53 @@ impl GgufWriter {
             .unwrap_or(DEFAULT_ALIGNMENT)
     }
 
-    /// Adds a tensor: `dims` in ggml order, `data` already in `ty`'s encoding.
-    pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Result<&mut Self, GgufError> {
-        let info = TensorInfo { name: name.to_string(), dims: dims.to_vec(), ty, offset: 0 };
-        let tensor_err = |why: String| GgufError::Tensor { name: name.to_string(), why };
-        match info.bytes() {
-            Some(b) if b == data.len() as u64 => {}
-            Some(b) => return Err(tensor_err(format!("{} bytes of data for {b} expected", data.len()))),
-            None => {
+    fn check(&self, info: &TensorInfo, len: Option<u64>, known: &[&TensorInfo]) -> Result<(), GgufError> {
+        let tensor_err = |why: String| GgufError::Tensor { name: info.name.clone(), why };
+        match (info.bytes(), len) {
+            (Some(b), Some(len)) if b != len => {
+                return Err(tensor_err(format!("{len} bytes of data for {b} expected")));
+            }
+            (Some(_), _) => {}
+            (None, _) => {
                 return Err(tensor_err(format!(
                     "{} rows of {} are not whole {} blocks",
-                    info.elements() / dims.first().copied().unwrap_or(1).max(1),
-                    dims.first().copied().unwrap_or(0),
-                    ty.name()
+                    info.elements() / info.dims.first().copied().unwrap_or(1).max(1),
+                    info.dims.first().copied().unwrap_or(0),
+                    info.ty.name()
                 )))
             }
         }
-        if self.tensors.iter().any(|(t, _)| t.name == name) {
+        if known.iter().any(|t| t.name == info.name) {
             return Err(tensor_err("added twice".into()));
         }
+        Ok(())
+    }
+
+    /// Adds a tensor: `dims` in ggml order, `data` already in `ty`'s encoding.
+    pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Result<&mut Self, GgufError> {
+        let info = TensorInfo { name: name.to_string(), dims: dims.to_vec(), ty, offset: 0 };
+        let known: Vec<&TensorInfo> = self.tensors.iter().map(|(t, _)| t).collect();
+        self.check(&info, Some(data.len() as u64), &known)?;
         self.tensors.push((info, data));
         Ok(self)
     }
 
-    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+    /// Everything before the data section: header, metadata, tensor infos (offsets assigned in
+    /// order) and the padding up to the alignment.
+    fn header(&self, tensors: &[&TensorInfo]) -> io::Result<Vec<u8>> {
         let align = self.alignment();
-        w.write_all(MAGIC)?;
-        w.write_all(&VERSION.to_le_bytes())?;
-        w.write_all(&(self.tensors.len() as u64).to_le_bytes())?;
-        w.write_all(&(self.meta.len() as u64).to_le_bytes())?;
-        let mut pos = 24u64;
         let mut header = Vec::new();
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(self.meta.len() as u64).to_le_bytes());
         for (k, v) in &self.meta {
             write_str(&mut header, k)?;
             header.extend_from_slice(&v.type_id().to_le_bytes());
             v.write(&mut header)?;
         }
         let mut offset = 0u64;
-        for (t, data) in &self.tensors {
+        for t in tensors {
             write_str(&mut header, &t.name)?;
             header.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
             for d in &t.dims {
@@ -232,12 +241,17 @@ impl GgufWriter {
             }
             header.extend_from_slice(&t.ty.id().to_le_bytes());
             header.extend_from_slice(&offset.to_le_bytes());
-            offset = (offset + data.len() as u64).div_ceil(align) * align;
+            offset = (offset + t.bytes().unwrap_or(0)).div_ceil(align) * align;
         }
-        w.write_all(&header)?;
-        pos += header.len() as u64;
-        let pad = pos.div_ceil(align) * align - pos;
-        w.write_all(&vec![0u8; pad as usize])?;
+        let pad = (header.len() as u64).div_ceil(align) * align - header.len() as u64;
+        header.resize(header.len() + pad as usize, 0);
+        Ok(header)
+    }
+
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        let align = self.alignment();
+        let infos: Vec<&TensorInfo> = self.tensors.iter().map(|(t, _)| t).collect();
+        w.write_all(&self.header(&infos)?)?;
         for (_, data) in &self.tensors {
             w.write_all(data)?;
             let pad = (data.len() as u64).div_ceil(align) * align - data.len() as u64;
@@ -251,6 +265,85 @@ impl GgufWriter {
         let mut f = io::BufWriter::new(std::fs::File::create(path).map_err(io_err)?);
         self.write_to(&mut f).map_err(io_err)?;
         f.flush().map_err(io_err)
+    }
+
+    /// Starts writing `path` tensor by tensor: the metadata set so far and the infos of
+    /// `tensors` (name, dims in ggml order, type) go out now; each tensor's data follows through
+    /// [`GgufStream::write`] in this order, so only one tensor need be in memory. The file
+    /// appears under `path` only when [`GgufStream::finish`] succeeds.
+    pub fn stream(&self, path: &Path, tensors: Vec<(String, Vec<u64>, GgmlType)>) -> Result<GgufStream, GgufError> {
+        let infos: Vec<TensorInfo> =
+            tensors.into_iter().map(|(name, dims, ty)| TensorInfo { name, dims, ty, offset: 0 }).collect();
+        for (i, t) in infos.iter().enumerate() {
+            let before: Vec<&TensorInfo> = infos[..i].iter().collect();
+            self.check(t, None, &before)?;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.partial"));
+        let io_err = |source| GgufError::Io { path: tmp.clone(), source };
+        let mut out = io::BufWriter::new(std::fs::File::create(&tmp).map_err(io_err)?);
+        let header = self.header(&infos.iter().collect::<Vec<_>>()).map_err(io_err)?;
+        out.write_all(&header).map_err(io_err)?;
+        Ok(GgufStream { path: path.to_path_buf(), tmp, out: Some(out), tensors: infos, next: 0, align: self.alignment() })
+    }
+}
+
+/// A GGUF file being written tensor by tensor ([`GgufWriter::stream`]). Dropped before
+/// `finish`, it removes its partial file.
+pub struct GgufStream {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: Option<io::BufWriter<std::fs::File>>,
+    tensors: Vec<TensorInfo>,
+    next: usize,
+    align: u64,
+}
+
+impl GgufStream {
+    /// The next tensor's name, if any remain.
+    pub fn next_name(&self) -> Option<&str> {
+        self.tensors.get(self.next).map(|t| t.name.as_str())
+    }
+
+    /// Writes the data of tensor `name`, which must be the next one declared.
+    pub fn write(&mut self, name: &str, data: &[u8]) -> Result<(), GgufError> {
+        let tensor_err = |why: String| GgufError::Tensor { name: name.to_string(), why };
+        let Some(t) = self.tensors.get(self.next) else { return Err(tensor_err("not declared".into())) };
+        if t.name != name {
+            return Err(tensor_err(format!("written out of order: `{}` comes next", t.name)));
+        }
+        let want = t.bytes().unwrap_or(0);
+        if want != data.len() as u64 {
+            return Err(tensor_err(format!("{} bytes of data for {want} expected", data.len())));
+        }
+        let pad = want.div_ceil(self.align) * self.align - want;
+        let out = self.out.as_mut().expect("open until finished");
+        let io_err = |source| GgufError::Io { path: self.tmp.clone(), source };
+        out.write_all(data).map_err(io_err)?;
+        out.write_all(&vec![0u8; pad as usize]).map_err(io_err)?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks that every tensor was written, flushes, and moves the file into place.
+    pub fn finish(mut self) -> Result<(), GgufError> {
+        if let Some(t) = self.tensors.get(self.next) {
+            return Err(GgufError::Tensor { name: t.name.clone(), why: "never written".into() });
+        }
+        let io_err = |source| GgufError::Io { path: self.tmp.clone(), source };
+        let out = self.out.take().expect("open until finished");
+        let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
+        file.sync_all().map_err(io_err)?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.path).map_err(|source| GgufError::Io { path: self.path.clone(), source })
+    }
+}
+
+impl Drop for GgufStream {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 

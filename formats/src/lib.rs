@@ -3,13 +3,17 @@
 //! it) and ggml's block quantizations (`quants.rs`, with the K-quants in `kquants.rs`), bit-exact
 //! with ggml's reference code.
 
+pub mod arch;
 pub mod export;
 pub mod gguf;
 pub mod half;
 pub mod import;
 mod kquants;
+pub mod mix;
 pub mod quants;
 pub mod safetensors;
+pub mod vocab;
 
-pub use gguf::{GgufError, GgufFile, GgufWriter, MetaValue, TensorInfo};
+pub use gguf::{GgufError, GgufFile, GgufStream, GgufWriter, MetaValue, TensorInfo};
+pub use mix::FileType;
 pub use quants::GgmlType;

@@ -144,6 +144,26 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, QuantError> {
     Ok(out)
 }
 
+/// [`quantize`] of a tensor with rows of `row` values, on every core: the rows are split into
+/// one run per thread and the runs' bytes joined in order (equal to quantizing in one go).
+pub fn quantize_rows(ty: GgmlType, values: &[f32], row: usize) -> Result<Vec<u8>, QuantError> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let rows = values.len() / row.max(1);
+    if threads == 1 || values.len() < 1 << 16 || rows < 2 {
+        return quantize(ty, values);
+    }
+    let per = rows.div_ceil(threads) * row;
+    let parts: Vec<Result<Vec<u8>, QuantError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = values.chunks(per).map(|c| s.spawn(move || quantize(ty, c))).collect();
+        handles.into_iter().map(|h| h.join().expect("a quantizer thread panicked")).collect()
+    });
+    let mut out = Vec::with_capacity(ty.bytes_for(values.len()).unwrap_or(0));
+    for p in parts {
+        out.extend_from_slice(&p?);
+    }
+    Ok(out)
+}
+
 /// Dequantizes `bytes` of `ty` to `elements` values.
 pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>, QuantError> {
     let (block, size) = ty.block();

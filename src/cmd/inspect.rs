@@ -1,76 +1,11 @@
-//! `lehr inspect gguf` and `lehr export gguf`.
+//! `lehr inspect gguf`.
 
 use std::collections::BTreeMap;
 
 use lehr_formats::{GgufError, GgufFile, MetaValue};
 
 use super::{CmdResult, Failure, EXIT_OK};
-use crate::cli::{ExportCommand, ImportCommand, InspectCommand};
-
-pub fn import(cmd: ImportCommand) -> CmdResult {
-    use lehr_formats::import::{import_gguf, ImportError};
-    let ImportCommand::Gguf(a) = cmd;
-    let report = import_gguf(&a.file, &a.output).map_err(|e| match e {
-        ImportError::Io { .. } => Failure::from(anyhow::anyhow!(e)),
-        other => Failure::usage(anyhow::anyhow!(other)),
-    })?;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"output": a.output, "report": report})).expect("json")
-        );
-    } else {
-        println!(
-            "{} ({}): {} tensors, {:.1}M parameters, vocabulary {}",
-            a.output.display(),
-            report.architecture,
-            report.tensors,
-            report.parameters as f64 / 1e6,
-            report.vocab_size
-        );
-    }
-    Ok(EXIT_OK)
-}
-
-pub fn export(cmd: ExportCommand) -> CmdResult {
-    use lehr_formats::export::{export_gguf, parse_type, ExportError};
-    let ExportCommand::Gguf(a) = cmd;
-    let ty = parse_type(&a.ty).ok_or_else(|| {
-        Failure::usage(anyhow::anyhow!("--type {}: use f32, f16, bf16, q8_0, q5_0, q5_1, q4_0 or q4_1", a.ty))
-    })?;
-    let bar = crate::progress::counting_bar(a.json, "tensors");
-    let report = export_gguf(&a.checkpoint, &a.output, ty, a.tokenizer.as_deref(), |i, n, name| {
-        bar.set_length(n as u64);
-        bar.set_position(i as u64);
-        bar.set_message(name.to_string());
-    })
-    .map_err(|e| match e {
-        ExportError::Gguf(_) => Failure::from(anyhow::anyhow!(e)),
-        other => Failure::usage(anyhow::anyhow!(other)),
-    })?;
-    bar.finish_and_clear();
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"output": a.output, "type": ty.name(), "report": report}))
-                .expect("json")
-        );
-    } else {
-        println!(
-            "{} ({}, {}): {} tensors, {:.1}M parameters, {:.1} MiB",
-            a.output.display(),
-            report.architecture,
-            ty.name(),
-            report.tensors,
-            report.parameters as f64 / 1e6,
-            report.bytes as f64 / (1 << 20) as f64
-        );
-        if !report.fallbacks.is_empty() {
-            println!("  kept at F16 (rows are not whole {} blocks): {}", ty.name(), report.fallbacks.join(", "));
-        }
-    }
-    Ok(EXIT_OK)
-}
+use crate::cli::InspectCommand;
 
 pub fn run(cmd: InspectCommand) -> CmdResult {
     let InspectCommand::Gguf(a) = cmd;

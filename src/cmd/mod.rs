@@ -2,6 +2,7 @@ mod bench;
 mod cluster;
 mod corpus;
 mod dedup;
+mod export;
 mod inspect;
 mod schedule;
 mod status;
@@ -133,8 +134,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Train(t) => train::run(t).await,
         Command::Eval(e) => train::eval(e).await,
         Command::Inspect(i) => inspect::run(i),
-        Command::Export(e) => inspect::export(e),
-        Command::Import(i) => inspect::import(i),
+        Command::Export(e) => export::export(e).await,
+        Command::Import(i) => export::import(i),
     };
     match result {
         Ok(code) => code,

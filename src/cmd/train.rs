@@ -432,16 +432,49 @@ fn rank_failure(e: lehr_train::rank::RankError) -> super::Failure {
     }
 }
 
+/// The token shards under `data` (a directory or object-store URL), refused when there are none.
 #[cfg(feature = "train")]
-pub async fn eval(cmd: EvalCommand) -> CmdResult {
-    let EvalCommand::Ppl(a) = cmd;
+pub async fn load_eval_shards(data: &str) -> Result<Vec<lehr_pipeline::tokens::TokenShard>, super::Failure> {
     let cwd = std::env::current_dir().map_err(|e| anyhow::anyhow!("no current directory: {e}"))?;
-    let data = lehr_pipeline::store::absolutize(&a.data, &cwd);
+    let data = lehr_pipeline::store::absolutize(data, &cwd);
     let loc = lehr_pipeline::store::resolve(&data).map_err(|e| super::Failure::usage(anyhow::anyhow!(e)))?;
     let shards = lehr_pipeline::tokens::load_shards(&loc).await.map_err(|e| anyhow::anyhow!(e))?;
     if shards.is_empty() {
         return Err(super::Failure::usage(anyhow::anyhow!("no token shards under {data}")));
     }
+    Ok(shards)
+}
+
+/// Perplexity of the checkpoint in `dir` on `shards` (blocking: run it off the runtime).
+#[cfg(feature = "train")]
+pub fn perplexity(
+    dir: &std::path::Path,
+    shards: &[lehr_pipeline::tokens::TokenShard],
+    seq_len: i64,
+    max_tokens: u64,
+    batch: usize,
+    dev: lehr_train::tch::Device,
+) -> Result<lehr_train::eval::EvalReport, anyhow::Error> {
+    let (_vs, model) = lehr_train::model::load_hf(dir, dev).map_err(|e| anyhow::anyhow!(e))?;
+    let vocab = shards.iter().map(|s| s.meta.tokenizer.vocab_size as i64).max().unwrap_or(0);
+    if vocab > model.config.vocab_size {
+        anyhow::bail!(
+            "the shards' tokenizer has {vocab} ids but the model only {}: wrong tokenizer for this checkpoint?",
+            model.config.vocab_size
+        );
+    }
+    Ok(lehr_train::eval::evaluate(&model, shards, seq_len, max_tokens, batch, dev))
+}
+
+#[cfg(feature = "train")]
+pub fn parse_device(name: Option<&str>) -> Result<lehr_train::tch::Device, super::Failure> {
+    device(name)
+}
+
+#[cfg(feature = "train")]
+pub async fn eval(cmd: EvalCommand) -> CmdResult {
+    let EvalCommand::Ppl(a) = cmd;
+    let shards = load_eval_shards(&a.data).await?;
     let dev = device(a.device.as_deref())?;
     // A checkpoint in an object store is fetched into a temporary directory first.
     let ckpt_str = a.checkpoint.to_string_lossy().to_string();
@@ -455,19 +488,9 @@ pub async fn eval(cmd: EvalCommand) -> CmdResult {
     } else {
         a.checkpoint.clone()
     };
-    let report = tokio::task::spawn_blocking(move || -> Result<_, anyhow::Error> {
-        let (_vs, model) = lehr_train::model::load_hf(&checkpoint, dev).map_err(|e| anyhow::anyhow!(e))?;
-        let vocab = shards.iter().map(|s| s.meta.tokenizer.vocab_size as i64).max().unwrap_or(0);
-        if vocab > model.config.vocab_size {
-            anyhow::bail!(
-                "the shards' tokenizer has {vocab} ids but the model only {}: wrong tokenizer for this checkpoint?",
-                model.config.vocab_size
-            );
-        }
-        Ok(lehr_train::eval::evaluate(&model, &shards, a.seq_len, a.max_tokens, a.batch, dev))
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("evaluation panicked: {e}"))??;
+    let report = tokio::task::spawn_blocking(move || perplexity(&checkpoint, &shards, a.seq_len, a.max_tokens, a.batch, dev))
+        .await
+        .map_err(|e| anyhow::anyhow!("evaluation panicked: {e}"))??;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("json"));
     } else {
