@@ -128,8 +128,12 @@ pub fn export_gguf(
             fallbacks: vec![],
         };
         let mut plan = Vec::new();
+        let mut seen = BTreeMap::<&str, usize>::new();
         for (_, g, dims) in &present {
-            let spec = TensorSpec { name: g, dims, layers: hyper.layers as usize, tied: hyper.tied };
+            // the blocks go out in order, so a tensor's rank among its kind is its layer
+            let kind = g.rsplit('.').nth(1).unwrap_or_default();
+            let rank = *seen.entry(kind).and_modify(|r| *r += 1).or_insert(0);
+            let spec = TensorSpec { name: g, dims, rank: (rank, hyper.layers as usize), tied: hyper.tied };
             let choice = tensor_type(*ft, &spec);
             if let Some(wanted) = choice.wanted {
                 report.fallbacks.push(Fallback { tensor: g.clone(), wanted, used: choice.ty });

@@ -6,8 +6,11 @@
 //! - `output.weight` — or `token_embd.weight` when the embeddings are tied — gets Q6_K under
 //!   every quantized file type but Q8_0 (which keeps Q8_0), and Q8_0 when its rows are not
 //!   whole blocks of the file's base type.
-//! - Q4_K_M and Q5_K_M give Q6_K to `attn_v` and `ffn_down` in the layers
-//!   [`use_more_bits`] picks: the first and last eighth and every third layer between.
+//! - Q4_K_M and Q5_K_M give Q6_K to the `attn_v` and `ffn_down` tensors [`use_more_bits`]
+//!   picks: the first and last eighth and every third one between. llama.cpp counts them in
+//!   the order of its input file — for our files, which hold the blocks in order, that is the
+//!   layer; for files converted from Hugging Face's alphabetically sorted tensors it is not
+//!   (blk.0, blk.1, blk.10, …), which the published Qwen2.5 Q4_K_M files show.
 //! - A tensor whose rows are not whole blocks of its type falls back as llama.cpp does: Q4_K →
 //!   Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, and to F16 when that does not fit either (Qwen2.5-0.5B's
 //!   896-wide rows are such a case).
@@ -133,8 +136,9 @@ pub struct TensorSpec<'a> {
     pub name: &'a str,
     /// Dimensions in ggml order (`dims[0]` is the row length).
     pub dims: &'a [u64],
-    /// Blocks in the model.
-    pub layers: usize,
+    /// For `attn_v` and `ffn_down`: the tensor's place among those of its kind in file order,
+    /// and how many there are (llama.cpp's `i_attention_wv`/`n_attention_wv`).
+    pub rank: (usize, usize),
     /// Whether `token_embd` doubles as the output projection.
     pub tied: bool,
 }
@@ -144,10 +148,6 @@ pub struct TensorSpec<'a> {
 pub struct Choice {
     pub ty: GgmlType,
     pub wanted: Option<GgmlType>,
-}
-
-fn layer_of(name: &str) -> Option<usize> {
-    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
 }
 
 /// The type of `t` in a file of type `ft`.
@@ -160,7 +160,7 @@ pub fn tensor_type(ft: FileType, t: &TensorSpec) -> Choice {
     let mut ty = base;
     if ft.quantized() {
         let output = t.name == "output.weight" || (t.tied && t.name == "token_embd.weight");
-        let more_bits = || matches!(ft, FileType::Q4_K_M | FileType::Q5_K_M) && layer_of(t.name).is_some_and(|l| use_more_bits(l, t.layers));
+        let more_bits = || matches!(ft, FileType::Q4_K_M | FileType::Q5_K_M) && use_more_bits(t.rank.0, t.rank.1);
         if output {
             let (block, _) = base.block();
             ty = if !row.is_multiple_of(block) || base == GgmlType::Q8_0 { GgmlType::Q8_0 } else { GgmlType::Q6_K };
@@ -186,7 +186,8 @@ mod tests {
     use super::*;
 
     fn choose(ft: FileType, name: &str, dims: &[u64], tied: bool) -> GgmlType {
-        tensor_type(ft, &TensorSpec { name, dims, layers: 24, tied }).ty
+        let layer = name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|l| l.parse().ok());
+        tensor_type(ft, &TensorSpec { name, dims, rank: (layer.unwrap_or(0), 24), tied }).ty
     }
 
     #[test]
@@ -210,7 +211,7 @@ mod tests {
         assert_eq!(choose(ft, "blk.0.attn_norm.weight", &[1024], false), GgmlType::F32);
         // Qwen2.5-0.5B: 896-wide rows are not whole 256-blocks
         assert_eq!(choose(ft, "token_embd.weight", &[896, 151936], true), GgmlType::Q8_0);
-        let c = tensor_type(ft, &TensorSpec { name: "blk.3.attn_q.weight", dims: &[896, 896], layers: 24, tied: true });
+        let c = tensor_type(ft, &TensorSpec { name: "blk.3.attn_q.weight", dims: &[896, 896], rank: (3, 24), tied: true });
         assert_eq!(c, Choice { ty: GgmlType::Q5_0, wanted: Some(GgmlType::Q4_K) });
         assert_eq!(choose(ft, "blk.0.attn_v.weight", &[896, 128], true), GgmlType::Q8_0);
         assert_eq!(choose(FileType::Q5_K_M, "blk.4.ffn_gate.weight", &[896, 4864], true), GgmlType::Q5_1);
