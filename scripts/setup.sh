@@ -3,7 +3,8 @@
 #   - a Rust toolchain check (cargo must exist; rustup provides it),
 #   - a Python venv with the pinned PyTorch (libtorch 2.11.0 for tch 0.24.0), moto (a local
 #     S3-compatible server for the object-store tests) and transformers (the reference for the
-#     train worker's model).
+#     train worker's model), gguf-py,
+#   - llama.cpp through npm node-llama-cpp, and a real model for the GGUF tests (models.sh).
 # The venv lives outside the clone ($LEHR_CACHE, default ~/.cache/lehr) so CI reuses it.
 # Usage: eval "$(scripts/setup.sh)"      (progress goes to stderr)
 set -euo pipefail
@@ -63,6 +64,10 @@ if [ ! -f "$NODE_DIR/.lehr-node-llama-cpp-$NODE_LLAMA_CPP_VERSION" ]; then
   fi
 fi
 
+# A real pretrained model for the GGUF round-trip test (SmolLM2-135M, ≈98 MB, sha256-checked);
+# `scripts/models.sh qwen-coder` adds Qwen2.5-Coder-0.5B for the benchmarks.
+LEHR_CACHE=$LEHR_CACHE LEHR_VENV=$VENV "$(dirname "$0")/models.sh" smollm2 >/dev/null
+
 TORCH_DIR=$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 # NCCL for `--features nccl`: cudarc dlopens `libnccl.so`, PyTorch ships `libnccl.so.2`; the link
 # sits next to it and the binary's rpath (build.rs) points there.
@@ -73,4 +78,5 @@ fi
 echo "export LIBTORCH=$TORCH_DIR"
 echo "export LEHR_VENV=$VENV"
 echo "export LEHR_NODE=$NODE_DIR"
+echo "export LEHR_MODELS=$LEHR_CACHE/models"
 echo "export PATH=\"$HOME/.cargo/bin:\$PATH\""

@@ -72,14 +72,19 @@ pub fn export_gguf(
             .map_err(|e| input_err(&config_path, format!("{e} (is this a checkpoint directory?)")))?,
     )
     .map_err(|e| input_err(&config_path, format!("not JSON: {e}")))?;
-    let hyper = Hyper::from_hf(&config).map_err(|why| ExportError::Unsupported(format!("{}: {why}", config_path.display())))?;
+    let hyper =
+        Hyper::from_hf(&config).map_err(|why| ExportError::Unsupported(format!("{}: {why}", config_path.display())))?;
     let arch = hyper.arch.name();
 
     let tok_path = tokenizer.map(Path::to_path_buf).unwrap_or_else(|| dir.join("tokenizer.json"));
     if !tok_path.exists() {
-        return Err(input_err(&tok_path, "no tokenizer: pass --tokenizer tokenizer.json (lehr's checkpoints hold theirs)"));
+        return Err(input_err(
+            &tok_path,
+            "no tokenizer: pass --tokenizer tokenizer.json (lehr's checkpoints hold theirs)",
+        ));
     }
-    let tokenizer_meta = crate::vocab::gguf_meta(&tok_path, hyper.vocab as usize).map_err(|why| input_err(&tok_path, why))?;
+    let tokenizer_meta =
+        crate::vocab::gguf_meta(&tok_path, hyper.vocab as usize).map_err(|why| input_err(&tok_path, why))?;
 
     let st = Safetensors::open(&dir.join("model.safetensors"))?;
     let names: Vec<(String, String)> =
@@ -156,7 +161,8 @@ pub fn export_gguf(
         }
         let row = dims[0] as usize;
         for ((stream, types), report) in streams.iter_mut().zip(reports.iter_mut()) {
-            let bytes = quantize_rows(types[i], &values, row).map_err(|e| ExportError::Unsupported(format!("{gg}: {e}")))?;
+            let bytes =
+                quantize_rows(types[i], &values, row).map_err(|e| ExportError::Unsupported(format!("{gg}: {e}")))?;
             report.parameters += values.len() as u64;
             report.tensor_bytes += bytes.len() as u64;
             stream.write(gg, &bytes)?;

@@ -284,7 +284,14 @@ impl GgufWriter {
         let mut out = io::BufWriter::new(std::fs::File::create(&tmp).map_err(io_err)?);
         let header = self.header(&infos.iter().collect::<Vec<_>>()).map_err(io_err)?;
         out.write_all(&header).map_err(io_err)?;
-        Ok(GgufStream { path: path.to_path_buf(), tmp, out: Some(out), tensors: infos, next: 0, align: self.alignment() })
+        Ok(GgufStream {
+            path: path.to_path_buf(),
+            tmp,
+            out: Some(out),
+            tensors: infos,
+            next: 0,
+            align: self.alignment(),
+        })
     }
 }
 

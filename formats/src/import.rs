@@ -6,9 +6,9 @@ use std::path::Path;
 
 use crate::arch::{permute_rows, permuted_heads, tensor_names, Arch, Hyper};
 use crate::gguf::{GgufFile, MetaValue};
-use crate::vocab;
 use crate::quants::dequantize;
 use crate::safetensors::write_f32;
+use crate::vocab;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -58,9 +58,10 @@ pub fn import_gguf(
     let total = f.tensors.len();
     for (i, t) in f.tensors.iter().enumerate() {
         progress(i, total, &t.name);
-        let hf = map.iter().find(|(_, g)| *g == t.name).map(|(h, _)| h.clone()).ok_or_else(|| {
-            unsupported(format!("tensor `{}` has no Hugging Face name in a {name} import", t.name))
-        })?;
+        let hf =
+            map.iter().find(|(_, g)| *g == t.name).map(|(h, _)| h.clone()).ok_or_else(|| {
+                unsupported(format!("tensor `{}` has no Hugging Face name in a {name} import", t.name))
+            })?;
         let mut values = dequantize(t.ty, f.data(t)?).map_err(|e| unsupported(format!("{}: {e}", t.name)))?;
         if let Some(heads) = permuted_heads(&hyper, &t.name) {
             let rows = *t.dims.get(1).unwrap_or(&t.dims[0]) as usize;

@@ -126,7 +126,7 @@ impl FileType {
 /// llama.cpp's `use_more_bits`: the first and last eighth of the layers, and every third one
 /// between.
 pub fn use_more_bits(layer: usize, layers: usize) -> bool {
-    layer < layers / 8 || layer >= 7 * layers / 8 || (layer >= layers / 8 && (layer - layers / 8) % 3 == 2)
+    layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2
 }
 
 /// One tensor as the mix sees it.
@@ -211,7 +211,8 @@ mod tests {
         assert_eq!(choose(ft, "blk.0.attn_norm.weight", &[1024], false), GgmlType::F32);
         // Qwen2.5-0.5B: 896-wide rows are not whole 256-blocks
         assert_eq!(choose(ft, "token_embd.weight", &[896, 151936], true), GgmlType::Q8_0);
-        let c = tensor_type(ft, &TensorSpec { name: "blk.3.attn_q.weight", dims: &[896, 896], rank: (3, 24), tied: true });
+        let c =
+            tensor_type(ft, &TensorSpec { name: "blk.3.attn_q.weight", dims: &[896, 896], rank: (3, 24), tied: true });
         assert_eq!(c, Choice { ty: GgmlType::Q5_0, wanted: Some(GgmlType::Q4_K) });
         assert_eq!(choose(ft, "blk.0.attn_v.weight", &[896, 128], true), GgmlType::Q8_0);
         assert_eq!(choose(FileType::Q5_K_M, "blk.4.ffn_gate.weight", &[896, 4864], true), GgmlType::Q5_1);

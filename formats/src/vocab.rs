@@ -19,7 +19,8 @@ pub const LLAMA3_PRE: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p
 /// The pre-tokenizers known by name: (llama.cpp's name, Hugging Face's pre-tokenizer).
 fn known() -> Vec<(&'static str, Value)> {
     let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
-    let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
+    let byte_level =
+        |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
     vec![
         ("qwen2", json!({"type": "Sequence", "pretokenizers": [split(QWEN2_PRE), byte_level(false)]})),
         ("llama-bpe", json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_PRE), byte_level(false)]})),
@@ -125,7 +126,8 @@ pub fn gguf_meta(tokenizer_json: &Path, vocab_size: usize) -> Result<Vec<(String
     let unk = id_of("unk_token");
     let pad = id_of("pad_token").or(eos);
     // BOS is added when the config says so, or when the post-processor's template starts with it
-    let template_bos = t["post_processor"]["single"][0]["SpecialToken"]["id"].as_str().and_then(|s| ids.get(s)).is_some();
+    let template_bos =
+        t["post_processor"]["single"][0]["SpecialToken"]["id"].as_str().and_then(|s| ids.get(s)).is_some();
     let add_bos = config["add_bos_token"].as_bool().unwrap_or(template_bos) && bos.is_some();
     // ids the tokenizer does not use (the model's vocabulary is padded): unused tokens
     let (names, types): (Vec<MetaValue>, Vec<MetaValue>) = tokens

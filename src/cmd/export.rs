@@ -82,10 +82,15 @@ pub async fn export(cmd: ExportCommand) -> CmdResult {
     let types = file_types(&a.ty)?;
     let several = types.len() > 1 || a.ty.eq_ignore_ascii_case("all");
     let outputs: Vec<(FileType, PathBuf)> = if several {
-        std::fs::create_dir_all(&a.output)
-            .map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e} (with several types, -o is a directory)", a.output.display())))?;
+        std::fs::create_dir_all(&a.output).map_err(|e| {
+            Failure::usage(anyhow::anyhow!("{}: {e} (with several types, -o is a directory)", a.output.display()))
+        })?;
         let name = a.name.clone().unwrap_or_else(|| {
-            a.checkpoint.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into())
+            a.checkpoint
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "model".into())
         });
         types.iter().map(|t| (*t, a.output.join(format!("{name}-{}.gguf", t.name())))).collect()
     } else {
@@ -120,7 +125,8 @@ pub async fn export(cmd: ExportCommand) -> CmdResult {
         }
         None => (None, vec![None; reports.len()]),
     };
-    let base = reports.iter().zip(&ppls).find(|(r, _)| r.file_type == FileType::F16).and_then(|(_, p)| *p).or(source_ppl);
+    let base =
+        reports.iter().zip(&ppls).find(|(r, _)| r.file_type == FileType::F16).and_then(|(_, p)| *p).or(source_ppl);
     let rows: Vec<Row> = reports
         .into_iter()
         .zip(ppls)

@@ -488,9 +488,10 @@ pub async fn eval(cmd: EvalCommand) -> CmdResult {
     } else {
         a.checkpoint.clone()
     };
-    let report = tokio::task::spawn_blocking(move || perplexity(&checkpoint, &shards, a.seq_len, a.max_tokens, a.batch, dev))
-        .await
-        .map_err(|e| anyhow::anyhow!("evaluation panicked: {e}"))??;
+    let report =
+        tokio::task::spawn_blocking(move || perplexity(&checkpoint, &shards, a.seq_len, a.max_tokens, a.batch, dev))
+            .await
+            .map_err(|e| anyhow::anyhow!("evaluation panicked: {e}"))??;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("json"));
     } else {

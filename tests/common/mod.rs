@@ -2,6 +2,8 @@
 //! output checksums, and JSON from `lehr ... --json`.
 #![allow(dead_code)]
 
+pub mod llm;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
