@@ -50,8 +50,10 @@ echo
 echo "== lehr eval ppl --checkpoint .lehr/demo-train/checkpoints/step-00000040   (perplexity, top-1/top-5 on the English shards)"
 "$LEHR" eval ppl --checkpoint .lehr/demo-train/checkpoints/step-00000040 --data .lehr/demo-tokens/lang=en --seq-len 256 --max-tokens 50000 --device cpu
 echo
-echo "== lehr export gguf .lehr/demo-train/checkpoints/step-00000040 --type q8_0   (GGUF for llama.cpp), then llama.cpp runs it"
-"$LEHR" export gguf .lehr/demo-train/checkpoints/step-00000040 -o .lehr/demo-train/demo-q8_0.gguf --type q8_0
+echo "== lehr export gguf .lehr/demo-train/checkpoints/step-00000040 --type all --eval-data ...   (the GGUF ladder for llama.cpp, with perplexities), then llama.cpp runs one"
+"$LEHR" export gguf .lehr/demo-train/checkpoints/step-00000040 -o .lehr/demo-train/gguf --name demo --type all \
+  --eval-data .lehr/demo-tokens/lang=en --eval-tokens 8192 --eval-seq-len 256 --device cpu
+cp .lehr/demo-train/gguf/demo-Q8_0.gguf .lehr/demo-train/demo-q8_0.gguf
 "$LEHR" inspect gguf .lehr/demo-train/demo-q8_0.gguf | head -4
 if command -v node >/dev/null && [ -d "${LEHR_NODE:-$HOME/.cache/lehr/node}/node_modules/node-llama-cpp" ]; then
   node scripts/llama/logprobs.mjs .lehr/demo-train/demo-q8_0.gguf "The model reads text. 你好，世界！" \

@@ -332,16 +332,16 @@ impl GgufStream {
         Ok(())
     }
 
-    /// Checks that every tensor was written, flushes, and moves the file into place.
+    /// Checks that every tensor was written, flushes, and moves the file into place. (No fsync:
+    /// a crash leaves at most the `.partial` file, and an export can be run again; llama.cpp's
+    /// and gguf-py's writers do not sync either.)
     pub fn finish(mut self) -> Result<(), GgufError> {
         if let Some(t) = self.tensors.get(self.next) {
             return Err(GgufError::Tensor { name: t.name.clone(), why: "never written".into() });
         }
         let io_err = |source| GgufError::Io { path: self.tmp.clone(), source };
         let out = self.out.take().expect("open until finished");
-        let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
-        file.sync_all().map_err(io_err)?;
-        drop(file);
+        drop(out.into_inner().map_err(|e| io_err(e.into_error()))?);
         std::fs::rename(&self.tmp, &self.path).map_err(|source| GgufError::Io { path: self.path.clone(), source })
     }
 }
@@ -546,5 +546,40 @@ mod tests {
         assert!(cut.to_string().contains("past the end"), "{cut}");
         let junk = GgufFile::parse(Path::new("j.gguf"), b"GGML....".to_vec()).unwrap_err();
         assert!(junk.to_string().contains("not a GGUF file"), "{junk}");
+    }
+
+    #[test]
+    fn streaming_writes_the_same_file_and_leaves_nothing_when_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: Vec<f32> = (0..64).map(|i| i as f32 / 7.0).collect();
+        let b: Vec<f32> = (0..32).map(|i| -(i as f32)).collect();
+        let mut w = GgufWriter::new();
+        w.meta("general.architecture", MetaValue::String("qwen2".into()));
+        let (qa, qb) = (quantize(GgmlType::Q8_0, &a).unwrap(), quantize(GgmlType::F32, &b).unwrap());
+        let plan = || vec![("a".to_string(), vec![32, 2], GgmlType::Q8_0), ("b".to_string(), vec![32], GgmlType::F32)];
+        let streamed = dir.path().join("s.gguf");
+        let mut s = w.stream(&streamed, plan()).unwrap();
+        assert!(s.write("b", &qb).unwrap_err().to_string().contains("out of order"));
+        assert!(s.write("a", &qa[1..]).unwrap_err().to_string().contains("bytes of data"));
+        s.write("a", &qa).unwrap();
+        s.write("b", &qb).unwrap();
+        s.finish().unwrap();
+        let mut whole = GgufWriter::new();
+        whole.meta("general.architecture", MetaValue::String("qwen2".into()));
+        whole.tensor("a", &[32, 2], GgmlType::Q8_0, qa.clone()).unwrap();
+        whole.tensor("b", &[32], GgmlType::F32, qb.clone()).unwrap();
+        let mut bytes = Vec::new();
+        whole.write_to(&mut bytes).unwrap();
+        assert_eq!(std::fs::read(&streamed).unwrap(), bytes);
+        // unfinished: no file under the name, no partial file left
+        let cut = dir.path().join("cut.gguf");
+        let mut s = w.stream(&cut, plan()).unwrap();
+        s.write("a", &qa).unwrap();
+        assert!(s.finish().unwrap_err().to_string().contains("never written"));
+        let mut s = w.stream(&cut, plan()).unwrap();
+        s.write("a", &qa).unwrap();
+        drop(s);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only s.gguf");
+        assert!(w.stream(&cut, vec![("x".into(), vec![40], GgmlType::Q8_0)]).is_err(), "40 is not whole blocks");
     }
 }

@@ -26,13 +26,38 @@ pub struct TensorEntry {
 pub struct Safetensors {
     pub path: PathBuf,
     pub tensors: BTreeMap<String, TensorEntry>,
-    data: Vec<u8>,
+    data: Data,
     start: usize,
+}
+
+/// The file's bytes: memory-mapped (pages load as tensors are read and can be dropped by the
+/// kernel after), or read into memory where mapping is not possible.
+enum Data {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for Data {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Mapped(m) => m,
+            Data::Read(v) => v,
+        }
+    }
 }
 
 impl Safetensors {
     pub fn open(path: &Path) -> Result<Self, SafetensorsError> {
-        let data = std::fs::read(path).map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
+        let io = |source| SafetensorsError::Io { path: path.to_path_buf(), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: checkpoints are written once and renamed into place; another program
+        // truncating the file while it is mapped would fault this process, the usual contract
+        // of memory-mapped model files (transformers' safetensors and llama.cpp map them too).
+        let data = match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(m) => Data::Mapped(m),
+            Err(_) => Data::Read(std::fs::read(path).map_err(io)?),
+        };
         let fmt = |why: String| SafetensorsError::Format { path: path.to_path_buf(), why };
         if data.len() < 8 {
             return Err(fmt("shorter than its header length".into()));
@@ -110,8 +135,9 @@ pub fn write_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Res
     f.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
     f.write_all(&h).map_err(io)?;
     for (_, _, values) in tensors {
-        for v in values {
-            f.write_all(&v.to_le_bytes()).map_err(io)?;
+        for chunk in values.chunks(1 << 16) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+            f.write_all(&bytes).map_err(io)?;
         }
     }
     f.flush().map_err(io)

@@ -1,7 +1,7 @@
 // The test client for llama.cpp (npm node-llama-cpp, prebuilt CPU build; installed by
 // scripts/setup.sh into $LEHR_NODE, never at run time): loads a GGUF file and prints, as JSON,
 // the token ids llama.cpp gives TEXT, the teacher-forced log-probability of every token after
-// the first (the whole text evaluated as one batch), and with GREEDY the GREEDY tokens
+// the first (evaluated in batches), and with GREEDY the GREEDY tokens
 // llama.cpp's argmax continues the text with.
 //   node scripts/llama/logprobs.mjs MODEL.gguf TEXT [GREEDY]
 import { availableParallelism } from "node:os";
@@ -25,10 +25,14 @@ const context = await model.createContext({
 });
 const sequence = context.getSequence();
 const want = { generateNext: { probabilities: true } };
-const out = await sequence.controlledEvaluate(tokens.map((t) => [t, want]));
+// in chunks: each position's probabilities are a Map over the whole vocabulary (150k entries
+// for Qwen), so only the teacher token's is kept and the rest is dropped chunk by chunk
+const CHUNK = 32;
 const logprobs = [];
-for (let i = 1; i < tokens.length; i++) {
-  logprobs.push(Math.log(out[i - 1].next.probabilities.get(tokens[i]) ?? 0));
+for (let start = 0; start < tokens.length - 1; start += CHUNK) {
+  const part = tokens.slice(start, Math.min(start + CHUNK, tokens.length - 1));
+  const out = await sequence.controlledEvaluate(part.map((t) => [t, want]));
+  part.forEach((_, j) => logprobs.push(Math.log(out[j].next.probabilities.get(tokens[start + j + 1]) ?? 0)));
 }
 // greedy continuation: the text again from an empty sequence, then argmax sampling (temperature 0)
 const greedy = [];
