@@ -18,5 +18,7 @@ fi
 WORK=${WORK:-${CARGO_TARGET_DIR:-target}/bench-export}
 mkdir -p "$WORK"
 [ -f "$WORK/ckpt/model.safetensors" ] || "$LEHR" import gguf "$MODEL" -o "$WORK/ckpt" >&2
+# the round trip first: transformers on the import against llama.cpp on the published file
+"$LEHR_VENV/bin/python" benches/real_roundtrip.py "$MODEL" "$WORK/ckpt" >&2
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
 "$LEHR_VENV/bin/python" benches/gguf_export.py "$LEHR" "$WORK/ckpt" "$WORK" "$MODEL" "$@"
