@@ -17,7 +17,11 @@ MOTO_VERSION=5.2.1
 TRANSFORMERS_VERSION=5.24.0
 # gguf-py: the reference our GGUF reader, writer and quantizers are checked against
 GGUF_PY_VERSION=0.19.0
-STAMP=$VENV/.lehr-setup-torch$TORCH_VERSION-moto$MOTO_VERSION-transformers$TRANSFORMERS_VERSION-gguf$GGUF_PY_VERSION
+# lm-evaluation-harness (and accelerate, which its HF backend imports): the reference `lehr eval
+# tasks` is checked against, run offline on local data files
+LM_EVAL_VERSION=0.4.13
+ACCELERATE_VERSION=1.12.0
+STAMP=$VENV/.lehr-setup-torch$TORCH_VERSION-moto$MOTO_VERSION-transformers$TRANSFORMERS_VERSION-gguf$GGUF_PY_VERSION-lmeval$LM_EVAL_VERSION
 
 say() { echo "setup: $*" >&2; }
 
@@ -41,9 +45,10 @@ if [ ! -f "$STAMP" ]; then
     say "creating $VENV"
     "$PY" -m venv "$VENV"
   fi
-  say "installing torch==$TORCH_VERSION (libtorch for tch; ~4.6 GB with its CUDA libraries), moto, transformers and gguf"
+  say "installing torch==$TORCH_VERSION (libtorch for tch; ~4.6 GB with its CUDA libraries), moto, transformers, gguf and lm-eval"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" "moto[server]==$MOTO_VERSION" \
-    "transformers==$TRANSFORMERS_VERSION" "gguf==$GGUF_PY_VERSION" >&2
+    "transformers==$TRANSFORMERS_VERSION" "gguf==$GGUF_PY_VERSION" "lm-eval==$LM_EVAL_VERSION" \
+    "accelerate==$ACCELERATE_VERSION" >&2
   touch "$STAMP"
 else
   say "python venv ready ($VENV)"

@@ -144,6 +144,40 @@ pub enum EvalCommand {
     /// Perplexity and top-1 / top-5 next-token accuracy of a checkpoint (lehr's or a Hugging
     /// Face Qwen2 / Llama one: config.json + model.safetensors) on token shards.
     Ppl(EvalPplArgs),
+    /// Benchmark tasks scored as lm-evaluation-harness scores them (multiple choice: acc,
+    /// acc_norm, stderr), results in lm-eval's JSON layout. Built-in tasks: arc_easy,
+    /// arc_challenge, hellaswag, piqa, boolq (fixture schema); or task files (NAME.toml).
+    Tasks(EvalTasksArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EvalTasksArgs {
+    /// Checkpoint directory (lehr's, a Hugging Face Qwen2/Qwen3/Llama one, or an imported GGUF).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Comma-separated built-in task names or task files (*.toml).
+    #[arg(long)]
+    pub tasks: String,
+    /// Where the tasks' <task>.jsonl files are.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Score only the first N documents of each task (as lm-eval's --limit).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Few-shot examples per context (0 only, for now).
+    #[arg(long, default_value_t = 0)]
+    pub num_fewshot: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// cpu | cuda (default: cuda when available).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Write lm-eval's results JSON here.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Print results and every document's log-likelihoods and choices as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

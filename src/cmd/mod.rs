@@ -6,6 +6,7 @@ mod export;
 mod inspect;
 mod schedule;
 mod status;
+mod tasks;
 mod tokenizer;
 mod train;
 
@@ -132,6 +133,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Cancel(a) => status::cancel(a).await,
         Command::Bench(b) => bench::run(b).await,
         Command::Train(t) => train::run(t).await,
+        Command::Eval(crate::cli::EvalCommand::Tasks(a)) => tasks::run(a).await,
         Command::Eval(e) => train::eval(e).await,
         Command::Inspect(i) => inspect::run(i),
         Command::Export(e) => export::export(e).await,

@@ -473,7 +473,7 @@ pub fn parse_device(name: Option<&str>) -> Result<lehr_train::tch::Device, super
 
 #[cfg(feature = "train")]
 pub async fn eval(cmd: EvalCommand) -> CmdResult {
-    let EvalCommand::Ppl(a) = cmd;
+    let EvalCommand::Ppl(a) = cmd else { unreachable!("eval tasks is dispatched to cmd::tasks") };
     let shards = load_eval_shards(&a.data).await?;
     let dev = device(a.device.as_deref())?;
     // A checkpoint in an object store is fetched into a temporary directory first.

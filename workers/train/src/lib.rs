@@ -41,6 +41,7 @@ pub mod nccl;
 pub mod optim;
 pub mod publish;
 pub mod rank;
+pub mod score;
 pub mod trainer;
 
 /// The tch this crate links, for callers that name devices or tensors.

@@ -1,0 +1,155 @@
+//! `lehr eval tasks` against lm-evaluation-harness itself (0.4.13, set up by scripts/setup.sh,
+//! run offline through a task YAML that points at the same file): a real model (SmolLM2-135M,
+//! imported from its published GGUF) on the repo's ARC-Easy sample (60 questions, lm-eval's
+//! prompt format). Every question's choice equals lm-eval's, every log-likelihood agrees to
+//! 1e-3, and acc / acc_norm and their standard errors equal lm-eval's to 1e-4. A task file
+//! reads the same data; a bad row is refused naming file and line.
+
+mod common;
+
+use common::llm::*;
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn eval_tasks_scores_as_lm_eval_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::copy(repo().join("examples/data/eval/arc_easy.sample.jsonl"), data.join("arc_easy.jsonl")).unwrap();
+    let ckpt = dir.path().join("smollm2");
+    let imp = lehr()
+        .args(["import", "gguf", "-o"])
+        .arg(&ckpt)
+        .arg(model("SmolLM2-135M-Instruct.Q4_1.gguf"))
+        .output()
+        .unwrap();
+    assert!(imp.status.success(), "{}", String::from_utf8_lossy(&imp.stderr));
+
+    let results = dir.path().join("results.json");
+    let ours = lehr()
+        .args(["eval", "tasks", "--json", "--device", "cpu", "--tasks", "arc_easy", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("-o")
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(ours.status.success(), "{}", String::from_utf8_lossy(&ours.stderr));
+    let ours = json_of(&ours);
+    let written: Value = serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
+    assert_eq!(written["results"], ours["results"]);
+    assert_eq!(written["n-samples"]["arc_easy"], serde_json::json!({"original": 60, "effective": 60}));
+
+    // lm-eval on the same checkpoint and file
+    let yaml = [
+        "task: lehr_arc_easy".to_string(),
+        "dataset_path: json".into(),
+        "dataset_kwargs:".into(),
+        "  data_files:".into(),
+        format!("    test: {}", data.join("arc_easy.jsonl").display()),
+        "test_split: test".into(),
+        "output_type: multiple_choice".into(),
+        "doc_to_text: \"{{context}}\"".into(),
+        "doc_to_choice: \"{{choices}}\"".into(),
+        "doc_to_target: \"{{gold}}\"".into(),
+        "metric_list:".into(),
+        "  - {metric: acc, aggregation: mean, higher_is_better: true}".into(),
+        "  - {metric: acc_norm, aggregation: mean, higher_is_better: true}".into(),
+    ]
+    .join("\n");
+    let tasks = dir.path().join("lm_eval_tasks");
+    std::fs::create_dir(&tasks).unwrap();
+    std::fs::write(tasks.join("lehr_arc_easy.yaml"), yaml).unwrap();
+    let out = dir.path().join("lm_eval_out");
+    let lm = std::process::Command::new(venv_python())
+        .args(["-m", "lm_eval", "--model", "hf", "--tasks", "lehr_arc_easy", "--device", "cpu", "--batch_size", "8"])
+        .arg("--model_args")
+        .arg(format!("pretrained={},dtype=float32", ckpt.display()))
+        .arg("--include_path")
+        .arg(&tasks)
+        .arg("--output_path")
+        .arg(&out)
+        .arg("--log_samples")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_DATASETS_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(lm.status.success(), "lm-eval: {}", String::from_utf8_lossy(&lm.stderr));
+    let find = |prefix: &str| -> std::path::PathBuf {
+        let sub = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+        std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .unwrap()
+    };
+    let theirs: Value = serde_json::from_slice(&std::fs::read(find("results_")).unwrap()).unwrap();
+    for key in ["acc,none", "acc_stderr,none", "acc_norm,none", "acc_norm_stderr,none"] {
+        let (a, b) = (
+            ours["results"]["arc_easy"][key].as_f64().unwrap(),
+            theirs["results"]["lehr_arc_easy"][key].as_f64().unwrap(),
+        );
+        eprintln!("{key}: lehr {a:.4}, lm-eval {b:.4}");
+        assert!((a - b).abs() < 1e-4, "{key}: lehr {a}, lm-eval {b}");
+    }
+    let mut samples: Vec<Value> = std::fs::read_to_string(find("samples_lehr_arc_easy"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    samples.sort_by_key(|s| s["doc_id"].as_u64().unwrap());
+    let mine = ours["samples"]["arc_easy"].as_array().unwrap();
+    assert_eq!(samples.len(), mine.len());
+    let mut worst = 0.0f64;
+    for (s, m) in samples.iter().zip(mine) {
+        let lls: Vec<f64> = s["filtered_resps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_str().map(|x| x.parse().unwrap()).or(r[0].as_f64()).unwrap())
+            .collect();
+        let argmax = (0..lls.len()).fold(0, |b, i| if lls[i] > lls[b] { i } else { b });
+        assert_eq!(m["pred"].as_u64().unwrap() as usize, argmax, "doc {}: the same choice", s["doc_id"]);
+        for (a, b) in floats(&m["loglikelihoods"]).iter().zip(&lls) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    eprintln!("per-choice log-likelihoods: max |Δ| {worst:.2e} over {} questions", mine.len());
+    assert!(worst < 1e-3, "max |Δ| {worst}");
+
+    // a task file over the same rows gives the same numbers; a bad row names file and line
+    let toml = dir.path().join("my_arc.toml");
+    std::fs::write(&toml, "name = \"my_arc\"\ndataset = \"arc_easy.jsonl\"\ndoc_to_text = \"{{context}}\"\ndoc_to_choice = \"{{choices}}\"\ndoc_to_target = \"{{gold}}\"\n").unwrap();
+    let file_run = lehr()
+        .args(["eval", "tasks", "--json", "--device", "cpu", "--limit", "10", "--tasks"])
+        .arg(&toml)
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(file_run.status.success(), "{}", String::from_utf8_lossy(&file_run.stderr));
+    let f = json_of(&file_run);
+    // (other batches, other padding widths: float noise only)
+    for (a, b) in f["samples"]["my_arc"].as_array().unwrap().iter().zip(&mine[..10]) {
+        assert_eq!((&a["pred"], &a["pred_norm"], &a["gold"]), (&b["pred"], &b["pred_norm"], &b["gold"]));
+        let (max, _) = diff(&floats(&a["loglikelihoods"]), &floats(&b["loglikelihoods"]));
+        assert!(max < 1e-4, "{max}");
+    }
+    let mut text = std::fs::read_to_string(data.join("arc_easy.jsonl")).unwrap();
+    text.push_str("{\"context\": \"Question: ?\\nAnswer:\", \"choices\": [\"a\", \"b\"], \"gold\": 5}\n");
+    std::fs::write(data.join("arc_easy.jsonl"), text).unwrap();
+    let bad = lehr()
+        .args(["eval", "tasks", "--device", "cpu", "--tasks", "arc_easy", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("arc_easy.jsonl:61") && err.contains("past the 2 choices"), "{err}");
+}
