@@ -182,12 +182,14 @@ pub struct EvalTasksArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalPplArgs {
-    /// Checkpoint directory (config.json + model.safetensors), or its object-store URL.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// A directory of token shards (its .tokens.json files name the tokenizer).
-    #[arg(long)]
-    pub data: String,
+    /// Checkpoint directory (config.json + model.safetensors), or its object-store URL. Repeat
+    /// it to compare checkpoints in one table.
+    #[arg(long, required = true)]
+    pub checkpoint: Vec<PathBuf>,
+    /// A directory of token shards (its .tokens.json files name the tokenizer). Repeat it for a
+    /// column per data set (e.g. one per language: tokens/lang=en, tokens/lang=zh).
+    #[arg(long, required = true)]
+    pub data: Vec<String>,
     #[arg(long, default_value_t = 512)]
     pub seq_len: i64,
     /// Evaluate at most this many predicted tokens.

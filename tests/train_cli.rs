@@ -79,6 +79,28 @@ fn train_run_follows_the_plan_and_resumes_at_the_next_step() {
     assert!((early["loss"].as_f64().unwrap() - 8000f64.ln()).abs() < 0.3, "{early}");
     assert!(late["loss"].as_f64().unwrap() < early["loss"].as_f64().unwrap() - 0.5, "{early} {late}");
     assert!(late["top5_accuracy"].as_f64().unwrap() > early["top5_accuracy"].as_f64().unwrap());
+    // Several checkpoints on several data sets: one model load each, one table (per language);
+    // each cell is the single run's figure.
+    let table = |json: bool| {
+        let mut c = lehr();
+        c.args(["eval", "ppl", "--device", "cpu", "--seq-len", "128", "--max-tokens", "20000"]);
+        if json {
+            c.arg("--json");
+        }
+        for step in ["step-00000003", "step-00000040"] {
+            c.arg("--checkpoint").arg(out.join("checkpoints").join(step));
+        }
+        c.arg("--data").arg(tokens.join("lang=en")).arg("--data").arg(tokens.join("lang=zh"));
+        let run = c.output().unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        run
+    };
+    let rows = json_of(&table(true))["results"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 4);
+    assert_eq!((rows[0]["loss"].clone(), rows[2]["loss"].clone()), (early["loss"].clone(), late["loss"].clone()));
+    assert!(rows[1]["data"].as_str().unwrap().ends_with("lang=zh") && rows[3]["perplexity"].as_f64().unwrap() > 1.0);
+    let text = String::from_utf8_lossy(&table(false).stdout).to_string();
+    assert!(text.contains("lang=en ppl") && text.contains("lang=zh ppl") && text.lines().count() == 3, "{text}");
     // 8 sequences of 256 per step: the warmup mix is 20K en, 20K zh, 5K ko.
     let per_source = &first[0]["tokens_by_source"];
     let total: u64 = per_source.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();

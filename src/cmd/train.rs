@@ -474,37 +474,100 @@ pub fn parse_device(name: Option<&str>) -> Result<lehr_train::tch::Device, super
 #[cfg(feature = "train")]
 pub async fn eval(cmd: EvalCommand) -> CmdResult {
     let EvalCommand::Ppl(a) = cmd else { unreachable!("eval tasks is dispatched to cmd::tasks") };
-    let shards = load_eval_shards(&a.data).await?;
+    let mut sets = Vec::new();
+    for d in &a.data {
+        sets.push((d.clone(), std::sync::Arc::new(load_eval_shards(d).await?)));
+    }
     let dev = device(a.device.as_deref())?;
-    // A checkpoint in an object store is fetched into a temporary directory first.
-    let ckpt_str = a.checkpoint.to_string_lossy().to_string();
-    let mut _fetched = None;
-    let checkpoint = if lehr_pipeline::store::is_remote(&ckpt_str) {
-        let tmp = tempfile::Builder::new().prefix("lehr-ckpt-").tempdir().map_err(|e| anyhow::anyhow!(e))?;
-        lehr_train::publish::fetch_dir(&ckpt_str, tmp.path()).await.map_err(|e| anyhow::anyhow!(e))?;
-        let p = tmp.path().to_path_buf();
-        _fetched = Some(tmp);
-        p
-    } else {
-        a.checkpoint.clone()
-    };
-    let report =
-        tokio::task::spawn_blocking(move || perplexity(&checkpoint, &shards, a.seq_len, a.max_tokens, a.batch, dev))
-            .await
-            .map_err(|e| anyhow::anyhow!("evaluation panicked: {e}"))??;
+    // rows: every checkpoint on every data set, each model loaded once
+    let mut rows = Vec::new();
+    for ckpt in &a.checkpoint {
+        // A checkpoint in an object store is fetched into a temporary directory first.
+        let ckpt_str = ckpt.to_string_lossy().to_string();
+        let mut _fetched = None;
+        let checkpoint = if lehr_pipeline::store::is_remote(&ckpt_str) {
+            let tmp = tempfile::Builder::new().prefix("lehr-ckpt-").tempdir().map_err(|e| anyhow::anyhow!(e))?;
+            lehr_train::publish::fetch_dir(&ckpt_str, tmp.path()).await.map_err(|e| anyhow::anyhow!(e))?;
+            let p = tmp.path().to_path_buf();
+            _fetched = Some(tmp);
+            p
+        } else {
+            ckpt.clone()
+        };
+        let shared = sets.clone();
+        let (seq_len, max_tokens, batch) = (a.seq_len, a.max_tokens, a.batch);
+        let reports = tokio::task::spawn_blocking(move || -> Result<Vec<_>, anyhow::Error> {
+            let (_vs, model) = lehr_train::model::load_hf(&checkpoint, dev).map_err(|e| anyhow::anyhow!(e))?;
+            shared
+                .iter()
+                .map(|(_, shards)| {
+                    let vocab = shards.iter().map(|s| s.meta.tokenizer.vocab_size as i64).max().unwrap_or(0);
+                    if vocab > model.config.vocab_size {
+                        anyhow::bail!(
+                            "the shards' tokenizer has {vocab} ids but the model only {}: wrong tokenizer for this checkpoint?",
+                            model.config.vocab_size
+                        );
+                    }
+                    Ok(lehr_train::eval::evaluate(&model, shards, seq_len, max_tokens, batch, dev))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("evaluation panicked: {e}"))??;
+        for ((data, _), report) in sets.iter().zip(reports) {
+            rows.push((ckpt_str.clone(), data.clone(), report));
+        }
+    }
+    if rows.len() == 1 {
+        let report = &rows[0].2;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(report).expect("json"));
+        } else {
+            println!(
+                "{} tokens in {} windows of {}: loss {:.4} nats, perplexity {:.3}, top-1 {:.2}%, top-5 {:.2}%",
+                report.tokens,
+                report.sequences,
+                report.sequence_length,
+                report.loss,
+                report.perplexity,
+                report.top1_accuracy * 100.0,
+                report.top5_accuracy * 100.0
+            );
+        }
+        return Ok(EXIT_OK);
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
-    } else {
-        println!(
-            "{} tokens in {} windows of {}: loss {:.4} nats, perplexity {:.3}, top-1 {:.2}%, top-5 {:.2}%",
-            report.tokens,
-            report.sequences,
-            report.sequence_length,
-            report.loss,
-            report.perplexity,
-            report.top1_accuracy * 100.0,
-            report.top5_accuracy * 100.0
-        );
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(c, d, r)| {
+                let mut v = serde_json::to_value(r).expect("json");
+                v["checkpoint"] = serde_json::json!(c);
+                v["data"] = serde_json::json!(d);
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "results": v })).expect("json"));
+        return Ok(EXIT_OK);
+    }
+    // one row per checkpoint, a column group per data set (Gumini's per-language table)
+    let name = |d: &str| d.rsplit('/').find(|p| !p.is_empty()).unwrap_or(d).to_string();
+    let width = a.checkpoint.iter().map(|c| c.to_string_lossy().len()).max().unwrap_or(10).max(10);
+    let mut head = format!("{:<width$}", "checkpoint");
+    for (d, _) in &sets {
+        head.push_str(&format!(" | {:>14} {:>7} {:>7}", format!("{} ppl", name(d)), "top-1", "top-5"));
+    }
+    println!("{head}");
+    for chunk in rows.chunks(sets.len()) {
+        let mut line = format!("{:<width$}", chunk[0].0);
+        for (_, _, r) in chunk {
+            line.push_str(&format!(
+                " | {:>14.3} {:>6.2}% {:>6.2}%",
+                r.perplexity,
+                r.top1_accuracy * 100.0,
+                r.top5_accuracy * 100.0
+            ));
+        }
+        println!("{line}");
     }
     Ok(EXIT_OK)
 }
