@@ -20,9 +20,9 @@ fn parity(dir: &Path, data: &Path, ckpt: &Path, tag: &str) -> Value {
     let results = dir.join(format!("{tag}-results.json"));
     let ours = lehr()
         .args(["eval", "tasks", "--json", "--device", "cpu", "--tasks", "arc_easy", "--checkpoint"])
-        .arg(&ckpt)
+        .arg(ckpt)
         .arg("--data-dir")
-        .arg(&data)
+        .arg(data)
         .arg("-o")
         .arg(&results)
         .output()
