@@ -172,15 +172,7 @@ fn eval_tasks_scores_as_lm_eval_does() {
     // a model lehr trained on the demo data goes through the same comparison
     let tokens = demo_token_shards(dir.path());
     let run_dir = dir.path().join("run");
-    let run = lehr()
-        .args(["train", "run", "--model", "tiny", "--device", "cpu", "--json", "--stop-at", "40", "--data"])
-        .arg(&tokens)
-        .arg("--out")
-        .arg(&run_dir)
-        .arg(repo().join("examples/mix-demo.toml"))
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    train_demo(&tokens, &run_dir, "40");
     std::fs::copy(repo().join("examples/data/eval/arc_easy.sample.jsonl"), data.join("arc_easy.jsonl")).unwrap();
     parity(dir.path(), &data, &run_dir.join("checkpoints/step-00000040"), "lehr-tiny");
 }

@@ -26,15 +26,7 @@ fn llama_cpp_runs_our_gguf_exports_like_transformers_runs_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = demo_token_shards(dir.path());
     let out = dir.path().join("run");
-    let run = lehr()
-        .args(["train", "run", "--model", "tiny", "--device", "cpu", "--json", "--stop-at", "40", "--data"])
-        .arg(&tokens)
-        .arg("--out")
-        .arg(&out)
-        .arg(repo().join("examples/mix-demo.toml"))
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    train_demo(&tokens, &out, "40");
     let ckpt = out.join("checkpoints/step-00000040");
     let hf = hf_logprobs(&ckpt);
     let reference: Vec<f64> = hf["logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();

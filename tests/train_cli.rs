@@ -15,17 +15,7 @@ fn train_run_follows_the_plan_and_resumes_at_the_next_step() {
     let tokens = demo_token_shards(dir.path());
     let out = dir.path().join("run");
     let train = |stop: &str| -> Vec<Value> {
-        let run = lehr()
-            .args(["train", "run", "--model", "tiny", "--device", "cpu", "--json", "--stop-at", stop, "--data"])
-            .arg(&tokens)
-            .arg("--out")
-            .arg(&out)
-            .arg(repo().join("examples/mix-demo.toml"))
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        let lines: Vec<Value> =
-            String::from_utf8(run.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines = train_demo(&tokens, &out, stop);
         let (done, rest): (Vec<Value>, Vec<Value>) = lines.into_iter().partition(|m| m["event"] == "done");
         assert_eq!(done.len(), 1, "one closing line");
         assert_eq!(done[0]["step"].as_u64().unwrap(), stop.parse::<u64>().unwrap());

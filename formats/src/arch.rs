@@ -238,6 +238,18 @@ pub fn permuted_heads(h: &Hyper, gguf_name: &str) -> Option<u64> {
     }
 }
 
+/// `values` of tensor `gguf_name` (dims in ggml order) moved between the two q/k layouts when
+/// it is a permuted one (`inverse`: llama.cpp's back to Hugging Face's), else unchanged.
+pub fn permute_qk(h: &Hyper, gguf_name: &str, dims: &[u64], values: Vec<f32>, inverse: bool) -> Vec<f32> {
+    match permuted_heads(h, gguf_name) {
+        Some(heads) => {
+            let rows = *dims.get(1).unwrap_or(&dims[0]) as usize;
+            permute_rows(&values, rows, heads as usize, inverse)
+        }
+        None => values,
+    }
+}
+
 /// Llama's q/k rows from Hugging Face's layout to llama.cpp's (`inverse`: back): within each of
 /// `heads` heads, row `2i + j` of llama.cpp's is row `j·d/2 + i` of Hugging Face's.
 pub fn permute_rows(values: &[f32], rows: usize, heads: usize, inverse: bool) -> Vec<f32> {

@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::arch::{permute_rows, permuted_heads, tensor_names, Hyper};
+use crate::arch::{permute_qk, tensor_names, Hyper};
 use crate::gguf::{GgufError, GgufWriter, MetaValue};
-use crate::mix::{tensor_type, FileType, TensorSpec};
+use crate::mix::{ranks, tensor_type, FileType, TensorSpec};
 use crate::quants::{quantize_rows, GgmlType};
 use crate::safetensors::{Safetensors, SafetensorsError};
 
@@ -106,6 +106,8 @@ pub fn export_gguf(
         })
         .collect();
 
+    // the blocks go out in order, so a tensor's rank among its kind is its layer
+    let rank = ranks(&present.iter().map(|(_, g, _)| g.as_str()).collect::<Vec<_>>());
     let mut streams = Vec::new();
     let mut reports = Vec::new();
     for (ft, path) in outputs {
@@ -133,12 +135,8 @@ pub fn export_gguf(
             fallbacks: vec![],
         };
         let mut plan = Vec::new();
-        let mut seen = BTreeMap::<&str, usize>::new();
-        for (_, g, dims) in &present {
-            // the blocks go out in order, so a tensor's rank among its kind is its layer
-            let kind = g.rsplit('.').nth(1).unwrap_or_default();
-            let rank = *seen.entry(kind).and_modify(|r| *r += 1).or_insert(0);
-            let spec = TensorSpec { name: g, dims, rank: (rank, hyper.layers as usize), tied: hyper.tied };
+        for ((_, g, dims), &rank) in present.iter().zip(&rank) {
+            let spec = TensorSpec { name: g, dims, rank, tied: hyper.tied };
             let choice = tensor_type(*ft, &spec);
             if let Some(wanted) = choice.wanted {
                 report.fallbacks.push(Fallback { tensor: g.clone(), wanted, used: choice.ty });
@@ -154,11 +152,7 @@ pub fn export_gguf(
     let total = present.len();
     for (i, (hf, gg, dims)) in present.iter().enumerate() {
         progress(i, total, gg);
-        let mut values = st.f32(hf)?;
-        if let Some(heads) = permuted_heads(&hyper, gg) {
-            let rows = *dims.get(1).unwrap_or(&dims[0]) as usize;
-            values = permute_rows(&values, rows, heads as usize, false);
-        }
+        let values = permute_qk(&hyper, gg, dims, st.f32(hf)?, false);
         let row = dims[0] as usize;
         for ((stream, types), report) in streams.iter_mut().zip(reports.iter_mut()) {
             let bytes =

@@ -187,7 +187,13 @@ impl GgufWriter {
             .unwrap_or(DEFAULT_ALIGNMENT)
     }
 
-    fn check(&self, info: &TensorInfo, len: Option<u64>, known: &[&TensorInfo]) -> Result<(), GgufError> {
+    /// `info`'s dims are whole blocks of its type (and `len` bytes, when given), and its name is
+    /// none of `before`.
+    fn check<'a>(
+        info: &TensorInfo,
+        len: Option<u64>,
+        mut before: impl Iterator<Item = &'a str>,
+    ) -> Result<(), GgufError> {
         let tensor_err = |why: String| GgufError::Tensor { name: info.name.clone(), why };
         match (info.bytes(), len) {
             (Some(b), Some(len)) if b != len => {
@@ -203,7 +209,7 @@ impl GgufWriter {
                 )))
             }
         }
-        if known.iter().any(|t| t.name == info.name) {
+        if before.any(|n| n == info.name) {
             return Err(tensor_err("added twice".into()));
         }
         Ok(())
@@ -212,8 +218,7 @@ impl GgufWriter {
     /// Adds a tensor: `dims` in ggml order, `data` already in `ty`'s encoding.
     pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Result<&mut Self, GgufError> {
         let info = TensorInfo { name: name.to_string(), dims: dims.to_vec(), ty, offset: 0 };
-        let known: Vec<&TensorInfo> = self.tensors.iter().map(|(t, _)| t).collect();
-        self.check(&info, Some(data.len() as u64), &known)?;
+        Self::check(&info, Some(data.len() as u64), self.tensors.iter().map(|(t, _)| t.name.as_str()))?;
         self.tensors.push((info, data));
         Ok(self)
     }
@@ -275,8 +280,7 @@ impl GgufWriter {
         let infos: Vec<TensorInfo> =
             tensors.into_iter().map(|(name, dims, ty)| TensorInfo { name, dims, ty, offset: 0 }).collect();
         for (i, t) in infos.iter().enumerate() {
-            let before: Vec<&TensorInfo> = infos[..i].iter().collect();
-            self.check(t, None, &before)?;
+            Self::check(t, None, infos[..i].iter().map(|t| t.name.as_str()))?;
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = path.with_file_name(format!(".{name}.partial"));

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::arch::{permute_rows, permuted_heads, tensor_names, Arch, Hyper};
+use crate::arch::{permute_qk, tensor_names, Arch, Hyper};
 use crate::gguf::{GgufFile, MetaValue};
 use crate::quants::dequantize;
 use crate::safetensors::write_f32;
@@ -62,11 +62,8 @@ pub fn import_gguf(
             map.iter().find(|(_, g)| *g == t.name).map(|(h, _)| h.clone()).ok_or_else(|| {
                 unsupported(format!("tensor `{}` has no Hugging Face name in a {name} import", t.name))
             })?;
-        let mut values = dequantize(t.ty, f.data(t)?).map_err(|e| unsupported(format!("{}: {e}", t.name)))?;
-        if let Some(heads) = permuted_heads(&hyper, &t.name) {
-            let rows = *t.dims.get(1).unwrap_or(&t.dims[0]) as usize;
-            values = permute_rows(&values, rows, heads as usize, true);
-        }
+        let values = dequantize(t.ty, f.data(t)?).map_err(|e| unsupported(format!("{}: {e}", t.name)))?;
+        let values = permute_qk(&hyper, &t.name, &t.dims, values, true);
         let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
         parameters += values.len() as u64;
         tensors.push((hf, shape, values));

@@ -150,6 +150,26 @@ pub struct Choice {
     pub wanted: Option<GgmlType>,
 }
 
+/// For each of `names` (GGUF names in file order), its place among the tensors of its kind
+/// (`blk.N.KIND.weight` → `KIND`) and how many of that kind there are: the [`TensorSpec::rank`]
+/// llama.cpp's counters give.
+pub fn ranks(names: &[&str]) -> Vec<(usize, usize)> {
+    let kind = |name: &str| name.rsplit('.').nth(1).unwrap_or_default().to_string();
+    let mut count = std::collections::HashMap::<String, usize>::new();
+    for n in names {
+        *count.entry(kind(n)).or_default() += 1;
+    }
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    names
+        .iter()
+        .map(|n| {
+            let k = kind(n);
+            let rank = *seen.entry(k.clone()).and_modify(|r| *r += 1).or_insert(0);
+            (rank, count[&k])
+        })
+        .collect()
+}
+
 /// The type of `t` in a file of type `ft`.
 pub fn tensor_type(ft: FileType, t: &TensorSpec) -> Choice {
     if t.dims.len() < 2 {

@@ -3,7 +3,7 @@
 //! SmolLM2-135M-Instruct Q4_1, read from the registry packages named in each table — and our
 //! choice for every tensor, counted in the same file order, must be theirs.
 
-use lehr_formats::mix::{tensor_type, TensorSpec};
+use lehr_formats::mix::{ranks, tensor_type, TensorSpec};
 use lehr_formats::FileType;
 use serde_json::Value;
 
@@ -13,16 +13,11 @@ fn check(table: &str) {
     let ft = FileType::parse(v["file_type"].as_str().unwrap()).unwrap();
     let tensors = v["tensors"].as_array().unwrap();
     let tied = !tensors.iter().any(|t| t[0] == "output.weight");
-    let kind = |name: &str| name.rsplit('.').nth(1).unwrap_or_default().to_string();
-    let count = |k: &str| tensors.iter().filter(|t| kind(t[0].as_str().unwrap()) == k).count();
-    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let names: Vec<&str> = tensors.iter().map(|t| t[0].as_str().unwrap()).collect();
     let mut wrong = Vec::new();
-    for t in tensors {
-        let name = t[0].as_str().unwrap();
+    for ((t, &name), rank) in tensors.iter().zip(&names).zip(ranks(&names)) {
         let dims: Vec<u64> = t[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
-        let k = kind(name);
-        let rank = *seen.entry(k.clone()).and_modify(|r| *r += 1).or_insert(0);
-        let ours = tensor_type(ft, &TensorSpec { name, dims: &dims, rank: (rank, count(&k)), tied }).ty;
+        let ours = tensor_type(ft, &TensorSpec { name, dims: &dims, rank, tied }).ty;
         if ours.name() != t[2].as_str().unwrap() {
             wrong.push(format!("{name}: ours {} theirs {}", ours.name(), t[2]));
         }

@@ -208,7 +208,7 @@ impl Eval {
     async fn load(data: &str, a: &ExportGgufArgs) -> Result<Self, Failure> {
         Ok(Eval {
             shards: super::train::load_eval_shards(data).await?,
-            device: super::train::parse_device(a.device.as_deref())?,
+            device: super::train::device(a.device.as_deref())?,
             tokens: a.eval_tokens,
             seq_len: a.eval_seq_len,
         })
@@ -254,9 +254,7 @@ struct Eval;
 #[cfg(not(feature = "train"))]
 impl Eval {
     async fn load(_data: &str, _a: &ExportGgufArgs) -> Result<Self, Failure> {
-        Err(Failure::usage(anyhow::anyhow!(
-            "--eval-data needs lehr's model runtime: build with `--features train` (scripts/setup.sh installs libtorch)"
-        )))
+        super::train::run_without_train().map(|_| Eval)
     }
 
     async fn run(self, _: &Path, _: &[ExportReport], _: bool) -> Result<(f64, Vec<Option<f64>>), Failure> {

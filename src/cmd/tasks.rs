@@ -1,18 +1,17 @@
 //! `lehr eval tasks`: benchmark tasks (lehr-evals: definitions, requests, metrics, lm-eval's
 //! results layout) scored by lehr's model runtime (lehr-train's `score.rs`).
 
-use super::{CmdResult, Failure, EXIT_OK};
+use super::CmdResult;
 use crate::cli::EvalTasksArgs;
 
 #[cfg(not(feature = "train"))]
 pub async fn run(_a: EvalTasksArgs) -> CmdResult {
-    Err(Failure::usage(anyhow::anyhow!(
-        "`lehr eval tasks` needs lehr's model runtime: build with `--features train` (scripts/setup.sh installs libtorch)"
-    )))
+    super::train::run_without_train()
 }
 
 #[cfg(feature = "train")]
 pub async fn run(a: EvalTasksArgs) -> CmdResult {
+    use super::{Failure, EXIT_OK};
     use lehr_evals::metrics::{aggregate, score_doc, DocScore};
     use lehr_evals::request::{encode_pair, model_input, requests};
     use lehr_evals::results::{results_json, TaskResult};
@@ -42,7 +41,7 @@ pub async fn run(a: EvalTasksArgs) -> CmdResult {
     // an empty context stands for the end-of-text token, as in lm-eval
     let prefix = ["<|endoftext|>", "</s>", "<|im_end|>"].iter().find_map(|t| tok.token_to_id(t));
     let encode = |s: &str| tok.encode(s, false).map(|e| e.get_ids().to_vec()).unwrap_or_default();
-    let dev = super::train::parse_device(a.device.as_deref())?;
+    let dev = super::train::device(a.device.as_deref())?;
     let checkpoint = a.checkpoint.clone();
     let (_vs, model) = tokio::task::spawn_blocking(move || lehr_train::model::load_hf(&checkpoint, dev))
         .await

@@ -420,7 +420,7 @@ pub async fn bench(_a: crate::cli::BenchTrainArgs) -> CmdResult {
 }
 
 #[cfg(feature = "train")]
-fn device(name: Option<&str>) -> Result<lehr_train::tch::Device, super::Failure> {
+pub(super) fn device(name: Option<&str>) -> Result<lehr_train::tch::Device, super::Failure> {
     lehr_train::rank::parse_device(name).map_err(rank_failure)
 }
 
@@ -456,6 +456,19 @@ pub fn perplexity(
     dev: lehr_train::tch::Device,
 ) -> Result<lehr_train::eval::EvalReport, anyhow::Error> {
     let (_vs, model) = lehr_train::model::load_hf(dir, dev).map_err(|e| anyhow::anyhow!(e))?;
+    evaluate_model(&model, shards, seq_len, max_tokens, batch, dev)
+}
+
+/// [`lehr_train::eval::evaluate`] after checking that the shards' tokenizer fits the model.
+#[cfg(feature = "train")]
+fn evaluate_model(
+    model: &lehr_train::model::Model,
+    shards: &[lehr_pipeline::tokens::TokenShard],
+    seq_len: i64,
+    max_tokens: u64,
+    batch: usize,
+    dev: lehr_train::tch::Device,
+) -> Result<lehr_train::eval::EvalReport, anyhow::Error> {
     let vocab = shards.iter().map(|s| s.meta.tokenizer.vocab_size as i64).max().unwrap_or(0);
     if vocab > model.config.vocab_size {
         anyhow::bail!(
@@ -463,12 +476,7 @@ pub fn perplexity(
             model.config.vocab_size
         );
     }
-    Ok(lehr_train::eval::evaluate(&model, shards, seq_len, max_tokens, batch, dev))
-}
-
-#[cfg(feature = "train")]
-pub fn parse_device(name: Option<&str>) -> Result<lehr_train::tch::Device, super::Failure> {
-    device(name)
+    Ok(lehr_train::eval::evaluate(model, shards, seq_len, max_tokens, batch, dev))
 }
 
 #[cfg(feature = "train")]
@@ -498,19 +506,7 @@ pub async fn eval(cmd: EvalCommand) -> CmdResult {
         let (seq_len, max_tokens, batch) = (a.seq_len, a.max_tokens, a.batch);
         let reports = tokio::task::spawn_blocking(move || -> Result<Vec<_>, anyhow::Error> {
             let (_vs, model) = lehr_train::model::load_hf(&checkpoint, dev).map_err(|e| anyhow::anyhow!(e))?;
-            shared
-                .iter()
-                .map(|(_, shards)| {
-                    let vocab = shards.iter().map(|s| s.meta.tokenizer.vocab_size as i64).max().unwrap_or(0);
-                    if vocab > model.config.vocab_size {
-                        anyhow::bail!(
-                            "the shards' tokenizer has {vocab} ids but the model only {}: wrong tokenizer for this checkpoint?",
-                            model.config.vocab_size
-                        );
-                    }
-                    Ok(lehr_train::eval::evaluate(&model, shards, seq_len, max_tokens, batch, dev))
-                })
-                .collect()
+            shared.iter().map(|(_, shards)| evaluate_model(&model, shards, seq_len, max_tokens, batch, dev)).collect()
         })
         .await
         .map_err(|e| anyhow::anyhow!("evaluation panicked: {e}"))??;
@@ -583,7 +579,7 @@ async fn run_here(_cmd: TrainCommand) -> CmdResult {
 }
 
 #[cfg(not(feature = "train"))]
-fn run_without_train() -> CmdResult {
+pub(super) fn run_without_train() -> CmdResult {
     Err(super::Failure::usage(anyhow::anyhow!(
         "this lehr was built without training support; rebuild with `cargo build --features train` (scripts/setup.sh installs libtorch)"
     )))

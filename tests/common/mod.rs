@@ -201,6 +201,21 @@ pub fn job_state(status: &Value) -> String {
 /// Runs the `tokenize` preset (demo tokenizer, `partition-by = "lang"`) over the repo's en/zh/ko
 /// sample into `DIR/tokens` and returns that directory: `lang=en/`, `lang=zh/`, `lang=ko/`
 /// token shards, the layout examples/mix-demo.toml expects.
+/// Trains the `tiny` model on CPU with the demo mix (examples/mix-demo.toml) over `tokens` into
+/// `out` up to step `stop`; the JSON lines it printed.
+pub fn train_demo(tokens: &Path, out: &Path, stop: &str) -> Vec<Value> {
+    let run = lehr()
+        .args(["train", "run", "--model", "tiny", "--device", "cpu", "--json", "--stop-at", stop, "--data"])
+        .arg(tokens)
+        .arg("--out")
+        .arg(out)
+        .arg(repo().join("examples/mix-demo.toml"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    String::from_utf8(run.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 pub fn demo_token_shards(dir: &Path) -> PathBuf {
     let tokens = dir.join("tokens");
     let inputs: Vec<PathBuf> =
