@@ -164,9 +164,13 @@ pub struct EvalTasksArgs {
     /// Score only the first N documents of each task (as lm-eval's --limit).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Few-shot examples per context (0 only, for now).
-    #[arg(long, default_value_t = 0)]
-    pub num_fewshot: usize,
+    /// Few-shot examples before each question (default: the task's, 0 for the built-ins),
+    /// drawn as lm-eval draws them.
+    #[arg(long)]
+    pub num_fewshot: Option<usize>,
+    /// Seed of the few-shot sampler (lm-eval's --fewshot_random_seed).
+    #[arg(long, default_value_t = 1234)]
+    pub fewshot_seed: u64,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// cpu | cuda (default: cuda when available).

@@ -14,15 +14,17 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// `lehr eval tasks` and lm-eval on `ckpt` over `data/arc_easy.jsonl`; asserts they agree and
-/// returns lehr's JSON.
-fn parity(dir: &Path, data: &Path, ckpt: &Path, tag: &str) -> Value {
+/// `lehr eval tasks` and lm-eval on `ckpt` over `data/arc_easy.jsonl` (the first `limit` rows,
+/// `shots` few-shot examples drawn from the same file); asserts they agree — the same prompts,
+/// choices and metrics — and returns lehr's JSON.
+fn parity(dir: &Path, data: &Path, ckpt: &Path, tag: &str, shots: usize, limit: usize) -> Value {
     let results = dir.join(format!("{tag}-results.json"));
     let ours = lehr()
         .args(["eval", "tasks", "--json", "--device", "cpu", "--tasks", "arc_easy", "--checkpoint"])
         .arg(ckpt)
         .arg("--data-dir")
         .arg(data)
+        .args(["--num-fewshot", &shots.to_string(), "--limit", &limit.to_string()])
         .arg("-o")
         .arg(&results)
         .output()
@@ -31,7 +33,8 @@ fn parity(dir: &Path, data: &Path, ckpt: &Path, tag: &str) -> Value {
     let ours = json_of(&ours);
     let written: Value = serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
     assert_eq!(written["results"], ours["results"]);
-    assert_eq!(written["n-samples"]["arc_easy"], serde_json::json!({"original": 60, "effective": 60}));
+    assert_eq!(written["n-samples"]["arc_easy"], serde_json::json!({"original": 60, "effective": limit}));
+    assert_eq!(written["n-shot"]["arc_easy"], serde_json::json!(shots));
 
     // lm-eval on the same checkpoint and file
     let yaml = [
@@ -41,6 +44,8 @@ fn parity(dir: &Path, data: &Path, ckpt: &Path, tag: &str) -> Value {
         "  data_files:".into(),
         format!("    test: {}", data.join("arc_easy.jsonl").display()),
         "test_split: test".into(),
+        // few-shot examples from the evaluated file, never a row as its own (lehr's default)
+        "fewshot_split: test".into(),
         "output_type: multiple_choice".into(),
         "doc_to_text: \"{{context}}\"".into(),
         "doc_to_choice: \"{{choices}}\"".into(),
@@ -56,6 +61,7 @@ fn parity(dir: &Path, data: &Path, ckpt: &Path, tag: &str) -> Value {
     let out = dir.join(format!("{tag}-lm_eval_out"));
     let lm = std::process::Command::new(venv_python())
         .args(["-m", "lm_eval", "--model", "hf", "--tasks", "lehr_arc_easy", "--device", "cpu", "--batch_size", "8"])
+        .args(["--num_fewshot", &shots.to_string(), "--limit", &limit.to_string()])
         .arg("--model_args")
         .arg(format!("pretrained={},dtype=float32", ckpt.display()))
         .arg("--include_path")
@@ -102,6 +108,21 @@ fn parity(dir: &Path, data: &Path, ckpt: &Path, tag: &str) -> Value {
             .map(|r| r[0].as_str().map(|x| x.parse().unwrap()).or(r[0].as_f64()).unwrap())
             .collect();
         let argmax = (0..lls.len()).fold(0, |b, i| if lls[i] > lls[b] { i } else { b });
+        // the same prompts: few-shot examples, context and continuation, character for character
+        let args = s["arguments"].as_object().unwrap();
+        let theirs: Vec<(&str, &str)> = (0..args.len())
+            .map(|i| {
+                let a = &args[&format!("gen_args_{i}")];
+                (a["arg_0"].as_str().unwrap(), a["arg_1"].as_str().unwrap())
+            })
+            .collect();
+        let mine_args: Vec<(&str, &str)> = m["arguments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a[0].as_str().unwrap(), a[1].as_str().unwrap()))
+            .collect();
+        assert_eq!(mine_args, theirs, "{tag} doc {}: the prompts differ", s["doc_id"]);
         let pred = m["pred"].as_u64().unwrap() as usize;
         // the same choice, unless lm-eval's top two are within float noise of each other
         assert!(
@@ -133,7 +154,11 @@ fn eval_tasks_scores_as_lm_eval_does() {
         .unwrap();
     assert!(imp.status.success(), "{}", String::from_utf8_lossy(&imp.stderr));
 
-    let ours = parity(dir.path(), &data, &ckpt, "smollm2");
+    let ours = parity(dir.path(), &data, &ckpt, "smollm2", 0, 60);
+    // few-shot: lm-eval's sampler (seed 1234), so the same examples before each question
+    let shot = parity(dir.path(), &data, &ckpt, "smollm2-3shot", 3, 20);
+    let prompt = shot["samples"]["arc_easy"][0]["arguments"][0][0].as_str().unwrap();
+    assert_eq!(prompt.matches("Answer:").count(), 4, "three examples and the question: {prompt}");
     let mine = ours["samples"]["arc_easy"].as_array().unwrap();
     // a task file over the same rows gives the same numbers; a bad row names file and line
     let toml = dir.path().join("my_arc.toml");
@@ -174,5 +199,5 @@ fn eval_tasks_scores_as_lm_eval_does() {
     let run_dir = dir.path().join("run");
     train_demo(&tokens, &run_dir, "40");
     std::fs::copy(repo().join("examples/data/eval/arc_easy.sample.jsonl"), data.join("arc_easy.jsonl")).unwrap();
-    parity(dir.path(), &data, &run_dir.join("checkpoints/step-00000040"), "lehr-tiny");
+    parity(dir.path(), &data, &run_dir.join("checkpoints/step-00000040"), "lehr-tiny", 0, 60);
 }

@@ -5,9 +5,12 @@
 //! those into `acc`, `acc_norm` and their standard errors, and `results.rs` writes them in
 //! lm-eval's results JSON layout so the tools that read lm-eval output read ours.
 
+pub mod fewshot;
 pub mod metrics;
 pub mod request;
 pub mod results;
+pub mod suite;
 pub mod task;
+pub mod template;
 
-pub use task::{Doc, TaskDef, TaskError};
+pub use task::{Doc, Input, Metric, TaskDef, TaskError};

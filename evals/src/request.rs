@@ -1,10 +1,14 @@
-//! Log-likelihood requests as lm-eval builds them for multiple choice: for each choice, the
-//! context and `target_delimiter + choice`; trailing whitespace of the context moves to the
+//! Log-likelihood requests as lm-eval builds them: for each choice, the context and
+//! `target_delimiter + choice` (multiple input: each choice's context and the shared
+//! continuation; `loglikelihood` tasks: the context and the target); trailing whitespace of the context moves to the
 //! continuation; the continuation's tokens are those of `encode(context + continuation)` past
 //! `encode(context)` (so the split falls where lm-eval puts it, even when a token spans it);
-//! the model reads `(context + continuation)[-(max_len + 1):][:-1]` (left truncation).
+//! the model reads `(context + continuation)[-(max_len + 1):][:-1]` (left truncation). Few-shot
+//! examples (`fewshot.rs`) come before the question as lm-eval's `fewshot_context` puts them.
 
-use crate::task::{Doc, TaskDef};
+use crate::fewshot::Sampler;
+use crate::task::{Doc, Input, TaskDef};
+use crate::template;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
@@ -14,20 +18,66 @@ pub struct Request {
     pub continuation: String,
 }
 
-/// Zero-shot requests, doc by doc, choice by choice.
-pub fn requests(task: &TaskDef, docs: &[Doc]) -> Vec<Request> {
+/// Where few-shot examples come from: the evaluated file itself (lm-eval's `fewshot_split` equal
+/// to the test split, so a row is never its own example) or a separate file.
+pub struct Pool<'a> {
+    pub docs: &'a [Doc],
+    pub same_file: bool,
+}
+
+/// lm-eval's `fewshot_context` as plain text: the description, then each example's question,
+/// `target_delimiter`, answer and `fewshot_delimiter`, then the question. For multiple input the
+/// shared part is returned and each choice's context follows it.
+fn prefix(task: &TaskDef, doc: &Doc, examples: &[&Doc]) -> Result<String, String> {
+    let mut out = match &task.description {
+        Some(d) => template::render(d, &doc.raw)?,
+        None => String::new(),
+    };
+    for ex in examples {
+        let (q, a) = ex.example();
+        out.push_str(q);
+        out.push_str(&task.target_delimiter);
+        out.push_str(a);
+        out.push_str(&task.fewshot_delimiter);
+    }
+    Ok(out)
+}
+
+/// Every request of the evaluated rows, doc by doc, choice by choice; `n` few-shot examples each,
+/// drawn in document order from one sampler (lm-eval's order, so the same seed gives the same
+/// examples). Errors name the dataset line.
+pub fn requests(
+    task: &TaskDef,
+    docs: &[Doc],
+    pool: &Pool,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<Request>, (usize, String)> {
+    let mut sampler = Sampler::new(task.fewshot_sampler, seed, pool.same_file);
     let mut out = Vec::new();
     for (d, doc) in docs.iter().enumerate() {
-        for (c, choice) in doc.choices.iter().enumerate() {
-            out.push(Request {
-                doc: d,
-                choice: c,
-                context: doc.context.clone(),
-                continuation: format!("{}{choice}", task.target_delimiter),
-            });
+        let fail = |e: String| (doc.line, e);
+        let picked = sampler.draw(pool.docs.len(), n, |i| pool.docs[i].raw == doc.raw).map_err(fail)?;
+        let examples: Vec<&Doc> = picked.iter().map(|&i| &pool.docs[i]).collect();
+        let head = prefix(task, doc, &examples).map_err(fail)?;
+        let mut push =
+            |choice, context: String, continuation: String| out.push(Request { doc: d, choice, context, continuation });
+        match &doc.input {
+            Input::Choices { context, choices } => {
+                for (c, choice) in choices.iter().enumerate() {
+                    push(c, format!("{head}{context}"), format!("{}{choice}", task.target_delimiter));
+                }
+            }
+            Input::Contexts { contexts, continuation } => {
+                for (c, ctx) in contexts.iter().enumerate() {
+                    push(c, format!("{head}{ctx}"), format!("{}{continuation}", task.target_delimiter));
+                }
+            }
+            // lm-eval's loglikelihood requests carry the target as is (no delimiter)
+            Input::Target { context, continuation } => push(0, format!("{head}{context}"), continuation.clone()),
         }
     }
-    out
+    Ok(out)
 }
 
 /// lm-eval's `_encode_pair`: token ids of context and continuation. `prefix` is the token an

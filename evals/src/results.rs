@@ -5,13 +5,15 @@
 use serde_json::{json, Map, Value};
 
 use crate::metrics::{aggregate, DocScore};
-use crate::task::TaskDef;
+use crate::task::{Metric, TaskDef};
 
 /// One task's results: its definition, the documents in the file, and the scored ones.
 pub struct TaskResult<'a> {
     pub task: &'a TaskDef,
     pub original: usize,
     pub scores: &'a [DocScore],
+    pub num_fewshot: usize,
+    pub seed: u64,
 }
 
 pub fn results_json(model: &str, tasks: &[TaskResult], extra_config: Value) -> Value {
@@ -21,25 +23,30 @@ pub fn results_json(model: &str, tasks: &[TaskResult], extra_config: Value) -> V
         let name = &t.task.name;
         let mut r = Map::new();
         r.insert("alias".into(), json!(name));
+        r.insert("sample_len".into(), json!(t.scores.len()));
         let mut hib = Map::new();
-        for m in &t.task.metrics {
+        let metrics = t.task.metrics();
+        for m in &metrics {
             let (v, se) = aggregate(*m, t.scores);
             r.insert(format!("{},none", m.name()), json!(v));
             r.insert(format!("{}_stderr,none", m.name()), if se.is_finite() { json!(se) } else { json!("N/A") });
-            hib.insert(m.name().into(), json!(true));
+            hib.insert(m.name().into(), json!(m.higher_is_better()));
         }
         results.insert(name.clone(), Value::Object(r));
         configs.insert(
             name.clone(),
             json!({
-                "task": name, "output_type": "multiple_choice", "doc_to_text": t.task.doc_to_text,
+                "task": name, "output_type": t.task.output_type, "doc_to_text": t.task.doc_to_text,
                 "doc_to_choice": t.task.doc_to_choice, "doc_to_target": t.task.doc_to_target,
-                "target_delimiter": t.task.target_delimiter, "fewshot_delimiter": "\n\n", "num_fewshot": 0,
-                "metric_list": t.task.metrics.iter().map(|m| json!({"metric": m.name(), "aggregation": "mean", "higher_is_better": true})).collect::<Vec<_>>(),
+                "description": t.task.description.clone().unwrap_or_default(),
+                "target_delimiter": t.task.target_delimiter, "fewshot_delimiter": t.task.fewshot_delimiter,
+                "num_fewshot": t.num_fewshot,
+                "fewshot_config": {"sampler": t.task.fewshot_sampler, "split": t.task.fewshot_dataset, "seed": t.seed},
+                "metric_list": metrics.iter().map(|m| json!({"metric": m.name(), "aggregation": if *m == Metric::Perplexity { m.name() } else { "mean" }, "higher_is_better": m.higher_is_better()})).collect::<Vec<_>>(),
             }),
         );
         versions.insert(name.clone(), json!(t.task.version));
-        nshot.insert(name.clone(), json!(0));
+        nshot.insert(name.clone(), json!(t.num_fewshot));
         better.insert(name.clone(), Value::Object(hib));
         samples.insert(name.clone(), json!({"original": t.original, "effective": t.scores.len()}));
         groups.insert(name.clone(), json!([]));

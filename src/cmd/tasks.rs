@@ -1,5 +1,5 @@
-//! `lehr eval tasks`: benchmark tasks (lehr-evals: definitions, requests, metrics, lm-eval's
-//! results layout) scored by lehr's model runtime (lehr-train's `score.rs`).
+//! `lehr eval tasks`: benchmark tasks (lehr-evals: definitions, few-shot contexts, requests,
+//! metrics, lm-eval's results layout) scored by lehr's model runtime (lehr-train's `tasks.rs`).
 
 use super::CmdResult;
 use crate::cli::EvalTasksArgs;
@@ -12,25 +12,16 @@ pub async fn run(_a: EvalTasksArgs) -> CmdResult {
 #[cfg(feature = "train")]
 pub async fn run(a: EvalTasksArgs) -> CmdResult {
     use super::{Failure, EXIT_OK};
-    use lehr_evals::metrics::{aggregate, score_doc, DocScore};
-    use lehr_evals::request::{encode_pair, model_input, requests};
+    use lehr_evals::metrics::{aggregate, DocScore};
     use lehr_evals::results::{results_json, TaskResult};
-    use lehr_evals::TaskDef;
+    use lehr_evals::suite::prepare;
 
-    if a.num_fewshot != 0 {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "--num-fewshot {}: only zero-shot is implemented so far (the fixture contexts are lm-eval's 0-shot prompts)",
-            a.num_fewshot
-        )));
-    }
     let usage = |e: String| Failure::usage(anyhow::anyhow!(e));
     let mut tasks = Vec::new();
     for spec in a.tasks.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let t = TaskDef::resolve(spec).map_err(|e| usage(e.to_string()))?;
-        let docs = t.load(&a.data_dir).map_err(|e| usage(e.to_string()))?;
-        let original = docs.len();
-        let docs: Vec<_> = docs.into_iter().take(a.limit.unwrap_or(usize::MAX)).collect();
-        tasks.push((t, original, docs));
+        tasks.push(
+            prepare(spec, &a.data_dir, a.limit, a.num_fewshot, a.fewshot_seed).map_err(|e| usage(e.to_string()))?,
+        );
     }
     if tasks.is_empty() {
         return Err(usage("--tasks is empty".into()));
@@ -38,46 +29,36 @@ pub async fn run(a: EvalTasksArgs) -> CmdResult {
     let tok_path = a.checkpoint.join("tokenizer.json");
     let tok = tokenizers::Tokenizer::from_file(&tok_path)
         .map_err(|e| usage(format!("{}: {e} (the checkpoint's tokenizer)", tok_path.display())))?;
-    // an empty context stands for the end-of-text token, as in lm-eval
-    let prefix = ["<|endoftext|>", "</s>", "<|im_end|>"].iter().find_map(|t| tok.token_to_id(t));
-    let encode = |s: &str| tok.encode(s, false).map(|e| e.get_ids().to_vec()).unwrap_or_default();
     let dev = super::train::device(a.device.as_deref())?;
     let checkpoint = a.checkpoint.clone();
     let (_vs, model) = tokio::task::spawn_blocking(move || lehr_train::model::load_hf(&checkpoint, dev))
         .await
         .map_err(|e| anyhow::anyhow!("loading panicked: {e}"))?
         .map_err(|e| usage(e.to_string()))?;
-    let max_len = model.config.max_position_embeddings.max(1) as usize;
 
-    let mut scored: Vec<Vec<DocScore>> = Vec::new();
-    let total: usize = tasks.iter().map(|(_, _, d)| d.iter().map(|x| x.choices.len()).sum::<usize>()).sum();
+    let total: usize = tasks.iter().map(|t| t.requests.len()).sum();
     let bar = crate::progress::counting_bar(a.json, "requests");
     bar.set_length(total as u64);
     let start = std::time::Instant::now();
-    for (t, _, docs) in &tasks {
-        bar.set_message(t.name.clone());
-        let reqs = requests(t, docs);
-        let mut inputs = Vec::with_capacity(reqs.len());
-        for r in &reqs {
-            let (ctx, cont) = encode_pair(&encode, &r.context, &r.continuation, prefix).map_err(|e| {
-                usage(format!("{}: line {}: {e}", t.dataset_path(&a.data_dir).display(), docs[r.doc].line))
-            })?;
-            let (input, n) = model_input(&ctx, &cont, max_len);
-            inputs.push((input, cont[cont.len() - n..].to_vec()));
-        }
-        let lls = lehr_train::score::loglikelihoods(&model, &inputs, a.batch_size, dev, |n| bar.inc(n as u64));
-        let mut per_doc: Vec<Vec<f64>> = docs.iter().map(|d| Vec::with_capacity(d.choices.len())).collect();
-        for (r, s) in reqs.iter().zip(&lls) {
-            per_doc[r.doc].push(s.loglikelihood);
-        }
-        scored.push(per_doc.into_iter().enumerate().map(|(i, l)| score_doc(i, &docs[i], l)).collect());
+    let mut scored: Vec<Vec<DocScore>> = Vec::new();
+    for t in &tasks {
+        bar.set_message(t.task.name.clone());
+        let s =
+            lehr_train::tasks::score_task(&model, &tok, t, a.batch_size, dev, |n| bar.inc(n as u64)).map_err(usage)?;
+        scored.push(s);
     }
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let results: Vec<TaskResult> = tasks
         .iter()
         .zip(&scored)
-        .map(|((t, original, _), s)| TaskResult { task: t, original: *original, scores: s })
+        .map(|(t, s)| TaskResult {
+            task: &t.task,
+            original: t.original,
+            scores: s,
+            num_fewshot: t.num_fewshot,
+            seed: t.seed,
+        })
         .collect();
     let json = results_json(
         &format!("pretrained={}", a.checkpoint.display()),
@@ -92,18 +73,43 @@ pub async fn run(a: EvalTasksArgs) -> CmdResult {
         let samples: serde_json::Map<String, serde_json::Value> = tasks
             .iter()
             .zip(&scored)
-            .map(|((t, _, _), s)| (t.name.clone(), serde_json::to_value(s).expect("json")))
+            .map(|(t, s)| {
+                let rows: Vec<serde_json::Value> = s
+                    .iter()
+                    .map(|d| {
+                        let mut v = serde_json::to_value(d).expect("json");
+                        // what the model was asked, as lm-eval's samples' `arguments`
+                        v["arguments"] = t
+                            .requests
+                            .iter()
+                            .filter(|r| r.doc == d.doc)
+                            .map(|r| serde_json::json!([r.context, r.continuation]))
+                            .collect();
+                        v
+                    })
+                    .collect();
+                (t.task.name.clone(), serde_json::Value::Array(rows))
+            })
             .collect();
         let mut v = json;
         v["samples"] = serde_json::Value::Object(samples);
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return Ok(EXIT_OK);
     }
-    println!("{:<16} {:<9} {:>8} {:>8} {:>6}", "task", "metric", "value", "stderr", "n");
+    println!("{:<16} {:<10} {:>6} {:>9} {:>8} {:>6}", "task", "metric", "shots", "value", "stderr", "n");
     for r in &results {
-        for m in &r.task.metrics {
-            let (v, se) = aggregate(*m, r.scores);
-            println!("{:<16} {:<9} {:>8.4} {:>8.4} {:>6}", r.task.name, m.name(), v, se, r.scores.len());
+        for m in r.task.metrics() {
+            let (v, se) = aggregate(m, r.scores);
+            let se = if se.is_finite() { format!("{se:.4}") } else { "N/A".into() };
+            println!(
+                "{:<16} {:<10} {:>6} {:>9.4} {:>8} {:>6}",
+                r.task.name,
+                m.name(),
+                r.num_fewshot,
+                v,
+                se,
+                r.scores.len()
+            );
         }
     }
     println!("{total} requests in {secs:.1} s ({:.1}/s)", total as f64 / secs.max(1e-9));

@@ -42,6 +42,7 @@ pub mod optim;
 pub mod publish;
 pub mod rank;
 pub mod score;
+pub mod tasks;
 pub mod trainer;
 
 /// The tch this crate links, for callers that name devices or tensors.
