@@ -1,7 +1,7 @@
-//! Stacked-bar charts as one scene of rectangles and text, drawn twice: SVG (text as text)
-//! and PNG (rasterized here with an 8×8 bitmap font). A chart library (plotters) would need a
-//! TrueType font on the machine or in the repo for PNG text; rectangles and ASCII labels do
-//! not.
+//! Charts as one scene of rectangles, lines and text, drawn twice: SVG (text as text) and PNG
+//! (rasterized here with an 8×8 bitmap font). Stacked bars (`lehr mix inspect`) and line
+//! panels over steps (`lehr eval curve`). A chart library (plotters) would need a TrueType font
+//! on the machine or in the repo for PNG text; rectangles, lines and ASCII labels do not.
 
 use std::fmt::Write as _;
 
@@ -43,6 +43,12 @@ enum Shape {
         h: i32,
         rgb: (u8, u8, u8),
         tip: Option<String>,
+    },
+    /// A polyline, two pixels wide; `dashed` for marks (stage boundaries).
+    Line {
+        points: Vec<(i32, i32)>,
+        rgb: (u8, u8, u8),
+        dashed: bool,
     },
     /// ASCII text, left-aligned at (x, y) = top-left; `scale` multiplies the 8-pixel font.
     Text {
@@ -131,6 +137,117 @@ impl StackedBars<'_> {
     }
 }
 
+/// A panel of lines over one x axis (training steps).
+pub struct Panel {
+    pub title: String,
+    /// `(series name, (x, y) points)`.
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// Panels stacked over a shared x axis, with vertical marks (stage boundaries) in each.
+pub struct LineChart<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub panels: &'a [Panel],
+    /// `(x, label)`: drawn as dashed verticals, labelled in the first panel.
+    pub marks: &'a [(f64, String)],
+}
+
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1000.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+impl LineChart<'_> {
+    pub fn scene(&self) -> Scene {
+        let (left, plot_w, panel_h, gap, top) = (72, 720, 200, 56, 40);
+        let names: Vec<&String> = self.panels.iter().flat_map(|p| p.series.iter().map(|s| &s.0)).collect();
+        let legend_w = 8 * names.iter().map(|n| n.len()).max().unwrap_or(0).min(40) as i32 + 40;
+        let width = left + plot_w + 24 + legend_w;
+        let n = self.panels.len().max(1) as i32;
+        let height = top + n * (panel_h + gap) + 20;
+        let mut shapes = vec![Shape::Rect { x: 0, y: 0, w: width, h: height, rgb: (255, 255, 255), tip: None }];
+        shapes.push(Shape::Text { x: left, y: 12, text: ascii(self.title), scale: 1 });
+        let all_x = self.panels.iter().flat_map(|p| p.series.iter().flat_map(|s| s.1.iter().map(|q| q.0)));
+        let x_max = all_x.chain(self.marks.iter().map(|m| m.0)).fold(1.0f64, f64::max);
+        let px = |x: f64| left + ((x / x_max) * plot_w as f64).round() as i32;
+        let mut colour_of = 0usize;
+        for (pi, panel) in self.panels.iter().enumerate() {
+            let y0 = top + pi as i32 * (panel_h + gap) + 16;
+            shapes.push(Shape::Text { x: left, y: y0 - 14, text: ascii(&panel.title), scale: 1 });
+            let ys = panel.series.iter().flat_map(|s| s.1.iter().map(|q| q.1)).filter(|v| v.is_finite());
+            let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+            let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+            let pad = ((hi - lo) * 0.05).max(1e-6);
+            let (lo, hi) = (lo - pad, hi + pad);
+            let py = |y: f64| y0 + panel_h - (((y - lo) / (hi - lo)) * panel_h as f64).round() as i32;
+            for q in 0..=4 {
+                let v = lo + (hi - lo) * q as f64 / 4.0;
+                let y = py(v);
+                shapes.push(Shape::Rect { x: left, y, w: plot_w, h: 1, rgb: (220, 220, 220), tip: None });
+                shapes.push(Shape::Text { x: 4, y: y - 4, text: format!("{:>8}", tick(v)), scale: 1 });
+            }
+            for (mi, (x, label)) in self.marks.iter().enumerate() {
+                let xp = px(*x);
+                shapes.push(Shape::Line {
+                    points: vec![(xp, y0), (xp, y0 + panel_h)],
+                    rgb: (150, 150, 150),
+                    dashed: true,
+                });
+                if pi == 0 {
+                    // names when they fit before the next mark, else the stage's number
+                    let next = self.marks.get(mi + 1).map_or(left + plot_w, |m| px(m.0));
+                    let room = ((next - xp - 4) / 8).max(0) as usize;
+                    let text = if label.len() <= room { ascii(label) } else { format!("{}", mi + 1) };
+                    if text.len() <= room.max(2) {
+                        shapes.push(Shape::Text { x: xp + 3, y: y0 + 2, text, scale: 1 });
+                    }
+                }
+            }
+            for (name, points) in &panel.series {
+                let rgb = colour(colour_of);
+                let pts: Vec<(i32, i32)> =
+                    points.iter().filter(|p| p.1.is_finite()).map(|p| (px(p.0), py(p.1))).collect();
+                if pts.len() > 1 {
+                    shapes.push(Shape::Line { points: pts.clone(), rgb, dashed: false });
+                }
+                if pts.len() <= 60 {
+                    for (i, (x, y)) in pts.iter().enumerate() {
+                        let (sx, sy) = points.iter().filter(|p| p.1.is_finite()).nth(i).copied().unwrap_or_default();
+                        let tip = Some(format!("{name}: {} at {} {sx}", tick(sy), self.x_label));
+                        shapes.push(Shape::Rect { x: x - 2, y: y - 2, w: 5, h: 5, rgb, tip });
+                    }
+                }
+                let ly = top + 16 + colour_of as i32 * 14;
+                let lx = left + plot_w + 24;
+                shapes.push(Shape::Rect { x: lx, y: ly, w: 10, h: 10, rgb, tip: None });
+                let mut t = ascii(name);
+                if t.len() > 40 {
+                    t = format!("{}...", &t[..37]);
+                }
+                shapes.push(Shape::Text { x: lx + 16, y: ly + 1, text: t, scale: 1 });
+                colour_of += 1;
+            }
+            // x axis: five ticks
+            for q in 0..=4 {
+                let v = x_max * q as f64 / 4.0;
+                let label = format!("{v:.0}");
+                let x = px(v) - (label.len() as i32 * 4);
+                shapes.push(Shape::Text { x, y: y0 + panel_h + 6, text: label, scale: 1 });
+            }
+        }
+        let last = top + (n - 1) * (panel_h + gap) + 16 + panel_h + 22;
+        shapes.push(Shape::Text { x: left + plot_w / 2 - 20, y: last, text: ascii(self.x_label), scale: 1 });
+        Scene { width, height, shapes }
+    }
+}
+
 impl Scene {
     pub fn to_svg(&self) -> String {
         let mut s = format!(
@@ -152,6 +269,19 @@ impl Scene {
                         }
                         None => s.push_str("/>\n"),
                     }
+                }
+                Shape::Line { points, rgb, dashed } => {
+                    let pts: Vec<String> = points.iter().map(|(x, y)| format!("{x},{y}")).collect();
+                    let _ = writeln!(
+                        s,
+                        "<polyline points=\"{}\" fill=\"none\" stroke=\"rgb({},{},{})\" stroke-width=\"{}\"{}/>",
+                        pts.join(" "),
+                        rgb.0,
+                        rgb.1,
+                        rgb.2,
+                        if *dashed { 1 } else { 2 },
+                        if *dashed { " stroke-dasharray=\"4 3\"" } else { "" }
+                    );
                 }
                 Shape::Text { x, y, text, scale } => {
                     let _ = writeln!(
@@ -184,6 +314,24 @@ impl Scene {
                     for yy in *y..y + rh {
                         for xx in *x..x + rw {
                             put(xx, yy, *rgb);
+                        }
+                    }
+                }
+                Shape::Line { points, rgb, dashed } => {
+                    for pair in points.windows(2) {
+                        let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+                        let n = (x1 - x0).abs().max((y1 - y0).abs()).max(1);
+                        for k in 0..=n {
+                            if *dashed && (k % 7) >= 4 {
+                                continue;
+                            }
+                            let x = x0 + (x1 - x0) * k / n;
+                            let y = y0 + (y1 - y0) * k / n;
+                            put(x, y, *rgb);
+                            if !*dashed {
+                                put(x + 1, y, *rgb);
+                                put(x, y + 1, *rgb);
+                            }
                         }
                     }
                 }
@@ -244,5 +392,23 @@ mod tests {
         let c0 = colour(0);
         let n = px.chunks(3).filter(|p| p == &[c0.0, c0.1, c0.2]).count();
         assert!(n > 0);
+    }
+
+    #[test]
+    fn line_panels_draw_every_series_and_mark() {
+        let panels = vec![
+            Panel { title: "loss".into(), series: vec![("train".into(), vec![(1.0, 3.0), (2.0, 2.5), (3.0, 2.0)])] },
+            Panel { title: "acc".into(), series: vec![("arc_easy acc".into(), vec![(2.0, 0.25), (3.0, 0.5)])] },
+        ];
+        let marks = vec![(0.0, "warm".to_string()), (2.0, "decay".to_string())];
+        let scene = LineChart { title: "t", x_label: "step", panels: &panels, marks: &marks }.scene();
+        let svg = scene.to_svg();
+        assert_eq!(svg.matches("stroke-dasharray").count(), 4, "two marks in two panels");
+        assert!(svg.contains("arc_easy acc: 0.500 at step 3"));
+        assert!(svg.contains(">decay<"));
+        let px = scene.raster();
+        let c1 = colour(1);
+        assert!(px.chunks(3).any(|p| p == [c1.0, c1.1, c1.2]), "the second series is drawn");
+        assert_eq!(&scene.to_png().unwrap()[..4], b"\x89PNG");
     }
 }

@@ -144,10 +144,27 @@ pub enum EvalCommand {
     /// Perplexity and top-1 / top-5 next-token accuracy of a checkpoint (lehr's or a Hugging
     /// Face Qwen2 / Llama one: config.json + model.safetensors) on token shards.
     Ppl(EvalPplArgs),
-    /// Benchmark tasks scored as lm-evaluation-harness scores them (multiple choice: acc,
-    /// acc_norm, stderr), results in lm-eval's JSON layout. Built-in tasks: arc_easy,
-    /// arc_challenge, hellaswag, piqa, boolq (fixture schema); or task files (NAME.toml).
+    /// Benchmark tasks scored as lm-evaluation-harness scores them (multiple choice, multiple
+    /// input, greedy match; few-shot drawn as lm-eval draws them), results in lm-eval's JSON
+    /// layout. Built-in tasks: arc_easy, arc_challenge, hellaswag, piqa, boolq (fixture schema),
+    /// openbookqa, sciq, winogrande, lambada_openai, kobest_boolq, ceval, cmmlu (their
+    /// datasets' schemas); or task files (NAME.toml).
     Tasks(EvalTasksArgs),
+    /// Draw a run's training loss, held-out loss and `[eval]` benchmark scores over steps, with
+    /// stage boundaries marked (curve.svg, curve.png), and print the scores at each stage end.
+    Curve(EvalCurveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EvalCurveArgs {
+    /// The run's output directory (`lehr train run --out`): metrics.jsonl, eval.jsonl.
+    pub run_dir: PathBuf,
+    /// Where curve.svg and curve.png go (default: the run directory).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Print the series and stage boundaries as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

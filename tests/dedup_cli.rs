@@ -202,7 +202,7 @@ fn exact_preset_keeps_the_first_of_each_repeated_text() {
 #[test]
 fn decontaminate_preset_drops_documents_quoting_eval_items_and_names_them() {
     let dir = tempfile::tempdir().unwrap();
-    let eval = repo().join("examples/data/eval/arc_easy.sample.jsonl");
+    let eval = repo().join("examples/data/eval/arc_easy.jsonl");
     let items: Vec<Value> =
         std::fs::read_to_string(&eval).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let clean: Vec<Value> = std::fs::read_to_string(repo().join("examples/data/en.jsonl"))

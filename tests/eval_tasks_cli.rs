@@ -144,7 +144,7 @@ fn eval_tasks_scores_as_lm_eval_does() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    std::fs::copy(repo().join("examples/data/eval/arc_easy.sample.jsonl"), data.join("arc_easy.jsonl")).unwrap();
+    std::fs::copy(repo().join("examples/data/eval/arc_easy.jsonl"), data.join("arc_easy.jsonl")).unwrap();
     let ckpt = dir.path().join("smollm2");
     let imp = lehr()
         .args(["import", "gguf", "-o"])
@@ -198,6 +198,38 @@ fn eval_tasks_scores_as_lm_eval_does() {
     let tokens = demo_token_shards(dir.path());
     let run_dir = dir.path().join("run");
     train_demo(&tokens, &run_dir, "40");
-    std::fs::copy(repo().join("examples/data/eval/arc_easy.sample.jsonl"), data.join("arc_easy.jsonl")).unwrap();
-    parity(dir.path(), &data, &run_dir.join("checkpoints/step-00000040"), "lehr-tiny", 0, 60);
+    std::fs::copy(repo().join("examples/data/eval/arc_easy.jsonl"), data.join("arc_easy.jsonl")).unwrap();
+    let tiny = parity(dir.path(), &data, &run_dir.join("checkpoints/step-00000040"), "lehr-tiny", 0, 60);
+
+    // the run spec's [eval] scored the same task during training (at the warmup's end and at
+    // the last step): the scores at step 40 are the checkpoint's, as lm-eval computes them
+    let lines: Vec<Value> = std::fs::read_to_string(run_dir.join("eval.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v.get("task").is_some())
+        .collect();
+    let steps: Vec<u64> = lines.iter().map(|v| v["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![22, 22, 40, 40], "{lines:?}");
+    for v in &lines[2..] {
+        let key = format!("{},none", v["metric"].as_str().unwrap());
+        assert_eq!(v["value"].as_f64(), tiny["results"]["arc_easy"][&key].as_f64(), "{key}");
+        assert_eq!((v["n"].as_u64(), v["stage"].as_str()), (Some(60), Some("stable")));
+    }
+    // and `lehr eval curve` draws them over the loss, stage boundaries marked
+    let curve = lehr().args(["eval", "curve", "--json"]).arg(&run_dir).output().unwrap();
+    assert!(curve.status.success(), "{}", String::from_utf8_lossy(&curve.stderr));
+    let c = json_of(&curve);
+    let stages: Vec<(&str, u64, u64)> = c["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap(), s["first_step"].as_u64().unwrap(), s["end_step"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(stages, vec![("warmup", 0, 22), ("stable", 22, 40)]);
+    assert_eq!(c["stages"][1]["at_end"]["arc_easy acc"], lines[2]["value"]);
+    assert_eq!(c["train_loss"].as_array().unwrap().len(), 40);
+    let svg = std::fs::read_to_string(run_dir.join("curve.svg")).unwrap();
+    assert!(svg.contains("arc_easy acc_norm") && svg.contains(">stable<"), "{svg}");
+    assert_eq!(&std::fs::read(run_dir.join("curve.png")).unwrap()[..4], b"\x89PNG");
 }

@@ -43,6 +43,52 @@ pub struct RunSpec {
     pub sources: BTreeMap<String, SourceSpec>,
     #[serde(rename = "stage")]
     pub stages: Vec<StageSpec>,
+    /// Benchmark tasks scored during the run (`[eval]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalSpec>,
+}
+
+/// `[eval]`: benchmark tasks (`lehr eval tasks`' built-ins or task files) scored on rank 0
+/// during training, into `eval.jsonl` beside the held-out perplexity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EvalSpec {
+    /// Built-in task names or task files (`*.toml`).
+    pub tasks: Vec<String>,
+    /// Directory of the tasks' `<task>.jsonl` files: absolute, or relative to the spec file's
+    /// directory (`lehr train` makes it absolute before ranks read the spec).
+    #[serde(default = "eval_dir")]
+    pub data_dir: String,
+    /// Score every N steps (0: only at `at`).
+    #[serde(default)]
+    pub every: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<EvalAt>,
+    /// Rows per task (the first N, as `--limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Few-shot examples (default: each task's own, 0 for the built-ins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_fewshot: Option<usize>,
+    #[serde(default = "eval_batch")]
+    pub batch_size: usize,
+}
+
+fn eval_dir() -> String {
+    "eval".into()
+}
+fn eval_batch() -> usize {
+    8
+}
+
+/// When `[eval]` scores besides `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvalAt {
+    /// After the last step of every stage (the branch points an anneal starts from) and of the run.
+    StageEnd,
+    /// After the run's last step.
+    End,
 }
 
 /// `[lr]`: the peak learning rate that every stage's factors multiply.
@@ -253,6 +299,17 @@ impl RunSpec {
         if self.stages.is_empty() {
             return Err(spec_err("stage", "declare at least one [[stage]]"));
         }
+        if let Some(e) = &self.eval {
+            if e.tasks.iter().all(|t| t.trim().is_empty()) {
+                return Err(spec_err("eval.tasks", "name at least one task (e.g. tasks = [\"arc_easy\"])"));
+            }
+            if e.every == 0 && e.at.is_none() {
+                return Err(spec_err("eval", "say when to score: every = STEPS and/or at = \"stage-end\" | \"end\""));
+            }
+            if e.batch_size == 0 {
+                return Err(spec_err("eval.batch-size", "must be at least 1"));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, st) in self.stages.iter().enumerate() {
             let at = |key: &str| format!("stage[{i}] {:?}.{key}", st.name);
@@ -404,6 +461,36 @@ ratios = { web = 0.5, code = 0.5 }
         assert_eq!(s.budgets(&s.stages[1]).values().sum::<u64>(), 400_000);
         let back = RunSpec::from_toml(&s.to_toml()).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn eval_table() {
+        let text = format!("{SMALL}[eval]\ntasks = [\"arc_easy\", \"my.toml\"]\nat = \"stage-end\"\nlimit = 50\n");
+        let s = RunSpec::from_toml(&text).unwrap();
+        let e = s.eval.as_ref().unwrap();
+        assert_eq!(
+            (e.at, e.limit, e.every, e.data_dir.as_str(), e.batch_size),
+            (Some(EvalAt::StageEnd), Some(50), 0, "eval", 8)
+        );
+        assert_eq!(RunSpec::from_toml(&s.to_toml()).unwrap(), s);
+        let e = with(|s| s.eval = Some(EvalSpec { at: None, ..s_eval() })).unwrap_err();
+        assert_eq!(e.key, "eval");
+        let e = with(|s| s.eval = Some(EvalSpec { tasks: vec![], ..s_eval() })).unwrap_err();
+        assert_eq!(e.key, "eval.tasks");
+        let typo = RunSpec::from_toml(&format!("{SMALL}[eval]\ntasks = [\"x\"]\nevery = 5\nshots = 2\n")).unwrap_err();
+        assert!(typo.to_string().contains("shots"), "{typo}");
+    }
+
+    fn s_eval() -> EvalSpec {
+        EvalSpec {
+            tasks: vec!["arc_easy".into()],
+            data_dir: "eval".into(),
+            every: 0,
+            at: Some(EvalAt::End),
+            limit: None,
+            num_fewshot: None,
+            batch_size: 8,
+        }
     }
 
     #[test]

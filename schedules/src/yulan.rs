@@ -238,6 +238,7 @@ pub fn to_spec(recipes: &[Recipe], name: &str) -> (RunSpec, Vec<String>) {
         lr: LrSpec { peak: PEAK_LR },
         sources,
         stages,
+        eval: None,
     };
     (spec, notes)
 }

@@ -1,6 +1,7 @@
 mod bench;
 mod cluster;
 mod corpus;
+mod curve;
 mod dedup;
 mod export;
 mod inspect;
@@ -134,6 +135,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Bench(b) => bench::run(b).await,
         Command::Train(t) => train::run(t).await,
         Command::Eval(crate::cli::EvalCommand::Tasks(a)) => tasks::run(a).await,
+        Command::Eval(crate::cli::EvalCommand::Curve(a)) => curve::run(a),
         Command::Eval(e) => train::eval(e).await,
         Command::Inspect(i) => inspect::run(i),
         Command::Export(e) => export::export(e).await,

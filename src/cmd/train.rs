@@ -135,7 +135,7 @@ async fn submit(
         )));
     }
     let job = TrainJob {
-        run: text,
+        run: anchored_spec(text, &a.spec, &cwd)?,
         data: lehr_pipeline::store::absolutize(&a.data, &cwd),
         model: a.model.clone(),
         out: lehr_pipeline::store::absolutize(&a.out.to_string_lossy(), &cwd),
@@ -269,6 +269,20 @@ async fn run_here(cmd: TrainCommand) -> CmdResult {
     }
 }
 
+/// The run spec's text for ranks: as written, unless its `[eval] data-dir` is relative, which
+/// is then made absolute against the spec file's directory (ranks run elsewhere).
+fn anchored_spec(text: String, spec: &std::path::Path, cwd: &std::path::Path) -> Result<String, super::Failure> {
+    let mut run = lehr_schedules::RunSpec::from_toml(&text)
+        .map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", spec.display())))?;
+    let Some(e) = run.eval.as_mut() else { return Ok(text) };
+    if std::path::Path::new(&e.data_dir).is_absolute() {
+        return Ok(text);
+    }
+    let base = cwd.join(spec).parent().map(|p| p.to_path_buf()).unwrap_or_else(|| cwd.to_path_buf());
+    e.data_dir = base.join(&e.data_dir).to_string_lossy().into_owned();
+    Ok(run.to_toml())
+}
+
 /// The training options of the command line, as the job and the rank config carry them (the
 /// one place the flags become options).
 fn job_options(a: &crate::cli::TrainRunArgs, cwd: &std::path::Path) -> lehr_schedules::job::TrainJobOptions {
@@ -310,7 +324,7 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     let text = std::fs::read_to_string(&a.spec).with_context(|| format!("cannot read {}", a.spec.display()))?;
     let cwd = std::env::current_dir().context("no current directory")?;
     let config = lehr_schedules::rank::RankConfig {
-        run: text,
+        run: anchored_spec(text, &a.spec, &cwd)?,
         spec_name: a.spec.display().to_string(),
         data: lehr_pipeline::store::absolutize(&a.data, &cwd),
         model: a.model.clone(),

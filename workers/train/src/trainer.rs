@@ -88,6 +88,48 @@ impl TrainOptions {
     }
 }
 
+/// The `[eval]` tasks of a run, prepared once: the requests (few-shot contexts included) and
+/// the checkpoint tokenizer that turns them into tokens.
+struct TaskSuite {
+    spec: lehr_schedules::spec::EvalSpec,
+    tasks: Vec<lehr_evals::suite::Prepared>,
+    tokenizer: tokenizers::Tokenizer,
+}
+
+impl TaskSuite {
+    fn prepare(e: &lehr_schedules::spec::EvalSpec, options: &TrainOptions) -> Result<Self, TrainError> {
+        let bad = |why: String| TrainError::Config(format!("[eval]: {why}"));
+        // `lehr train` makes a relative data-dir absolute against the spec file's directory
+        let dir = PathBuf::from(&e.data_dir);
+        let mut tasks = Vec::new();
+        for t in e.tasks.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+            let p = lehr_evals::suite::prepare(t, &dir, e.limit, e.num_fewshot, lehr_evals::suite::DEFAULT_SEED)
+                .map_err(|err| bad(err.to_string()))?;
+            tasks.push(p);
+        }
+        let (json, _) = options.tokenizer.as_ref().ok_or_else(|| {
+            bad("scoring needs the tokenizer the shards were made with, and their metadata names none that can be read".into())
+        })?;
+        let tokenizer =
+            tokenizers::Tokenizer::from_bytes(json).map_err(|err| bad(format!("the shards' tokenizer: {err}")))?;
+        Ok(TaskSuite { spec: e.clone(), tasks, tokenizer })
+    }
+}
+
+/// A line of eval.jsonl with a benchmark score (`[eval]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskEval {
+    pub step: u64,
+    pub stage: String,
+    pub task: String,
+    pub metric: String,
+    pub value: f64,
+    /// None where lehr gives no standard error (F1, perplexity).
+    pub stderr: Option<f64>,
+    pub n: usize,
+    pub num_fewshot: usize,
+}
+
 /// One line of eval.jsonl.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SourceEval {
@@ -125,6 +167,8 @@ pub struct Trainer {
     runtime: tokio::runtime::Runtime,
     /// Held-out shards per source.
     eval_sets: Vec<(String, Vec<lehr_pipeline::tokens::TokenShard>)>,
+    /// The run spec's `[eval]` tasks, ready to score (rank 0 only).
+    tasks: Option<TaskSuite>,
     collective: Box<dyn Collective>,
     remote: Option<crate::publish::Remote>,
 }
@@ -262,7 +306,12 @@ impl Trainer {
                 return Err(TrainError::Data(format!("no held-out token shards for any source under {eval_root}")));
             }
         }
+        let tasks = match &spec.eval {
+            Some(e) if collective.rank() == 0 => Some(TaskSuite::prepare(e, &options)?),
+            _ => None,
+        };
         Ok(Trainer {
+            tasks,
             spec,
             plan,
             model,
@@ -314,20 +363,33 @@ impl Trainer {
                 writeln!(f, "{}", serde_json::to_string(&m).expect("json")).map_err(io(&metrics_path))?;
             }
             out.push(m);
+            let st = self.plan.stage_at(self.state.step.saturating_sub(1));
+            let stage_end = self.state.step == st.first_step + st.steps;
+            let stage_name = st.name.clone();
             let ev = self.options.eval_every;
-            if lead
-                && !self.eval_sets.is_empty()
-                && ((ev > 0 && self.state.step.is_multiple_of(ev)) || self.state.step == stop)
-            {
+            let held_out = !self.eval_sets.is_empty()
+                && ((ev > 0 && self.state.step.is_multiple_of(ev)) || self.state.step == stop);
+            let tasks_due = self.tasks.as_ref().is_some_and(|t| {
+                let e = &t.spec;
+                (e.every > 0 && self.state.step.is_multiple_of(e.every))
+                    || (e.at.is_some() && self.state.step == stop)
+                    || (e.at == Some(lehr_schedules::spec::EvalAt::StageEnd) && stage_end)
+            });
+            if lead && (held_out || tasks_due) {
                 let eval_path = self.options.out.join("eval.jsonl");
                 let mut f =
                     std::fs::OpenOptions::new().create(true).append(true).open(&eval_path).map_err(io(&eval_path))?;
-                for e in self.evaluate() {
-                    writeln!(f, "{}", serde_json::to_string(&e).expect("json")).map_err(io(&eval_path))?;
+                if held_out {
+                    for e in self.evaluate() {
+                        writeln!(f, "{}", serde_json::to_string(&e).expect("json")).map_err(io(&eval_path))?;
+                    }
+                }
+                if tasks_due {
+                    for e in self.score_tasks(&stage_name)? {
+                        writeln!(f, "{}", serde_json::to_string(&e).expect("json")).map_err(io(&eval_path))?;
+                    }
                 }
             }
-            let st = self.plan.stage_at(self.state.step.saturating_sub(1));
-            let stage_end = self.state.step == st.first_step + st.steps;
             let every = self.options.checkpoint_every;
             if lead && (stage_end || (every > 0 && self.state.step.is_multiple_of(every)) || self.state.step == stop) {
                 self.checkpoint()?;
@@ -472,6 +534,37 @@ impl Trainer {
                 }
             })
             .collect()
+    }
+
+    /// The `[eval]` tasks' scores on the current weights (rank 0).
+    pub fn score_tasks(&self, stage: &str) -> Result<Vec<TaskEval>, TrainError> {
+        let Some(suite) = &self.tasks else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for t in &suite.tasks {
+            let scores = crate::tasks::score_task(
+                &self.model,
+                &suite.tokenizer,
+                t,
+                suite.spec.batch_size,
+                self.options.device,
+                |_| {},
+            )
+            .map_err(|e| TrainError::Config(format!("[eval]: {e}")))?;
+            for m in t.task.metrics() {
+                let (value, se) = lehr_evals::metrics::aggregate(m, &scores);
+                out.push(TaskEval {
+                    step: self.state.step,
+                    stage: stage.to_string(),
+                    task: t.task.name.clone(),
+                    metric: m.name().into(),
+                    value,
+                    stderr: se.is_finite().then_some(se),
+                    n: scores.len(),
+                    num_fewshot: t.num_fewshot,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Training FLOPs per token at sequence length `seq` (see [`StepMetrics::flops_per_token`]).
