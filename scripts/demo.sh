@@ -50,6 +50,13 @@ echo
 echo "== lehr eval ppl --checkpoint .lehr/demo-train/checkpoints/step-00000040   (perplexity, top-1/top-5 on the English shards)"
 "$LEHR" eval ppl --checkpoint .lehr/demo-train/checkpoints/step-00000040 --data .lehr/demo-tokens/lang=en --seq-len 256 --max-tokens 50000 --device cpu
 echo
+echo "== lehr eval tasks --checkpoint .lehr/demo-train/checkpoints/step-00000040 --tasks arc_easy --num-fewshot 2   (scored as lm-eval scores it)"
+"$LEHR" eval tasks --checkpoint .lehr/demo-train/checkpoints/step-00000040 --tasks arc_easy --num-fewshot 2 \
+  --data-dir examples/data/eval --device cpu -o .lehr/demo-train/arc_easy-results.json
+echo
+echo "== lehr eval curve .lehr/demo-train   (loss and the spec's [eval] scores over steps, stages marked)"
+"$LEHR" eval curve .lehr/demo-train
+echo
 echo "== lehr export gguf .lehr/demo-train/checkpoints/step-00000040 --type all --eval-data ...   (the GGUF ladder for llama.cpp, with perplexities), then llama.cpp runs one"
 "$LEHR" export gguf .lehr/demo-train/checkpoints/step-00000040 -o .lehr/demo-train/gguf --name demo --type all \
   --eval-data .lehr/demo-tokens/lang=en --eval-tokens 8192 --eval-seq-len 256 --device cpu

@@ -3,8 +3,11 @@
 //! imported from its published GGUF) on the repo's ARC-Easy sample (60 questions, lm-eval's
 //! prompt format). Every question's choice equals lm-eval's, every log-likelihood agrees to
 //! 1e-3, and acc / acc_norm and their standard errors equal lm-eval's to 1e-4. A task file
-//! reads the same data; a bad row is refused naming file and line. A tiny model lehr trained on
-//! the demo data goes through the same comparison.
+//! reads the same data; a bad row is refused naming file and line. Three-shot contexts equal
+//! lm-eval's character for character (its sampler, seed 1234). A checkpoint transformers saved
+//! and a tiny model lehr trained on the demo data go through the same comparison, and the
+//! run spec's `[eval]` scores during that training equal the checkpoint's; `lehr eval curve`
+//! draws them.
 
 mod common;
 
@@ -159,6 +162,14 @@ fn eval_tasks_scores_as_lm_eval_does() {
     let shot = parity(dir.path(), &data, &ckpt, "smollm2-3shot", 3, 20);
     let prompt = shot["samples"]["arc_easy"][0]["arguments"][0][0].as_str().unwrap();
     assert_eq!(prompt.matches("Answer:").count(), 4, "three examples and the question: {prompt}");
+    // a checkpoint transformers itself wrote (save_pretrained: its config keys, its safetensors)
+    let saved = dir.path().join("transformers-saved");
+    let script = "import sys\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\
+                  m = AutoModelForCausalLM.from_pretrained(sys.argv[1])\nm.save_pretrained(sys.argv[2])\n\
+                  AutoTokenizer.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])\n";
+    let out = std::process::Command::new(venv_python()).args(["-c", script]).arg(&ckpt).arg(&saved).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    parity(dir.path(), &data, &saved, "transformers-saved", 0, 20);
     let mine = ours["samples"]["arc_easy"].as_array().unwrap();
     // a task file over the same rows gives the same numbers; a bad row names file and line
     let toml = dir.path().join("my_arc.toml");
