@@ -188,8 +188,13 @@ pub struct EvalTasksArgs {
     /// Seed of the few-shot sampler (lm-eval's --fewshot_random_seed).
     #[arg(long, default_value_t = 1234)]
     pub fewshot_seed: u64,
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
+    /// Questions per forward (a question's choices share one row), or `auto`: as many as fit
+    /// a token budget for the device.
+    #[arg(long, default_value = "auto")]
+    pub batch_size: String,
+    /// Compute precision: bf16 or fp32 (default: bf16 on CUDA, fp32 on CPU).
+    #[arg(long)]
+    pub precision: Option<String>,
     /// cpu | cuda (default: cuda when available).
     #[arg(long)]
     pub device: Option<String>,

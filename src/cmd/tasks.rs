@@ -26,15 +26,22 @@ pub async fn run(a: EvalTasksArgs) -> CmdResult {
     if tasks.is_empty() {
         return Err(usage("--tasks is empty".into()));
     }
+    let batch = match a.batch_size.as_str() {
+        "auto" => lehr_train::score::Batch::Auto,
+        n => lehr_train::score::Batch::Rows(n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            usage(format!("--batch-size {n}: give a positive number of questions per forward, or auto"))
+        })?),
+    };
     let tok_path = a.checkpoint.join("tokenizer.json");
     let tok = tokenizers::Tokenizer::from_file(&tok_path)
         .map_err(|e| usage(format!("{}: {e} (the checkpoint's tokenizer)", tok_path.display())))?;
     let dev = super::train::device(a.device.as_deref())?;
     let checkpoint = a.checkpoint.clone();
-    let (_vs, model) = tokio::task::spawn_blocking(move || lehr_train::model::load_hf(&checkpoint, dev))
+    let (_vs, mut model) = tokio::task::spawn_blocking(move || lehr_train::model::load_hf(&checkpoint, dev))
         .await
         .map_err(|e| anyhow::anyhow!("loading panicked: {e}"))?
         .map_err(|e| usage(e.to_string()))?;
+    model.compute = lehr_train::rank::parse_precision(a.precision.as_deref(), dev).map_err(|e| usage(e.to_string()))?;
 
     let total: usize = tasks.iter().map(|t| t.requests.len()).sum();
     let bar = crate::progress::counting_bar(a.json, "requests");
@@ -43,8 +50,7 @@ pub async fn run(a: EvalTasksArgs) -> CmdResult {
     let mut scored: Vec<Vec<DocScore>> = Vec::new();
     for t in &tasks {
         bar.set_message(t.task.name.clone());
-        let s =
-            lehr_train::tasks::score_task(&model, &tok, t, a.batch_size, dev, |n| bar.inc(n as u64)).map_err(usage)?;
+        let s = lehr_train::tasks::score_task(&model, &tok, t, batch, dev, |n| bar.inc(n as u64)).map_err(usage)?;
         scored.push(s);
     }
     bar.finish_and_clear();
@@ -63,7 +69,7 @@ pub async fn run(a: EvalTasksArgs) -> CmdResult {
     let json = results_json(
         &format!("pretrained={}", a.checkpoint.display()),
         &results,
-        serde_json::json!({"batch_size": a.batch_size, "device": format!("{dev:?}"), "seconds": secs, "requests": total}),
+        serde_json::json!({"batch_size": a.batch_size, "dtype": format!("{:?}", model.compute), "device": format!("{dev:?}"), "seconds": secs, "requests": total}),
     );
     if let Some(out) = &a.output {
         std::fs::write(out, serde_json::to_vec_pretty(&json).expect("json"))

@@ -324,6 +324,18 @@ impl Model {
         (emb.cos(), emb.sin())
     }
 
+    /// cos/sin `[B, 1, T, head_dim]` at explicit positions `[B, T]` (the same products as
+    /// [`Model::rope`]'s, so a packed row's values equal an unpacked one's).
+    fn rope_at(&self, positions: &Tensor) -> (Tensor, Tensor) {
+        let hd = self.config.head_dim();
+        let inv: Vec<f32> =
+            (0..hd / 2).map(|i| (1.0 / self.config.rope_theta.powf((2 * i) as f64 / hd as f64)) as f32).collect();
+        let inv_freq = Tensor::from_slice(&inv).to_device(positions.device());
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        (emb.cos(), emb.sin())
+    }
+
     /// `x · Wᵀ + b` in the compute kind.
     fn lin(&self, l: &nn::Linear, x: &Tensor) -> Tensor {
         if self.compute == Kind::Float {
@@ -335,10 +347,21 @@ impl Model {
 
     /// Logits `[B, T, vocab]` of token ids `[B, T]` (in the compute kind).
     pub fn forward(&self, ids: &Tensor) -> Tensor {
+        self.head(&self.hidden(ids, None))
+    }
+
+    /// The last layer's output `[B, T, hidden]` (before the final norm). `packed` gives each
+    /// token's position `[B, T]` (i64) and which tokens each may attend to `[B, 1, T, T]`
+    /// (bool), for rows that hold several sequences sharing a prefix; without it, positions
+    /// count from 0 and attention is causal.
+    pub fn hidden(&self, ids: &Tensor, packed: Option<(&Tensor, &Tensor)>) -> Tensor {
         let c = &self.config;
         let (b, t) = ids.size2().expect("ids must be [batch, time]");
         let hd = c.head_dim();
-        let (cos, sin) = self.rope(t, ids.device());
+        let (cos, sin) = match packed {
+            None => self.rope(t, ids.device()),
+            Some((positions, _)) => self.rope_at(positions),
+        };
         // As HF does: cos/sin in the activations' kind.
         let (cos, sin) = (cos.to_kind(self.compute), sin.to_kind(self.compute));
         let rotate = |x: &Tensor| -> Tensor {
@@ -370,7 +393,19 @@ impl Model {
             } else {
                 (k, v)
             };
-            let att = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false);
+            let att = match packed {
+                None => Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false),
+                Some((_, mask)) => Tensor::scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &v,
+                    Some(mask.shallow_clone()),
+                    0.0,
+                    false,
+                    None,
+                    false,
+                ),
+            };
             let att = att.transpose(1, 2).contiguous().view([b, t, c.num_attention_heads * hd]);
             // Not `+=`: an in-place add would overwrite a tensor autograd saved for backward.
             h = &h + branch(self.lin(&l.o, &att));
@@ -378,7 +413,13 @@ impl Model {
             let act = self.lin(&l.gate, &x).silu() * self.lin(&l.up, &x);
             h = &h + branch(self.lin(&l.down, &act));
         }
-        let mut h = self.norm.forward(&h);
+        h
+    }
+
+    /// Logits of [`Model::hidden`]'s output (any leading shape): final norm, logit scale, head.
+    pub fn head(&self, h: &Tensor) -> Tensor {
+        let c = &self.config;
+        let mut h = self.norm.forward(h);
         if c.logit_scale != 1.0 {
             h *= c.logit_scale;
         }

@@ -22,7 +22,7 @@ pub fn score_task(
     model: &Model,
     tok: &Tokenizer,
     task: &Prepared,
-    batch: usize,
+    batch: crate::score::Batch,
     device: Device,
     progress: impl FnMut(usize),
 ) -> Result<Vec<DocScore>, String> {

@@ -545,7 +545,7 @@ impl Trainer {
                 &self.model,
                 &suite.tokenizer,
                 t,
-                suite.spec.batch_size,
+                crate::score::Batch::Rows(suite.spec.batch_size),
                 self.options.device,
                 |_| {},
             )
