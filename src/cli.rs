@@ -153,6 +153,15 @@ pub enum EvalCommand {
     /// Draw a run's training loss, held-out loss and `[eval]` benchmark scores over steps, with
     /// stage boundaries marked (curve.svg, curve.png), and print the scores at each stage end.
     Curve(EvalCurveArgs),
+    /// Score one item shard of an `eval` job (what a train worker runs; prints its result).
+    #[command(hide = true)]
+    Shard(EvalShardArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EvalShardArgs {
+    /// The shard's task (JSON: `lehr_evals::job::EvalShardTask`).
+    pub task: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -204,6 +213,16 @@ pub struct EvalTasksArgs {
     /// Print results and every document's log-likelihoods and choices as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run as an `eval` job on this coordinator: item shards scored by its train workers
+    /// (`lehr worker --train`), merged into -o (required). Paths must be ones the
+    /// coordinator and the workers see.
+    #[arg(long, env = "LEHR_COORDINATOR")]
+    pub coordinator: Option<String>,
+    /// With --coordinator: rows per shard (each shard loads the model once).
+    #[arg(long, default_value_t = 250)]
+    pub items_per_shard: usize,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@
 //! lm-eval's results JSON layout so the tools that read lm-eval output read ours.
 
 pub mod fewshot;
+pub mod job;
 pub mod metrics;
 pub mod request;
 pub mod results;

@@ -19,7 +19,7 @@ fn argmax(x: &[f64]) -> usize {
 }
 
 /// One document's outcome.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DocScore {
     pub doc: usize,
     pub line: usize,
@@ -28,7 +28,7 @@ pub struct DocScore {
     pub pred_norm: usize,
     pub gold: usize,
     /// `loglikelihood` tasks: whether every continuation token was the argmax.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub greedy: Option<bool>,
 }
 

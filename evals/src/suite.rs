@@ -62,6 +62,27 @@ pub fn prepare(
 }
 
 impl Prepared {
+    /// Rows `start..end` only, with their requests (built from the whole file, so their
+    /// few-shot examples are those of a whole run).
+    pub fn slice(&self, start: usize, end: usize) -> Prepared {
+        let end = end.min(self.docs.len());
+        let start = start.min(end);
+        let requests = self
+            .requests
+            .iter()
+            .filter(|r| (start..end).contains(&r.doc))
+            .map(|r| Request { doc: r.doc - start, ..r.clone() })
+            .collect();
+        Prepared {
+            task: self.task.clone(),
+            original: self.original,
+            docs: self.docs[start..end].to_vec(),
+            requests,
+            num_fewshot: self.num_fewshot,
+            seed: self.seed,
+        }
+    }
+
     /// Each row's score from its requests' (log-likelihood, greedy) in request order.
     pub fn score(&self, results: &[(f64, bool)]) -> Vec<DocScore> {
         assert_eq!(results.len(), self.requests.len(), "one result per request");

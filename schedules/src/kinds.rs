@@ -5,6 +5,8 @@
 /// Job kinds (`SubmitJobRequest.kind`).
 pub const CORPUS_JOB: &str = "corpus";
 pub const TRAIN_JOB: &str = "train";
+/// Benchmark tasks over a checkpoint, as item shards (`lehr_evals::job::EvalJob`).
+pub const EVAL_JOB: &str = "eval";
 /// Does nothing per task; for tests and the coordinator benchmark.
 pub const NOOP_JOB: &str = "noop";
 
@@ -18,5 +20,7 @@ pub const BUCKETS_TASK_KIND: &str = "dedup.buckets";
 pub const CLUSTERS_TASK_KIND: &str = "dedup.clusters";
 /// A noop job's task.
 pub const NOOP_TASK_KIND: &str = "noop.task";
+/// Rows of one benchmark task, scored by a train worker's child `lehr eval shard`.
+pub const EVAL_SHARD_TASK_KIND: &str = "eval.items";
 /// A training rank (a gang task).
 pub const TRAIN_RANK_TASK_KIND: &str = "train.rank";

@@ -124,7 +124,10 @@ pub async fn worker(args: WorkerArgs) -> CmdResult {
         if !args.gpus.is_empty() {
             config.slots = args.gpus.len() as u32;
         }
-        config.kinds = vec![lehr_schedules::job::TRAIN_RANK_TASK_KIND.to_string()];
+        config.kinds = vec![
+            lehr_schedules::job::TRAIN_RANK_TASK_KIND.to_string(),
+            lehr_schedules::kinds::EVAL_SHARD_TASK_KIND.to_string(),
+        ];
         eprintln!(
             "train worker: {} rank slot(s) on {}, advertising {advertise}",
             config.slots,

@@ -136,6 +136,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Train(t) => train::run(t).await,
         Command::Eval(crate::cli::EvalCommand::Tasks(a)) => tasks::run(a).await,
         Command::Eval(crate::cli::EvalCommand::Curve(a)) => curve::run(a),
+        Command::Eval(crate::cli::EvalCommand::Shard(a)) => tasks::shard(a).await,
         Command::Eval(e) => train::eval(e).await,
         Command::Inspect(i) => inspect::run(i),
         Command::Export(e) => export::export(e).await,

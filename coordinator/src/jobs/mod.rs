@@ -4,6 +4,7 @@
 //! attempts that lost, and finalizes a job whose tasks are all committed.
 
 pub mod corpus;
+pub mod eval;
 pub mod noop;
 pub mod train;
 
@@ -60,5 +61,5 @@ pub trait JobKind: Send + Sync {
 
 /// The kinds this coordinator accepts, by name.
 pub fn registry() -> Vec<Box<dyn JobKind>> {
-    vec![Box::new(corpus::CorpusKind), Box::new(noop::NoopKind), Box::new(train::TrainKind)]
+    vec![Box::new(corpus::CorpusKind), Box::new(eval::EvalKind), Box::new(noop::NoopKind), Box::new(train::TrainKind)]
 }

@@ -447,7 +447,7 @@ impl Scheduler {
     }
 
     /// [`Scheduler::lease`] limited to tasks of the given kinds; an empty list means every kind
-    /// except gang stages' (a worker must name those to get them).
+    /// except those of gang and named-only stages (a worker must name those to get them).
     pub fn lease_kinds(
         &mut self,
         worker_id: &str,
@@ -467,8 +467,8 @@ impl Scheduler {
             if job.state != JobState::Running {
                 continue;
             }
-            let gang = job.stages.get(stage).is_some_and(|s| s.gang);
-            let wanted = if kinds.is_empty() { !gang } else { kinds.contains(&t.kind) };
+            let named_only = job.stages.get(stage).is_some_and(|s| s.gang || s.named_only);
+            let wanted = if kinds.is_empty() { !named_only } else { kinds.contains(&t.kind) };
             if !wanted {
                 continue;
             }

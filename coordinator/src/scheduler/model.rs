@@ -54,14 +54,22 @@ pub struct StageDef {
     /// latest checkpoint). Only workers that name the task kind lease gang tasks.
     #[serde(default)]
     pub gang: bool,
+    /// Only workers that name the task kind lease the stage's tasks (gang stages always):
+    /// benchmark shards need a worker with the model runtime, which a plain data worker lacks.
+    #[serde(default)]
+    pub named_only: bool,
 }
 
 impl StageDef {
     pub fn new(name: &str, depends_on: Vec<usize>) -> Self {
-        StageDef { name: name.to_string(), depends_on, gang: false }
+        StageDef { name: name.to_string(), depends_on, gang: false, named_only: false }
     }
     pub fn gang(name: &str) -> Self {
-        StageDef { name: name.to_string(), depends_on: vec![], gang: true }
+        StageDef { name: name.to_string(), depends_on: vec![], gang: true, named_only: true }
+    }
+    /// A stage whose tasks only workers naming their kind lease.
+    pub fn named_only(name: &str) -> Self {
+        StageDef { name: name.to_string(), depends_on: vec![], gang: false, named_only: true }
     }
 }
 

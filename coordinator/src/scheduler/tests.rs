@@ -446,6 +446,21 @@ fn gang_tasks_go_only_to_workers_that_name_their_kind() {
 }
 
 #[test]
+fn named_only_tasks_go_only_to_workers_that_name_their_kind() {
+    let mut s = sched(1000, 3);
+    let mut job = gang_job(3);
+    job.stages = vec![StageDef::named_only("items")];
+    for t in &mut job.tasks {
+        t.kind = "eval.items".into();
+    }
+    s.submit("j".into(), job, 0).unwrap();
+    let (w, _) = s.register_worker("data", 4, 0);
+    assert!(s.lease(&w, 4, 0).unwrap().0.is_empty(), "a data worker never gets a benchmark shard");
+    let (g, _) = s.lease_kinds(&w, 2, &["train.rank".into(), "eval.items".into()], 0).unwrap();
+    assert_eq!(g.len(), 2, "not a gang: leased one by one, up to the slots asked for");
+}
+
+#[test]
 fn rendezvous_is_ready_when_every_rank_joined_its_current_attempt() {
     let mut s = sched(1000, 3);
     s.submit("j".into(), gang_job(2), 0).unwrap();

@@ -1,9 +1,10 @@
 //! The data worker: registers with a coordinator (any [`CoordinatorApi`] transport), leases
 //! shard tasks up to its slot count, runs them, heartbeats their progress, and reports each
-//! attempt's outcome; with a [`TrainLaunch`] it also runs training ranks as child processes
-//! (`rank.rs`). Transient coordinator errors (down, restarting) are retried with backoff,
+//! attempt's outcome; with a [`TrainLaunch`] it also runs training ranks (`rank.rs`) and
+//! benchmark shards (`eval_shard.rs`) as child processes. Transient coordinator errors (down, restarting) are retried with backoff,
 //! so a worker rides through a coordinator restart by itself.
 
+pub mod eval_shard;
 pub mod rank;
 
 use std::collections::HashMap;
@@ -282,6 +283,11 @@ async fn run_lease(
             None => {
                 Err(("this worker does not run training ranks (start one with `lehr worker --train`)".into(), true))
             }
+        }
+    } else if lease.kind == lehr_schedules::kinds::EVAL_SHARD_TASK_KIND {
+        match &runners.train {
+            Some(launch) => eval_shard::run_eval_shard(&lease, progress.clone(), launch).await,
+            None => Err(("this worker does not score benchmarks (start one with `lehr worker --train`)".into(), true)),
         }
     } else {
         execute(&lease, progress.clone(), runners.run.clone()).await

@@ -39,7 +39,7 @@ impl TrainLaunch {
 }
 
 /// Gives a GPU back when dropped.
-struct GpuSlot {
+pub(crate) struct GpuSlot {
     busy: Arc<Mutex<Vec<bool>>>,
     index: Option<usize>,
 }
@@ -112,17 +112,7 @@ pub async fn run_rank(
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
 
-    let gpu = {
-        let mut busy = launch.busy.lock().expect("lock");
-        let index = busy.iter().position(|b| !b);
-        if let Some(i) = index {
-            busy[i] = true;
-        }
-        GpuSlot { busy: launch.busy.clone(), index }
-    };
-    if !launch.gpus.is_empty() && gpu.index.is_none() {
-        return Err(("every GPU of this worker is busy (more train slots than GPUs?)".into(), true));
-    }
+    let gpu = acquire_gpu(launch)?;
     let job = &task.job;
     // Always a rendezvous address, so the child is a rank, never a launcher of local ranks.
     // When rank 0 has already finished (no address), the run is complete and the child exits
@@ -148,26 +138,10 @@ pub async fn run_rank(
         &format!("lehr-rank-{}-t{}-a{}-", lease.job_id, lease.task_id, lease.attempt),
     )
     .map_err(|e| (format!("cannot write the rank's config to a temporary file: {e}"), true))?;
-    let mut cmd = tokio::process::Command::new(&launch.exe);
+    let mut cmd = child_command(launch, &gpu);
     cmd.arg("train").arg("rank").arg(config_file.path());
-    // The child is a rank: it must not take the submit path from the worker's environment.
-    cmd.env_remove("LEHR_COORDINATOR");
     // The gang's collective secret, in the environment (argv is readable by other users).
     cmd.env(lehr_schedules::job::COLLECTIVE_SECRET_ENV, &view.secret);
-    if let Some(i) = gpu.index {
-        cmd.env("CUDA_VISIBLE_DEVICES", &launch.gpus[i]);
-    }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe; the closure touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let mut child = cmd.spawn().map_err(|e| (format!("cannot start {}: {e}", launch.exe.display()), true))?;
     tracing::info!(rank = task.rank, world = view.world, master = %view.master_addr, generation = view.generation, pid = child.id().unwrap_or(0), "rank process started");
 
@@ -248,8 +222,47 @@ fn observe(line: &str, result: &mut TrainRankResult, done: &mut bool, progress: 
     }
 }
 
+/// A free GPU of this worker (none on a CPU worker); busy until the slot is dropped.
+pub(crate) fn acquire_gpu(launch: &TrainLaunch) -> Result<GpuSlot, (String, bool)> {
+    let gpu = {
+        let mut busy = launch.busy.lock().expect("lock");
+        let index = busy.iter().position(|b| !b);
+        if let Some(i) = index {
+            busy[i] = true;
+        }
+        GpuSlot { busy: launch.busy.clone(), index }
+    };
+    if !launch.gpus.is_empty() && gpu.index.is_none() {
+        return Err(("every GPU of this worker is busy (more train slots than GPUs?)".into(), true));
+    }
+    Ok(gpu)
+}
+
+/// A child `lehr` (the libtorch build) on the slot's GPU: piped output, killed when dropped
+/// and when this worker dies (`PR_SET_PDEATHSIG`), never taking the submit path from the
+/// worker's environment.
+pub(crate) fn child_command(launch: &TrainLaunch, gpu: &GpuSlot) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&launch.exe);
+    cmd.env_remove("LEHR_COORDINATOR");
+    if let Some(i) = gpu.index {
+        cmd.env("CUDA_VISIBLE_DEVICES", &launch.gpus[i]);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe; the closure touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// `text` in a new private temporary file (mode 0600, unpredictable name with `prefix`).
-fn write_private_config(text: &str, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+pub(crate) fn write_private_config(text: &str, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
     use std::io::Write;
     let mut f = tempfile::Builder::new().prefix(prefix).suffix(".json").tempfile()?;
     f.write_all(text.as_bytes())?;
