@@ -161,7 +161,12 @@ pub enum EvalCommand {
 #[derive(Args, Debug)]
 pub struct EvalShardArgs {
     /// The shard's task (JSON: `lehr_evals::job::EvalShardTask`).
-    pub task: PathBuf,
+    #[arg(required_unless_present = "serve")]
+    pub task: Option<PathBuf>,
+    /// Read tasks from stdin, one JSON per line, and answer each with a line
+    /// (`{"ok": result}` or `{"error", "retryable"}`), keeping the last model loaded.
+    #[arg(long, conflicts_with = "task")]
+    pub serve: bool,
 }
 
 #[derive(Args, Debug)]
@@ -218,7 +223,7 @@ pub struct EvalTasksArgs {
     /// coordinator and the workers see.
     #[arg(long, env = "LEHR_COORDINATOR")]
     pub coordinator: Option<String>,
-    /// With --coordinator: rows per shard (each shard loads the model once).
+    /// With --coordinator: rows per shard (a worker keeps its model loaded between shards).
     #[arg(long, default_value_t = 250)]
     pub items_per_shard: usize,
     #[command(flatten)]

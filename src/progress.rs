@@ -116,7 +116,7 @@ pub fn counting_bar(quiet: bool, unit: &str) -> ProgressBar {
     };
     bar.set_style(
         ProgressStyle::with_template(&format!(
-            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}"
+            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit} ({{per_sec}})  {{msg}}"
         ))
         .expect("valid template")
         .progress_chars("=> "),

@@ -1,6 +1,7 @@
 //! Benchmark scoring as a cluster job (builds with the `train` feature): `lehr eval tasks
 //! --coordinator` plans an `eval` job of item shards that two `lehr worker --train` processes
-//! lease and score in child `lehr eval shard` processes, while a plain data worker on the same
+//! lease and score in child `lehr eval shard --serve` processes (kept between shards), while a
+//! plain data worker on the same
 //! coordinator never gets one. The merged results equal one `lehr eval tasks` process on the same
 //! checkpoint and rows — few-shot examples included, which each shard draws from the whole file
 //! — and are in lm-eval's layout. The model is SmolLM2-135M (imported from its published GGUF).
@@ -63,6 +64,9 @@ fn an_eval_job_on_train_workers_equals_one_process() {
     assert!(job.status.success(), "{}", String::from_utf8_lossy(&job.stderr));
     let cluster = json_of(&job);
     assert_eq!(cluster, serde_json::from_slice::<Value>(&std::fs::read(&merged).unwrap()).unwrap());
+    // each train worker loads the checkpoint once, whatever number of shards it scores
+    let loads = cluster["config"]["extra"]["model_loads"].as_u64().unwrap();
+    assert!((1..=2).contains(&loads), "{loads} model loads for 4 shards on 2 workers");
 
     // four shards (arc_easy 0..20, 20..40, 40..60, winogrande 0..4), all on train workers
     let overview = json_of(&lehr().args(["status", "--json", "--coordinator", &url]).output().unwrap());

@@ -26,7 +26,9 @@ fn small_spec(dir: &Path) -> std::path::PathBuf {
             "budgets = { en = 1024, zh = 1024, ko = 512 }",
         )
         .replace("tokens = \"500K\"", "tokens = 6144")
-        .replace("tokens = \"150K\"", "tokens = 3072");
+        .replace("tokens = \"150K\"", "tokens = 3072")
+        // [eval]'s data-dir is relative to the spec's directory, which this copy leaves
+        .replace("data-dir = \"data/eval\"", &format!("data-dir = {:?}", repo().join("examples/data/eval")));
     let path = dir.join("small.toml");
     std::fs::write(&path, text).unwrap();
     path

@@ -25,7 +25,7 @@ pub struct EvalJob {
     pub num_fewshot: Option<usize>,
     #[serde(default = "seed")]
     pub fewshot_seed: u64,
-    /// Rows per shard (each shard loads the model once).
+    /// Rows per shard.
     #[serde(default = "items")]
     pub items_per_shard: usize,
     /// `auto` or questions per forward.
@@ -84,6 +84,9 @@ pub struct EvalShardResult {
     pub num_fewshot: usize,
     pub scores: Vec<DocScore>,
     pub seconds: f64,
+    /// Whether this shard loaded the checkpoint (false: the worker's model was already loaded).
+    #[serde(default)]
+    pub loaded_model: bool,
 }
 
 /// Cuts `rows` rows into shards of at most `per` rows: `(start, end)`.
@@ -143,7 +146,7 @@ mod tests {
             }).collect();
             let mut parts: Vec<EvalShardResult> = shards(rows, per).into_iter().map(|(a, b)| EvalShardResult {
                 task: "t".into(), start: a, end: b, original: rows, num_fewshot: 0,
-                scores: all[a..b].iter().cloned().map(|mut s| { s.doc -= a; s }).collect(), seconds: 0.0,
+                scores: all[a..b].iter().cloned().map(|mut s| { s.doc -= a; s }).collect(), seconds: 0.0, loaded_model: false,
             }).collect();
             // any arrival order
             let n = parts.len();

@@ -249,14 +249,23 @@ async fn here(a: EvalTasksArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
-/// `lehr eval shard TASK.json`: rows `start..end` of one task, their requests built from the
-/// whole file (so the few-shot examples are a whole run's); prints the shard's result JSON.
+/// A loaded checkpoint, kept between the shards a server scores.
 #[cfg(feature = "train")]
-pub async fn shard(a: EvalShardArgs) -> CmdResult {
-    use lehr_evals::job::{EvalShardResult, EvalShardTask};
-    let text = std::fs::read_to_string(&a.task).map_err(|e| usage(format!("{}: {e}", a.task.display())))?;
-    let t: EvalShardTask =
-        serde_json::from_str(&text).map_err(|e| usage(format!("{}: not an eval shard task: {e}", a.task.display())))?;
+struct Loaded {
+    key: (String, Option<String>, Option<String>),
+    _vs: lehr_train::tch::nn::VarStore,
+    model: lehr_train::model::Model,
+    tok: tokenizers::Tokenizer,
+    dev: lehr_train::tch::Device,
+}
+
+/// Rows `start..end` of one task, their requests built from the whole file (so the few-shot
+/// examples are a whole run's), on the cached model when it is the shard's checkpoint.
+#[cfg(feature = "train")]
+async fn score_shard(
+    t: &lehr_evals::job::EvalShardTask,
+    cache: &mut Option<Loaded>,
+) -> Result<lehr_evals::job::EvalShardResult, Failure> {
     let job = &t.job;
     let full = lehr_evals::suite::prepare(
         &t.task,
@@ -268,14 +277,21 @@ pub async fn shard(a: EvalShardArgs) -> CmdResult {
     .map_err(|e| usage(e.to_string()))?;
     let part = full.slice(t.start, t.end);
     let batch = batch(&job.batch_size)?;
-    let (_vs, model, tok, dev) =
-        load(std::path::Path::new(&job.checkpoint), job.device.as_deref(), job.precision.as_deref()).await?;
+    let key = (job.checkpoint.clone(), job.device.clone(), job.precision.clone());
+    let loaded_model = cache.as_ref().is_none_or(|c| c.key != key);
+    if loaded_model {
+        *cache = None; // free the old model first
+        let (vs, model, tok, dev) =
+            load(std::path::Path::new(&job.checkpoint), job.device.as_deref(), job.precision.as_deref()).await?;
+        *cache = Some(Loaded { key, _vs: vs, model, tok, dev });
+    }
+    let c = cache.as_ref().expect("loaded");
     let start = std::time::Instant::now();
-    let mut scores = lehr_train::tasks::score_task(&model, &tok, &part, batch, dev, |_| {}).map_err(usage)?;
+    let mut scores = lehr_train::tasks::score_task(&c.model, &c.tok, &part, batch, c.dev, |_| {}).map_err(usage)?;
     for s in &mut scores {
         s.doc += t.start;
     }
-    let result = EvalShardResult {
+    Ok(lehr_evals::job::EvalShardResult {
         task: t.task.clone(),
         start: t.start,
         end: t.start + part.docs.len(),
@@ -283,7 +299,41 @@ pub async fn shard(a: EvalShardArgs) -> CmdResult {
         num_fewshot: full.num_fewshot,
         scores,
         seconds: start.elapsed().as_secs_f64(),
-    };
-    println!("{}", serde_json::to_string(&result).expect("result serializes"));
+        loaded_model,
+    })
+}
+
+/// `lehr eval shard TASK.json` prints one shard's result; `--serve` answers tasks from stdin
+/// (what a train worker runs, so it loads a checkpoint once for all its shards).
+#[cfg(feature = "train")]
+pub async fn shard(a: EvalShardArgs) -> CmdResult {
+    use lehr_evals::job::EvalShardTask;
+    let mut cache = None;
+    if !a.serve {
+        let path = a.task.as_ref().expect("clap requires TASK without --serve");
+        let text = std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        let t: EvalShardTask = serde_json::from_str(&text)
+            .map_err(|e| usage(format!("{}: not an eval shard task: {e}", path.display())))?;
+        let result = score_shard(&t, &mut cache).await?;
+        println!("{}", serde_json::to_string(&result).expect("result serializes"));
+        return Ok(EXIT_OK);
+    }
+    // one task at a time: the blocking read waits for the worker's next shard
+    for line in std::io::stdin().lines() {
+        let line = line.map_err(|e| anyhow::anyhow!("stdin: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match serde_json::from_str::<EvalShardTask>(&line) {
+            Err(e) => serde_json::json!({"error": format!("not an eval shard task: {e}"), "retryable": false}),
+            Ok(t) => match score_shard(&t, &mut cache).await {
+                Ok(r) => serde_json::json!({"ok": r}),
+                Err(f) => {
+                    serde_json::json!({"error": format!("{:#}", f.error), "retryable": f.code != super::EXIT_USAGE})
+                }
+            },
+        };
+        println!("{reply}");
+    }
     Ok(EXIT_OK)
 }

@@ -1,6 +1,6 @@
 //! The `eval` job kind: benchmark tasks over a checkpoint (`lehr_evals::job::EvalJob`, JSON),
 //! planned as item shards — rows `start..end` of one task each — that train workers lease and
-//! score in a child `lehr eval shard` (one model load per shard). Planning reads every task
+//! score in a child `lehr eval shard --serve` (kept between shards: one model load per worker). Planning reads every task
 //! file here, so a bad task or row is the submitter's error before anything is leased; each
 //! committed shard's result carries its rows' scores, and finalize merges them in row order
 //! into lm-eval's results layout at the job's `out` (written to a temporary name, then
@@ -102,9 +102,11 @@ impl JobKind for EvalKind {
     async fn finalize(&self, job: &Job, tasks: &[Task]) -> Result<(), JobError> {
         let spec = parse(&job.spec, &job.base_dir)?;
         let mut by_task: Vec<(String, Vec<EvalShardResult>, usize)> = Vec::new();
+        let mut loads = 0;
         for t in tasks {
             let r: EvalShardResult = serde_json::from_str(&t.result)
                 .map_err(|e| JobError::Invalid(format!("task {}: malformed result: {e}", t.id)))?;
+            loads += r.loaded_model as usize;
             let p: EvalShardTask = serde_json::from_str(&t.payload)
                 .map_err(|e| JobError::Invalid(format!("task {}: malformed payload: {e}", t.id)))?;
             match by_task.iter_mut().find(|(name, _, _)| *name == r.task) {
@@ -140,7 +142,7 @@ impl JobKind for EvalKind {
         let mut v = results_json(
             &format!("pretrained={}", spec.checkpoint),
             &results,
-            serde_json::json!({"job": job.id, "shards": tasks.len(), "batch_size": spec.batch_size}),
+            serde_json::json!({"job": job.id, "shards": tasks.len(), "model_loads": loads, "batch_size": spec.batch_size}),
         );
         let samples: serde_json::Map<String, serde_json::Value> = defs
             .iter()

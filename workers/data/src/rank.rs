@@ -29,19 +29,21 @@ pub struct TrainLaunch {
     pub gpus: Vec<String>,
     /// GPUs in use.
     pub busy: Arc<Mutex<Vec<bool>>>,
+    /// Idle `lehr eval shard --serve` children, each with its model loaded.
+    pub eval_servers: crate::eval_shard::EvalServers,
 }
 
 impl TrainLaunch {
     pub fn new(exe: PathBuf, advertise: String, gpus: Vec<String>) -> Self {
         let busy = Arc::new(Mutex::new(vec![false; gpus.len()]));
-        TrainLaunch { exe, advertise, gpus, busy }
+        TrainLaunch { exe, advertise, gpus, busy, eval_servers: Default::default() }
     }
 }
 
 /// Gives a GPU back when dropped.
 pub(crate) struct GpuSlot {
     busy: Arc<Mutex<Vec<bool>>>,
-    index: Option<usize>,
+    pub(crate) index: Option<usize>,
 }
 
 impl Drop for GpuSlot {
