@@ -62,6 +62,60 @@ pub enum Command {
     /// Read a model from another format into a checkpoint directory.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Build a deeper or shallower model from a checkpoint's blocks (depth up-scaling).
+    #[command(subcommand)]
+    Grow(GrowCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrowCommand {
+    /// SOLAR's depth up-scaling: two copies of the stack, the first without its last M blocks,
+    /// the second without its first M (2·(n − M) blocks).
+    Dus(GrowDusArgs),
+    /// Any block map: `--map "0-15,8-23"` stacks blocks 0..=15 then 8..=23 (Kiwi's selected
+    /// layers; `--map 0-9` keeps the first ten, Inheritune's start).
+    Layers(GrowLayersArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GrowDusArgs {
+    /// Checkpoint directory (config.json + model.safetensors: lehr's or a Hugging Face one).
+    pub checkpoint: PathBuf,
+    /// Blocks dropped at the seam from each copy.
+    #[arg(long)]
+    pub drop: usize,
+    #[command(flatten)]
+    pub common: GrowOutArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct GrowLayersArgs {
+    pub checkpoint: PathBuf,
+    /// Block k of the result is the k-th block listed: ranges a-b (inclusive) and single blocks.
+    #[arg(long)]
+    pub map: String,
+    #[command(flatten)]
+    pub common: GrowOutArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct GrowOutArgs {
+    /// The new checkpoint directory.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Token shards held out: the loss before and right after the operation (where recovery
+    /// training starts).
+    #[arg(long)]
+    pub eval_data: Option<String>,
+    #[arg(long, default_value_t = 16_384)]
+    pub eval_tokens: u64,
+    #[arg(long, default_value_t = 512)]
+    pub eval_seq_len: i64,
+    /// cpu | cuda for the held-out loss.
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,6 +6,7 @@
 pub mod arch;
 pub mod export;
 pub mod gguf;
+pub mod grow;
 pub mod half;
 pub mod import;
 mod kquants;

@@ -82,6 +82,15 @@ impl Safetensors {
         Ok(Safetensors { path: path.to_path_buf(), tensors, data, start: 8 + n })
     }
 
+    /// A tensor's bytes as stored (its `dtype`, row-major).
+    pub fn raw(&self, name: &str) -> Result<&[u8], SafetensorsError> {
+        let e = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| SafetensorsError::Format { path: self.path.clone(), why: format!("no tensor `{name}`") })?;
+        Ok(&self.data[self.start + e.data_offsets.0..self.start + e.data_offsets.1])
+    }
+
     /// A tensor's values as f32 (row-major, the last dimension fastest).
     pub fn f32(&self, name: &str) -> Result<Vec<f32>, SafetensorsError> {
         let e = self
@@ -109,6 +118,34 @@ impl Safetensors {
             _ => b.chunks_exact(2).map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
         })
     }
+}
+
+/// Writes tensors as stored — `(name, dtype, shape, bytes)` — as a safetensors file with the
+/// `{"format": "pt"}` metadata transformers checks.
+pub fn write_raw(path: &Path, tensors: &[(String, String, Vec<usize>, &[u8])]) -> Result<(), SafetensorsError> {
+    use std::io::Write;
+    let io = |source| SafetensorsError::Io { path: path.to_path_buf(), source };
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, dtype, shape, bytes) in tensors {
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()]}),
+        );
+        offset += bytes.len();
+    }
+    let mut h = serde_json::to_vec(&header).expect("json");
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    f.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
+    f.write_all(&h).map_err(io)?;
+    for (_, _, _, bytes) in tensors {
+        f.write_all(bytes).map_err(io)?;
+    }
+    f.flush().map_err(io)
 }
 
 /// Writes f32 tensors (row-major) as a safetensors file with the `{"format": "pt"}` metadata

@@ -4,6 +4,7 @@ mod corpus;
 mod curve;
 mod dedup;
 mod export;
+mod grow;
 mod inspect;
 mod schedule;
 mod status;
@@ -141,6 +142,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Inspect(i) => inspect::run(i),
         Command::Export(e) => export::export(e).await,
         Command::Import(i) => export::import(i),
+        Command::Grow(g) => grow::run(g).await,
     };
     match result {
         Ok(code) => code,
