@@ -770,9 +770,13 @@ pub struct TrainRunArgs {
     #[arg(long)]
     pub data: String,
     /// tiny | tiny-mup | small | qwen2.5-0.5b | qwen2.5-1.5b | yulan-mini (vocabulary from the
-    /// data's tokenizer).
-    #[arg(long, default_value = "tiny")]
-    pub model: String,
+    /// data's tokenizer; default tiny). Not with `[init]`/--init-from: the model is that one's.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Start from this checkpoint's weights and architecture (the spec's `[init] from`, all
+    /// blocks; write `[init] layers = "0..K"` in the spec to inherit the first K).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
     /// Checkpoints and metrics.jsonl: a directory, or an object-store URL (s3://, gs://, az://)
     /// that each checkpoint is published to (work happens in --scratch).
     #[arg(long, default_value = ".lehr/train")]

@@ -96,6 +96,13 @@ impl Default for TrainJobOptions {
     }
 }
 
+impl TrainJobOptions {
+    /// Whether a knob that changes the model's function (or its architecture) is set.
+    pub fn knobs_set(&self) -> bool {
+        self.embedding_scale.is_some() || self.depth_scale.is_some() || self.logit_scale.is_some() || self.qk_norm
+    }
+}
+
 impl TrainJob {
     /// Parses a submitted job; errors name the field.
     pub fn from_json(text: &str) -> Result<(TrainJob, RunSpec), String> {

@@ -46,6 +46,59 @@ pub struct RunSpec {
     /// Benchmark tasks scored during the run (`[eval]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalSpec>,
+    /// Start from another model's weights (`[init]`) instead of a random initialization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitSpec>,
+}
+
+/// `[init]`: the model starts as a checkpoint lehr can load (lehr's, a Hugging Face
+/// Qwen2/Qwen3/Llama directory, an imported GGUF), all of it or some of its blocks
+/// (Inheritune: `layers = "0..10"` takes the embeddings, blocks 0–9, the final norm and the
+/// head). The architecture is the checkpoint's (so `--model` is not given); its vocabulary must
+/// be the shards'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InitSpec {
+    /// The checkpoint directory: absolute, or relative to the spec file's directory.
+    pub from: String,
+    /// Blocks to take, in order: `"a..b"` (b exclusive) or a block map such as `"0-9"` or
+    /// `"0-15,8-23"` (inclusive ranges); default all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<String>,
+}
+
+impl InitSpec {
+    /// The block map over a source of `n` blocks: block k of the model is source block map[k].
+    pub fn block_map(&self, n: usize) -> Result<Vec<usize>, String> {
+        let Some(spec) = self.layers.as_deref().map(str::trim) else { return Ok((0..n).collect()) };
+        let bad = |why: String| format!("init.layers {spec:?}: {why}");
+        let mut out = Vec::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (a, b) = if let Some((a, b)) = part.split_once("..") {
+                let (a, b) = (a.trim().parse::<usize>(), b.trim().parse::<usize>());
+                match (a, b) {
+                    (Ok(a), Ok(b)) if b > a => (a, b - 1),
+                    _ => return Err(bad(format!("`{part}` is not a range a..b with b > a"))),
+                }
+            } else if let Some((a, b)) = part.split_once('-') {
+                match (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+                    (Ok(a), Ok(b)) if b >= a => (a, b),
+                    _ => return Err(bad(format!("`{part}` is not a range a-b with b ≥ a"))),
+                }
+            } else {
+                let k = part.parse::<usize>().map_err(|_| bad(format!("`{part}` is not a block number")))?;
+                (k, k)
+            };
+            if b >= n {
+                return Err(bad(format!("block {b} is past the {n} blocks of {}", self.from)));
+            }
+            out.extend(a..=b);
+        }
+        if out.is_empty() {
+            return Err(bad("no blocks".into()));
+        }
+        Ok(out)
+    }
 }
 
 /// `[eval]`: benchmark tasks (`lehr eval tasks`' built-ins or task files) scored on rank 0
@@ -299,6 +352,11 @@ impl RunSpec {
         if self.stages.is_empty() {
             return Err(spec_err("stage", "declare at least one [[stage]]"));
         }
+        if let Some(i) = &self.init {
+            if i.from.trim().is_empty() {
+                return Err(spec_err("init.from", "name the checkpoint directory to start from"));
+            }
+        }
         if let Some(e) = &self.eval {
             if e.tasks.iter().all(|t| t.trim().is_empty()) {
                 return Err(spec_err("eval.tasks", "name at least one task (e.g. tasks = [\"arc_easy\"])"));
@@ -479,6 +537,21 @@ ratios = { web = 0.5, code = 0.5 }
         assert_eq!(e.key, "eval.tasks");
         let typo = RunSpec::from_toml(&format!("{SMALL}[eval]\ntasks = [\"x\"]\nevery = 5\nshots = 2\n")).unwrap_err();
         assert!(typo.to_string().contains("shots"), "{typo}");
+    }
+
+    #[test]
+    fn init_table() {
+        let s = RunSpec::from_toml(&format!("{SMALL}[init]\nfrom = \"ref\"\nlayers = \"0..3\"\n")).unwrap();
+        let i = s.init.as_ref().unwrap();
+        assert_eq!(i.block_map(5).unwrap(), vec![0, 1, 2]);
+        let map = InitSpec { layers: Some("0-1, 0-1".into()), ..i.clone() };
+        assert_eq!(map.block_map(2).unwrap(), vec![0, 1, 0, 1]);
+        assert!(i.block_map(2).unwrap_err().contains("past the 2 blocks of ref"));
+        assert_eq!(InitSpec { layers: None, ..i.clone() }.block_map(2).unwrap(), vec![0, 1]);
+        assert!(InitSpec { layers: Some("3..3".into()), ..i.clone() }.block_map(5).is_err());
+        assert_eq!(RunSpec::from_toml(&s.to_toml()).unwrap(), s);
+        let e = with(|s| s.init = Some(InitSpec { from: " ".into(), layers: None })).unwrap_err();
+        assert_eq!(e.key, "init.from");
     }
 
     fn s_eval() -> EvalSpec {

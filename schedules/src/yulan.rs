@@ -239,6 +239,7 @@ pub fn to_spec(recipes: &[Recipe], name: &str) -> (RunSpec, Vec<String>) {
         sources,
         stages,
         eval: None,
+        init: None,
     };
     (spec, notes)
 }

@@ -135,9 +135,9 @@ async fn submit(
         )));
     }
     let job = TrainJob {
-        run: anchored_spec(text, &a.spec, &cwd)?,
+        run: anchored_spec(text, &a.spec, &cwd, a.init_from.as_deref())?,
         data: lehr_pipeline::store::absolutize(&a.data, &cwd),
-        model: a.model.clone(),
+        model: a.model.clone().unwrap_or_default(),
         out: lehr_pipeline::store::absolutize(&a.out.to_string_lossy(), &cwd),
         world: a.world as u32,
         options: job_options(&a, &cwd),
@@ -269,18 +269,43 @@ async fn run_here(cmd: TrainCommand) -> CmdResult {
     }
 }
 
-/// The run spec's text for ranks: as written, unless its `[eval] data-dir` is relative, which
-/// is then made absolute against the spec file's directory (ranks run elsewhere).
-fn anchored_spec(text: String, spec: &std::path::Path, cwd: &std::path::Path) -> Result<String, super::Failure> {
+/// The run spec's text for ranks: as written, unless a path in it is relative (`[eval]
+/// data-dir`, `[init] from`), which is then made absolute against the spec file's directory
+/// (ranks run elsewhere), or `--init-from` sets `[init]`.
+fn anchored_spec(
+    text: String,
+    spec: &std::path::Path,
+    cwd: &std::path::Path,
+    init_from: Option<&std::path::Path>,
+) -> Result<String, super::Failure> {
     let mut run = lehr_schedules::RunSpec::from_toml(&text)
         .map_err(|e| super::Failure::usage(anyhow::anyhow!("{}: {e}", spec.display())))?;
-    let Some(e) = run.eval.as_mut() else { return Ok(text) };
-    if std::path::Path::new(&e.data_dir).is_absolute() {
-        return Ok(text);
-    }
     let base = cwd.join(spec).parent().map(|p| p.to_path_buf()).unwrap_or_else(|| cwd.to_path_buf());
-    e.data_dir = base.join(&e.data_dir).to_string_lossy().into_owned();
-    Ok(run.to_toml())
+    let mut changed = false;
+    if let Some(from) = init_from {
+        if run.init.is_some() {
+            return Err(super::Failure::usage(anyhow::anyhow!(
+                "{} has an [init] table and --init-from was given: keep one",
+                spec.display()
+            )));
+        }
+        let from = cwd.join(from).to_string_lossy().into_owned();
+        run.init = Some(lehr_schedules::spec::InitSpec { from, layers: None });
+        changed = true;
+    }
+    let mut anchor = |p: &mut String| {
+        if !std::path::Path::new(p.as_str()).is_absolute() {
+            *p = base.join(p.as_str()).to_string_lossy().into_owned();
+            changed = true;
+        }
+    };
+    if let Some(e) = run.eval.as_mut() {
+        anchor(&mut e.data_dir);
+    }
+    if let Some(i) = run.init.as_mut() {
+        anchor(&mut i.from);
+    }
+    Ok(if changed { run.to_toml() } else { text })
 }
 
 /// The training options of the command line, as the job and the rank config carry them (the
@@ -324,10 +349,10 @@ async fn run_spec(a: crate::cli::TrainRunArgs) -> CmdResult {
     let text = std::fs::read_to_string(&a.spec).with_context(|| format!("cannot read {}", a.spec.display()))?;
     let cwd = std::env::current_dir().context("no current directory")?;
     let config = lehr_schedules::rank::RankConfig {
-        run: anchored_spec(text, &a.spec, &cwd)?,
+        run: anchored_spec(text, &a.spec, &cwd, a.init_from.as_deref())?,
         spec_name: a.spec.display().to_string(),
         data: lehr_pipeline::store::absolutize(&a.data, &cwd),
-        model: a.model.clone(),
+        model: a.model.clone().unwrap_or_default(),
         out: lehr_pipeline::store::absolutize(&a.out.to_string_lossy(), &cwd),
         world: a.world as u32,
         rank: a.rank as u32,

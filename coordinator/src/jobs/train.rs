@@ -50,7 +50,11 @@ impl JobKind for TrainKind {
             })
             .collect();
         Ok(PlannedJob {
-            name: if name.is_empty() { format!("train {}", job.model) } else { name.into() },
+            name: if name.is_empty() {
+                format!("train {}", if job.model.is_empty() { "[init]" } else { &job.model })
+            } else {
+                name.into()
+            },
             output: job.out.clone(),
             stages: vec![StageDef::gang("ranks")],
             tasks,

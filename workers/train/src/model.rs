@@ -511,16 +511,23 @@ pub fn resume_weights(dir: &Path, config: &ModelConfig) -> std::path::PathBuf {
 /// Reads a Hugging Face Qwen2/Llama checkpoint directory (`config.json` + `model.safetensors`)
 /// into a new model on `device`.
 pub fn load_hf(dir: &Path, device: Device) -> Result<(nn::VarStore, Model), TrainError> {
+    let (config, weights) = hf_config(dir)?;
+    let mut vs = nn::VarStore::new(device);
+    let model = Model::new(&vs, &config)?;
+    vs.load(weights)?;
+    Ok((vs, model))
+}
+
+/// A checkpoint directory's model config and the weights file that holds exactly it: lehr's
+/// unfolded weights when the checkpoint has knobs, else `model.safetensors`.
+pub fn hf_config(dir: &Path) -> Result<(ModelConfig, std::path::PathBuf), TrainError> {
     if dir.join(RAW_CONFIG).is_file() && dir.join(RAW_WEIGHTS).is_file() {
         // lehr's own checkpoint with knobs: the unfolded weights, exactly as trained.
         let path = dir.join(RAW_CONFIG);
         let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Io(path.display().to_string(), e))?;
         let config: ModelConfig =
             serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
-        let mut vs = nn::VarStore::new(device);
-        let model = Model::new(&vs, &config)?;
-        vs.load(dir.join(RAW_WEIGHTS))?;
-        return Ok((vs, model));
+        return Ok((config, dir.join(RAW_WEIGHTS)));
     }
     let text = std::fs::read_to_string(dir.join("config.json"))
         .map_err(|e| TrainError::Io(dir.join("config.json").display().to_string(), e))?;
@@ -556,10 +563,7 @@ pub fn load_hf(dir: &Path, device: Device) -> Result<(nn::VarStore, Model), Trai
             return unsupported(format!("head_dim {hd} differs from hidden_size / heads = {}", config.head_dim()));
         }
     }
-    let mut vs = nn::VarStore::new(device);
-    let model = Model::new(&vs, &config)?;
-    vs.load(dir.join("model.safetensors"))?;
-    Ok((vs, model))
+    Ok((config, dir.join("model.safetensors")))
 }
 
 /// safetensors with `{"format": "pt"}` metadata, which `transformers` requires (tch's writer

@@ -215,7 +215,25 @@ pub async fn run(
         (PathBuf::from(&config.out), None)
     };
     let o = &config.options;
-    let model = model_config(&config.model, vocab, o)?;
+    let (model, init) = match &spec.init {
+        None => (model_config(if config.model.is_empty() { "tiny" } else { &config.model }, vocab, o)?, None),
+        Some(i) => {
+            if !config.model.is_empty() {
+                return Err(usage(format!(
+                    "{name}: [init] starts from {} with its architecture; drop --model {}",
+                    i.from, config.model
+                )));
+            }
+            if o.knobs_set() {
+                return Err(usage(format!(
+                    "{name}: [init] keeps {}'s function; the model knobs (--embedding-scale, --depth-scale, ...) would change it",
+                    i.from
+                )));
+            }
+            let (m, inherit) = crate::init::student(i, vocab).map_err(usage)?;
+            (m, Some(inherit))
+        }
+    };
     let tokenizer = match &avail.tokenizer {
         Some(info) => checkpoint_tokenizer(info, model.max_position_embeddings).await,
         None => None,
@@ -235,6 +253,7 @@ pub async fn run(
         remote: remote.clone(),
         tokenizer,
         compute: parse_precision(o.precision.as_deref(), device)?,
+        init,
         ..TrainOptions::new(config.data.clone(), local_out.clone(), device)
     };
     let total =

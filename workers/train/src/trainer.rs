@@ -61,6 +61,8 @@ pub struct TrainOptions {
     /// checkpoint loads with `AutoTokenizer.from_pretrained` and exports without a tokenizer
     /// argument.
     pub tokenizer: Option<(Vec<u8>, Vec<u8>)>,
+    /// Start from another model's weights (`[init]`) rather than a random initialization.
+    pub init: Option<crate::init::Inherit>,
 }
 
 impl TrainOptions {
@@ -84,6 +86,7 @@ impl TrainOptions {
             eval_tokens: 65_536,
             peak_flops: None,
             tokenizer: None,
+            init: None,
         }
     }
 }
@@ -259,6 +262,10 @@ impl Trainer {
             m.compute = options.compute;
             m
         };
+        // a resume below replaces these with the checkpoint's
+        if let Some(inherit) = &options.init {
+            crate::init::copy_weights(&vs, inherit)?;
+        }
         if collective.world() > 1 {
             let mut params: Vec<Tensor> = sorted_variables(&vs).into_iter().map(|v| v.1).collect();
             let mut flat = flatten(&params)?;
