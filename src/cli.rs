@@ -94,6 +94,10 @@ pub struct GrowLayersArgs {
     /// Block k of the result is the k-th block listed: ranges a-b (inclusive) and single blocks.
     #[arg(long)]
     pub map: String,
+    /// Repeated blocks start as identities: their output projections (o_proj, down_proj) are
+    /// zero, so the grown model computes what the source does until training moves them.
+    #[arg(long)]
+    pub identity: bool,
     #[command(flatten)]
     pub common: GrowOutArgs,
 }

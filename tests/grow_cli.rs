@@ -3,7 +3,8 @@
 //! block k is the mapped source block tensor for tensor (checked with the safetensors package);
 //! transformers loads the result with `num_hidden_layers = 40`, and its log-probabilities of a
 //! text equal lehr's own model's on the same checkpoint. An explicit map keeps the first ten
-//! blocks (Inheritune's start). Bad maps are refused naming the problem.
+//! blocks (Inheritune's start); `--identity` growth (repeats with zero output projections)
+//! leaves the log-probabilities unchanged. Bad maps are refused naming the problem.
 
 mod common;
 
@@ -101,6 +102,23 @@ print(json.dumps({"tensors": len(out), "source": len(src), "bad": bad}))
     assert_eq!(json_of(&run)["layers_after"], 10);
     let ten = hf_run(&first, TEXT, 0, "");
     assert_eq!(floats(&ten["logprobs"]).len(), floats(&hf_run(&src, TEXT, 0, "")["logprobs"]).len());
+
+    // identity growth: a repeated block with zero output projections adds nothing, so the
+    // grown model's log-probabilities are the source's
+    let ident = dir.path().join("identity");
+    let run = lehr()
+        .args(["grow", "layers", "--map", "0-29,29,29", "--identity", "-o"])
+        .arg(&ident)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(ident.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["num_hidden_layers"], 32);
+    let (grown, orig) = (hf_run(&ident, TEXT, 0, ""), hf_run(&src, TEXT, 0, ""));
+    let (max, _) = diff(&floats(&grown["logprobs"]), &floats(&orig["logprobs"]));
+    eprintln!("identity growth 30 -> 32 blocks: log-probabilities move by at most {max:.1e}");
+    assert!(max < 1e-5, "{max}");
 
     // refusals name the problem
     for (args, why) in [

@@ -78,8 +78,14 @@ fn block_of(name: &str) -> Option<(usize, &str)> {
     Some((i.parse().ok()?, tail))
 }
 
-/// Builds the checkpoint `out` from `src` with the block map.
-pub fn regrow(src: &Path, map: &[usize], out: &Path) -> Result<GrowReport, GrowError> {
+/// The tensors of a block that write into the residual stream: zeroed, the block adds nothing.
+const OUTPUT_PROJECTIONS: [&str; 3] = ["self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight"];
+
+/// Builds the checkpoint `out` from `src` with the block map. With `identity`, every repeat of a
+/// source block (its second and later places) has its output projections zeroed, so it adds
+/// nothing to the residual stream and the grown model computes what the source did (the
+/// issue's `grow = "identity"`; the first place of each block keeps it as it was).
+pub fn regrow(src: &Path, map: &[usize], out: &Path, identity: bool) -> Result<GrowReport, GrowError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| GrowError::Io { path, source }
@@ -101,6 +107,9 @@ pub fn regrow(src: &Path, map: &[usize], out: &Path) -> Result<GrowReport, GrowE
         )));
     }
     let st = Safetensors::open(&weights)?;
+    // places whose block appeared earlier in the map
+    let repeat: Vec<bool> = map.iter().enumerate().map(|(k, m)| map[..k].contains(m)).collect();
+    let zeros: Vec<u8> = vec![0; st.tensors.values().map(|e| e.data_offsets.1 - e.data_offsets.0).max().unwrap_or(0)];
     let mut tensors: Vec<(String, String, Vec<usize>, &[u8])> = Vec::new();
     let (mut before, mut after) = (0u64, 0u64);
     let numel = |shape: &[usize]| shape.iter().product::<usize>() as u64;
@@ -121,7 +130,13 @@ pub fn regrow(src: &Path, map: &[usize], out: &Path) -> Result<GrowReport, GrowE
                 }
                 for (k, _) in map.iter().enumerate().filter(|(_, &m)| m == i) {
                     after += numel(&e.shape);
-                    tensors.push((format!("{LAYER_PREFIX}{k}.{tail}"), e.dtype.clone(), e.shape.clone(), bytes));
+                    // zero is all-zero bytes in F32, F16 and BF16 alike
+                    let data = if identity && repeat[k] && OUTPUT_PROJECTIONS.contains(&tail) {
+                        &zeros[..bytes.len()]
+                    } else {
+                        bytes
+                    };
+                    tensors.push((format!("{LAYER_PREFIX}{k}.{tail}"), e.dtype.clone(), e.shape.clone(), data));
                 }
             }
         }

@@ -7,9 +7,9 @@ use super::{CmdResult, Failure, EXIT_OK};
 use crate::cli::{GrowCommand, GrowOutArgs};
 
 pub async fn run(cmd: GrowCommand) -> CmdResult {
-    let (src, out, map) = match &cmd {
-        GrowCommand::Dus(a) => (&a.checkpoint, &a.common, Map::Dus(a.drop)),
-        GrowCommand::Layers(a) => (&a.checkpoint, &a.common, Map::Explicit(a.map.clone())),
+    let (src, out, map, identity) = match &cmd {
+        GrowCommand::Dus(a) => (&a.checkpoint, &a.common, Map::Dus(a.drop), false),
+        GrowCommand::Layers(a) => (&a.checkpoint, &a.common, Map::Explicit(a.map.clone()), a.identity),
     };
     let layers = source_layers(src)?;
     let map = match map {
@@ -24,7 +24,7 @@ pub async fn run(cmd: GrowCommand) -> CmdResult {
         )));
     }
     let (s, o, m) = (src.clone(), out.output.clone(), map.clone());
-    let report = tokio::task::spawn_blocking(move || lehr_formats::grow::regrow(&s, &m, &o))
+    let report = tokio::task::spawn_blocking(move || lehr_formats::grow::regrow(&s, &m, &o, identity))
         .await
         .map_err(|e| anyhow::anyhow!("growing panicked: {e}"))?
         .map_err(|e| match e {
