@@ -10,7 +10,9 @@
 # libnccl.so.2), then runs: the libtorch smoke test on CUDA; `lehr bench train` for
 # qwen2.5-0.5b at 4K context in bf16 against PyTorch eager (benches/torch_train.py; plain
 # PyTorch when transformers is missing); and a short bf16 training run over the repo's sample
-# with a resume. Results go to $OUT as JSON and logs.
+# with a resume, whose spec also scores ARC-Easy at stage ends ([eval]); then `lehr eval tasks`
+# on its checkpoint in bf16 and fp32 (and against lm-eval when the machine has it). Results go
+# to $OUT as JSON and logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEHR=${LEHR:-target/release/lehr}
@@ -52,4 +54,27 @@ sed "s#.lehr/demo-tokens#$WORK/tokens#" examples/tokenize.toml > "$WORK/tokenize
 "$LEHR" eval ppl --checkpoint "$WORK/run/checkpoints/step-00000030" --data "$WORK/tokens/lang=en" --device "$DEVICE" \
   --json | tee "$OUT/eval.json"
 tail -n 2 "$OUT/train-b.jsonl"
+
+echo "== lehr eval tasks on the GPU: bf16 against fp32 (the run's checkpoint, 5-shot ARC-Easy sample; [eval] scores in eval.jsonl)"
+CKPT="$WORK/run/checkpoints/step-00000030"
+for p in bf16 fp32; do
+  "$LEHR" eval tasks --checkpoint "$CKPT" --tasks arc_easy --data-dir examples/data/eval --num-fewshot 5 \
+    --device "$DEVICE" --precision "$p" --json > "$OUT/tasks-$p.json"
+done
+"$PY" - "$OUT" <<'PY'
+import json, sys
+a, b = (json.load(open(f"{sys.argv[1]}/tasks-{p}.json")) for p in ("bf16", "fp32"))
+la = [x for s in a["samples"]["arc_easy"] for x in s["loglikelihoods"]]
+lb = [x for s in b["samples"]["arc_easy"] for x in s["loglikelihoods"]]
+same = sum(x["pred"] == y["pred"] for x, y in zip(a["samples"]["arc_easy"], b["samples"]["arc_easy"]))
+print(json.dumps({"bf16_s": a["config"]["extra"]["seconds"], "fp32_s": b["config"]["extra"]["seconds"],
+                  "requests": a["config"]["extra"]["requests"], "same_choice": same, "of": len(la) // 4,
+                  "max_ll_diff": max(abs(x - y) for x, y in zip(la, lb))}))
+PY
+grep -c '"task"' "$WORK/run/eval.jsonl" || true
+if "$PY" -c 'import lm_eval' 2>/dev/null; then
+  echo "== lehr eval tasks against lm-eval's HF backend on the GPU"
+  "$PY" benches/eval_parity.py "$LEHR" "$CKPT" examples/data/eval --tasks arc_easy --shots 5 --device "$DEVICE" \
+    --work "$OUT/eval-parity" --json | tee "$OUT/eval-parity.json"
+fi
 echo "== done: $OUT"
