@@ -120,6 +120,29 @@ print(json.dumps({"tensors": len(out), "source": len(src), "bad": bad}))
     eprintln!("identity growth 30 -> 32 blocks: log-probabilities move by at most {max:.1e}");
     assert!(max < 1e-5, "{max}");
 
+    // a source in transformers' sharded layout (index + shards) gives the same model
+    let sharded = dir.path().join("sharded");
+    let script = "import sys, torch\nfrom transformers import AutoModelForCausalLM\n\
+                  m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)\n\
+                  m.save_pretrained(sys.argv[2], max_shard_size='100MB')\n";
+    let save = std::process::Command::new(venv_python()).args(["-c", script]).arg(&src).arg(&sharded).output().unwrap();
+    assert!(save.status.success(), "{}", String::from_utf8_lossy(&save.stderr));
+    assert!(sharded.join("model.safetensors.index.json").exists() && !sharded.join("model.safetensors").exists());
+    let from_shards = dir.path().join("first10-sharded");
+    let run = lehr().args(["grow", "layers", "--map", "0-9", "-o"]).arg(&from_shards).arg(&sharded).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let same =
+        "import sys\nfrom safetensors.numpy import load_file\na, b = load_file(sys.argv[1]), load_file(sys.argv[2])\n\
+                assert sorted(a) == sorted(b), (sorted(a), sorted(b))\n\
+                assert all((a[k].astype('float32') == b[k].astype('float32')).all() for k in a)\n";
+    let cmp = std::process::Command::new(venv_python())
+        .args(["-c", same])
+        .arg(first.join("model.safetensors"))
+        .arg(from_shards.join("model.safetensors"))
+        .output()
+        .unwrap();
+    assert!(cmp.status.success(), "sharded source: {}", String::from_utf8_lossy(&cmp.stderr));
+
     // refusals name the problem
     for (args, why) in [
         (vec!["grow", "dus", "--drop", "30"], "give 1 to 29"),

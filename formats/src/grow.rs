@@ -2,8 +2,9 @@
 //! everything else (embeddings, final norm, head) kept. SOLAR's depth up-scaling is the map
 //! `0..n-m` then `m..n` (two copies of the stack, the last `m` blocks of the first and the first
 //! `m` of the second dropped: `2·(n − m)` blocks); Kiwi's "selected layers" and any other
-//! stacking are explicit maps (`"0-15,8-23"`). Tensors are copied byte for byte in their stored
-//! dtype; `config.json` gets the new `num_hidden_layers` (and per-layer lists such as
+//! stacking are explicit maps (`"0-15,8-23"`). The source may be one `model.safetensors` or
+//! transformers' shards with their index; tensors are copied byte for byte in their stored
+//! dtype into one `model.safetensors`; `config.json` gets the new `num_hidden_layers` (and per-layer lists such as
 //! `layer_types` remapped); the tokenizer files come along. The result is a fresh checkpoint
 //! (no optimizer or trainer state) that transformers and `lehr train run --init-from` load.
 
@@ -81,6 +82,35 @@ fn block_of(name: &str) -> Option<(usize, &str)> {
 /// The tensors of a block that write into the residual stream: zeroed, the block adds nothing.
 const OUTPUT_PROJECTIONS: [&str; 3] = ["self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight"];
 
+/// The checkpoint's weight files: `model.safetensors`, or the shards its
+/// `model.safetensors.index.json` names (transformers' layout for large models).
+fn weight_files(src: &Path) -> Result<Vec<PathBuf>, GrowError> {
+    let single = src.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index = src.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).map_err(|_| {
+        GrowError::Bad(format!("{}: neither model.safetensors nor model.safetensors.index.json", src.display()))
+    })?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| GrowError::Bad(format!("{}: {e}", index.display())))?;
+    let map =
+        v["weight_map"].as_object().ok_or_else(|| GrowError::Bad(format!("{}: no weight_map", index.display())))?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    for f in map.values() {
+        let f =
+            f.as_str().ok_or_else(|| GrowError::Bad(format!("{}: a file name is not a string", index.display())))?;
+        let p = src.join(f);
+        if !files.contains(&p) {
+            files.push(p);
+        }
+    }
+    if files.is_empty() {
+        return Err(GrowError::Bad(format!("{}: an empty weight_map", index.display())));
+    }
+    Ok(files)
+}
+
 /// Builds the checkpoint `out` from `src` with the block map. With `identity`, every repeat of a
 /// source block (its second and later places) has its output projections zeroed, so it adds
 /// nothing to the residual stream and the grown model computes what the source did (the
@@ -99,21 +129,17 @@ pub fn regrow(src: &Path, map: &[usize], out: &Path, identity: bool) -> Result<G
     if let Some(&k) = map.iter().find(|&&k| k >= n) {
         return Err(GrowError::Bad(format!("block {k} is past the source's {n} blocks")));
     }
-    let weights = src.join("model.safetensors");
-    if !weights.exists() {
-        return Err(GrowError::Bad(format!(
-            "{}: no model.safetensors (a checkpoint sharded into several files is not supported yet)",
-            src.display()
-        )));
-    }
-    let st = Safetensors::open(&weights)?;
+    let files = weight_files(src)?;
+    let opened: Vec<Safetensors> = files.iter().map(|f| Safetensors::open(f)).collect::<Result<_, _>>()?;
     // places whose block appeared earlier in the map
     let repeat: Vec<bool> = map.iter().enumerate().map(|(k, m)| map[..k].contains(m)).collect();
-    let zeros: Vec<u8> = vec![0; st.tensors.values().map(|e| e.data_offsets.1 - e.data_offsets.0).max().unwrap_or(0)];
+    let all: Vec<(&Safetensors, &String, &crate::safetensors::TensorEntry)> =
+        opened.iter().flat_map(|st| st.tensors.iter().map(move |(n, e)| (st, n, e))).collect();
+    let zeros: Vec<u8> = vec![0; all.iter().map(|(_, _, e)| e.data_offsets.1 - e.data_offsets.0).max().unwrap_or(0)];
     let mut tensors: Vec<(String, String, Vec<usize>, &[u8])> = Vec::new();
     let (mut before, mut after) = (0u64, 0u64);
     let numel = |shape: &[usize]| shape.iter().product::<usize>() as u64;
-    for (name, e) in &st.tensors {
+    for (st, name, e) in all.iter().copied() {
         before += numel(&e.shape);
         let bytes = st.raw(name)?;
         match block_of(name) {
@@ -125,7 +151,7 @@ pub fn regrow(src: &Path, map: &[usize], out: &Path, identity: bool) -> Result<G
                 if i >= n {
                     return Err(GrowError::Bad(format!(
                         "{}: `{name}` is past num_hidden_layers {n}",
-                        weights.display()
+                        st.path.display()
                     )));
                 }
                 for (k, _) in map.iter().enumerate().filter(|(_, &m)| m == i) {
