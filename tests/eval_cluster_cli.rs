@@ -28,14 +28,7 @@ fn spawn_train_worker(url: &str, name: &str) -> Proc {
 #[test]
 fn an_eval_job_on_train_workers_equals_one_process() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("smollm2");
-    let imp = lehr()
-        .args(["import", "gguf", "-o"])
-        .arg(&ckpt)
-        .arg(model("SmolLM2-135M-Instruct.Q4_1.gguf"))
-        .output()
-        .unwrap();
-    assert!(imp.status.success(), "{}", String::from_utf8_lossy(&imp.stderr));
+    let ckpt = import_smollm2(dir.path());
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::copy(repo().join("examples/data/eval/arc_easy.jsonl"), data.join("arc_easy.jsonl")).unwrap();

@@ -12,8 +12,6 @@ use common::llm::*;
 use common::*;
 use std::path::Path;
 
-use serde_json::Value;
-
 /// (our task, lm-eval's YAML under lm_eval/tasks, helper file its `!function`s need, whether
 /// the few-shot examples come from a separate split)
 const TASKS: &[(&str, &str, Option<&str>, Option<&str>)] = &[
@@ -72,30 +70,11 @@ fn local_yaml(official: &str, name: &str, data: &Path, fewshot: Option<&str>) ->
     head.join("\n") + "\n"
 }
 
-fn resp_floats(s: &Value) -> Vec<f64> {
-    s["filtered_resps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let x = if r.is_array() { &r[0] } else { r };
-            x.as_str().map(|t| t.parse().unwrap()).or(x.as_f64()).unwrap()
-        })
-        .collect()
-}
-
 #[test]
 fn builtin_formats_build_lm_evals_prompts() {
     let dir = tempfile::tempdir().unwrap();
     let data = repo().join("examples/data/eval/formats");
-    let ckpt = dir.path().join("smollm2");
-    let imp = lehr()
-        .args(["import", "gguf", "-o"])
-        .arg(&ckpt)
-        .arg(model("SmolLM2-135M-Instruct.Q4_1.gguf"))
-        .output()
-        .unwrap();
-    assert!(imp.status.success(), "{}", String::from_utf8_lossy(&imp.stderr));
+    let ckpt = import_smollm2(dir.path());
     let names: Vec<&str> = TASKS.iter().map(|t| t.0).collect();
 
     let ours = lehr()
@@ -123,55 +102,18 @@ fn builtin_formats_build_lm_evals_prompts() {
     }
     let out = dir.path().join("lm_eval_out");
     let lm_names: Vec<String> = names.iter().map(|n| format!("lehr_{n}")).collect();
-    let lm = std::process::Command::new(venv_python())
-        .args(["-m", "lm_eval", "--model", "hf", "--device", "cpu", "--batch_size", "8", "--num_fewshot", "2"])
-        .args(["--tasks", &lm_names.join(",")])
-        .arg("--model_args")
-        .arg(format!("pretrained={},dtype=float32", ckpt.display()))
-        .arg("--include_path")
-        .arg(&lm_tasks)
-        .arg("--output_path")
-        .arg(&out)
-        .arg("--log_samples")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_DATASETS_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(lm.status.success(), "lm-eval: {}", String::from_utf8_lossy(&lm.stderr));
-    let sub = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
-    let files: Vec<_> = std::fs::read_dir(&sub).unwrap().map(|e| e.unwrap().path()).collect();
-    let find = |prefix: &str| {
-        files.iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix)).unwrap().clone()
-    };
-    let theirs: Value = serde_json::from_slice(&std::fs::read(find("results_")).unwrap()).unwrap();
+    let lm = lm_eval(&ckpt, &lm_tasks, &lm_names.join(","), &out, &["--num_fewshot", "2"]);
+    let theirs = lm.results();
 
     for name in &names {
         let lm_name = format!("lehr_{name}");
-        let mut samples: Vec<Value> = std::fs::read_to_string(find(&format!("samples_{lm_name}_")))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        samples.sort_by_key(|s| s["doc_id"].as_u64().unwrap());
+        let samples = lm.samples(&lm_name);
         let mine = ours["samples"][name].as_array().unwrap();
         assert_eq!(samples.len(), mine.len(), "{name}");
         let mut worst = 0.0f64;
         for (s, m) in samples.iter().zip(mine) {
-            let args = s["arguments"].as_object().unwrap();
-            let want: Vec<(&str, &str)> = (0..args.len())
-                .map(|i| {
-                    let a = &args[&format!("gen_args_{i}")];
-                    (a["arg_0"].as_str().unwrap(), a["arg_1"].as_str().unwrap())
-                })
-                .collect();
-            let got: Vec<(&str, &str)> = m["arguments"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| (a[0].as_str().unwrap(), a[1].as_str().unwrap()))
-                .collect();
-            assert_eq!(got, want, "{name} doc {}: the prompts differ", s["doc_id"]);
-            for (a, b) in floats(&m["loglikelihoods"]).iter().zip(resp_floats(s)) {
+            assert_eq!(lehr_prompts(m), lm_eval_prompts(s), "{name} doc {}: the prompts differ", s["doc_id"]);
+            for (a, b) in floats(&m["loglikelihoods"]).iter().zip(lm_eval_loglikelihoods(s)) {
                 worst = worst.max((a - b).abs());
             }
         }

@@ -62,30 +62,14 @@ fn parity(dir: &Path, data: &Path, ckpt: &Path, tag: &str, shots: usize, limit: 
     std::fs::create_dir(&tasks).unwrap();
     std::fs::write(tasks.join("lehr_arc_easy.yaml"), yaml).unwrap();
     let out = dir.join(format!("{tag}-lm_eval_out"));
-    let lm = std::process::Command::new(venv_python())
-        .args(["-m", "lm_eval", "--model", "hf", "--tasks", "lehr_arc_easy", "--device", "cpu", "--batch_size", "8"])
-        .args(["--num_fewshot", &shots.to_string(), "--limit", &limit.to_string()])
-        .arg("--model_args")
-        .arg(format!("pretrained={},dtype=float32", ckpt.display()))
-        .arg("--include_path")
-        .arg(&tasks)
-        .arg("--output_path")
-        .arg(&out)
-        .arg("--log_samples")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_DATASETS_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(lm.status.success(), "lm-eval: {}", String::from_utf8_lossy(&lm.stderr));
-    let find = |prefix: &str| -> std::path::PathBuf {
-        let sub = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
-        std::fs::read_dir(&sub)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-            .unwrap()
-    };
-    let theirs: Value = serde_json::from_slice(&std::fs::read(find("results_")).unwrap()).unwrap();
+    let lm = lm_eval(
+        ckpt,
+        &tasks,
+        "lehr_arc_easy",
+        &out,
+        &["--num_fewshot", &shots.to_string(), "--limit", &limit.to_string()],
+    );
+    let theirs = lm.results();
     for key in ["acc,none", "acc_stderr,none", "acc_norm,none", "acc_norm_stderr,none"] {
         let (a, b) = (
             ours["results"]["arc_easy"][key].as_f64().unwrap(),
@@ -94,38 +78,15 @@ fn parity(dir: &Path, data: &Path, ckpt: &Path, tag: &str, shots: usize, limit: 
         eprintln!("{tag} {key}: lehr {a:.4}, lm-eval {b:.4}");
         assert!((a - b).abs() < 1e-4, "{key}: lehr {a}, lm-eval {b}");
     }
-    let mut samples: Vec<Value> = std::fs::read_to_string(find("samples_lehr_arc_easy"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    samples.sort_by_key(|s| s["doc_id"].as_u64().unwrap());
+    let samples = lm.samples("lehr_arc_easy");
     let mine = ours["samples"]["arc_easy"].as_array().unwrap();
     assert_eq!(samples.len(), mine.len());
     let mut worst = 0.0f64;
     for (s, m) in samples.iter().zip(mine) {
-        let lls: Vec<f64> = s["filtered_resps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r[0].as_str().map(|x| x.parse().unwrap()).or(r[0].as_f64()).unwrap())
-            .collect();
+        let lls = lm_eval_loglikelihoods(s);
         let argmax = (0..lls.len()).fold(0, |b, i| if lls[i] > lls[b] { i } else { b });
         // the same prompts: few-shot examples, context and continuation, character for character
-        let args = s["arguments"].as_object().unwrap();
-        let theirs: Vec<(&str, &str)> = (0..args.len())
-            .map(|i| {
-                let a = &args[&format!("gen_args_{i}")];
-                (a["arg_0"].as_str().unwrap(), a["arg_1"].as_str().unwrap())
-            })
-            .collect();
-        let mine_args: Vec<(&str, &str)> = m["arguments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| (a[0].as_str().unwrap(), a[1].as_str().unwrap()))
-            .collect();
-        assert_eq!(mine_args, theirs, "{tag} doc {}: the prompts differ", s["doc_id"]);
+        assert_eq!(lehr_prompts(m), lm_eval_prompts(s), "{tag} doc {}: the prompts differ", s["doc_id"]);
         let pred = m["pred"].as_u64().unwrap() as usize;
         // the same choice, unless lm-eval's top two are within float noise of each other
         assert!(
@@ -148,14 +109,7 @@ fn eval_tasks_scores_as_lm_eval_does() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::copy(repo().join("examples/data/eval/arc_easy.jsonl"), data.join("arc_easy.jsonl")).unwrap();
-    let ckpt = dir.path().join("smollm2");
-    let imp = lehr()
-        .args(["import", "gguf", "-o"])
-        .arg(&ckpt)
-        .arg(model("SmolLM2-135M-Instruct.Q4_1.gguf"))
-        .output()
-        .unwrap();
-    assert!(imp.status.success(), "{}", String::from_utf8_lossy(&imp.stderr));
+    let ckpt = import_smollm2(dir.path());
 
     let ours = parity(dir.path(), &data, &ckpt, "smollm2", 0, 60);
     // few-shot: lm-eval's sampler (seed 1234), so the same examples before each question

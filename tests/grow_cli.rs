@@ -40,10 +40,7 @@ fn lehr_loglikelihood(dir: &std::path::Path, ckpt: &std::path::Path) -> f64 {
 #[test]
 fn depth_up_scaling_copies_blocks_and_transformers_agrees() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("smollm2");
-    let imp =
-        lehr().args(["import", "gguf", "-o"]).arg(&src).arg(model("SmolLM2-135M-Instruct.Q4_1.gguf")).output().unwrap();
-    assert!(imp.status.success(), "{}", String::from_utf8_lossy(&imp.stderr));
+    let src = import_smollm2(dir.path());
 
     let dus = dir.path().join("dus");
     let run = lehr().args(["grow", "dus", "--drop", "10", "--json", "-o"]).arg(&dus).arg(&src).output().unwrap();

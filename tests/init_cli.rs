@@ -109,14 +109,7 @@ print(json.dumps({"tensors": len(got), "bad": bad}))
     assert!(inherited < fresh_loss - 0.5, "inherited {inherited} vs fresh {fresh_loss}");
 
     // refusals
-    let smol = dir.path().join("smollm2");
-    let imp = lehr()
-        .args(["import", "gguf", "-o"])
-        .arg(&smol)
-        .arg(model("SmolLM2-135M-Instruct.Q4_1.gguf"))
-        .output()
-        .unwrap();
-    assert!(imp.status.success());
+    let smol = import_smollm2(dir.path());
     let bad = train(
         &spec_with_init(dir.path(), ""),
         &tokens,

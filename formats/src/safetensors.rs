@@ -120,47 +120,22 @@ impl Safetensors {
     }
 }
 
-/// Writes tensors as stored — `(name, dtype, shape, bytes)` — as a safetensors file with the
-/// `{"format": "pt"}` metadata transformers checks.
-pub fn write_raw(path: &Path, tensors: &[(String, String, Vec<usize>, &[u8])]) -> Result<(), SafetensorsError> {
+/// Creates `path` with a safetensors header for `entries` — (name, dtype, shape, bytes), in
+/// the order their data will follow — and the `{"format": "pt"}` metadata transformers checks;
+/// the caller writes the data and flushes.
+fn create_with_header<'a>(
+    path: &Path,
+    entries: impl Iterator<Item = (&'a str, &'a str, &'a [usize], usize)>,
+) -> Result<std::io::BufWriter<std::fs::File>, SafetensorsError> {
     use std::io::Write;
     let io = |source| SafetensorsError::Io { path: path.to_path_buf(), source };
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut offset = 0usize;
-    for (name, dtype, shape, bytes) in tensors {
+    for (name, dtype, shape, n) in entries {
         header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()]}),
-        );
-        offset += bytes.len();
-    }
-    let mut h = serde_json::to_vec(&header).expect("json");
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    f.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
-    f.write_all(&h).map_err(io)?;
-    for (_, _, _, bytes) in tensors {
-        f.write_all(bytes).map_err(io)?;
-    }
-    f.flush().map_err(io)
-}
-
-/// Writes f32 tensors (row-major) as a safetensors file with the `{"format": "pt"}` metadata
-/// transformers checks.
-pub fn write_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<(), SafetensorsError> {
-    use std::io::Write;
-    let io = |source| SafetensorsError::Io { path: path.to_path_buf(), source };
-    let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
-    let mut offset = 0usize;
-    for (name, shape, values) in tensors {
-        let n = values.len() * 4;
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + n]}),
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}),
         );
         offset += n;
     }
@@ -171,6 +146,27 @@ pub fn write_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Res
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     f.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
     f.write_all(&h).map_err(io)?;
+    Ok(f)
+}
+
+/// Writes tensors as stored — `(name, dtype, shape, bytes)` — as a safetensors file.
+pub fn write_raw(path: &Path, tensors: &[(String, String, Vec<usize>, &[u8])]) -> Result<(), SafetensorsError> {
+    use std::io::Write;
+    let io = |source| SafetensorsError::Io { path: path.to_path_buf(), source };
+    let entries = tensors.iter().map(|(n, d, s, b)| (n.as_str(), d.as_str(), s.as_slice(), b.len()));
+    let mut f = create_with_header(path, entries)?;
+    for (_, _, _, bytes) in tensors {
+        f.write_all(bytes).map_err(io)?;
+    }
+    f.flush().map_err(io)
+}
+
+/// Writes f32 tensors (row-major) as a safetensors file.
+pub fn write_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<(), SafetensorsError> {
+    use std::io::Write;
+    let io = |source| SafetensorsError::Io { path: path.to_path_buf(), source };
+    let entries = tensors.iter().map(|(n, s, v)| (n.as_str(), "F32", s.as_slice(), v.len() * 4));
+    let mut f = create_with_header(path, entries)?;
     for (_, _, values) in tensors {
         for chunk in values.chunks(1 << 16) {
             let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -49,7 +49,7 @@ async fn on_cluster(a: EvalTasksArgs, url: &str) -> CmdResult {
         return Err(usage("--coordinator needs -o FILE: where the job writes the merged results".into()));
     };
     let cwd = std::env::current_dir().context("no current directory")?;
-    let abs = |p: &std::path::Path| cwd.join(p).to_string_lossy().into_owned();
+    let abs = |p: &std::path::Path| lehr_pipeline::store::absolutize(&p.to_string_lossy(), &cwd);
     let specs: Vec<String> = a.tasks.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     // task names (and a bad task file's error) before anything is submitted
     let mut order = Vec::new();

@@ -289,15 +289,14 @@ fn anchored_spec(
                 spec.display()
             )));
         }
-        let from = cwd.join(from).to_string_lossy().into_owned();
+        let from = lehr_pipeline::store::absolutize(&from.to_string_lossy(), cwd);
         run.init = Some(lehr_schedules::spec::InitSpec { from, layers: None });
         changed = true;
     }
     let mut anchor = |p: &mut String| {
-        if !std::path::Path::new(p.as_str()).is_absolute() {
-            *p = base.join(p.as_str()).to_string_lossy().into_owned();
-            changed = true;
-        }
+        let abs = lehr_pipeline::store::absolutize(p, &base);
+        changed |= abs != *p;
+        *p = abs;
     };
     if let Some(e) = run.eval.as_mut() {
         anchor(&mut e.data_dir);

@@ -81,3 +81,97 @@ pub fn diff(a: &[f64], b: &[f64]) -> (f64, f64) {
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| (x - y).abs()).collect();
     (d.iter().cloned().fold(0.0, f64::max), d.iter().sum::<f64>() / d.len() as f64)
 }
+
+/// SmolLM2-135M-Instruct, imported from its published GGUF into `dir/smollm2`.
+pub fn import_smollm2(dir: &Path) -> PathBuf {
+    let ckpt = dir.join("smollm2");
+    let imp = super::lehr()
+        .args(["import", "gguf", "-o"])
+        .arg(&ckpt)
+        .arg(model("SmolLM2-135M-Instruct.Q4_1.gguf"))
+        .output()
+        .unwrap();
+    assert!(imp.status.success(), "{}", String::from_utf8_lossy(&imp.stderr));
+    ckpt
+}
+
+/// The output of one lm-evaluation-harness run (`--output_path`, `--log_samples`).
+pub struct LmEvalRun {
+    files: Vec<PathBuf>,
+}
+
+/// lm-eval's HF backend on `ckpt` (f32, CPU, batch 8, offline) over the task YAMLs in
+/// `tasks_dir`, writing under `out`; `extra` goes on its command line.
+pub fn lm_eval(ckpt: &Path, tasks_dir: &Path, tasks: &str, out: &Path, extra: &[&str]) -> LmEvalRun {
+    let lm = std::process::Command::new(venv_python())
+        .args(["-m", "lm_eval", "--model", "hf", "--device", "cpu", "--batch_size", "8", "--tasks", tasks])
+        .args(extra)
+        .arg("--model_args")
+        .arg(format!("pretrained={},dtype=float32", ckpt.display()))
+        .arg("--include_path")
+        .arg(tasks_dir)
+        .arg("--output_path")
+        .arg(out)
+        .arg("--log_samples")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_DATASETS_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(lm.status.success(), "lm-eval: {}", String::from_utf8_lossy(&lm.stderr));
+    let sub = std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path();
+    LmEvalRun { files: std::fs::read_dir(&sub).unwrap().map(|e| e.unwrap().path()).collect() }
+}
+
+impl LmEvalRun {
+    fn find(&self, prefix: &str) -> &Path {
+        self.files
+            .iter()
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .unwrap_or_else(|| panic!("lm-eval wrote no {prefix}* file"))
+    }
+
+    /// The results JSON.
+    pub fn results(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.find("results_")).unwrap()).unwrap()
+    }
+
+    /// The logged samples of `task`, in document order.
+    pub fn samples(&self, task: &str) -> Vec<Value> {
+        let mut s: Vec<Value> = std::fs::read_to_string(self.find(&format!("samples_{task}_")))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        s.sort_by_key(|s| s["doc_id"].as_u64().unwrap());
+        s
+    }
+}
+
+/// A logged lm-eval sample's requests: (context, continuation) per request.
+pub fn lm_eval_prompts(sample: &Value) -> Vec<(&str, &str)> {
+    let args = sample["arguments"].as_object().unwrap();
+    (0..args.len())
+        .map(|i| {
+            let a = &args[&format!("gen_args_{i}")];
+            (a["arg_0"].as_str().unwrap(), a["arg_1"].as_str().unwrap())
+        })
+        .collect()
+}
+
+/// A `lehr eval tasks --json` sample's requests, in the same form.
+pub fn lehr_prompts(sample: &Value) -> Vec<(&str, &str)> {
+    sample["arguments"].as_array().unwrap().iter().map(|a| (a[0].as_str().unwrap(), a[1].as_str().unwrap())).collect()
+}
+
+/// A logged lm-eval sample's log-likelihood per request.
+pub fn lm_eval_loglikelihoods(sample: &Value) -> Vec<f64> {
+    sample["filtered_resps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let x = if r.is_array() { &r[0] } else { r };
+            x.as_str().map(|t| t.parse().unwrap()).or(x.as_f64()).unwrap()
+        })
+        .collect()
+}

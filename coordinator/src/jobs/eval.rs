@@ -20,7 +20,7 @@ pub struct EvalKind;
 fn parse(spec: &str, base_dir: &str) -> Result<EvalJob, JobError> {
     let mut job = EvalJob::from_json(spec).map_err(JobError::Invalid)?;
     let base = std::path::Path::new(base_dir);
-    let abs = |p: &str| base.join(p).to_string_lossy().into_owned();
+    let abs = |p: &str| lehr_pipeline::store::absolutize(p, base);
     job.checkpoint = abs(&job.checkpoint);
     job.data_dir = abs(&job.data_dir);
     job.out = abs(&job.out);
