@@ -194,6 +194,49 @@ pub struct StageSpec {
     /// Share of the stage's tokens per source (sum to 1).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ratios: BTreeMap<String, f64>,
+    /// Transformer blocks during this stage (default: the previous stage's, or the model's):
+    /// more than before grows the model at the stage's first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<u32>,
+    /// How the blocks a stage adds start (default `inherit` when the run has `[init]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grow: Option<GrowRule>,
+}
+
+/// How blocks added at a growth boundary are initialized; they are appended after the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrowRule {
+    /// The next blocks of the `[init]` reference model (Inheritune): a model holding reference
+    /// blocks ..=j gains blocks j+1, j+2, ... as the reference has them.
+    Inherit,
+    /// Copies of the current last block, as trained so far.
+    CopyLast,
+    /// Copies of the current last block whose output projections (`o_proj`, `down_proj`)
+    /// are zero: each new block adds nothing to the residual stream, so the model computes
+    /// exactly what it did before the boundary.
+    Identity,
+}
+
+impl GrowRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            GrowRule::Inherit => "inherit",
+            GrowRule::CopyLast => "copy-last",
+            GrowRule::Identity => "identity",
+        }
+    }
+}
+
+/// A stage's depth: blocks during the stage, and the rule for those it adds (None: none added).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StageDepth {
+    pub layers: usize,
+    pub grow: Option<GrowRule>,
+    /// Blocks before the stage.
+    pub from: usize,
+    /// With `inherit`: the reference block the first added block copies (the rest follow it).
+    pub source: Option<usize>,
 }
 
 /// The learning-rate phase of a stage, as factors of `lr.peak`.
@@ -426,6 +469,12 @@ impl RunSpec {
                     return Err(spec_err(at("tokens"), format!("{} but the budgets sum to {sum}", t.0)));
                 }
             }
+            if st.layers == Some(0) {
+                return Err(spec_err(at("layers"), "a model needs at least 1 block"));
+            }
+            if st.grow.is_some() && st.layers.is_none() {
+                return Err(spec_err(at("grow"), "set `layers` (the stage's block count) with `grow`"));
+            }
             let lr = &st.lr;
             for (key, v) in [("lr.from", lr.from), ("lr.to", lr.to)] {
                 if let Some(v) = v {
@@ -451,6 +500,68 @@ impl RunSpec {
             }
         }
         Ok(())
+    }
+
+    /// Every stage's depth for a model that starts with `initial` blocks. `reference` is the
+    /// `[init]` source's block count and the last source block the model holds (for `inherit`).
+    /// Errors name the stage and key: depth only grows, `inherit` needs `[init]` and reference
+    /// blocks left, a stage that adds blocks without `[init]` must say how (`grow`).
+    pub fn depths(&self, initial: usize, reference: Option<(usize, usize)>) -> Result<Vec<StageDepth>, SpecError> {
+        let mut out = Vec::with_capacity(self.stages.len());
+        let mut depth = initial;
+        let mut next_ref = reference.map(|(_, last)| last + 1);
+        for (i, st) in self.stages.iter().enumerate() {
+            let at = |key: &str| format!("stage[{i}] {:?}.{key}", st.name);
+            let layers = st.layers.map_or(depth, |l| l as usize);
+            if layers < depth {
+                return Err(spec_err(
+                    at("layers"),
+                    format!("{layers} blocks, but the model has {depth} by then; stages only add blocks"),
+                ));
+            }
+            let mut source = None;
+            let grow = if layers > depth {
+                let rule = match (st.grow, &self.init) {
+                    (Some(r), _) => r,
+                    (None, Some(_)) => GrowRule::Inherit,
+                    (None, None) => return Err(spec_err(
+                        at("grow"),
+                        format!(
+                            "the stage grows the model from {depth} to {layers} blocks; say how the new ones start: \
+                                 grow = \"copy-last\" | \"identity\" (or \"inherit\" with [init])"
+                        ),
+                    )),
+                };
+                if rule == GrowRule::Inherit {
+                    let Some((n, _)) = reference else {
+                        return Err(spec_err(
+                            at("grow"),
+                            "`inherit` takes the next blocks of the [init] model; add [init]",
+                        ));
+                    };
+                    let first = next_ref.unwrap_or(0);
+                    let need = first + (layers - depth);
+                    if need > n {
+                        return Err(spec_err(
+                            at("layers"),
+                            format!(
+                                "inheriting {} more blocks needs reference blocks {first}..{need}, but {} has {n}",
+                                layers - depth,
+                                self.init.as_ref().map_or("the reference", |i| i.from.as_str())
+                            ),
+                        ));
+                    }
+                    next_ref = Some(need);
+                    source = Some(first);
+                }
+                Some(rule)
+            } else {
+                None
+            };
+            out.push(StageDepth { layers, grow, from: depth, source });
+            depth = layers;
+        }
+        Ok(out)
     }
 
     /// Per stage, the token budget of every source: exact integers that sum to the stage's
@@ -552,6 +663,43 @@ ratios = { web = 0.5, code = 0.5 }
         assert_eq!(RunSpec::from_toml(&s.to_toml()).unwrap(), s);
         let e = with(|s| s.init = Some(InitSpec { from: " ".into(), layers: None })).unwrap_err();
         assert_eq!(e.key, "init.from");
+    }
+
+    #[test]
+    fn growth_depths() {
+        let grow = |init: bool, layers: [Option<u32>; 2], rule: Option<GrowRule>| {
+            let mut s: RunSpec = toml::from_str(SMALL).unwrap();
+            s.init = init.then(|| InitSpec { from: "ref".into(), layers: Some("0..2".into()) });
+            s.stages[0].layers = layers[0];
+            s.stages[1].layers = layers[1];
+            s.stages[1].grow = rule;
+            s.validate()?;
+            s.depths(2, init.then_some((4, 1)))
+        };
+        let d = grow(true, [None, Some(4)], None).unwrap();
+        assert_eq!(d[0], StageDepth { layers: 2, grow: None, from: 2, source: None });
+        assert_eq!(d[1], StageDepth { layers: 4, grow: Some(GrowRule::Inherit), from: 2, source: Some(2) });
+        let e = grow(true, [None, Some(5)], None).unwrap_err();
+        assert_eq!(e.key, "stage[1] \"anneal\".layers");
+        assert!(e.message.contains("blocks 2..5, but ref has 4"), "{e}");
+        let e = grow(false, [None, Some(3)], None).unwrap_err();
+        assert_eq!(e.key, "stage[1] \"anneal\".grow");
+        assert!(e.message.contains("copy-last"), "{e}");
+        assert!(grow(false, [None, Some(3)], Some(GrowRule::Inherit)).unwrap_err().message.contains("[init]"));
+        let d = grow(false, [Some(3), None], Some(GrowRule::Identity)).unwrap_err();
+        assert_eq!(d.key, "stage[1] \"anneal\".grow", "grow without layers");
+        let d = grow(false, [Some(3), Some(3)], None).unwrap_err();
+        assert!(d.key.ends_with("[0] \"stable\".grow"), "stage 0 grows 2 -> 3 too: {d}");
+        let e = grow(false, [None, Some(1)], None).unwrap_err();
+        assert!(e.message.contains("only add blocks"), "{e}");
+        let text = SMALL.replace(
+            "ratios = { web = 0.5, code = 0.5 }",
+            "ratios = { web = 0.5, code = 0.5 }\nlayers = 3\ngrow = \"copy-last\"",
+        );
+        let s = RunSpec::from_toml(&text).unwrap();
+        assert_eq!(s.depths(2, None).unwrap()[1].grow, Some(GrowRule::CopyLast));
+        assert_eq!(RunSpec::from_toml(&s.to_toml()).unwrap(), s);
+        assert!(RunSpec::from_toml(&text.replace("copy-last", "copy")).unwrap_err().message.contains("copy"));
     }
 
     fn s_eval() -> EvalSpec {

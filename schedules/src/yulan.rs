@@ -227,6 +227,8 @@ pub fn to_spec(recipes: &[Recipe], name: &str) -> (RunSpec, Vec<String>) {
             lr,
             budgets: budgets.into_iter().map(|(k, v)| (k, TokenCount(v))).collect(),
             ratios: BTreeMap::new(),
+            layers: None,
+            grow: None,
         });
     }
     let spec = RunSpec {

@@ -17,6 +17,8 @@ use crate::TrainError;
 pub struct Inherit {
     pub dir: PathBuf,
     pub map: Vec<usize>,
+    /// Blocks the source has (growth by `inherit` takes the ones after `map`'s last).
+    pub source_layers: usize,
 }
 
 /// The model config of a run that starts from `init`, and what to copy; `vocab` is the shards'.
@@ -34,7 +36,7 @@ pub fn student(init: &InitSpec, vocab: i64) -> Result<(ModelConfig, Inherit), Tr
     let n = source.num_hidden_layers as usize;
     let map = init.block_map(n).map_err(TrainError::Config)?;
     let config = ModelConfig { num_hidden_layers: map.len() as i64, ..source };
-    Ok((config, Inherit { dir, map }))
+    Ok((config, Inherit { dir, map, source_layers: n }))
 }
 
 /// The source's name of a model variable under the block map.
@@ -49,13 +51,18 @@ fn source_name(name: &str, map: &[usize]) -> String {
     name.to_string()
 }
 
-/// Copies the source's weights into the new model's variables (on their device).
-pub fn copy_weights(vs: &nn::VarStore, inherit: &Inherit) -> Result<(), TrainError> {
-    let (config, weights) = hf_config(&inherit.dir)?;
+/// The source's variables (lehr's names, unfolded), on the CPU.
+pub fn source_variables(dir: &std::path::Path) -> Result<std::collections::HashMap<String, tch::Tensor>, TrainError> {
+    let (config, weights) = hf_config(dir)?;
     let mut src_vs = nn::VarStore::new(tch::Device::Cpu);
     let _model = Model::new(&src_vs, &config)?;
     src_vs.load(&weights)?;
-    let src = src_vs.variables();
+    Ok(src_vs.variables())
+}
+
+/// Copies the source's weights into the new model's variables (on their device).
+pub fn copy_weights(vs: &nn::VarStore, inherit: &Inherit) -> Result<(), TrainError> {
+    let src = source_variables(&inherit.dir)?;
     tch::no_grad(|| -> Result<(), TrainError> {
         for (name, mut var) in vs.variables() {
             let from = source_name(&name, &inherit.map);

@@ -35,6 +35,7 @@ pub mod bench;
 pub mod collective;
 pub mod durable;
 pub mod eval;
+pub mod grow;
 pub mod init;
 pub mod model;
 #[cfg(feature = "nccl")]

@@ -269,7 +269,52 @@ fn linear(p: nn::Path, i: i64, o: i64, bias: bool, std: f64) -> nn::Linear {
     nn::linear(p, i, o, cfg)
 }
 
+impl Layer {
+    /// Block parameters under `l` (`model.layers.N`), initialized like [`Model::new`]'s.
+    fn new(l: nn::Path, c: &ModelConfig) -> Self {
+        let (hd, std) = (c.head_dim(), c.init_std);
+        let a = &l / "self_attn";
+        let f = &l / "mlp";
+        Layer {
+            input_norm: RmsNorm::new(&l / "input_layernorm", c.hidden_size, c.rms_norm_eps),
+            q_norm: c.qk_norm.then(|| RmsNorm::new(&a / "q_norm", hd, c.rms_norm_eps)),
+            k_norm: c.qk_norm.then(|| RmsNorm::new(&a / "k_norm", hd, c.rms_norm_eps)),
+            q: linear(&a / "q_proj", c.hidden_size, c.num_attention_heads * hd, c.qkv_bias, std),
+            k: linear(&a / "k_proj", c.hidden_size, c.num_key_value_heads * hd, c.qkv_bias, std),
+            v: linear(&a / "v_proj", c.hidden_size, c.num_key_value_heads * hd, c.qkv_bias, std),
+            o: linear(&a / "o_proj", c.num_attention_heads * hd, c.hidden_size, false, std),
+            post_norm: RmsNorm::new(&l / "post_attention_layernorm", c.hidden_size, c.rms_norm_eps),
+            gate: linear(&f / "gate_proj", c.hidden_size, c.intermediate_size, false, std),
+            up: linear(&f / "up_proj", c.hidden_size, c.intermediate_size, false, std),
+            down: linear(&f / "down_proj", c.intermediate_size, c.hidden_size, false, std),
+        }
+    }
+}
+
 impl Model {
+    /// Appends `n` blocks (new variables in `vs`, freshly initialized; the caller gives them
+    /// their values) and returns their variable names. Refused for a model with a depth scale,
+    /// whose residual factor depends on the block count (growing would change every block).
+    pub fn add_layers(&mut self, vs: &nn::VarStore, n: usize) -> Result<Vec<String>, TrainError> {
+        if self.config.depth_scale.is_some() {
+            return Err(TrainError::Config(
+                "growing a model with depth_scale (its residual factor is depth_scale / sqrt(layers), so new \
+                 blocks would change every block) is not supported; train it at its final depth"
+                    .into(),
+            ));
+        }
+        let before: std::collections::BTreeSet<String> = vs.variables().into_keys().collect();
+        let m = vs.root() / "model";
+        for _ in 0..n {
+            let i = self.layers.len() as i64;
+            self.layers.push(Layer::new(&m / "layers" / i, &self.config));
+            self.config.num_hidden_layers = i + 1;
+        }
+        let mut added: Vec<String> = vs.variables().into_keys().filter(|k| !before.contains(k)).collect();
+        added.sort();
+        Ok(added)
+    }
+
     /// Builds the parameters under `vs`'s root with Hugging Face names, initialized with
     /// N(0, init_std) (norms at 1, biases at 0).
     pub fn new(vs: &nn::VarStore, config: &ModelConfig) -> Result<Self, TrainError> {
@@ -284,27 +329,7 @@ impl Model {
             c.hidden_size,
             nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: std }, ..Default::default() },
         );
-        let hd = c.head_dim();
-        let layers = (0..c.num_hidden_layers)
-            .map(|i| {
-                let l = &m / "layers" / i;
-                let a = &l / "self_attn";
-                let f = &l / "mlp";
-                Layer {
-                    input_norm: RmsNorm::new(&l / "input_layernorm", c.hidden_size, c.rms_norm_eps),
-                    q_norm: c.qk_norm.then(|| RmsNorm::new(&a / "q_norm", hd, c.rms_norm_eps)),
-                    k_norm: c.qk_norm.then(|| RmsNorm::new(&a / "k_norm", hd, c.rms_norm_eps)),
-                    q: linear(&a / "q_proj", c.hidden_size, c.num_attention_heads * hd, c.qkv_bias, std),
-                    k: linear(&a / "k_proj", c.hidden_size, c.num_key_value_heads * hd, c.qkv_bias, std),
-                    v: linear(&a / "v_proj", c.hidden_size, c.num_key_value_heads * hd, c.qkv_bias, std),
-                    o: linear(&a / "o_proj", c.num_attention_heads * hd, c.hidden_size, false, std),
-                    post_norm: RmsNorm::new(&l / "post_attention_layernorm", c.hidden_size, c.rms_norm_eps),
-                    gate: linear(&f / "gate_proj", c.hidden_size, c.intermediate_size, false, std),
-                    up: linear(&f / "up_proj", c.hidden_size, c.intermediate_size, false, std),
-                    down: linear(&f / "down_proj", c.intermediate_size, c.hidden_size, false, std),
-                }
-            })
-            .collect();
+        let layers = (0..c.num_hidden_layers).map(|i| Layer::new(&m / "layers" / i, c)).collect();
         let norm = RmsNorm::new(&m / "norm", c.hidden_size, c.rms_norm_eps);
         let lm_head =
             (!c.tie_word_embeddings).then(|| linear(&root / "lm_head", c.hidden_size, c.vocab_size, false, std));

@@ -37,6 +37,9 @@ pub struct AdamW {
     v: BTreeMap<String, Tensor>,
     /// Optimizer steps taken.
     pub steps: i64,
+    /// Parameters added after the start (growth): the step count when they joined, so their
+    /// bias correction counts their own steps, as PyTorch's per-parameter `step` does.
+    born: BTreeMap<String, i64>,
 }
 
 impl AdamW {
@@ -51,7 +54,20 @@ impl AdamW {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let m = params.iter().map(|(n, t, _)| (n.clone(), t.zeros_like())).collect();
         let v = params.iter().map(|(n, t, _)| (n.clone(), t.zeros_like())).collect();
-        AdamW { config, params, m, v, steps: 0 }
+        AdamW { config, params, m, v, steps: 0, born: BTreeMap::new() }
+    }
+
+    /// Adds parameters (new blocks at a growth boundary) with fresh moments; the others keep
+    /// theirs.
+    pub fn add_params(&mut self, named: Vec<(String, Tensor)>) {
+        for (n, t) in named {
+            self.m.insert(n.clone(), t.zeros_like());
+            self.v.insert(n.clone(), t.zeros_like());
+            self.born.insert(n.clone(), self.steps);
+            let d = decays(&n);
+            self.params.push((n, t, d));
+        }
+        self.params.sort_by(|a, b| a.0.cmp(&b.0));
     }
 
     pub fn zero_grad(&mut self) {
@@ -95,15 +111,15 @@ impl AdamW {
     pub fn step(&mut self, lr: f64) {
         self.steps += 1;
         let c = &self.config;
-        let t = self.steps as f64;
-        let bc1 = 1.0 - c.beta1.powf(t);
-        let bc2 = 1.0 - c.beta2.powf(t);
         tch::no_grad(|| {
             for (name, p, decay) in &mut self.params {
                 let g = p.grad();
                 if !g.defined() {
                     continue;
                 }
+                let t = (self.steps - self.born.get(name.as_str()).copied().unwrap_or(0)) as f64;
+                let bc1 = 1.0 - c.beta1.powf(t);
+                let bc2 = 1.0 - c.beta2.powf(t);
                 let m = self.m.get_mut(name.as_str()).expect("state per parameter");
                 let v = self.v.get_mut(name.as_str()).expect("state per parameter");
                 if *decay && c.weight_decay > 0.0 {
@@ -133,6 +149,9 @@ impl AdamW {
         for (n, v) in &self.v {
             out.push((format!("v.{n}"), v.shallow_clone()));
         }
+        for (n, b) in &self.born {
+            out.push((format!("born.{n}"), Tensor::from_slice(&[*b as f32])));
+        }
         out
     }
 
@@ -158,6 +177,10 @@ impl AdamW {
         }
         let steps = map.get("steps").ok_or_else(|| TrainError::Config("optimizer state has no `steps`".into()))?;
         self.steps = steps.double_value(&[0]) as i64;
+        self.born = named
+            .iter()
+            .filter_map(|(n, t)| Some((n.strip_prefix("born.")?.to_string(), t.double_value(&[0]) as i64)))
+            .collect();
         Ok(())
     }
 }

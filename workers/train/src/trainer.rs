@@ -174,6 +174,8 @@ pub struct Trainer {
     tasks: Option<TaskSuite>,
     collective: Box<dyn Collective>,
     remote: Option<crate::publish::Remote>,
+    /// Every stage's block count and growth rule.
+    depths: Vec<lehr_schedules::spec::StageDepth>,
 }
 
 /// Seeding and initializing draw from libtorch's global generator: one trainer at a time.
@@ -254,6 +256,33 @@ impl Trainer {
             .block_on(lehr_pipeline::mix::available(&root, &spec))
             .map_err(|e| TrainError::Data(e.to_string()))?;
         let plan = Plan::new(&spec, Some(&available.tokens)).map_err(|e| TrainError::Config(e.to_string()))?;
+        let remote = match &options.remote {
+            Some(url) => {
+                let r = crate::publish::Remote::new(url)?;
+                std::fs::create_dir_all(&options.out).map_err(io(&options.out))?;
+                runtime.block_on(r.pull_latest(&options.out))?;
+                Some(r)
+            }
+            None => None,
+        };
+        let resume = latest_checkpoint(&options.out)?;
+        // Every stage's depth, checked before the first step.
+        let reference = options.init.as_ref().map(|i| (i.source_layers, i.map.last().copied().unwrap_or(0)));
+        let depths =
+            spec.depths(model.num_hidden_layers as usize, reference).map_err(|e| TrainError::Config(e.to_string()))?;
+        if model.depth_scale.is_some() && depths.iter().any(|d| d.grow.is_some()) {
+            return Err(TrainError::Config(
+                "stages grow the model, but its depth_scale makes every block's residual factor depend on the \
+                 block count; grow a model without depth_scale"
+                    .into(),
+            ));
+        }
+        // A checkpoint past a growth boundary holds more blocks than the run starts with.
+        let mut model = model;
+        if let Some(dir) = &resume {
+            let (saved, _) = crate::model::hf_config(dir)?;
+            model.num_hidden_layers = saved.num_hidden_layers;
+        }
         let mut vs = nn::VarStore::new(options.device);
         let model = {
             let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,8 +292,9 @@ impl Trainer {
             m
         };
         // a resume below replaces these with the checkpoint's
-        if let Some(inherit) = &options.init {
-            crate::init::copy_weights(&vs, inherit)?;
+        match &options.init {
+            Some(inherit) if resume.is_none() => crate::init::copy_weights(&vs, inherit)?,
+            _ => {}
         }
         if collective.world() > 1 {
             let mut params: Vec<Tensor> = sorted_variables(&vs).into_iter().map(|v| v.1).collect();
@@ -276,16 +306,7 @@ impl Trainer {
         let mut opt = AdamW::new(named, options.adamw.clone());
         let mut state =
             TrainerState { step: 0, tokens_seen: 0, tokens_by_source: BTreeMap::new(), spec_name: spec.name.clone() };
-        let remote = match &options.remote {
-            Some(url) => {
-                let r = crate::publish::Remote::new(url)?;
-                std::fs::create_dir_all(&options.out).map_err(io(&options.out))?;
-                runtime.block_on(r.pull_latest(&options.out))?;
-                Some(r)
-            }
-            None => None,
-        };
-        if let Some(dir) = latest_checkpoint(&options.out)? {
+        if let Some(dir) = resume {
             vs.load(crate::model::resume_weights(&dir, &model.config))?;
             let opt_state = Tensor::read_safetensors(dir.join("optimizer.safetensors"))?;
             opt.load_state(&opt_state)?;
@@ -295,6 +316,7 @@ impl Trainer {
         if collective.rank() == 0 {
             truncate_log(&options.out.join("metrics.jsonl"), state.step)?;
             truncate_log(&options.out.join("eval.jsonl"), state.step + 1)?;
+            truncate_log(&options.out.join("growth.jsonl"), state.step)?;
         }
         let mut eval_sets = Vec::new();
         if let Some(eval_root) = &options.eval_data {
@@ -318,6 +340,7 @@ impl Trainer {
             _ => None,
         };
         Ok(Trainer {
+            depths,
             tasks,
             spec,
             plan,
@@ -415,6 +438,7 @@ impl Trainer {
     pub fn step(&mut self) -> Result<StepMetrics, TrainError> {
         let start = Instant::now();
         let step = self.state.step;
+        self.prepare_step()?;
         let stage = self.plan.stage_at(step).clone();
         let local = step - stage.first_step;
         if !self.readers.contains_key(&stage.index) {
@@ -513,6 +537,47 @@ impl Trainer {
             mfu: self.options.peak_flops.map(|p| flops_per_token * tokens_per_s / p),
             tokens_by_source: by_source,
         })
+    }
+
+    /// Gives the model the depth of the next step's stage (growing it at a boundary); `step`
+    /// does this first.
+    pub fn prepare_step(&mut self) -> Result<(), TrainError> {
+        let stage = self.plan.stage_at(self.state.step).clone();
+        if self.depths[stage.index].layers > self.layers() {
+            self.grow(&stage.name, stage.index)?;
+        }
+        Ok(())
+    }
+
+    /// Every variable (lehr's names, unfolded), sorted by name.
+    pub fn variables(&self) -> Vec<(String, Tensor)> {
+        sorted_variables(&self.vs)
+    }
+
+    /// Grows the model to stage `index`'s depth (at its first step, or at a resume there) and
+    /// logs the growth into growth.jsonl (rank 0).
+    fn grow(&mut self, stage: &str, index: usize) -> Result<(), TrainError> {
+        let event = crate::grow::grow(
+            &self.vs,
+            &mut self.model,
+            &mut self.opt,
+            &self.depths[index],
+            self.options.init.as_ref(),
+            self.state.step,
+            stage,
+        )?;
+        if self.collective.rank() == 0 {
+            std::fs::create_dir_all(&self.options.out).map_err(io(&self.options.out))?;
+            let path = self.options.out.join("growth.jsonl");
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+            writeln!(f, "{}", serde_json::to_string(&event).expect("json")).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// The model's current block count.
+    pub fn layers(&self) -> usize {
+        self.model.config.num_hidden_layers as usize
     }
 
     /// Perplexity and accuracy on every source's held-out shards, at the current stage's
