@@ -62,6 +62,10 @@ pub struct StepMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfu: Option<f64>,
     pub tokens_by_source: BTreeMap<String, u64>,
+    /// With `[distill]` in this stage: the KL to the teacher per token at the temperature
+    /// (the KD part; `loss` stays the hard-label cross-entropy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kd_loss: Option<f64>,
 }
 
 /// What a rank reports while it runs: `{"event": "step", ...metrics}` per step, then one
@@ -111,6 +115,7 @@ mod tests {
             flops_per_token: 1.0,
             mfu: None,
             tokens_by_source: BTreeMap::new(),
+            kd_loss: Some(0.25),
         });
         let line = step.to_line();
         assert!(line.starts_with(r#"{"event":"step","step":3"#), "{line}");

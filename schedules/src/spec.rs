@@ -49,6 +49,66 @@ pub struct RunSpec {
     /// Start from another model's weights (`[init]`) instead of a random initialization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<InitSpec>,
+    /// Knowledge distillation from a teacher model (`[distill]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillSpec>,
+}
+
+/// `[distill]`: the loss becomes α·CE + (1 − α)·T²·KL per token (Hinton et al.), the teacher
+/// running beside the student without gradients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DistillSpec {
+    /// The teacher checkpoint directory (absolute, or relative to the spec file's directory);
+    /// its vocabulary must be the shards' tokenizer's.
+    pub teacher: String,
+    /// Weight of the hard-label cross-entropy (1: plain training).
+    #[serde(default = "half")]
+    pub alpha: f64,
+    /// Softmax temperature of both distributions.
+    #[serde(default = "one")]
+    pub temperature: f64,
+    #[serde(default)]
+    pub kind: DistillKind,
+    /// Keep only the teacher's k most likely tokens per position (renormalized); forward KL only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    /// Stages that distill (default: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
+    /// The teacher's weights and products: `bf16` (default) or `fp32`.
+    #[serde(default)]
+    pub precision: TeacherPrecision,
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+/// Direction of the distillation KL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DistillKind {
+    /// KL(teacher ‖ student): the student covers the teacher's distribution (Hinton et al.).
+    #[default]
+    ForwardKl,
+    /// KL(student ‖ teacher): mode-seeking (MiniLLM).
+    ReverseKl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeacherPrecision {
+    #[default]
+    Bf16,
+    Fp32,
+}
+
+impl DistillSpec {
+    /// Whether stage `name` distills.
+    pub fn applies_to(&self, name: &str) -> bool {
+        self.stages.is_empty() || self.stages.iter().any(|s| s == name)
+    }
 }
 
 /// `[init]`: the model starts as a checkpoint lehr can load (lehr's, a Hugging Face
@@ -400,6 +460,36 @@ impl RunSpec {
                 return Err(spec_err("init.from", "name the checkpoint directory to start from"));
             }
         }
+        if let Some(d) = &self.distill {
+            if d.teacher.trim().is_empty() {
+                return Err(spec_err("distill.teacher", "name the teacher checkpoint directory"));
+            }
+            if !(d.alpha.is_finite() && (0.0..=1.0).contains(&d.alpha)) {
+                return Err(spec_err("distill.alpha", format!("{} is not a weight in [0, 1]", d.alpha)));
+            }
+            if !(d.temperature.is_finite() && d.temperature > 0.0) {
+                return Err(spec_err("distill.temperature", format!("{} is not a positive number", d.temperature)));
+            }
+            match d.top_k {
+                Some(0) => return Err(spec_err("distill.top-k", "must be at least 1 (or leave it out for all tokens)")),
+                Some(_) if d.kind == DistillKind::ReverseKl => {
+                    return Err(spec_err(
+                        "distill.top-k",
+                        "top-k teacher logits need kind = \"forward-kl\" (reverse KL needs the teacher's full distribution)",
+                    ))
+                }
+                _ => {}
+            }
+            for (i, name) in d.stages.iter().enumerate() {
+                if !self.stages.iter().any(|s| &s.name == name) {
+                    let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+                    return Err(spec_err(
+                        format!("distill.stages[{i}]"),
+                        format!("no stage is named {name:?} (stages: {})", names.join(", ")),
+                    ));
+                }
+            }
+        }
         if let Some(e) = &self.eval {
             if e.tasks.iter().all(|t| t.trim().is_empty()) {
                 return Err(spec_err("eval.tasks", "name at least one task (e.g. tasks = [\"arc_easy\"])"));
@@ -524,13 +614,15 @@ impl RunSpec {
                 let rule = match (st.grow, &self.init) {
                     (Some(r), _) => r,
                     (None, Some(_)) => GrowRule::Inherit,
-                    (None, None) => return Err(spec_err(
-                        at("grow"),
-                        format!(
+                    (None, None) => {
+                        return Err(spec_err(
+                            at("grow"),
+                            format!(
                             "the stage grows the model from {depth} to {layers} blocks; say how the new ones start: \
                                  grow = \"copy-last\" | \"identity\" (or \"inherit\" with [init])"
                         ),
-                    )),
+                        ))
+                    }
                 };
                 if rule == GrowRule::Inherit {
                     let Some((n, _)) = reference else {
@@ -700,6 +792,26 @@ ratios = { web = 0.5, code = 0.5 }
         assert_eq!(s.depths(2, None).unwrap()[1].grow, Some(GrowRule::CopyLast));
         assert_eq!(RunSpec::from_toml(&s.to_toml()).unwrap(), s);
         assert!(RunSpec::from_toml(&text.replace("copy-last", "copy")).unwrap_err().message.contains("copy"));
+    }
+
+    #[test]
+    fn distill_table() {
+        let s = RunSpec::from_toml(&format!("{SMALL}[distill]\nteacher = \"t\"\nstages = [\"anneal\"]\n")).unwrap();
+        let d = s.distill.as_ref().unwrap();
+        assert_eq!(
+            (d.alpha, d.temperature, d.kind, d.precision),
+            (0.5, 1.0, DistillKind::ForwardKl, TeacherPrecision::Bf16)
+        );
+        assert!(d.applies_to("anneal") && !d.applies_to("stable"));
+        assert_eq!(RunSpec::from_toml(&s.to_toml()).unwrap(), s);
+        let bad =
+            |extra: &str| RunSpec::from_toml(&format!("{SMALL}[distill]\nteacher = \"t\"\n{extra}\n")).unwrap_err();
+        assert_eq!(bad("alpha = 1.5").key, "distill.alpha");
+        assert_eq!(bad("temperature = 0").key, "distill.temperature");
+        assert_eq!(bad("stages = [\"stable\", \"anel\"]").key, "distill.stages[1]");
+        assert_eq!(bad("kind = \"reverse-kl\"\ntop-k = 20").key, "distill.top-k");
+        assert!(bad("kind = \"kl\"").message.contains("forward-kl"));
+        assert!(bad("beta = 1").message.contains("beta"));
     }
 
     fn s_eval() -> EvalSpec {

@@ -242,6 +242,7 @@ pub fn to_spec(recipes: &[Recipe], name: &str) -> (RunSpec, Vec<String>) {
         stages,
         eval: None,
         init: None,
+        distill: None,
     };
     (spec, notes)
 }

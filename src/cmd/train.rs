@@ -270,7 +270,7 @@ async fn run_here(cmd: TrainCommand) -> CmdResult {
 }
 
 /// The run spec's text for ranks: as written, unless a path in it is relative (`[eval]
-/// data-dir`, `[init] from`), which is then made absolute against the spec file's directory
+/// data-dir`, `[init] from`, `[distill] teacher`), which is then made absolute against the spec file's directory
 /// (ranks run elsewhere), or `--init-from` sets `[init]`.
 fn anchored_spec(
     text: String,
@@ -303,6 +303,9 @@ fn anchored_spec(
     }
     if let Some(i) = run.init.as_mut() {
         anchor(&mut i.from);
+    }
+    if let Some(d) = run.distill.as_mut() {
+        anchor(&mut d.teacher);
     }
     Ok(if changed { run.to_toml() } else { text })
 }
@@ -391,8 +394,9 @@ async fn run_rank(config: lehr_schedules::rank::RankConfig, json: bool) -> CmdRe
             RankEvent::Resumed { step, .. } => eprintln!("resuming at step {step} from {out}"),
             RankEvent::Step(m) if rank == 0 => {
                 let mfu = m.mfu.map(|x| format!(" MFU {:.1}%", x * 100.0)).unwrap_or_default();
+                let kd = m.kd_loss.map(|x| format!(" kd {x:.4}")).unwrap_or_default();
                 println!(
-                    "step {:>6} {:<16} loss {:.4} lr {:.3e} grad {:.3} {:.0} tok/s{mfu}",
+                    "step {:>6} {:<16} loss {:.4}{kd} lr {:.3e} grad {:.3} {:.0} tok/s{mfu}",
                     m.step, m.stage, m.loss, m.lr, m.grad_norm, m.tokens_per_s
                 );
             }

@@ -33,6 +33,7 @@ pub enum TrainError {
 
 pub mod bench;
 pub mod collective;
+pub mod distill;
 pub mod durable;
 pub mod eval;
 pub mod grow;

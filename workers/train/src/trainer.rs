@@ -176,6 +176,8 @@ pub struct Trainer {
     remote: Option<crate::publish::Remote>,
     /// Every stage's block count and growth rule.
     depths: Vec<lehr_schedules::spec::StageDepth>,
+    /// `[distill]`'s teacher.
+    teacher: Option<crate::distill::Teacher>,
 }
 
 /// Seeding and initializing draw from libtorch's global generator: one trainer at a time.
@@ -335,11 +337,21 @@ impl Trainer {
                 return Err(TrainError::Data(format!("no held-out token shards for any source under {eval_root}")));
             }
         }
+        let teacher = match &spec.distill {
+            Some(d) => Some(crate::distill::Teacher::load(
+                d,
+                options.device,
+                model.config.vocab_size,
+                options.tokenizer.as_ref().map(|t| t.0.as_slice()),
+            )?),
+            None => None,
+        };
         let tasks = match &spec.eval {
             Some(e) if collective.rank() == 0 => Some(TaskSuite::prepare(e, &options)?),
             _ => None,
         };
         Ok(Trainer {
+            teacher,
             depths,
             tasks,
             spec,
@@ -467,6 +479,8 @@ impl Trainer {
         let tokens = global_sequences * l as u64;
         self.opt.zero_grad();
         let mut loss_sum = 0.0;
+        let mut kd_total = 0.0;
+        let teacher = self.teacher.as_ref().filter(|t| t.spec.applies_to(&stage.name));
         for chunk in seqs.chunks(self.options.micro_batch.max(1)) {
             let flat: Vec<i64> = chunk.iter().flatten().copied().collect();
             let batch = Tensor::from_slice(&flat).view([chunk.len() as i64, l + 1]).to_device(self.options.device);
@@ -475,7 +489,18 @@ impl Trainer {
             let logits = self.model.forward(&inputs).view([-1, self.model.config.vocab_size]);
             // Sum over the micro-batch's tokens, divided by the step's: micro-batching does not
             // change the gradient, and a short last step is not overweighted.
-            let (ce, objective) = batch_loss(&logits, &targets.reshape([-1]), self.model.config.z_loss, tokens as f64);
+            let targets = targets.reshape([-1]);
+            let (ce, objective) = batch_loss(&logits, &targets, self.model.config.z_loss, tokens as f64);
+            let objective = match teacher {
+                Some(t) => {
+                    // α·CE + (1 − α)·T²·KL, both per token of the step.
+                    let kd = crate::distill::kd_sum(&logits, &t.logits(&inputs), &targets, &t.spec) / tokens as f64;
+                    kd_total += kd.double_value(&[]);
+                    let (a, temp) = (t.spec.alpha, t.spec.temperature);
+                    objective * a + kd * ((1.0 - a) * temp * temp)
+                }
+                None => objective,
+            };
             objective.backward();
             loss_sum += ce.double_value(&[]);
         }
@@ -493,7 +518,8 @@ impl Trainer {
                 })
                 .collect();
             let names = &reader_names(&self.readers, stage.index);
-            let extra: Vec<f32> = std::iter::once(loss_sum as f32)
+            let extra: Vec<f32> = [loss_sum as f32, kd_total as f32]
+                .into_iter()
                 .chain(names.iter().map(|n| by_source.get(n).copied().unwrap_or(0) as f32))
                 .collect();
             // One flat fp32 buffer on the device (gradients in name order, then the counts):
@@ -512,8 +538,9 @@ impl Trainer {
             });
             let tail: Vec<f32> = Vec::try_from(flat.narrow(0, at, extra.len() as i64).to_device(Device::Cpu))?;
             loss_sum = tail[0] as f64;
+            kd_total = tail[1] as f64;
             by_source =
-                names.iter().zip(&tail[1..]).filter(|(_, v)| **v > 0.0).map(|(n, v)| (n.clone(), *v as u64)).collect();
+                names.iter().zip(&tail[2..]).filter(|(_, v)| **v > 0.0).map(|(n, v)| (n.clone(), *v as u64)).collect();
         }
         let grad_norm = self.opt.clip_grad_norm(self.options.grad_clip);
         let lr = self.plan.lr_at(step);
@@ -536,6 +563,7 @@ impl Trainer {
             flops_per_token,
             mfu: self.options.peak_flops.map(|p| flops_per_token * tokens_per_s / p),
             tokens_by_source: by_source,
+            kd_loss: teacher.map(|_| kd_total),
         })
     }
 
@@ -547,6 +575,11 @@ impl Trainer {
             self.grow(&stage.name, stage.index)?;
         }
         Ok(())
+    }
+
+    /// `[distill]`'s teacher, when the run has one.
+    pub fn teacher(&self) -> Option<&crate::distill::Teacher> {
+        self.teacher.as_ref()
     }
 
     /// Every variable (lehr's names, unfolded), sorted by name.
