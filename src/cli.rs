@@ -479,9 +479,13 @@ pub enum ScheduleCommand {
 
 #[derive(Args, Debug)]
 pub struct ScheduleInitArgs {
-    /// yulan-mini-like | demo (docs/schedules.md says where each preset's numbers come from).
+    /// yulan-mini-like | gumini-like | demo (docs/schedules.md says where each preset's numbers
+    /// come from).
     #[arg(long, default_value = "yulan-mini-like")]
     pub preset: String,
+    /// Multiply every stage's tokens by this (e.g. 0.01 for a trial at 1% of the recipe).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
     #[arg(long)]
     pub list_presets: bool,
 }

@@ -39,7 +39,8 @@ fn init(args: ScheduleInitArgs) -> CmdResult {
         }
         return Ok(EXIT_OK);
     }
-    print!("{}", preset(&args.preset).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?);
+    let text = preset(&args.preset).and_then(|t| lehr_schedules::presets::scaled(&t, args.scale));
+    print!("{}", text.map_err(|e| Failure::usage(anyhow::anyhow!(e)))?);
     Ok(EXIT_OK)
 }
 
