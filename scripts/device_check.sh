@@ -11,8 +11,9 @@
 # qwen2.5-0.5b at 4K context in bf16 against PyTorch eager (benches/torch_train.py; plain
 # PyTorch when transformers is missing); and a short bf16 training run over the repo's sample
 # with a resume, whose spec also scores ARC-Easy at stage ends ([eval]); then `lehr eval tasks`
-# on its checkpoint in bf16 and fp32 (and against lm-eval when the machine has it). Results go
-# to $OUT as JSON and logs.
+# on its checkpoint in bf16 and fp32 (and against lm-eval when the machine has it); and the
+# step time of a tiny student with and without that checkpoint as a bf16 teacher ([distill]).
+# Results go to $OUT as JSON and logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEHR=${LEHR:-target/release/lehr}
@@ -77,4 +78,23 @@ if "$PY" -c 'import lm_eval' 2>/dev/null; then
   "$PY" benches/eval_parity.py "$LEHR" "$CKPT" examples/data/eval --tasks arc_easy --shots 5 --device "$DEVICE" \
     --work "$OUT/eval-parity" --json | tee "$OUT/eval-parity.json"
 fi
+echo "== distillation on the GPU: the same student (tiny) with and without a bf16 teacher (the run's small checkpoint)"
+sed '/^\[eval\]/,$d' examples/mix-demo.toml > "$WORK/plain.toml"
+cp "$WORK/plain.toml" "$WORK/kd.toml"
+printf '\n[distill]\nteacher = "%s"\nalpha = 0.5\ntemperature = 1.0\n' "$(cd "$CKPT" && pwd)" >> "$WORK/kd.toml"
+for s in plain kd; do
+  "$LEHR" train run "$WORK/$s.toml" --data "$WORK/tokens" --model tiny --out "$WORK/$s" --device "$DEVICE" \
+    --stop-at 25 --json > "$OUT/distill-$s.jsonl"
+done
+"$PY" - "$OUT" <<'PY' | tee "$OUT/distill.json"
+import json, statistics, sys
+def ms(name):
+    rows = [json.loads(l) for l in open(f"{sys.argv[1]}/distill-{name}.jsonl")]
+    steps = [r for r in rows if r.get("event") == "step"][5:]
+    return statistics.median(r["tokens"] / r["tokens_per_s"] * 1000 for r in steps), steps
+p, _ = ms("plain")
+k, rows = ms("kd")
+print(json.dumps({"plain_ms": p, "teacher_ms": k, "ratio": k / p, "kd_first": rows[0].get("kd_loss"),
+                  "kd_last": rows[-1].get("kd_loss")}))
+PY
 echo "== done: $OUT"

@@ -177,7 +177,8 @@ impl LineChart<'_> {
         let all_x = self.panels.iter().flat_map(|p| p.series.iter().flat_map(|s| s.1.iter().map(|q| q.0)));
         let x_max = all_x.chain(self.marks.iter().map(|m| m.0)).fold(1.0f64, f64::max);
         let px = |x: f64| left + ((x / x_max) * plot_w as f64).round() as i32;
-        let mut colour_of = 0usize;
+        // one colour and legend entry per series name: a name in several panels keeps its colour
+        let mut seen: Vec<&str> = Vec::new();
         for (pi, panel) in self.panels.iter().enumerate() {
             let y0 = top + pi as i32 * (panel_h + gap) + 16;
             shapes.push(Shape::Text { x: left, y: y0 - 14, text: ascii(&panel.title), scale: 1 });
@@ -211,6 +212,8 @@ impl LineChart<'_> {
                 }
             }
             for (name, points) in &panel.series {
+                let known = seen.iter().position(|n| *n == name.as_str());
+                let colour_of = known.unwrap_or(seen.len());
                 let rgb = colour(colour_of);
                 let pts: Vec<(i32, i32)> =
                     points.iter().filter(|p| p.1.is_finite()).map(|p| (px(p.0), py(p.1))).collect();
@@ -224,15 +227,17 @@ impl LineChart<'_> {
                         shapes.push(Shape::Rect { x: x - 2, y: y - 2, w: 5, h: 5, rgb, tip });
                     }
                 }
-                let ly = top + 16 + colour_of as i32 * 14;
-                let lx = left + plot_w + 24;
-                shapes.push(Shape::Rect { x: lx, y: ly, w: 10, h: 10, rgb, tip: None });
-                let mut t = ascii(name);
-                if t.len() > 40 {
-                    t = format!("{}...", &t[..37]);
+                if known.is_none() {
+                    seen.push(name);
+                    let ly = top + 16 + colour_of as i32 * 14;
+                    let lx = left + plot_w + 24;
+                    shapes.push(Shape::Rect { x: lx, y: ly, w: 10, h: 10, rgb, tip: None });
+                    let mut t = ascii(name);
+                    if t.len() > 40 {
+                        t = format!("{}...", &t[..37]);
+                    }
+                    shapes.push(Shape::Text { x: lx + 16, y: ly + 1, text: t, scale: 1 });
                 }
-                shapes.push(Shape::Text { x: lx + 16, y: ly + 1, text: t, scale: 1 });
-                colour_of += 1;
             }
             // x axis: five ticks
             for q in 0..=4 {

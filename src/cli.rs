@@ -211,6 +211,10 @@ pub enum EvalCommand {
     /// Draw a run's training loss, held-out loss and `[eval]` benchmark scores over steps, with
     /// stage boundaries marked (curve.svg, curve.png), and print the scores at each stage end.
     Curve(EvalCurveArgs),
+    /// Compare runs at equal tokens: every run's held-out loss per source over tokens seen in
+    /// one chart (compare.svg, compare.png), the first run's stage boundaries marked, and a
+    /// table of each run's held-out loss at every stage end.
+    Compare(EvalCompareArgs),
     /// Score one item shard of an `eval` job (what a train worker runs; prints its result).
     #[command(hide = true)]
     Shard(EvalShardArgs),
@@ -235,6 +239,21 @@ pub struct EvalCurveArgs {
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Print the series and stage boundaries as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalCompareArgs {
+    /// Run output directories (`lehr train run --out`), two or more.
+    #[arg(required = true, num_args = 2..)]
+    pub runs: Vec<PathBuf>,
+    /// Names for the runs, comma-separated, in order (default: the directories' names).
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// Where compare.svg and compare.png go.
+    #[arg(short, long, default_value = ".")]
+    pub output: PathBuf,
     #[arg(long)]
     pub json: bool,
 }
@@ -883,6 +902,10 @@ pub struct ModelKnobArgs {
     /// Standard deviation of the initial weights.
     #[arg(long)]
     pub init_std: Option<f64>,
+    /// Transformer blocks instead of the preset's (e.g. `--model tiny --layers 8`; with growth
+    /// stages, the depth the run starts at).
+    #[arg(long)]
+    pub layers: Option<i64>,
 }
 
 #[derive(Args, Debug)]

@@ -139,6 +139,26 @@ print(json.dumps({"tensors": len(out), "source": len(src), "bad": bad}))
         .output()
         .unwrap();
     assert!(cmp.status.success(), "sharded source: {}", String::from_utf8_lossy(&cmp.stderr));
+    // and lehr's model loader reads the shards (for [init], a teacher, lehr eval): the same
+    // log-likelihoods as the single-file checkpoint's
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), sharded.join(f)).unwrap();
+    }
+    let lls = |ckpt: &std::path::Path| -> Vec<f64> {
+        let out = lehr()
+            .args(["eval", "tasks", "--tasks", "arc_easy", "--limit", "5", "--device", "cpu", "--json", "--data-dir"])
+            .arg(repo().join("examples/data/eval"))
+            .arg("--checkpoint")
+            .arg(ckpt)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["samples"]["arc_easy"].as_array().unwrap().iter().flat_map(|s| floats(&s["loglikelihoods"])).collect()
+    };
+    let (a, b) = (lls(&src), lls(&sharded));
+    assert_eq!(a.len(), 20);
+    assert_eq!(a, b, "the sharded checkpoint computes what the single file does");
 
     // refusals name the problem
     for (args, why) in [

@@ -127,3 +127,124 @@ print(json.dumps({"tensors": len(got), "bad": bad}))
         String::from_utf8_lossy(&both.stderr)
     );
 }
+
+/// A small three-stage spec over the demo shards (2 steps of 2,048 tokens per stage).
+fn staged_spec(dir: &Path, name: &str, stage_extra: [&str; 3], tables: &str) -> std::path::PathBuf {
+    let mut text = String::from(
+        "version = 1\nseed = 2\nsequence-length = 256\nglobal-batch-tokens = 2048\n[lr]\npeak = 3e-3\n\
+         [sources.en]\npath = \"lang=en\"\n[sources.ko]\npath = \"lang=ko\"\n",
+    );
+    for (i, extra) in stage_extra.iter().enumerate() {
+        let lr = if i == 2 { "{ phase = \"decay\" }" } else { "{ phase = \"stable\" }" };
+        text.push_str(&format!(
+            "[[stage]]\nname = \"s{i}\"\ntokens = 4096\nlr = {lr}\nratios = {{ en = 0.5, ko = 0.5 }}\n{extra}\n"
+        ));
+    }
+    text.push_str(tables);
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_full(spec: &Path, tokens: &Path, out: &Path, extra: &[&str]) -> (std::process::Output, Vec<Value>) {
+    let run = lehr()
+        .args(["train", "run", "--device", "cpu", "--json", "--eval-every", "2", "--eval-tokens", "4096", "--data"])
+        .arg(tokens)
+        .arg("--eval-data")
+        .arg(tokens)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .arg(spec)
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "step")
+        .collect();
+    (run, events)
+}
+
+/// The recipe keys from the command line: `[init]` takes 2 of a 4-block reference, stages grow
+/// it to 3 and 4 blocks with the reference's next blocks, the last stage distills from it (the
+/// teacher named relative to the spec), and `lehr eval compare` draws it against a scratch run.
+#[test]
+fn growth_and_distillation_stages_run_from_the_cli_and_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = demo_token_shards(dir.path());
+    let reference = dir.path().join("reference");
+    train_demo(&tokens, &reference, "20");
+    let ref4 = dir.path().join("ref4");
+    let grown = lehr()
+        .args(["grow", "layers", "--map", "0,1,0,1", "-o"])
+        .arg(&ref4)
+        .arg(reference.join("checkpoints/step-00000020"))
+        .output()
+        .unwrap();
+    assert!(grown.status.success(), "{}", String::from_utf8_lossy(&grown.stderr));
+    let tables = format!(
+        "[init]\nfrom = {:?}\nlayers = \"0..2\"\n[distill]\nteacher = \"ref4\"\nalpha = 0.5\nstages = [\"s2\"]\n",
+        ref4
+    );
+    let spec = staged_spec(dir.path(), "recipe", ["", "layers = 3", "layers = 4"], &tables);
+    let out = dir.path().join("recipe");
+    let (run, steps) = run_full(&spec, &tokens, &out, &[]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(steps.len(), 6);
+    for s in &steps {
+        assert_eq!(s["kd_loss"].is_f64(), s["stage"] == "s2", "KD only in s2: {s}");
+    }
+    let growth: Vec<Value> = std::fs::read_to_string(out.join("growth.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(u64, u64, u64, Value)> = growth
+        .iter()
+        .map(|g| {
+            (
+                g["step"].as_u64().unwrap(),
+                g["from_layers"].as_u64().unwrap(),
+                g["to_layers"].as_u64().unwrap(),
+                g["source_blocks"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(2, 2, 3, serde_json::json!([2, 3])), (4, 3, 4, serde_json::json!([3, 4]))]);
+    let last: Value =
+        serde_json::from_slice(&std::fs::read(out.join("checkpoints/step-00000006/config.json")).unwrap()).unwrap();
+    assert_eq!(last["num_hidden_layers"], 4);
+
+    let scratch_spec = staged_spec(dir.path(), "scratch", ["", "", ""], "");
+    let scratch = dir.path().join("scratch");
+    let (run, _) = run_full(&scratch_spec, &tokens, &scratch, &["--model", "tiny", "--layers", "4"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let cmp = lehr()
+        .args(["eval", "compare", "--labels", "recipe,scratch", "--json", "-o"])
+        .arg(dir.path())
+        .arg(&out)
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    assert!(cmp.status.success(), "{}", String::from_utf8_lossy(&cmp.stderr));
+    let v: Value = serde_json::from_slice(&cmp.stdout).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!((runs[0]["run"].as_str(), runs[0]["tokens"].as_u64()), (Some("recipe"), Some(6 * 2048)));
+    for r in runs {
+        for src in ["held-out en", "held-out ko"] {
+            let loss = r["final"][src].as_f64().unwrap();
+            assert!(loss.is_finite() && loss > 0.0, "{r}");
+        }
+        assert_eq!(r["stages"].as_array().unwrap().len(), 3);
+    }
+    assert_ne!(runs[0]["final"], runs[1]["final"]);
+    assert!(std::fs::read(dir.path().join("compare.png")).unwrap().starts_with(b"\x89PNG"));
+
+    // Growth without [init] must say how the new blocks start; the error names stage and key.
+    let bad = staged_spec(dir.path(), "bad", ["", "layers = 5", ""], "");
+    let (run, _) = run_full(&bad, &tokens, &dir.path().join("bad"), &["--model", "tiny"]);
+    assert_eq!(run.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("stage[1] \"s1\".grow") && err.contains("copy-last"), "{err}");
+}

@@ -69,6 +69,8 @@ pub struct TrainJobOptions {
     pub qk_norm: bool,
     pub z_loss: Option<f64>,
     pub init_std: Option<f64>,
+    /// Blocks, instead of the preset's (a growing run's first depth).
+    pub layers: Option<i64>,
 }
 
 impl Default for TrainJobOptions {
@@ -92,6 +94,7 @@ impl Default for TrainJobOptions {
             qk_norm: false,
             z_loss: None,
             init_std: None,
+            layers: None,
         }
     }
 }
@@ -99,7 +102,11 @@ impl Default for TrainJobOptions {
 impl TrainJobOptions {
     /// Whether a knob that changes the model's function (or its architecture) is set.
     pub fn knobs_set(&self) -> bool {
-        self.embedding_scale.is_some() || self.depth_scale.is_some() || self.logit_scale.is_some() || self.qk_norm
+        self.embedding_scale.is_some()
+            || self.depth_scale.is_some()
+            || self.logit_scale.is_some()
+            || self.qk_norm
+            || self.layers.is_some()
     }
 }
 

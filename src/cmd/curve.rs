@@ -17,15 +17,18 @@ use crate::cli::EvalCurveArgs;
 /// x is the number of steps done: step `s`'s loss is drawn at `s + 1`, where an evaluation
 /// after it (`step` = steps done) is drawn too.
 #[derive(Default)]
-struct Curves {
+pub(super) struct Curves {
     /// (name, first step, steps done at its end)
-    stages: Vec<(String, u64, u64)>,
-    loss: Vec<(f64, f64)>,
-    held_out: BTreeMap<String, Vec<(f64, f64)>>,
+    pub stages: Vec<(String, u64, u64)>,
+    pub loss: Vec<(f64, f64)>,
+    /// "held-out SOURCE" → (steps done, loss)
+    pub held_out: BTreeMap<String, Vec<(f64, f64)>>,
     /// "task metric" → (steps done, value)
-    scores: BTreeMap<String, Vec<(f64, f64)>>,
-    perplexity: BTreeMap<String, Vec<(f64, f64)>>,
-    skipped: Vec<String>,
+    pub scores: BTreeMap<String, Vec<(f64, f64)>>,
+    pub perplexity: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Tokens trained on after N steps, at index N (0 at index 0).
+    pub tokens: Vec<u64>,
+    pub skipped: Vec<String>,
 }
 
 fn read_lines(
@@ -50,7 +53,7 @@ fn read_lines(
     Ok(true)
 }
 
-fn load(dir: &Path) -> Result<Curves, Failure> {
+pub(super) fn load(dir: &Path) -> Result<Curves, Failure> {
     let mut c = Curves::default();
     let mut skipped = Vec::new();
     let found = read_lines(
@@ -64,6 +67,14 @@ fn load(dir: &Path) -> Result<Curves, Failure> {
                 _ => c.stages.push((stage.to_string(), step, step + 1)),
             }
             c.loss.push(((step + 1) as f64, loss));
+            let tokens = v.get("tokens")?.as_u64()?;
+            if c.tokens.is_empty() {
+                c.tokens.push(0);
+            }
+            if c.tokens.len() as u64 == step + 1 {
+                let before = *c.tokens.last().expect("starts with 0");
+                c.tokens.push(before + tokens);
+            }
             Some(())
         },
         &mut skipped,

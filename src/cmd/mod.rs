@@ -1,5 +1,6 @@
 mod bench;
 mod cluster;
+mod compare;
 mod corpus;
 mod curve;
 mod dedup;
@@ -137,6 +138,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Train(t) => train::run(t).await,
         Command::Eval(crate::cli::EvalCommand::Tasks(a)) => tasks::run(a).await,
         Command::Eval(crate::cli::EvalCommand::Curve(a)) => curve::run(a),
+        Command::Eval(crate::cli::EvalCommand::Compare(a)) => compare::run(a),
         Command::Eval(crate::cli::EvalCommand::Shard(a)) => tasks::shard(a).await,
         Command::Eval(e) => train::eval(e).await,
         Command::Inspect(i) => inspect::run(i),

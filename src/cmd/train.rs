@@ -339,6 +339,7 @@ fn knob_options(k: &crate::cli::ModelKnobArgs) -> lehr_schedules::job::TrainJobO
         qk_norm: k.qk_norm,
         z_loss: k.z_loss,
         init_std: k.init_std,
+        layers: k.layers,
         ..Default::default()
     }
 }

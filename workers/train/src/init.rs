@@ -56,7 +56,7 @@ pub fn source_variables(dir: &std::path::Path) -> Result<std::collections::HashM
     let (config, weights) = hf_config(dir)?;
     let mut src_vs = nn::VarStore::new(tch::Device::Cpu);
     let _model = Model::new(&src_vs, &config)?;
-    src_vs.load(&weights)?;
+    crate::model::load_weights(&mut src_vs, &weights)?;
     Ok(src_vs.variables())
 }
 

@@ -21,7 +21,8 @@ pub struct SmokeReport {
 pub enum TrainError {
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),
-    #[error("invalid model config: {0}")]
+    /// A model, spec or checkpoint the run cannot use (bad input: the message says which).
+    #[error("{0}")]
     Config(String),
     #[error("i/o error on {0}: {1}")]
     Io(String, #[source] std::io::Error),

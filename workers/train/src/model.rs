@@ -539,8 +539,51 @@ pub fn load_hf(dir: &Path, device: Device) -> Result<(nn::VarStore, Model), Trai
     let (config, weights) = hf_config(dir)?;
     let mut vs = nn::VarStore::new(device);
     let model = Model::new(&vs, &config)?;
-    vs.load(weights)?;
+    load_weights(&mut vs, &weights)?;
     Ok((vs, model))
+}
+
+/// Loads `vs`'s variables from a safetensors file, or from transformers' sharded layout (the
+/// `model.safetensors.index.json` that names each tensor's shard). Every variable must be
+/// there with its shape; other tensors are ignored; values convert to the variable's dtype.
+pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), TrainError> {
+    if !path.to_string_lossy().ends_with(".index.json") {
+        return Ok(vs.load(path)?);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io(path.display().to_string(), e))?;
+    let index: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+    let map = index["weight_map"]
+        .as_object()
+        .ok_or_else(|| TrainError::Config(format!("{}: no weight_map", path.display())))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+    shards.sort();
+    shards.dedup();
+    let mut tensors = std::collections::HashMap::new();
+    for shard in shards {
+        if shard.contains('/') || shard.contains("..") {
+            return Err(TrainError::Config(format!("{}: shard name {shard:?} leaves the directory", path.display())));
+        }
+        tensors.extend(Tensor::read_safetensors(dir.join(shard))?);
+    }
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            let t = tensors
+                .get(&name)
+                .ok_or_else(|| TrainError::Config(format!("{}: no tensor `{name}` in its shards", path.display())))?;
+            if t.size() != var.size() {
+                return Err(TrainError::Config(format!(
+                    "{}: `{name}` is {:?}, the model's {:?}",
+                    path.display(),
+                    t.size(),
+                    var.size()
+                )));
+            }
+            var.copy_(t);
+        }
+        Ok(())
+    })
 }
 
 /// A checkpoint directory's model config and the weights file that holds exactly it: lehr's
@@ -588,7 +631,9 @@ pub fn hf_config(dir: &Path) -> Result<(ModelConfig, std::path::PathBuf), TrainE
             return unsupported(format!("head_dim {hd} differs from hidden_size / heads = {}", config.head_dim()));
         }
     }
-    Ok((config, dir.join("model.safetensors")))
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    Ok((config, if !single.exists() && index.exists() { index } else { single }))
 }
 
 /// safetensors with `{"format": "pt"}` metadata, which `transformers` requires (tch's writer

@@ -72,6 +72,10 @@ pub fn model_config(preset: &str, vocab: i64, o: &TrainJobOptions) -> Result<Mod
     model.qk_norm |= o.qk_norm;
     model.z_loss = o.z_loss.unwrap_or(model.z_loss);
     model.init_std = o.init_std.unwrap_or(model.init_std);
+    model.num_hidden_layers = o.layers.unwrap_or(model.num_hidden_layers);
+    if model.num_hidden_layers < 1 {
+        return Err(usage(format!("--layers {}: a model needs at least 1 block", model.num_hidden_layers)));
+    }
     model.validate().map_err(|e| usage(format!("{e} (check the model preset and its overrides)")))?;
     Ok(model)
 }
@@ -277,7 +281,11 @@ pub async fn run(
     let (rendezvous, stop_at) = (config.rendezvous.clone(), config.stop_at);
     tokio::task::spawn_blocking(move || -> Result<RankOutcome, RankError> {
         let collective = connect(rank, world, rendezvous.as_deref(), secret.as_deref(), backend)?;
-        let mut trainer = Trainer::with_collective(spec, model, options, collective).map_err(failed)?;
+        // A spec the trainer refuses (depths, teacher, init) is bad input, not a failed job.
+        let mut trainer = Trainer::with_collective(spec, model, options, collective).map_err(|e| match e {
+            crate::TrainError::Config(_) => usage(e),
+            other => failed(other),
+        })?;
         let start = trainer.state.step;
         if start > 0 {
             events(RankEvent::Resumed { rank, step: start });
