@@ -2,12 +2,16 @@
 # Recipe fidelity for growth and distillation (issue 16; docs/training.md "Recipes compared").
 # On the fixture corpora (English + Korean, the last HELD docs of each held out), at CPU scale:
 #   reference  a deeper model (tiny shape, REF_LAYERS blocks) trained first on REF_TOKENS
-# then four students of the same final depth, each trained on the same 4 stages x STAGE_TOKENS:
+#   base       a shallower model (BASE_LAYERS blocks) trained on the same REF_TOKENS, for DUS
+# then five students of the same final depth, each trained on the same 4 stages x STAGE_TOKENS:
 #   (a) scratch    random init at the final depth
 #   (b) inherit    the reference's first blocks, grown by one block per stage (Inheritune)
 #   (c) distill    (b) plus distillation from the reference (alpha 0.5, T 1)
-#   (d) dus        SOLAR's depth up-scaling of the reference to the final depth (lehr grow dus:
-#                  its first FINAL/2 blocks, then its last FINAL/2), continued
+#   (d) dus        SOLAR's depth up-scaling of the base, BASE_LAYERS -> FINAL blocks (lehr grow
+#                  dus --drop 1: blocks 0..2 then 1..3), continued
+#   (e) cut        SOLAR's map applied to the reference, REF_LAYERS -> FINAL (its first FINAL/2
+#                  blocks, then its last FINAL/2), continued
+# A student run whose spec is unchanged and that finished is kept (delete WORK to redo all).
 # and draws their held-out losses at equal tokens (lehr eval compare), with a table, and the
 # step time with the teacher against without it ((c) vs (b), the same student).
 #
@@ -26,7 +30,7 @@ STAGE_TOKENS=${STAGE_TOKENS:-196608}
 REF_TOKENS=${REF_TOKENS:-1572864}
 HELD=${HELD:-200}
 DEVICE=${DEVICE:-cpu}
-REF_LAYERS=8 START=3 FINAL=6
+REF_LAYERS=8 BASE_LAYERS=4 START=3 FINAL=6
 [ -f "$FIX/corpus/en.jsonl" ] || { echo "recipe_growth: needs the fixture corpora at $FIX (LEHR_FIXTURES)" >&2; exit 2; }
 mkdir -p "$WORK"
 
@@ -68,7 +72,7 @@ max-repetition = 2
 SPEC
 }
 
-# 2. the reference, trained beforehand
+# 2. the reference and the base, trained beforehand
 train_one_stage() { # name layers out
   head_spec "$1" > "$WORK/$1.toml"
   cat >> "$WORK/$1.toml" <<SPEC
@@ -85,10 +89,18 @@ SPEC
   fi
 }
 train_one_stage reference $REF_LAYERS "$WORK/reference"
+train_one_stage base $BASE_LAYERS "$WORK/base"
 REF=$WORK/reference/checkpoints/$(cat "$WORK/reference/checkpoints/latest")
-rm -rf "$WORK/dus-init"
-"$LEHR" grow dus "$REF" --drop $((REF_LAYERS - FINAL / 2)) -o "$WORK/dus-init" --eval-data "$HELDOUT/lang=en" \
-  --eval-tokens 32768 --eval-seq-len 128 > "$WORK/dus-init.log"
+BASE=$WORK/base/checkpoints/$(cat "$WORK/base/checkpoints/latest")
+# SOLAR: 2 * (n - m) blocks, so m = n - FINAL/2
+for g in "dus $BASE $((BASE_LAYERS - FINAL / 2))" "cut $REF $((REF_LAYERS - FINAL / 2))"; do
+  read -r name src drop <<< "$g"
+  for lang in en ko; do
+    rm -rf "$WORK/$name-init"
+    "$LEHR" grow dus "$src" --drop "$drop" -o "$WORK/$name-init" --eval-data "$HELDOUT/lang=$lang" \
+      --eval-tokens 32768 --eval-seq-len 128 > "$WORK/$name-init-$lang.log"
+  done
+done
 
 # 3. the students: 4 stages of STAGE_TOKENS, START -> FINAL blocks where they grow
 student_spec() { # name grow(0/1) extra-tables
@@ -110,23 +122,30 @@ student_spec scratch 0 > "$WORK/scratch.toml"
 student_spec inherit 1 "$INIT" > "$WORK/inherit.toml"
 student_spec distill 1 "$INIT$DISTILL" > "$WORK/distill.toml"
 student_spec dus 0 "[init]\nfrom = \"$WORK/dus-init\"\n" > "$WORK/dus.toml"
-for run in scratch inherit distill dus; do
+student_spec cut 0 "[init]\nfrom = \"$WORK/cut-init\"\n" > "$WORK/cut.toml"
+for run in scratch inherit distill dus cut; do
+  if cmp -s "$WORK/$run.toml" "$WORK/$run.spec-used" && [ -f "$WORK/$run/checkpoints/latest" ] \
+    && [ "$(cat "$WORK/$run/checkpoints/latest")" != "" ] && grep -q '"stage":"s3"' "$WORK/$run/metrics.jsonl"; then
+    echo "== ($run) kept from an earlier run with the same spec"
+    continue
+  fi
   rm -rf "$WORK/$run"
   model=(); [ $run = scratch ] && model=(--model tiny --layers $FINAL)
   echo "== ($run) $(grep -c '^\[\[stage' "$WORK/$run.toml") stages x $STAGE_TOKENS tokens"
   "$LEHR" train run "$WORK/$run.toml" --data "$DATA" "${model[@]}" --out "$WORK/$run" --device "$DEVICE" \
     --micro-batch 32 --eval-data "$HELDOUT" --eval-every 6 --eval-tokens 32768 > "$WORK/$run.log"
+  cp "$WORK/$run.toml" "$WORK/$run.spec-used"
 done
 
 # 4. the comparison
-LABELS="(a) scratch,(b) inherit+grow,(c) inherit+grow+KD,(d) DUS"
-RUNS=("$WORK/scratch" "$WORK/inherit" "$WORK/distill" "$WORK/dus")
+LABELS="(a) scratch,(b) inherit+grow,(c) inherit+grow+KD,(d) DUS of the base,(e) SOLAR cut of the ref"
+RUNS=("$WORK/scratch" "$WORK/inherit" "$WORK/distill" "$WORK/dus" "$WORK/cut")
 "$LEHR" eval compare "${RUNS[@]}" --labels "$LABELS" --json -o "$WORK" > "$WORK/compare.json"
 "$LEHR" eval compare "${RUNS[@]}" --labels "$LABELS" -o "$WORK"
 echo "reference held-out loss (the teacher, $REF_LAYERS blocks):"
 "$LEHR" eval ppl --checkpoint "$REF" --data "$HELDOUT/lang=en" --max-tokens 32768 --seq-len 128 2>/dev/null | tail -2 || true
 "$LEHR" eval ppl --checkpoint "$REF" --data "$HELDOUT/lang=ko" --max-tokens 32768 --seq-len 128 2>/dev/null | tail -2 || true
-echo "DUS: $(grep -i 'param\|loss' "$WORK/dus-init.log" | tr '\n' ' ')"
+for f in "$WORK"/dus-init-*.log "$WORK"/cut-init-*.log; do echo "$(basename "$f" .log): $(tr '\n' ' ' < "$f")"; done
 
 # 5. step time with the teacher against without (same student, same data, stage s0's steps):
 # the teacher in bf16 (the recipe's run (c)) and in fp32 (a short extra run)
