@@ -21,7 +21,9 @@ GGUF_PY_VERSION=0.19.0
 # tasks` is checked against, run offline on local data files
 LM_EVAL_VERSION=0.4.13
 ACCELERATE_VERSION=1.12.0
-STAMP=$VENV/.lehr-setup-torch$TORCH_VERSION-moto$MOTO_VERSION-transformers$TRANSFORMERS_VERSION-gguf$GGUF_PY_VERSION-lmeval$LM_EVAL_VERSION
+# the official OpenAI client: `lehr serve` is checked against it unchanged
+OPENAI_VERSION=1.99.9
+STAMP=$VENV/.lehr-setup-torch$TORCH_VERSION-moto$MOTO_VERSION-transformers$TRANSFORMERS_VERSION-gguf$GGUF_PY_VERSION-lmeval$LM_EVAL_VERSION-openai$OPENAI_VERSION
 
 say() { echo "setup: $*" >&2; }
 
@@ -45,10 +47,10 @@ if [ ! -f "$STAMP" ]; then
     say "creating $VENV"
     "$PY" -m venv "$VENV"
   fi
-  say "installing torch==$TORCH_VERSION (libtorch for tch; ~4.6 GB with its CUDA libraries), moto, transformers, gguf and lm-eval"
+  say "installing torch==$TORCH_VERSION (libtorch for tch; ~4.6 GB with its CUDA libraries), moto, transformers, gguf, lm-eval and openai"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" "moto[server]==$MOTO_VERSION" \
     "transformers==$TRANSFORMERS_VERSION" "gguf==$GGUF_PY_VERSION" "lm-eval==$LM_EVAL_VERSION" \
-    "accelerate==$ACCELERATE_VERSION" >&2
+    "accelerate==$ACCELERATE_VERSION" "openai==$OPENAI_VERSION" >&2
   touch "$STAMP"
 else
   say "python venv ready ($VENV)"

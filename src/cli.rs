@@ -65,6 +65,9 @@ pub enum Command {
     /// Build a deeper or shallower model from a checkpoint's blocks (depth up-scaling).
     #[command(subcommand)]
     Grow(GrowCommand),
+    /// Serve a checkpoint with the OpenAI HTTP API (/v1/completions, /v1/chat/completions,
+    /// /v1/models, /health; streaming; batches concurrent requests).
+    Serve(ModelServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -241,6 +244,26 @@ pub struct EvalCurveArgs {
     /// Print the series and stage boundaries as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ModelServeArgs {
+    /// Checkpoint directory (lehr's, a Hugging Face Qwen2/Qwen3/Llama one, or an imported GGUF)
+    /// with its tokenizer.json.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: std::net::SocketAddr,
+    /// cpu | cuda (default: CUDA when there is one).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Rows (requests × n) generated together at most.
+    #[arg(long, default_value_t = 16)]
+    pub max_batch: usize,
+    /// The model's name in the API (default: the checkpoint directory's name).
+    #[arg(long)]
+    pub model_name: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -222,10 +222,16 @@ pub fn from_gguf<'a>(get: impl Fn(&str) -> Option<&'a MetaValue>) -> Result<HfTo
     let mut added = Vec::new();
     for (i, (tok, ty)) in tokens.iter().zip(types.iter().chain(std::iter::repeat(&1))).enumerate() {
         match ty {
-            3 | 4 => added.push(json!({
-                "id": i, "content": tok, "single_word": false, "lstrip": false, "rstrip": false,
-                "normalized": *ty == 4, "special": *ty == 3,
-            })),
+            3 | 4 => {
+                added.push(json!({
+                    "id": i, "content": tok, "single_word": false, "lstrip": false, "rstrip": false,
+                    "normalized": *ty == 4, "special": *ty == 3,
+                }));
+                // in the model's vocabulary too, as transformers writes it: an added token the
+                // vocabulary lacks gets a new id from `tokenizers` (SmolLM2's <|im_end|>: 49137
+                // instead of 2, the id the model emits)
+                vocab.insert(tok.clone(), json!(i));
+            }
             5 => {}
             _ => {
                 vocab.insert(tok.clone(), json!(i));

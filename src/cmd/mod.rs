@@ -145,6 +145,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Export(e) => export::export(e).await,
         Command::Import(i) => export::import(i),
         Command::Grow(g) => grow::run(g).await,
+        Command::Serve(a) => train::serve(a).await,
     };
     match result {
         Ok(code) => code,

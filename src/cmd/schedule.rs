@@ -121,9 +121,29 @@ async fn validate(args: ScheduleValidateArgs) -> CmdResult {
         plan.stages.iter().map(|s| s.tokens).sum::<u64>() as f64 / 1e9,
         plan.peak_lr
     );
-    for st in &plan.stages {
+    if let Some(i) = &spec.init {
+        println!("  starts from {} (blocks {})", i.from, i.layers.as_deref().unwrap_or("all"));
+    }
+    if let Some(d) = &spec.distill {
+        let stages = if d.stages.is_empty() { "all stages".to_string() } else { d.stages.join(", ") };
         println!(
-            "  {:>2}. {:<24} {:>16} tokens  steps {:>9}..{:<9} {:<28} lr {:.3e} -> {:.3e}",
+            "  distills from {} (alpha {}, T {}, {:?}{}) in {stages}",
+            d.teacher,
+            d.alpha,
+            d.temperature,
+            d.kind,
+            d.top_k.map(|k| format!(", top-{k}")).unwrap_or_default()
+        );
+    }
+    for st in &plan.stages {
+        let s = &spec.stages[st.index];
+        let depth = match (s.layers, s.grow) {
+            (Some(l), Some(g)) => format!("  {l} blocks ({})", g.name()),
+            (Some(l), None) => format!("  {l} blocks"),
+            _ => String::new(),
+        };
+        println!(
+            "  {:>2}. {:<24} {:>16} tokens  steps {:>9}..{:<9} {:<28} lr {:.3e} -> {:.3e}{depth}",
             st.index + 1,
             st.name,
             group_digits(st.tokens),

@@ -627,3 +627,42 @@ pub(super) fn run_without_train() -> CmdResult {
         "this lehr was built without training support; rebuild with `cargo build --features train` (scripts/setup.sh installs libtorch)"
     )))
 }
+
+/// `lehr serve`: until Ctrl-C (or SIGTERM).
+#[cfg(feature = "train")]
+pub async fn serve(a: crate::cli::ModelServeArgs) -> CmdResult {
+    let config = lehr_train::serve::ServeConfig {
+        checkpoint: a.checkpoint.clone(),
+        listen: a.listen,
+        device: device(a.device.as_deref())?,
+        max_batch: a.max_batch,
+        model_name: a.model_name.clone(),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        stop.cancel();
+    });
+    let name = a.checkpoint.display().to_string();
+    lehr_train::serve::start(config, shutdown, |addr| {
+        println!("serving {name} on http://{addr}/v1");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    })
+    .await
+    .map_err(|e| match e {
+        lehr_train::TrainError::Config(_) => super::Failure::usage(anyhow::anyhow!(e)),
+        other => super::Failure::from(anyhow::anyhow!(other)),
+    })?;
+    Ok(super::EXIT_OK)
+}
+
+#[cfg(not(feature = "train"))]
+pub async fn serve(_a: crate::cli::ModelServeArgs) -> CmdResult {
+    run_without_train()
+}

@@ -33,19 +33,23 @@ pub enum TrainError {
 }
 
 pub mod bench;
+pub mod chat;
 pub mod collective;
 pub mod distill;
 pub mod durable;
 pub mod eval;
+pub mod generate;
 pub mod grow;
 pub mod init;
 pub mod model;
 #[cfg(feature = "nccl")]
 pub mod nccl;
+pub mod openai;
 pub mod optim;
 pub mod publish;
 pub mod rank;
 pub mod score;
+pub mod serve;
 pub mod tasks;
 pub mod trainer;
 

@@ -269,6 +269,23 @@ fn linear(p: nn::Path, i: i64, o: i64, bias: bool, std: f64) -> nn::Linear {
     nn::linear(p, i, o, cfg)
 }
 
+/// Keys and values of earlier positions per block (`[B, kv_heads, L, head_dim]`, after RoPE),
+/// for generation.
+#[derive(Default)]
+pub struct KvCache {
+    pub layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// Positions cached.
+    pub fn len(&self) -> i64 {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.size()[2])
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl Layer {
     /// Block parameters under `l` (`model.layers.N`), initialized like [`Model::new`]'s.
     fn new(l: nn::Path, c: &ModelConfig) -> Self {
@@ -380,6 +397,22 @@ impl Model {
     /// (bool), for rows that hold several sequences sharing a prefix; without it, positions
     /// count from 0 and attention is causal.
     pub fn hidden(&self, ids: &Tensor, packed: Option<(&Tensor, &Tensor)>) -> Tensor {
+        self.hidden_inner(ids, packed, None)
+    }
+
+    /// [`Model::hidden`] for generation: `ids` `[B, T]` at `positions` `[B, T]` attend, through
+    /// `mask` `[B, 1, T, cached + T]` (bool), to the keys and values `cache` holds from earlier
+    /// calls and to their own, which are appended to it.
+    pub fn hidden_cached(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor {
+        self.hidden_inner(ids, Some((positions, mask)), Some(cache))
+    }
+
+    fn hidden_inner(
+        &self,
+        ids: &Tensor,
+        packed: Option<(&Tensor, &Tensor)>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
         let c = &self.config;
         let (b, t) = ids.size2().expect("ids must be [batch, time]");
         let hd = c.head_dim();
@@ -407,12 +440,28 @@ impl Model {
             Some(n) => n.forward(&x),
             None => x,
         };
-        for l in &self.layers {
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.layers.resize_with(self.layers.len(), || None);
+        }
+        for (li, l) in self.layers.iter().enumerate() {
             let x = l.input_norm.forward(&h);
             let q = head_norm(&l.q_norm, self.lin(&l.q, &x).view([b, t, c.num_attention_heads, hd])).transpose(1, 2);
             let k = head_norm(&l.k_norm, self.lin(&l.k, &x).view([b, t, c.num_key_value_heads, hd])).transpose(1, 2);
             let v = self.lin(&l.v, &x).view([b, t, c.num_key_value_heads, hd]).transpose(1, 2);
             let (q, k) = (rotate(&q).to_kind(self.compute), rotate(&k).to_kind(self.compute));
+            let v = v.to_kind(self.compute);
+            let (k, v) = match cache.as_deref_mut() {
+                Some(cache) => {
+                    let slot = &mut cache.layers[li];
+                    let (k, v) = match slot.take() {
+                        Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2), Tensor::cat(&[&pv, &v], 2)),
+                        None => (k, v),
+                    };
+                    *slot = Some((k.shallow_clone(), v.shallow_clone()));
+                    (k, v)
+                }
+                None => (k, v),
+            };
             let (k, v) = if n_rep > 1 {
                 (k.repeat_interleave_self_int(n_rep, 1, None), v.repeat_interleave_self_int(n_rep, 1, None))
             } else {
