@@ -69,5 +69,19 @@ else
   echo "(llama.cpp not installed: scripts/setup.sh installs node-llama-cpp when npm is present)"
 fi
 echo
+echo "== lehr serve .lehr/demo-train/checkpoints/step-00000040   (the OpenAI API; one completion through it)"
+"$LEHR" serve --checkpoint .lehr/demo-train/checkpoints/step-00000040 --listen 127.0.0.1:0 --device cpu \
+  --model-name demo > .lehr/serve.out &
+SERVE=$!
+for _ in $(seq 1 120); do grep -q serving .lehr/serve.out 2>/dev/null && break; sleep 0.5; done
+python3 - "$(awk '/serving/ {print $NF}' .lehr/serve.out)" <<'PY'
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/completions", method="POST", headers={"Content-Type": "application/json"},
+                             data=json.dumps({"model": "demo", "prompt": "The model", "max_tokens": 24, "temperature": 0}).encode())
+r = json.load(urllib.request.urlopen(req))
+print(f"POST /v1/completions: {r['choices'][0]['text']!r} ({r['usage']['completion_tokens']} tokens, {r['choices'][0]['finish_reason']})")
+PY
+kill "$SERVE"; wait "$SERVE" 2>/dev/null || true
+echo
 echo "== lehr train smoke (libtorch forward/backward)"
 "$LEHR" train smoke

@@ -1,7 +1,7 @@
 """Client side of tests/serve_cli.rs: the official `openai` client against `lehr serve`, and
 transformers' greedy `generate` on the same checkpoint as the reference.
 
-  serve_openai.py BASE_URL CHECKPOINT   prints one JSON object of findings
+  serve_openai.py BASE_URL CHECKPOINT [--no-chat]   prints one JSON object of findings
 """
 
 import json
@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 base, ckpt = sys.argv[1], sys.argv[2]
+chat = "--no-chat" not in sys.argv
 client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0, timeout=600)
 out = {}
 
@@ -94,6 +95,14 @@ out["seeded"] = [[c.text for c in s1.choices], [c.text for c in s2.choices]]
 
 # chat, whole and streamed
 msgs = [{"role": "user", "content": "What is the capital of France?"}]
+if not chat:
+    try:
+        client.chat.completions.create(model=model, messages=msgs, max_tokens=20)
+        out["no_template"] = "no error"
+    except openai.BadRequestError as e:
+        out["no_template"] = str(e)
+    print(json.dumps(out))
+    sys.exit(0)
 c = client.chat.completions.create(model=model, messages=msgs, max_tokens=20, temperature=0)
 out["chat"] = {"content": c.choices[0].message.content, "role": c.choices[0].message.role,
                "finish": c.choices[0].finish_reason,

@@ -181,7 +181,8 @@ pub fn generate(
     let max_steps = requests.iter().map(|r| r.max_tokens).max().unwrap_or(0);
     for _ in 0..max_steps {
         let logits = tch::no_grad(|| {
-            let h = model.hidden_cached(&step_ids, &step_pos, &step_mask, &mut cache);
+            // one row has no padding: no mask, so libtorch takes its fused kernels
+            let h = model.hidden_cached(&step_ids, &step_pos, (b > 1).then_some(&step_mask), &mut cache);
             let last = h.narrow(1, h.size()[1] - 1, 1);
             model.head(&last).to_kind(Kind::Float).squeeze_dim(1).to_device(Device::Cpu)
         });

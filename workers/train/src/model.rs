@@ -397,29 +397,39 @@ impl Model {
     /// (bool), for rows that hold several sequences sharing a prefix; without it, positions
     /// count from 0 and attention is causal.
     pub fn hidden(&self, ids: &Tensor, packed: Option<(&Tensor, &Tensor)>) -> Tensor {
-        self.hidden_inner(ids, packed, None)
+        self.hidden_inner(ids, packed.map(|p| p.0), packed.map(|p| p.1), None)
     }
 
     /// [`Model::hidden`] for generation: `ids` `[B, T]` at `positions` `[B, T]` attend, through
     /// `mask` `[B, 1, T, cached + T]` (bool), to the keys and values `cache` holds from earlier
-    /// calls and to their own, which are appended to it.
-    pub fn hidden_cached(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor {
-        self.hidden_inner(ids, Some((positions, mask)), Some(cache))
+    /// calls and to their own, which are appended to it. Without a mask (rows without padding):
+    /// causal over the new tokens when the cache is empty, everything cached otherwise.
+    pub fn hidden_cached(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        self.hidden_inner(ids, Some(positions), mask, Some(cache))
     }
 
     fn hidden_inner(
         &self,
         ids: &Tensor,
-        packed: Option<(&Tensor, &Tensor)>,
+        positions: Option<&Tensor>,
+        mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor {
         let c = &self.config;
         let (b, t) = ids.size2().expect("ids must be [batch, time]");
         let hd = c.head_dim();
-        let (cos, sin) = match packed {
+        let (cos, sin) = match positions {
             None => self.rope(t, ids.device()),
-            Some((positions, _)) => self.rope_at(positions),
+            Some(positions) => self.rope_at(positions),
         };
+        // decoding from a cache attends to all of it; a fresh sequence is causal
+        let causal = t > 1 || cache.as_ref().is_none_or(|c| c.is_empty());
         // As HF does: cos/sin in the activations' kind.
         let (cos, sin) = (cos.to_kind(self.compute), sin.to_kind(self.compute));
         let rotate = |x: &Tensor| -> Tensor {
@@ -462,23 +472,19 @@ impl Model {
                 }
                 None => (k, v),
             };
-            let (k, v) = if n_rep > 1 {
+            // generation lets attention share the key/value heads (no copy of the whole cache per
+            // step); training repeats them
+            let gqa = cache.is_some() && n_rep > 1;
+            let (k, v) = if n_rep > 1 && !gqa {
                 (k.repeat_interleave_self_int(n_rep, 1, None), v.repeat_interleave_self_int(n_rep, 1, None))
             } else {
                 (k, v)
             };
-            let att = match packed {
-                None => Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false),
-                Some((_, mask)) => Tensor::scaled_dot_product_attention(
-                    &q,
-                    &k,
-                    &v,
-                    Some(mask.shallow_clone()),
-                    0.0,
-                    false,
-                    None,
-                    false,
-                ),
+            let att = match mask {
+                None => Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, causal, None, gqa),
+                Some(mask) => {
+                    Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask.shallow_clone()), 0.0, false, None, gqa)
+                }
             };
             let att = att.transpose(1, 2).contiguous().view([b, t, c.num_attention_heads * hd]);
             // Not `+=`: an in-place add would overwrite a tensor autograd saved for backward.

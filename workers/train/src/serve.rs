@@ -168,6 +168,9 @@ fn settled(text: &str, hold: usize) -> usize {
     cut
 }
 
+/// How long a batch waits for more rows after its last one arrived.
+const BATCH_WINDOW_MS: u64 = 15;
+
 fn generation_loop(
     model: &crate::model::Model,
     tok: &tokenizers::Tokenizer,
@@ -176,9 +179,11 @@ fn generation_loop(
     max_batch: usize,
 ) {
     while let Ok(first) = rx.recv() {
+        // static batching: whatever arrives within a few milliseconds of the first row (a
+        // client's concurrent requests do not land at the same instant) goes in one batch
         let mut rows = vec![first];
         while rows.len() < max_batch {
-            match rx.try_recv() {
+            match rx.recv_timeout(std::time::Duration::from_millis(BATCH_WINDOW_MS)) {
                 Ok(r) => rows.push(r),
                 Err(_) => break,
             }
