@@ -104,7 +104,7 @@ fn openai_client_against_lehr_serve() {
     assert_eq!(v["chat_stream"]["content"], chat["content"]);
     assert_eq!(v["chat_stream"]["roles"], serde_json::json!(["assistant"]));
     assert_eq!(v["chat_stream"]["usage"], chat["completion_tokens"]);
-    for field in ["temperature", "top_p", "messages"] {
+    for field in ["temperature", "top_p", "messages", "prompt"] {
         let e = &v["errors"][field];
         assert_eq!(e["status"], 400, "{field}: {e}");
         assert!(e["message"].as_str().unwrap().contains(field), "{field}: {e}");

@@ -129,6 +129,7 @@ for name, call in {
     "top_p": lambda: client.completions.create(model=model, prompt="x", top_p=3),
     "messages": lambda: client.chat.completions.create(model=model, messages=[]),
     "model": lambda: client.completions.create(model="no-such-model", prompt="x"),
+    "prompt": lambda: client.completions.create(model=model, prompt=[10**9]),
 }.items():
     try:
         call()

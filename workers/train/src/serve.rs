@@ -42,8 +42,16 @@ pub struct ServeConfig {
 
 /// What a row's generation reports to its request.
 enum RowEvent {
-    Text { text: String, tokens: Vec<Piece> },
-    Done { finish: Finish, completion_tokens: usize },
+    Text {
+        text: String,
+        tokens: Vec<Piece>,
+    },
+    Done {
+        finish: Finish,
+        completion_tokens: usize,
+    },
+    /// The batch could not be generated (a libtorch error): the message, for a 500.
+    Failed(String),
 }
 
 struct Row {
@@ -62,6 +70,7 @@ struct Shared {
     /// vocabulary has it: checkpoints converted from GGUF often name only `<|endoftext|>`.
     turn_end: Vec<i64>,
     context: usize,
+    vocab: i64,
     rows: std::sync::Mutex<mpsc::Sender<Row>>,
     next_id: AtomicU64,
 }
@@ -102,6 +111,7 @@ pub async fn start(
     let chat = ChatTemplate::from_dir(&dir).map_err(TrainError::Config)?;
     let (vs, model) = load_hf(&dir, config.device)?;
     let context = model.config.max_position_embeddings as usize;
+    let vocab = model.config.vocab_size;
     let name = config
         .model_name
         .clone()
@@ -126,6 +136,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         eos,
         turn_end,
+        vocab,
         name,
         tokenizer,
         chat,
@@ -193,28 +204,45 @@ fn generation_loop(
         let mut sent: Vec<usize> = vec![0; rows.len()];
         let mut pending: Vec<Vec<Piece>> = vec![Vec::new(); rows.len()];
         let piece = |id: i64| tok.decode(&[id as u32], false).unwrap_or_default();
-        let done = generate(model, &requests, device, |r, t: &Token| {
-            ids[r].push(t.id as u32);
-            pending[r].push((piece(t.id), t.logprob, t.top.iter().map(|(i, l)| (piece(*i), *l)).collect()));
-            let text = tok.decode(&ids[r], true).unwrap_or_default();
-            let row = &rows[r];
-            if let Some(at) = row.stops.iter().filter_map(|s| text.find(s.as_str())).min() {
-                let out = text[sent[r].min(at)..at].to_string();
-                let _ = row.events.send(RowEvent::Text { text: out, tokens: std::mem::take(&mut pending[r]) });
-                sent[r] = at;
-                return Next::Stop;
-            }
-            let hold = row.stops.iter().map(|s| s.chars().count()).max().unwrap_or(1).saturating_sub(1);
-            let upto = settled(&text, hold).max(sent[r]);
-            if upto > sent[r] || !pending[r].is_empty() {
-                let out = text[sent[r]..upto].to_string();
-                sent[r] = upto;
-                if row.events.send(RowEvent::Text { text: out, tokens: std::mem::take(&mut pending[r]) }).is_err() {
-                    return Next::Stop; // the client went away
+        // a libtorch error panics inside tch: it fails this batch's requests, not the server
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            generate(model, &requests, device, |r, t: &Token| {
+                ids[r].push(t.id as u32);
+                pending[r].push((piece(t.id), t.logprob, t.top.iter().map(|(i, l)| (piece(*i), *l)).collect()));
+                let text = tok.decode(&ids[r], true).unwrap_or_default();
+                let row = &rows[r];
+                if let Some(at) = row.stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+                    let out = text[sent[r].min(at)..at].to_string();
+                    let _ = row.events.send(RowEvent::Text { text: out, tokens: std::mem::take(&mut pending[r]) });
+                    sent[r] = at;
+                    return Next::Stop;
                 }
+                let hold = row.stops.iter().map(|s| s.chars().count()).max().unwrap_or(1).saturating_sub(1);
+                let upto = settled(&text, hold).max(sent[r]);
+                if upto > sent[r] || !pending[r].is_empty() {
+                    let out = text[sent[r]..upto].to_string();
+                    sent[r] = upto;
+                    if row.events.send(RowEvent::Text { text: out, tokens: std::mem::take(&mut pending[r]) }).is_err() {
+                        return Next::Stop; // the client went away
+                    }
+                }
+                Next::Continue
+            })
+        }));
+        let done = match done {
+            Ok(d) => d,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "generation failed".into());
+                for row in &rows {
+                    let _ = row.events.send(RowEvent::Failed(why.clone()));
+                }
+                continue;
             }
-            Next::Continue
-        });
+        };
         for (r, (tokens, finish)) in done.into_iter().enumerate() {
             let row = &rows[r];
             let text = tok.decode(&ids[r], true).unwrap_or_default();
@@ -289,7 +317,7 @@ struct Whole {
     completion_tokens: usize,
 }
 
-async fn collect(mut rx: tmpsc::UnboundedReceiver<RowEvent>) -> Whole {
+async fn collect(mut rx: tmpsc::UnboundedReceiver<RowEvent>) -> Result<Whole, ApiError> {
     let mut w = Whole { text: String::new(), tokens: Vec::new(), finish: Finish::Length, completion_tokens: 0 };
     while let Some(e) = rx.recv().await {
         match e {
@@ -302,9 +330,10 @@ async fn collect(mut rx: tmpsc::UnboundedReceiver<RowEvent>) -> Whole {
                 w.completion_tokens = completion_tokens;
                 break;
             }
+            RowEvent::Failed(why) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, why, None)),
         }
     }
-    w
+    Ok(w)
 }
 
 async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Result<Response, ApiError> {
@@ -319,7 +348,11 @@ async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Result<Respon
             a.iter().map(|v| encode(&s, v.as_str().unwrap_or_default(), true)).collect::<Result<_, _>>()?
         }
         Some(Value::Array(a)) if !a.is_empty() && a.iter().all(|v| v.is_u64()) => {
-            vec![a.iter().filter_map(|v| v.as_i64()).collect()]
+            let ids: Vec<i64> = a.iter().filter_map(|v| v.as_i64()).collect();
+            if let Some(bad_id) = ids.iter().find(|&&i| i >= s.vocab) {
+                return Err(bad("prompt", format!("token id {bad_id} is past the vocabulary ({} ids)", s.vocab)));
+            }
+            vec![ids]
         }
         None => return Err(bad("prompt", "`prompt` is required")),
         Some(_) => return Err(bad("prompt", "`prompt` must be a string, a list of strings, or a list of token ids")),
@@ -341,6 +374,9 @@ async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Result<Respon
                 Some(json!({"id": id, "object": "text_completion", "created": created, "model": model,
                 "choices": [{"index": index, "text": "", "finish_reason": finish_name(finish), "logprobs": null}]}))
             }
+            Some(RowEvent::Failed(why)) => {
+                Some(json!({"error": {"message": why, "type": "server_error", "param": null, "code": null}}))
+            }
             None if include_usage => {
                 Some(json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": [],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": usage, "total_tokens": prompt_tokens + usage}}))
@@ -352,7 +388,7 @@ async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Result<Respon
     let mut choices = Vec::new();
     let mut completion_tokens = 0;
     for (i, rx) in rxs.into_iter().enumerate() {
-        let w = collect(rx).await;
+        let w = collect(rx).await?;
         completion_tokens += w.completion_tokens;
         choices.push(json!({"index": i, "text": w.text, "finish_reason": finish_name(w.finish),
             "logprobs": if p.logprobs.is_some() { completion_logprobs(&w.tokens) } else { Value::Null }}));
@@ -405,6 +441,9 @@ async fn chat_completions(State(s): State<Arc<Shared>>, body: Bytes) -> Result<R
                     Some(chunk(delta, Value::Null, if want_lp { chat_logprobs(&tokens) } else { Value::Null }))
                 }
                 Some(RowEvent::Done { finish, .. }) => Some(chunk(json!({}), json!(finish_name(finish)), Value::Null)),
+                Some(RowEvent::Failed(why)) => {
+                    Some(json!({"error": {"message": why, "type": "server_error", "param": null, "code": null}}))
+                }
                 None if include_usage => {
                     Some(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                     "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": usage, "total_tokens": prompt_tokens + usage}}))
@@ -417,7 +456,7 @@ async fn chat_completions(State(s): State<Arc<Shared>>, body: Bytes) -> Result<R
     let mut choices = Vec::new();
     let mut completion_tokens = 0;
     for (i, rx) in rxs.into_iter().enumerate() {
-        let w = collect(rx).await;
+        let w = collect(rx).await?;
         completion_tokens += w.completion_tokens;
         choices.push(json!({"index": i, "message": {"role": "assistant", "content": w.text},
             "finish_reason": finish_name(w.finish),
@@ -443,7 +482,7 @@ fn async_stream(
         }
         let mut usage = 0;
         while let Some((i, ev)) = futures::StreamExt::next(&mut merged).await {
-            let done = matches!(ev, RowEvent::Done { .. });
+            let done = matches!(ev, RowEvent::Done { .. } | RowEvent::Failed(_));
             if let RowEvent::Done { completion_tokens, .. } = &ev {
                 usage += completion_tokens;
             }
