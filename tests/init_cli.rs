@@ -35,20 +35,27 @@ fn train(spec: &Path, tokens: &Path, out: &Path, extra: &[&str]) -> std::process
         .unwrap()
 }
 
+/// A reference lehr trains on the demo data for `steps` steps (2 blocks), stacked into four
+/// blocks by `lehr grow layers --map MAP`: `dir/ref4`.
+fn four_block_reference(dir: &Path, tokens: &Path, steps: u32, map: &str) -> std::path::PathBuf {
+    let reference = dir.join("reference");
+    train_demo(tokens, &reference, &steps.to_string());
+    let ref4 = dir.join("ref4");
+    let grown = lehr()
+        .args(["grow", "layers", "--map", map, "-o"])
+        .arg(&ref4)
+        .arg(reference.join(format!("checkpoints/step-{steps:08}")))
+        .output()
+        .unwrap();
+    assert!(grown.status.success(), "{}", String::from_utf8_lossy(&grown.stderr));
+    ref4
+}
+
 #[test]
 fn init_inherits_the_blocks_it_names() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = demo_token_shards(dir.path());
-    let reference = dir.path().join("reference");
-    train_demo(&tokens, &reference, "40");
-    let ref4 = dir.path().join("ref4");
-    let grown = lehr()
-        .args(["grow", "layers", "--map", "0,1,1,0", "-o"])
-        .arg(&ref4)
-        .arg(reference.join("checkpoints/step-00000040"))
-        .output()
-        .unwrap();
-    assert!(grown.status.success(), "{}", String::from_utf8_lossy(&grown.stderr));
+    let ref4 = four_block_reference(dir.path(), &tokens, 40, "0,1,1,0");
 
     let spec = spec_with_init(dir.path(), &format!("[init]\nfrom = {:?}\nlayers = \"2..4\"", ref4));
     let out = dir.path().join("student");
@@ -84,7 +91,7 @@ print(json.dumps({"tensors": len(got), "bad": bad}))
 "#;
     let check = std::process::Command::new(venv_python())
         .args(["-c", script])
-        .arg(reference.join("checkpoints/step-00000040/model.safetensors"))
+        .arg(dir.path().join("reference").join("checkpoints/step-00000040/model.safetensors"))
         .arg(ckpt.join("model.safetensors"))
         .output()
         .unwrap();
@@ -173,16 +180,7 @@ fn run_full(spec: &Path, tokens: &Path, out: &Path, extra: &[&str]) -> (std::pro
 fn growth_and_distillation_stages_run_from_the_cli_and_compare() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = demo_token_shards(dir.path());
-    let reference = dir.path().join("reference");
-    train_demo(&tokens, &reference, "20");
-    let ref4 = dir.path().join("ref4");
-    let grown = lehr()
-        .args(["grow", "layers", "--map", "0,1,0,1", "-o"])
-        .arg(&ref4)
-        .arg(reference.join("checkpoints/step-00000020"))
-        .output()
-        .unwrap();
-    assert!(grown.status.success(), "{}", String::from_utf8_lossy(&grown.stderr));
+    let ref4 = four_block_reference(dir.path(), &tokens, 20, "0,1,0,1");
     let tables = format!(
         "[init]\nfrom = {:?}\nlayers = \"0..2\"\n[distill]\nteacher = \"ref4\"\nalpha = 0.5\nstages = [\"s2\"]\n",
         ref4

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde_json::json;
 
-use super::curve::{load, Curves};
+use super::curve::{at_end, load, Curves};
 use super::{CmdResult, Failure, EXIT_OK};
 use crate::chart::{LineChart, Panel};
 use crate::cli::EvalCompareArgs;
@@ -17,11 +17,6 @@ use crate::cli::EvalCompareArgs;
 fn tokens_at(c: &Curves, steps: f64) -> f64 {
     let i = (steps.max(0.0) as usize).min(c.tokens.len().saturating_sub(1));
     c.tokens.get(i).copied().unwrap_or(0) as f64
-}
-
-/// A stage's last held-out point of each source (steps done within the stage).
-fn stage_end(points: &[(f64, f64)], first: u64, end: u64) -> Option<f64> {
-    points.iter().rev().find(|p| p.0 <= end as f64 && p.0 > first as f64).map(|p| p.1)
 }
 
 pub fn run(a: EvalCompareArgs) -> CmdResult {
@@ -86,7 +81,7 @@ pub fn run(a: EvalCompareArgs) -> CmdResult {
         let mut stages = Vec::new();
         for (name, first, end) in &c.stages {
             let per: BTreeMap<&String, Option<f64>> =
-                sources.iter().map(|s| (s, c.held_out.get(s).and_then(|p| stage_end(p, *first, *end)))).collect();
+                sources.iter().map(|s| (s, c.held_out.get(s).and_then(|p| at_end(p, *first, *end)))).collect();
             stages.push(json!({"stage": name, "tokens": tokens_at(c, *end as f64), "held_out": per}));
         }
         let last: BTreeMap<&String, Option<f64>> =

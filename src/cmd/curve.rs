@@ -108,7 +108,7 @@ pub(super) fn load(dir: &Path) -> Result<Curves, Failure> {
 }
 
 /// The value at a stage's end: the last point at or before it, within the stage.
-fn at_end(points: &[(f64, f64)], first: u64, end: u64) -> Option<f64> {
+pub(super) fn at_end(points: &[(f64, f64)], first: u64, end: u64) -> Option<f64> {
     points.iter().rev().find(|p| p.0 <= end as f64 && p.0 > first as f64).map(|p| p.1)
 }
 

@@ -14,7 +14,7 @@ pub struct ChatTemplate {
 }
 
 /// A special token as tokenizer_config.json writes it: a string or `{"content": ...}`.
-fn token(v: &serde_json::Value) -> Option<String> {
+pub(crate) fn special_token(v: &serde_json::Value) -> Option<String> {
     v.as_str().map(str::to_string).or_else(|| v.get("content").and_then(|c| c.as_str()).map(str::to_string))
 }
 
@@ -49,8 +49,8 @@ impl ChatTemplate {
         env.add_template_owned("chat", source).map_err(|e| format!("{}: chat template: {e}", dir.display()))?;
         Ok(Some(ChatTemplate {
             env,
-            bos: token(&config["bos_token"]).unwrap_or_default(),
-            eos: token(&config["eos_token"]).unwrap_or_default(),
+            bos: special_token(&config["bos_token"]).unwrap_or_default(),
+            eos: special_token(&config["eos_token"]).unwrap_or_default(),
         }))
     }
 

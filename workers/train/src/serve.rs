@@ -87,8 +87,7 @@ fn eos_ids(dir: &std::path::Path, tok: &tokenizers::Tokenizer) -> Vec<i64> {
         _ => Vec::new(),
     };
     let config = read("tokenizer_config.json");
-    let eos = config["eos_token"].as_str().or_else(|| config["eos_token"]["content"].as_str());
-    if let Some(id) = eos.and_then(|t| tok.token_to_id(t)) {
+    if let Some(id) = crate::chat::special_token(&config["eos_token"]).and_then(|t| tok.token_to_id(&t)) {
         if !ids.contains(&(id as i64)) {
             ids.push(id as i64);
         }
@@ -179,6 +178,11 @@ fn settled(text: &str, hold: usize) -> usize {
     cut
 }
 
+/// Where the earliest stop string begins in `text`.
+fn first_stop(text: &str, stops: &[String]) -> Option<usize> {
+    stops.iter().filter_map(|s| text.find(s.as_str())).min()
+}
+
 /// How long a batch waits for more rows after its last one arrived.
 const BATCH_WINDOW_MS: u64 = 15;
 
@@ -211,7 +215,7 @@ fn generation_loop(
                 pending[r].push((piece(t.id), t.logprob, t.top.iter().map(|(i, l)| (piece(*i), *l)).collect()));
                 let text = tok.decode(&ids[r], true).unwrap_or_default();
                 let row = &rows[r];
-                if let Some(at) = row.stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+                if let Some(at) = first_stop(&text, &row.stops) {
                     let out = text[sent[r].min(at)..at].to_string();
                     let _ = row.events.send(RowEvent::Text { text: out, tokens: std::mem::take(&mut pending[r]) });
                     sent[r] = at;
@@ -246,8 +250,7 @@ fn generation_loop(
         for (r, (tokens, finish)) in done.into_iter().enumerate() {
             let row = &rows[r];
             let text = tok.decode(&ids[r], true).unwrap_or_default();
-            let stopped_at = row.stops.iter().filter_map(|s| text.find(s.as_str())).min();
-            let end = stopped_at.unwrap_or(text.len());
+            let end = first_stop(&text, &row.stops).unwrap_or(text.len());
             if end > sent[r] {
                 let _ = row.events.send(RowEvent::Text { text: text[sent[r]..end].to_string(), tokens: Vec::new() });
             }
@@ -336,6 +339,37 @@ async fn collect(mut rx: tmpsc::UnboundedReceiver<RowEvent>) -> Result<Whole, Ap
     Ok(w)
 }
 
+/// `usage` of a response.
+fn usage_of(prompt_tokens: usize, completion_tokens: usize) -> Value {
+    json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens})
+}
+
+/// A streamed error event (the batch failed).
+fn server_error(why: &str) -> Value {
+    json!({"error": {"message": why, "type": "server_error", "param": null, "code": null}})
+}
+
+/// A whole (non-streamed) response: `head` (id, object, created, model) with every choice,
+/// collected in order and shaped by `choice`, and the usage.
+async fn whole(
+    rxs: Vec<tmpsc::UnboundedReceiver<RowEvent>>,
+    mut head: Value,
+    prompt_tokens: usize,
+    choice: impl Fn(usize, Whole) -> Value,
+) -> Result<Response, ApiError> {
+    let mut choices = Vec::new();
+    let mut completion_tokens = 0;
+    for (i, rx) in rxs.into_iter().enumerate() {
+        let w = collect(rx).await?;
+        completion_tokens += w.completion_tokens;
+        choices.push(choice(i, w));
+    }
+    head["choices"] = Value::Array(choices);
+    head["usage"] = usage_of(prompt_tokens, completion_tokens);
+    Ok(Json(head).into_response())
+}
+
 async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Result<Response, ApiError> {
     let body = parse(&body)?;
     let p = params(&body, &s.name, false)?;
@@ -374,28 +408,21 @@ async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Result<Respon
                 Some(json!({"id": id, "object": "text_completion", "created": created, "model": model,
                 "choices": [{"index": index, "text": "", "finish_reason": finish_name(finish), "logprobs": null}]}))
             }
-            Some(RowEvent::Failed(why)) => {
-                Some(json!({"error": {"message": why, "type": "server_error", "param": null, "code": null}}))
-            }
+            Some(RowEvent::Failed(why)) => Some(server_error(&why)),
             None if include_usage => {
                 Some(json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": [],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": usage, "total_tokens": prompt_tokens + usage}}))
+                "usage": usage_of(prompt_tokens, usage)}))
             }
             None => None,
         });
         return Ok(Sse::new(stream).into_response());
     }
-    let mut choices = Vec::new();
-    let mut completion_tokens = 0;
-    for (i, rx) in rxs.into_iter().enumerate() {
-        let w = collect(rx).await?;
-        completion_tokens += w.completion_tokens;
-        choices.push(json!({"index": i, "text": w.text, "finish_reason": finish_name(w.finish),
-            "logprobs": if p.logprobs.is_some() { completion_logprobs(&w.tokens) } else { Value::Null }}));
-    }
-    Ok(Json(json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices,
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}}))
-    .into_response())
+    let head = json!({"id": id, "object": "text_completion", "created": created, "model": model});
+    whole(rxs, head, prompt_tokens, |i, w| {
+        json!({"index": i, "text": w.text, "finish_reason": finish_name(w.finish),
+            "logprobs": if p.logprobs.is_some() { completion_logprobs(&w.tokens) } else { Value::Null }})
+    })
+    .await
 }
 
 async fn chat_completions(State(s): State<Arc<Shared>>, body: Bytes) -> Result<Response, ApiError> {
@@ -441,30 +468,23 @@ async fn chat_completions(State(s): State<Arc<Shared>>, body: Bytes) -> Result<R
                     Some(chunk(delta, Value::Null, if want_lp { chat_logprobs(&tokens) } else { Value::Null }))
                 }
                 Some(RowEvent::Done { finish, .. }) => Some(chunk(json!({}), json!(finish_name(finish)), Value::Null)),
-                Some(RowEvent::Failed(why)) => {
-                    Some(json!({"error": {"message": why, "type": "server_error", "param": null, "code": null}}))
-                }
+                Some(RowEvent::Failed(why)) => Some(server_error(&why)),
                 None if include_usage => {
                     Some(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": usage, "total_tokens": prompt_tokens + usage}}))
+                    "choices": [], "usage": usage_of(prompt_tokens, usage)}))
                 }
                 None => None,
             }
         });
         return Ok(Sse::new(stream).into_response());
     }
-    let mut choices = Vec::new();
-    let mut completion_tokens = 0;
-    for (i, rx) in rxs.into_iter().enumerate() {
-        let w = collect(rx).await?;
-        completion_tokens += w.completion_tokens;
-        choices.push(json!({"index": i, "message": {"role": "assistant", "content": w.text},
+    let head = json!({"id": id, "object": "chat.completion", "created": created, "model": model});
+    whole(rxs, head, prompt_tokens, |i, w| {
+        json!({"index": i, "message": {"role": "assistant", "content": w.text},
             "finish_reason": finish_name(w.finish),
-            "logprobs": if p.logprobs.is_some() { chat_logprobs(&w.tokens) } else { Value::Null }}));
-    }
-    Ok(Json(json!({"id": id, "object": "chat.completion", "created": created, "model": model, "choices": choices,
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}}))
-    .into_response())
+            "logprobs": if p.logprobs.is_some() { chat_logprobs(&w.tokens) } else { Value::Null }})
+    })
+    .await
 }
 
 /// SSE events from every choice's receiver, in the order they come: `chunk(index, event,

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use lehr_schedules::spec::InitSpec;
 use lehr_schedules::RunSpec;
@@ -14,7 +13,7 @@ use lehr_train::model::{load_hf, ModelConfig};
 use lehr_train::trainer::{latest_checkpoint, TrainOptions, Trainer};
 use tch::{Device, Kind, Tensor};
 
-use common::{repo, small_model, write_shards};
+use common::{small_model, write_shards};
 
 fn spec(grow: &str, layers: u32, init: Option<&Path>) -> RunSpec {
     let init = init.map(|p| format!("[init]\nfrom = {:?}\nlayers = \"0..2\"\n", p.display())).unwrap_or_default();
@@ -127,31 +126,10 @@ fn inherit_takes_the_next_reference_blocks() {
     assert!(err.contains("stage[1] \"grown\".layers") && err.contains("has 4"), "{err}");
 }
 
-fn python() -> PathBuf {
-    let venv = std::env::var_os("LEHR_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lehr/venv"));
-    venv.join("bin/python")
-}
-
 /// transformers' logits on `dir` for [`ids`].
 fn transformers_logits(dir: &Path) -> Tensor {
-    let tok = dir.parent().unwrap().join("ids.json");
-    let out = dir.parent().unwrap().join("hf-logits.json");
     let rows: Vec<Vec<i64>> = (0..2).map(|b| Vec::<i64>::try_from(ids().get(b)).unwrap()).collect();
-    std::fs::write(&tok, serde_json::to_vec(&rows).unwrap()).unwrap();
-    let script = repo().join("workers/train/tests/hf_parity.py");
-    let run = Command::new(python()).arg(&script).arg("forward").arg(dir).arg(&tok).arg(&out).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    let flat: Vec<f32> = v["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|b| {
-            b.as_array().unwrap().iter().flat_map(|t| t.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
-        })
-        .collect();
+    let flat = common::transformers_logits("forward", dir, &rows);
     Tensor::from_slice(&flat).view([2, 24, -1])
 }
 

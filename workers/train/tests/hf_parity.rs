@@ -2,38 +2,10 @@
 //! checkpoint lehr writes loads with `from_pretrained` and gives the same logits to 1e-4, and a
 //! checkpoint transformers writes loads into lehr with the same logits.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
 use lehr_train::model::{load_hf, save_hf, Model, ModelConfig};
 use tch::{nn, Device, Kind, Tensor};
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("LEHR_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lehr/venv"));
-    venv.join("bin/python")
-}
-
-fn reference(mode: &str, dir: &Path, tokens: &[Vec<i64>]) -> Vec<f32> {
-    let tok = dir.parent().unwrap().join(format!("{mode}-tokens.json"));
-    let out = dir.parent().unwrap().join(format!("{mode}-logits.json"));
-    std::fs::write(&tok, serde_json::to_vec(tokens).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf_parity.py");
-    let run = Command::new(python()).arg(&script).arg(mode).arg(dir).arg(&tok).arg(&out).output().unwrap_or_else(|e| {
-        panic!("cannot run {} (run `eval \"$(scripts/setup.sh)\"` first): {e}", python().display())
-    });
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    v["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|b| {
-            b.as_array().unwrap().iter().flat_map(|t| t.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
-        })
-        .collect()
-}
 
 fn tokens() -> Vec<Vec<i64>> {
     (0..2).map(|b| (0..16).map(|t| (b * 37 + t * 11 + 3) % 128).collect()).collect()
@@ -104,7 +76,7 @@ fn mup_knobs_and_qk_norm_fold_into_a_checkpoint_transformers_computes_the_same()
     let hf: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!((hf["model_type"].as_str(), hf["tie_word_embeddings"].as_bool()), (Some("qwen3"), Some(false)));
     let mine = ours(&model, &tokens());
-    let d = max_diff(&mine, &reference("forward", &dir, &tokens()));
+    let d = max_diff(&mine, &common::transformers_logits("forward", &dir, &tokens()));
     assert!(d < 1e-4, "folded knobs: lehr vs transformers logits differ by {d}");
     // Without the knobs the logits differ a lot: the folding is what makes them agree.
     let plain =
@@ -127,14 +99,14 @@ fn lehr_checkpoints_load_in_transformers_and_back() {
         let dir = tmp.path().join(format!("lehr-tied-{tied}"));
         save_hf(&vs, &model.config, &dir).unwrap();
         let mine = ours(&model, &tokens());
-        let theirs = reference("forward", &dir, &tokens());
+        let theirs = common::transformers_logits("forward", &dir, &tokens());
         let d = max_diff(&mine, &theirs);
         assert!(d < 1e-4, "tied={tied}: lehr vs transformers logits differ by {d}");
         assert!(mine.iter().map(|x| x.abs()).fold(0.0, f32::max) > 0.1, "logits are not trivial");
     }
     // The reverse: transformers writes, lehr reads.
     let dir = tmp.path().join("hf");
-    let theirs = reference("make", &dir, &tokens());
+    let theirs = common::transformers_logits("make", &dir, &tokens());
     let (_vs, model) = load_hf(&dir, Device::Cpu).unwrap();
     let d = max_diff(&ours(&model, &tokens()), &theirs);
     assert!(d < 1e-4, "a transformers checkpoint in lehr: logits differ by {d}");

@@ -53,3 +53,40 @@ pub fn small_model(tied: bool) -> ModelConfig {
         ..ModelConfig::preset("tiny", 8000).unwrap()
     }
 }
+
+/// The venv's python (scripts/setup.sh; `LEHR_VENV` overrides).
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("LEHR_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lehr/venv"));
+    venv.join("bin/python")
+}
+
+/// transformers' side of tests/hf_parity.py (`forward`: logits of checkpoint `dir`; `make`: a
+/// random transformers checkpoint written to `dir` and its logits) for `tokens`, flattened.
+pub fn transformers_logits(mode: &str, dir: &Path, tokens: &[Vec<i64>]) -> Vec<f32> {
+    let tok = dir.parent().unwrap().join(format!("{mode}-tokens.json"));
+    let out = dir.parent().unwrap().join(format!("{mode}-logits.json"));
+    std::fs::write(&tok, serde_json::to_vec(tokens).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf_parity.py");
+    let run = std::process::Command::new(python())
+        .arg(&script)
+        .arg(mode)
+        .arg(dir)
+        .arg(&tok)
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {} (run `eval \"$(scripts/setup.sh)\"` first): {e}", python().display())
+        });
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b.as_array().unwrap().iter().flat_map(|t| t.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+        })
+        .collect()
+}
