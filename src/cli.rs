@@ -630,7 +630,8 @@ pub struct CorpusInitArgs {
     #[arg(long, required_unless_present = "list_presets", default_value = "")]
     pub output: String,
     /// basic | fineweb | fineweb-zh | fineweb-ko | bilingual | dedup-exact | dedup-minhash |
-    /// decontaminate | tokenize (docs/presets.md; `--list-presets`).
+    /// decontaminate | tokenize | synth-qa | synth-rewrite | synth-reasoning (docs/presets.md;
+    /// `--list-presets`).
     #[arg(long, default_value = "basic")]
     pub preset: String,
     /// Evaluation items (JSONL) for the `decontaminate` preset; repeat for several files.
@@ -645,6 +646,12 @@ pub struct CorpusInitArgs {
     /// Use this fastText language-id model (e.g. lid.176.ftz) instead of the built-in detector.
     #[arg(long)]
     pub lid_model: Option<String>,
+    /// OpenAI-compatible base URL for the `synth-*` presets (repeat for several endpoints).
+    #[arg(long = "endpoint")]
+    pub endpoints: Vec<String>,
+    /// The model name the endpoints serve, for the `synth-*` presets (default `lehr`).
+    #[arg(long)]
+    pub model: Option<String>,
     /// List the presets and exit.
     #[arg(long)]
     pub list_presets: bool,
@@ -671,6 +678,9 @@ pub struct CorpusBuildArgs {
     /// Print the final report as JSON (no progress bars).
     #[arg(long)]
     pub json: bool,
+    /// Synth stages neither read nor write their request cache (every request is sent).
+    #[arg(long)]
+    pub no_cache: bool,
     #[command(flatten)]
     pub auth: AuthArgs,
 }

@@ -19,6 +19,7 @@ pub mod spool;
 pub mod stages;
 pub mod starter;
 pub mod store;
+pub mod synth;
 pub mod task;
 pub mod text;
 pub mod tokens;

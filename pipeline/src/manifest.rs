@@ -17,7 +17,8 @@ impl From<StageCounts> for StageSummary {
     /// A stage's counts summed over the job, as the manifest names them.
     fn from(c: StageCounts) -> Self {
         StageSummary {
-            dropped: c.docs_in - c.docs_out,
+            // a synth stage may put out more documents than it took in: its drops are counted
+            dropped: c.docs_in.saturating_sub(c.docs_out).max(c.dropped.values().sum()),
             name: c.name,
             label: c.label,
             docs_in: c.docs_in,

@@ -99,6 +99,8 @@ pub struct TaskProgress {
     pub docs: AtomicU64,
     pub bytes: AtomicU64,
     pub cancelled: AtomicBool,
+    /// A synth stage's requests answered and tokens generated.
+    pub synth: lehr_synth::Progress,
 }
 
 /// Knobs of the runner that are not part of the spec.
@@ -192,64 +194,51 @@ pub fn process(
     Ok((result, files))
 }
 
-/// Reads a shard and runs the stages, handing kept documents to `sink`; returns the counts
-/// and the attributes file (when the output asks for one).
-pub fn run_stages(
-    task: ShardInput<'_>,
-    progress: &TaskProgress,
-    options: &RunOptions,
-    extra: Option<Box<dyn Stage>>,
-    sink: &mut dyn KeptSink,
-) -> PipelineResult<(ShardResult, Option<EncodedFile>)> {
-    let mut stages: Vec<Box<dyn Stage>> = task
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            s.build().map_err(|e| PipelineError::spec(format!("stage[{i}]"), format!("{} stage: {e}", s.name())))
-        })
-        .collect::<Result<_, _>>()?;
-    let mut labels = stage_labels(task.stages);
-    if let Some(e) = extra {
-        labels.push(e.name().to_string());
-        stages.push(e);
-    }
-    let fresh_counts = || -> Vec<StageCounts> {
-        stages
+/// The stages of one shard with their counts and per-document contexts.
+struct Chain {
+    stages: Vec<Box<dyn Stage>>,
+    labels: Vec<String>,
+    counts: Vec<StageCounts>,
+    ctxs: Vec<Ctx>,
+    score_dropped: bool,
+}
+
+impl Chain {
+    fn fresh(&mut self) {
+        self.counts = self
+            .stages
             .iter()
-            .zip(&labels)
+            .zip(&self.labels)
             .map(|(s, l)| StageCounts { name: s.name().to_string(), label: l.clone(), ..Default::default() })
-            .collect()
-    };
-    let fresh_ctx = || -> Vec<Ctx> { stages.iter().map(|s| Ctx::for_stage(s.as_ref())).collect() };
-    let mut counts = fresh_counts();
-    let mut ctxs = fresh_ctx();
-    let attr_columns: Vec<Vec<String>> = stages.iter().map(|s| s.score_names()).collect();
-    let new_attrs = || task.output.attributes.then(|| Attributes::new(&task.shard.file.url, &labels, &attr_columns));
-    let mut attrs = new_attrs();
-    let mut stats = ReadStats::default();
-    let mut row = 0u64;
-    let score_dropped = task.output.score_dropped;
-    let outcome = read_shard(task.shard, task.input, &mut stats, &mut |mut doc| {
-        if progress.cancelled.load(Ordering::Relaxed) {
-            return Err(PipelineError::Other("cancelled".into()));
-        }
-        progress.docs.fetch_add(1, Ordering::Relaxed);
-        progress.bytes.fetch_add(doc.text.len() as u64, Ordering::Relaxed);
-        if let Some(d) = options.slow_per_doc {
-            std::thread::sleep(d);
-        }
+            .collect();
+        self.ctxs = self.stages.iter().map(|s| Ctx::for_stage(s.as_ref())).collect();
+    }
+
+    /// Runs the stages in `range` on one document. Its attributes row is written when it is
+    /// dropped, or when it is kept and `row_if_kept`; returns the document if kept.
+    fn run(
+        &mut self,
+        range: std::ops::Range<usize>,
+        mut doc: Document,
+        row: u64,
+        attrs: &mut Option<Attributes>,
+        row_if_kept: bool,
+    ) -> Option<Document> {
+        let n = self.stages.len();
         let input_bytes = doc.text.len() as u64;
         let mut dropped: Option<(usize, &'static str)> = None;
         let mut preview: Option<String> = None;
-        let mut fired: Vec<Option<&'static str>> = vec![None; stages.len()];
-        let mut applied = vec![false; stages.len()];
-        for (i, ((stage, c), ctx)) in stages.iter().zip(counts.iter_mut()).zip(ctxs.iter_mut()).enumerate() {
-            if dropped.is_some() && !score_dropped {
-                break;
-            }
+        let mut fired: Vec<Option<&'static str>> = vec![None; n];
+        let mut applied = vec![false; n];
+        for ctx in &mut self.ctxs {
             ctx.scores.iter_mut().for_each(|s| *s = None);
             ctx.row = row;
+        }
+        for i in range {
+            if dropped.is_some() && !self.score_dropped {
+                break;
+            }
+            let (stage, c, ctx) = (&self.stages[i], &mut self.counts[i], &mut self.ctxs[i]);
             if !stage.applies_to(doc.lang.as_deref()) {
                 if dropped.is_none() {
                     c.docs_in += 1;
@@ -291,23 +280,102 @@ pub fn run_stages(
                 }
             }
         }
-        if let Some(a) = &mut attrs {
-            a.push(
-                &doc,
-                row,
-                input_bytes,
-                dropped.map(|(i, r)| (labels[i].as_str(), r)),
-                preview,
-                &fired,
-                &applied,
-                &ctxs,
-            );
+        if let Some(a) = attrs {
+            if dropped.is_some() || row_if_kept {
+                let labels = &self.labels;
+                a.push(
+                    &doc,
+                    row,
+                    input_bytes,
+                    dropped.map(|(i, r)| (labels[i].as_str(), r)),
+                    preview,
+                    &fired,
+                    &applied,
+                    &self.ctxs,
+                );
+            }
+        }
+        dropped.is_none().then_some(doc)
+    }
+
+    /// A document the synth stage (at `at`) produced nothing from: counted, and its attributes
+    /// row names the first failure.
+    fn synth_failed(&mut self, at: usize, doc: &Document, rule: &'static str, attrs: &mut Option<Attributes>, row: u64) {
+        let c = &mut self.counts[at];
+        *c.dropped.entry(rule.to_string()).or_default() += 1;
+        *c.dropped_bytes.entry(rule.to_string()).or_default() += doc.text.len() as u64;
+        if let Some(a) = attrs {
+            let n = self.stages.len();
+            let mut fired = vec![None; n];
+            fired[at] = Some(rule);
+            let preview = Some(doc.text.chars().take(crate::attributes::PREVIEW_CHARS).collect());
+            a.push(doc, row, doc.text.len() as u64, Some((self.labels[at].as_str(), rule)), preview, &fired, &vec![false; n], &self.ctxs);
+        }
+    }
+}
+
+/// Reads a shard and runs the stages, handing kept documents to `sink`; returns the counts
+/// and the attributes file (when the output asks for one).
+///
+/// With a `synth` stage, the documents that pass the stages before it are gathered, sent to
+/// the endpoints together (`crate::synth`), and the generated documents run through the
+/// stages after it, in input order.
+pub fn run_stages(
+    task: ShardInput<'_>,
+    progress: &TaskProgress,
+    options: &RunOptions,
+    extra: Option<Box<dyn Stage>>,
+    sink: &mut dyn KeptSink,
+) -> PipelineResult<(ShardResult, Option<EncodedFile>)> {
+    let mut stages: Vec<Box<dyn Stage>> = task
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.build().map_err(|e| PipelineError::spec(format!("stage[{i}]"), format!("{} stage: {e}", s.name())))
+        })
+        .collect::<Result<_, _>>()?;
+    let synth_at = task.stages.iter().position(|s| matches!(s, StageSpec::Synth(_)));
+    let generator = match synth_at.map(|i| &task.stages[i]) {
+        Some(StageSpec::Synth(cfg)) => Some(crate::synth::generator(cfg, task.output)?),
+        _ => None,
+    };
+    let mut labels = stage_labels(task.stages);
+    if let Some(e) = extra {
+        labels.push(e.name().to_string());
+        stages.push(e);
+    }
+    let n = stages.len();
+    let mut chain =
+        Chain { stages, labels, counts: Vec::new(), ctxs: Vec::new(), score_dropped: task.output.score_dropped };
+    chain.fresh();
+    let attr_columns: Vec<Vec<String>> = chain.stages.iter().map(|s| s.score_names()).collect();
+    let new_attrs =
+        |labels: &[String]| task.output.attributes.then(|| Attributes::new(&task.shard.file.url, labels, &attr_columns));
+    let mut attrs = new_attrs(&chain.labels);
+    let mut stats = ReadStats::default();
+    let mut row = 0u64;
+    let before = synth_at.unwrap_or(n);
+    let mut pending: Vec<(u64, Document)> = Vec::new();
+    let outcome = read_shard(task.shard, task.input, &mut stats, &mut |doc| {
+        if progress.cancelled.load(Ordering::Relaxed) {
+            return Err(PipelineError::Other("cancelled".into()));
+        }
+        progress.docs.fetch_add(1, Ordering::Relaxed);
+        progress.bytes.fetch_add(doc.text.len() as u64, Ordering::Relaxed);
+        if let Some(d) = options.slow_per_doc {
+            std::thread::sleep(d);
         }
         row += 1;
-        if dropped.is_some() {
-            return Ok(());
+        let kept = chain.run(0..before, doc, row - 1, &mut attrs, synth_at.is_none());
+        match kept {
+            None => Ok(()),
+            Some(doc) if synth_at.is_some() => {
+                pending.push((row - 1, doc));
+                Ok(())
+            }
+            Some(doc) => sink.keep(row - 1, doc),
         }
-        sink.keep(row - 1, doc)
     });
     let skipped_file = match outcome {
         Ok(()) => None,
@@ -315,16 +383,42 @@ pub fn run_stages(
             // Nothing of an unreadable file is kept: drop what was read before the error.
             tracing::warn!(%file, %message, "skipping unreadable input file");
             sink.reset();
-            counts = fresh_counts();
-            ctxs = fresh_ctx();
-            attrs = new_attrs();
+            chain.fresh();
+            attrs = new_attrs(&chain.labels);
             stats = ReadStats::default();
+            pending.clear();
             Some(message)
         }
         Err(e) => return Err(e),
     };
+    if let (Some(at), Some(gen)) = (synth_at, &generator) {
+        let expanded = crate::synth::generate(gen, pending, &progress.cancelled, &progress.synth)?;
+        for e in expanded {
+            stats.bad.extend(crate::synth::rejects(&task.shard.file.url, &e));
+            let c = &mut chain.counts[at];
+            c.docs_in += 1;
+            if e.generated.is_empty() && !e.pass_input {
+                let rule = e.failed.first().map(|f| f.0).unwrap_or("synth_no_template");
+                chain.synth_failed(at, &e.input, rule, &mut attrs, e.row);
+                continue;
+            }
+            let outs: Vec<Document> = e.pass_input.then_some(e.input).into_iter().chain(e.generated).collect();
+            for doc in outs {
+                let c = &mut chain.counts[at];
+                c.docs_out += 1;
+                c.bytes_out += doc.text.len() as u64;
+                if let Some(doc) = chain.run(at + 1..n, doc, e.row, &mut attrs, true) {
+                    sink.keep(e.row, doc)?;
+                }
+            }
+        }
+        chain.counts[at].counters.extend(crate::synth::counters(gen));
+    }
+    let Chain { mut counts, ctxs, .. } = chain;
     for (c, k) in counts.iter_mut().zip(ctxs) {
-        c.counters = k.counters.0;
+        if c.counters.is_empty() {
+            c.counters = k.counters.0;
+        }
     }
     let mut attr_file = None;
     if let Some(a) = attrs {

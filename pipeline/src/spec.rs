@@ -227,6 +227,24 @@ impl PipelineSpec {
         for (i, stage) in self.stages.iter().enumerate() {
             stage.validate().map_err(|(key, message)| PipelineError::spec(format!("stage[{i}].{key}"), message))?;
         }
+        let synths: Vec<usize> =
+            self.stages.iter().enumerate().filter(|(_, s)| matches!(s, StageSpec::Synth(_))).map(|(i, _)| i).collect();
+        if synths.len() > 1 {
+            return Err(PipelineError::spec(
+                format!("stage[{}]", synths[1]),
+                "a spec has at most one synth stage (list several templates in it instead)",
+            ));
+        }
+        if let (Some(&i), Some(_)) = (synths.first(), &self.dedup) {
+            if let StageSpec::Synth(c) = &self.stages[i] {
+                if !c.cache {
+                    return Err(PipelineError::spec(
+                        format!("stage[{i}].cache"),
+                        "a job with [dedup] runs its stages twice (signatures, then filter): the synth stage needs its cache so that both passes see the same generations",
+                    ));
+                }
+            }
+        }
         if let Some(d) = &self.dedup {
             d.validate().map_err(|(key, message)| PipelineError::spec(format!("dedup.{key}"), message))?;
         }

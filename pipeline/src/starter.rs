@@ -18,6 +18,9 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("dedup-minhash", "MinHash-LSH near dedup, FineWeb-style: word 5-grams for en/ko, character 5-grams for zh/ja, 14 bands x 8 rows (threshold ~0.72)"),
     ("decontaminate", "drop documents sharing a 13-gram with evaluation items (--eval-set FILE.jsonl, repeatable)"),
     ("tokenize", "token shards for training (Megatron .bin/.idx + metadata) with a tokenizer.json (--tokenizer FILE [--eos TOKEN])"),
+    ("synth-qa", "YuLan-Mini-style problem/solution pairs inspired by each document, through OpenAI-compatible endpoints (--endpoint URL [--model NAME]); stop marker <END>, temperature 0.7, 2,048 tokens"),
+    ("synth-rewrite", "each document rewritten as a clear, textbook-style passage (WRAP-style rephrasing) through --endpoint URL"),
+    ("synth-reasoning", "a question from each document answered step by step with a final answer (reasoning traces) through --endpoint URL"),
 ];
 
 /// Preset inputs beyond paths and name.
@@ -29,6 +32,10 @@ pub struct PresetExtras {
     pub tokenizer: Option<String>,
     /// End-of-document token for `tokenize` (default `<|endoftext|>`, Qwen2.5's).
     pub eos: Option<String>,
+    /// OpenAI-compatible base URLs for the `synth-*` presets.
+    pub endpoints: Vec<String>,
+    /// The model name the endpoints serve (default `lehr`, what `lehr serve` answers to).
+    pub model: Option<String>,
 }
 
 /// The spec of a preset, or an error listing the presets. `lid_model` switches language id to
@@ -301,12 +308,145 @@ batch-docs = 512
             ));
             text
         }
+        "synth-qa" | "synth-rewrite" | "synth-reasoning" => {
+            if extras.endpoints.is_empty() {
+                return Err(format!(
+                    "the {preset} preset needs --endpoint URL (an OpenAI-compatible base URL such as http://127.0.0.1:8000/v1; `lehr serve --checkpoint DIR` starts one)"
+                ));
+            }
+            let endpoints: String = extras
+                .endpoints
+                .iter()
+                .map(|u| format!("[[stage.endpoint]]\nurl = {}\nweight = 1\nmax-concurrency = 64\n# rpm = 600\n# tpm = 200000\n\n", quote(u)))
+                .collect();
+            let model = quote(extras.model.as_deref().unwrap_or("lehr"));
+            let (template, post) = match preset {
+                "synth-qa" => (SYNTH_QA, 100),
+                "synth-rewrite" => (SYNTH_REWRITE, 200),
+                _ => (SYNTH_REASONING, 100),
+            };
+            let decontam = if eval_sets.is_empty() {
+                "# decontaminate the generated text against your eval sets (lehr corpus init --eval-set FILE):\n# [[stage]]\n# type = \"decontaminate\"\n# eval-sets = [\"arc.jsonl\"]\n# ngram = 13\n".to_string()
+            } else {
+                let sets = eval_sets.iter().map(|p| quote(p)).collect::<Vec<_>>().join(", ");
+                format!("# generated text must not leak evaluation items (13-grams, as in the decontaminate preset)\n[[stage]]\ntype = \"decontaminate\"\neval-sets = [{sets}]\nngram = 13\naction = \"drop\"\n")
+            };
+            head(
+                preset,
+                format!(
+                    r#"# Synthetic data (docs/synthetic.md). Every input document gets `n` samples of each
+# template, one request each with its own seed; answers are cached under
+# <output>/_lehr/synth-cache (a rerun sends only what was never answered).
+[[stage]]
+type = "synth"
+# the name the endpoints serve (part of every cache key)
+model = {model}
+# "chat" (the server applies its chat template) or "completions"
+api = "chat"
+# api-key-env = "OPENAI_API_KEY"
+# requests in flight per shard task; each endpoint also caps its own
+concurrency = 16
+timeout-secs = 300
+max-retries = 8
+backoff-base-secs = 1
+backoff-max-secs = 60
+# an endpoint failing this many times in a row leaves the rotation for the cool-down
+breaker-failures = 5
+breaker-cooldown-secs = 30
+seed = 0
+cache = true
+# cache-path = "s3://bucket/synth-cache"
+max-input-chars = 6000
+keep-input = false
+
+{endpoints}{template}
+# The generated documents go through the stages below like any other source.
+[[stage]]
+type = "normalize"
+unicode = "nfc"
+strip-control = true
+whitespace = false
+
+[[stage]]
+type = "min-length"
+min-chars = {post}
+
+# catches degenerate, looping generations (Gopher repetition, datatrove defaults)
+[[stage]]
+type = "gopher-repetition"
+dup-line-frac = 0.3
+dup-para-frac = 0.3
+dup-line-char-frac = 0.2
+dup-para-char-frac = 0.2
+top-n-grams = [[2, 0.2], [3, 0.18], [4, 0.16]]
+dup-n-grams = [[5, 0.15], [6, 0.14], [7, 0.13], [8, 0.12], [9, 0.11], [10, 0.1]]
+
+{decontam}
+[dedup]
+method = "exact"
+"#
+                ),
+                false,
+            )
+        }
         other => {
             let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
             return Err(format!("unknown preset `{other}`; presets: {}", names.join(", ")));
         }
     })
 }
+
+/// YuLan-Mini's synthetic math/science data: a problem inspired by a web document and its
+/// worked solution, one stop marker, temperature 0.7, up to 2,048 tokens (gen_vllm.py). The
+/// wording of the prompt is lehr's.
+const SYNTH_QA: &str = r#"# YuLan-Mini's problem/solution recipe: its stop marker <END>, temperature 0.7 and 2,048
+# tokens (the prompt wording is lehr's; docs/presets.md)
+[[stage.template]]
+name = "qa"
+system = "You are a teacher who writes exam problems with complete, correct worked solutions."
+prompt = '''Here is a document:
+
+{text}
+
+Inspired by the document, write one self-contained problem that a student could solve, then its
+detailed step-by-step solution. Use this format:
+
+Problem: <the problem>
+Solution: <the solution>
+
+Write <END> when you are done.'''
+stop = ["<END>"]
+temperature = 0.7
+max-tokens = 2048
+n = 1
+"#;
+
+const SYNTH_REWRITE: &str = r#"# rephrase web text as clean reference prose (WRAP, Maini et al. 2024, "Wikipedia style")
+[[stage.template]]
+name = "rewrite"
+prompt = '''Rewrite the following text as a clear, well-organized passage in the style of a textbook or
+encyclopedia, in the same language as the text. Keep every fact; drop navigation, ads and
+chatter. Answer with the passage only.
+
+{text}'''
+temperature = 0.7
+max-tokens = 1024
+n = 1
+"#;
+
+const SYNTH_REASONING: &str = r#"# a question grounded in the document, answered step by step (reasoning traces)
+[[stage.template]]
+name = "reasoning"
+prompt = '''Read the text below, ask one question that needs several steps of reasoning to answer from
+it, then answer it step by step. End with a line "Final answer: ...".
+
+{text}
+
+Question:'''
+temperature = 0.7
+max-tokens = 1536
+n = 1
+"#;
 
 const DEDUP_EXACT: &str = r#"# Exact dedup across every shard of the job: documents whose text is the same after
 # normalization form one cluster; the first in input order survives (keep = "longest" keeps the
@@ -422,7 +562,13 @@ mod tests {
     #[test]
     fn every_preset_parses_and_validates() {
         let extras =
-            PresetExtras { eval_sets: vec!["eval.jsonl".into()], tokenizer: Some("tokenizer.json".into()), eos: None };
+            PresetExtras {
+                eval_sets: vec!["eval.jsonl".into()],
+                tokenizer: Some("tokenizer.json".into()),
+                eos: None,
+                endpoints: vec!["http://127.0.0.1:8000/v1".into()],
+                model: None,
+            };
         for (preset, _) in PRESETS {
             for model in [None, Some("lid.176.ftz")] {
                 let text = preset_spec(preset, &["in/*.jsonl".into()], "out", None, model, &extras).unwrap();

@@ -40,6 +40,8 @@ fn init(args: CorpusInitArgs) -> CmdResult {
             eval_sets: args.eval_sets.clone(),
             tokenizer: args.tokenizer.clone(),
             eos: args.eos.clone(),
+            endpoints: args.endpoints.clone(),
+            model: args.model.clone(),
         },
     )
     .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
@@ -95,8 +97,19 @@ async fn build(args: CorpusBuildArgs) -> CmdResult {
     let spec_text = std::fs::read_to_string(&args.spec)
         .map_err(|e| Failure::usage(anyhow::anyhow!("cannot read {}: {e}", args.spec.display())))?;
     // Validate here first: the same errors the coordinator would give, without a round trip.
-    let spec = PipelineSpec::from_toml(&spec_text)
+    let mut spec = PipelineSpec::from_toml(&spec_text)
         .map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", args.spec.display())))?;
+    let spec_text = if args.no_cache {
+        for stage in &mut spec.stages {
+            if let lehr_pipeline::stages::StageSpec::Synth(c) = stage {
+                c.cache = false;
+            }
+        }
+        spec.validate().map_err(|e| Failure::usage(anyhow::anyhow!("{} with --no-cache: {e}", args.spec.display())))?;
+        spec.to_toml()
+    } else {
+        spec_text
+    };
     let base_dir = std::env::current_dir().context("no current directory")?;
     let request = SubmitJobRequest {
         kind: lehr_schedules::kinds::CORPUS_JOB.into(),

@@ -162,6 +162,8 @@ pub(crate) fn read_jsonl_from(
                     line_resolved: true,
                     byte_offset: Some(line_offset),
                     reason,
+                    stage: None,
+                    id: None,
                 });
                 break;
             }
@@ -182,6 +184,8 @@ pub(crate) fn read_jsonl_from(
                     "line is {n} bytes, over input.max-line-bytes ({}); skipped",
                     crate::spec::ByteSize(max_line as u64)
                 ),
+                stage: None,
+                id: None,
             });
             continue;
         }
@@ -205,6 +209,8 @@ pub(crate) fn read_jsonl_from(
             line_resolved: shard.start == 0,
             byte_offset: ranged.then_some(line_offset),
             reason,
+                stage: None,
+                id: None,
         };
         let text: std::borrow::Cow<str> = match std::str::from_utf8(line) {
             Ok(s) => s.into(),

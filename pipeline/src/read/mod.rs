@@ -35,6 +35,12 @@ pub struct BadRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub byte_offset: Option<u64>,
     pub reason: String,
+    /// For a document that was read fine but a later stage could not process (a synth request
+    /// that failed): the stage and the document's id; `line` is then 0 (unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

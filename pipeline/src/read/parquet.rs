@@ -178,6 +178,8 @@ pub fn read_parquet(
                 line_resolved: true,
                 byte_offset: None,
                 reason: format!("row {row_no}: `{}` is null", input.text_field),
+                stage: None,
+                id: None,
             });
             continue;
         };

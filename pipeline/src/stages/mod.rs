@@ -123,6 +123,9 @@ pub enum StageSpec {
     Fineweb(FineWebConfig),
     /// Drops (or flags) documents sharing an n-gram with evaluation items.
     Decontaminate(DecontamConfig),
+    /// Generates documents from each input through OpenAI-compatible endpoints (docs/synthetic.md);
+    /// the stages after it run on the generated documents.
+    Synth(Box<lehr_synth::SynthConfig>),
 }
 
 impl StageSpec {
@@ -138,6 +141,7 @@ impl StageSpec {
             StageSpec::C4(c) => c.validate(),
             StageSpec::Fineweb(c) => c.validate(),
             StageSpec::Decontaminate(c) => c.validate(),
+            StageSpec::Synth(c) => c.validate(),
         }
     }
 
@@ -154,6 +158,9 @@ impl StageSpec {
             StageSpec::C4(c) => score_view::viewed(c.score_view, Box::new(c.build())),
             StageSpec::Fineweb(c) => score_view::viewed(c.score_view, Box::new(c.build())),
             StageSpec::Decontaminate(c) => Box::new(c.build()?),
+            // The runner sends a shard's documents to the endpoints together (crate::synth);
+            // this slot only holds the stage's place and counts.
+            StageSpec::Synth(_) => Box::new(crate::synth::SynthSlot),
         })
     }
 
@@ -169,7 +176,8 @@ impl StageSpec {
             | StageSpec::MinLength(_)
             | StageSpec::Pii(_)
             | StageSpec::LangId(_)
-            | StageSpec::Decontaminate(_) => &[],
+            | StageSpec::Decontaminate(_)
+            | StageSpec::Synth(_) => &[],
         }
     }
 
@@ -178,6 +186,7 @@ impl StageSpec {
         match self {
             StageSpec::LangId(c) => c.resolve_paths(base),
             StageSpec::Decontaminate(c) => c.resolve_paths(base),
+            StageSpec::Synth(c) => c.resolve_paths(base),
             _ => {}
         }
     }
@@ -194,6 +203,7 @@ impl StageSpec {
             StageSpec::C4(_) => "c4",
             StageSpec::Fineweb(_) => "fineweb",
             StageSpec::Decontaminate(_) => "decontaminate",
+            StageSpec::Synth(_) => "synth",
         }
     }
 }
