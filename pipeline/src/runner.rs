@@ -300,7 +300,14 @@ impl Chain {
 
     /// A document the synth stage (at `at`) produced nothing from: counted, and its attributes
     /// row names the first failure.
-    fn synth_failed(&mut self, at: usize, doc: &Document, rule: &'static str, attrs: &mut Option<Attributes>, row: u64) {
+    fn synth_failed(
+        &mut self,
+        at: usize,
+        doc: &Document,
+        rule: &'static str,
+        attrs: &mut Option<Attributes>,
+        row: u64,
+    ) {
         let c = &mut self.counts[at];
         *c.dropped.entry(rule.to_string()).or_default() += 1;
         *c.dropped_bytes.entry(rule.to_string()).or_default() += doc.text.len() as u64;
@@ -309,7 +316,16 @@ impl Chain {
             let mut fired = vec![None; n];
             fired[at] = Some(rule);
             let preview = Some(doc.text.chars().take(crate::attributes::PREVIEW_CHARS).collect());
-            a.push(doc, row, doc.text.len() as u64, Some((self.labels[at].as_str(), rule)), preview, &fired, &vec![false; n], &self.ctxs);
+            a.push(
+                doc,
+                row,
+                doc.text.len() as u64,
+                Some((self.labels[at].as_str(), rule)),
+                preview,
+                &fired,
+                &vec![false; n],
+                &self.ctxs,
+            );
         }
     }
 }
@@ -350,8 +366,9 @@ pub fn run_stages(
         Chain { stages, labels, counts: Vec::new(), ctxs: Vec::new(), score_dropped: task.output.score_dropped };
     chain.fresh();
     let attr_columns: Vec<Vec<String>> = chain.stages.iter().map(|s| s.score_names()).collect();
-    let new_attrs =
-        |labels: &[String]| task.output.attributes.then(|| Attributes::new(&task.shard.file.url, labels, &attr_columns));
+    let new_attrs = |labels: &[String]| {
+        task.output.attributes.then(|| Attributes::new(&task.shard.file.url, labels, &attr_columns))
+    };
     let mut attrs = new_attrs(&chain.labels);
     let mut stats = ReadStats::default();
     let mut row = 0u64;

@@ -561,14 +561,13 @@ mod tests {
 
     #[test]
     fn every_preset_parses_and_validates() {
-        let extras =
-            PresetExtras {
-                eval_sets: vec!["eval.jsonl".into()],
-                tokenizer: Some("tokenizer.json".into()),
-                eos: None,
-                endpoints: vec!["http://127.0.0.1:8000/v1".into()],
-                model: None,
-            };
+        let extras = PresetExtras {
+            eval_sets: vec!["eval.jsonl".into()],
+            tokenizer: Some("tokenizer.json".into()),
+            eos: None,
+            endpoints: vec!["http://127.0.0.1:8000/v1".into()],
+            model: None,
+        };
         for (preset, _) in PRESETS {
             for model in [None, Some("lid.176.ftz")] {
                 let text = preset_spec(preset, &["in/*.jsonl".into()], "out", None, model, &extras).unwrap();

@@ -35,9 +35,16 @@ pub enum Attempt {
     Answered(Answer),
     /// Worth another try: `kind` is counted (`rate-limited`, `server-error`, `timeout`,
     /// `connection`, `malformed`); `endpoint_fault` feeds the breaker.
-    Retry { kind: &'static str, retry_after: Option<f64>, detail: String, endpoint_fault: bool },
+    Retry {
+        kind: &'static str,
+        retry_after: Option<f64>,
+        detail: String,
+        endpoint_fault: bool,
+    },
     /// The server refused the request itself (4xx other than 408/429): retrying cannot help.
-    Refused { detail: String },
+    Refused {
+        detail: String,
+    },
 }
 
 pub async fn send(
@@ -77,7 +84,12 @@ pub async fn send(
     };
     let snippet = || String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
     if status.as_u16() == 429 {
-        return Attempt::Retry { kind: "rate-limited", retry_after, detail: format!("429: {}", snippet()), endpoint_fault: false };
+        return Attempt::Retry {
+            kind: "rate-limited",
+            retry_after,
+            detail: format!("429: {}", snippet()),
+            endpoint_fault: false,
+        };
     }
     if status.is_server_error() || status.as_u16() == 408 {
         return Attempt::Retry {
@@ -110,9 +122,8 @@ fn transport(e: reqwest::Error) -> Attempt {
 
 /// The first choice of a completions or chat response.
 pub fn parse(body: &[u8], api: Api, endpoint: &str) -> Result<Answer, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        format!("not JSON ({e}): {}", String::from_utf8_lossy(&body[..body.len().min(120)]))
-    })?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&body[..body.len().min(120)])))?;
     let choice = v
         .get("choices")
         .and_then(|c| c.as_array())
@@ -232,9 +243,13 @@ mod tests {
 
     #[test]
     fn parses_both_apis_and_says_what_is_missing() {
-        let c = br#"{"choices":[{"text":"hi","finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+        let c =
+            br#"{"choices":[{"text":"hi","finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
         let a = parse(c, Api::Completions, "http://e/v1").unwrap();
-        assert_eq!((a.text.as_str(), a.finish_reason.as_deref(), a.prompt_tokens, a.usage_reported), ("hi", Some("stop"), 3, true));
+        assert_eq!(
+            (a.text.as_str(), a.finish_reason.as_deref(), a.prompt_tokens, a.usage_reported),
+            ("hi", Some("stop"), 3, true)
+        );
         let chat = br#"{"choices":[{"message":{"role":"assistant","content":"yo"},"finish_reason":"length"}]}"#;
         let a = parse(chat, Api::Chat, "e").unwrap();
         assert_eq!((a.text.as_str(), a.usage_reported), ("yo", false));

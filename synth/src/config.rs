@@ -216,7 +216,10 @@ impl SynthConfig {
         for (i, e) in self.endpoints.iter().enumerate() {
             let key = |k: &str| format!("endpoint[{i}].{k}");
             if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
-                return Err(bad(key("url"), format!("`{}` is not an http(s) URL (write e.g. http://127.0.0.1:8000/v1)", e.url)));
+                return Err(bad(
+                    key("url"),
+                    format!("`{}` is not an http(s) URL (write e.g. http://127.0.0.1:8000/v1)", e.url),
+                ));
             }
             if !(e.weight.is_finite() && e.weight > 0.0) {
                 return Err(bad(key("weight"), "must be a positive number"));

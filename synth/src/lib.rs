@@ -263,8 +263,13 @@ impl Generator {
         let mut reqs = Vec::new();
         for (d, doc) in docs.iter().enumerate() {
             let (text, cut) = template::truncate(&doc.text, self.cfg.max_input_chars);
-            let fields =
-                Fields { id: &doc.id, text, lang: doc.lang.as_deref(), source: doc.source.as_deref(), extra: &doc.extra };
+            let fields = Fields {
+                id: &doc.id,
+                text,
+                lang: doc.lang.as_deref(),
+                source: doc.source.as_deref(),
+                extra: &doc.extra,
+            };
             let mut applied = false;
             for (ti, t) in self.templates.iter().enumerate() {
                 if !lang_matches(&t.languages, doc.lang.as_deref()) {
@@ -331,7 +336,6 @@ impl Generator {
             }
             out[d].push(s);
         }
-        self.count("breaker-opened", self.endpoints.iter().map(|e| e.times_opened()).sum::<u64>().min(u64::MAX));
         if total > 0 && failed as f64 > self.cfg.max_failed_fraction * total as f64 {
             let (reason, (_, detail)) = reasons.into_iter().max_by_key(|(_, (n, _))| *n).expect("a failure");
             return Err(SynthError::TooManyFailures {
@@ -386,7 +390,8 @@ impl Generator {
                 }
             }
             self.count("requests.sent", 1);
-            let attempt = client::send(&self.http, &ep.spec.url, self.cfg.api, self.key.as_ref(), payload.clone(), timeout).await;
+            let attempt =
+                client::send(&self.http, &ep.spec.url, self.cfg.api, self.key.as_ref(), payload.clone(), timeout).await;
             drop(permit);
             match attempt {
                 Attempt::Answered(answer) => {

@@ -61,7 +61,7 @@ pub fn backoff(retry: u32, base: f64, max: f64, retry_after: Option<f64>, unit: 
 
 /// One endpoint's health: closed (in rotation), open until a time, or half-open (one probe in
 /// flight decides).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Breaker {
     failures: u32,
     open_until: Option<f64>,
@@ -78,12 +78,6 @@ pub enum Admit {
     Probe,
     /// Out of rotation until this time.
     No(f64),
-}
-
-impl Default for Breaker {
-    fn default() -> Self {
-        Breaker { failures: 0, open_until: None, probing: false, opened: 0 }
-    }
 }
 
 impl Breaker {

@@ -209,8 +209,8 @@ pub(crate) fn read_jsonl_from(
             line_resolved: shard.start == 0,
             byte_offset: ranged.then_some(line_offset),
             reason,
-                stage: None,
-                id: None,
+            stage: None,
+            id: None,
         };
         let text: std::borrow::Cow<str> = match std::str::from_utf8(line) {
             Ok(s) => s.into(),

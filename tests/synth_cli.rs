@@ -1,0 +1,257 @@
+//! The synth stage against a real HTTP server that misbehaves (tests/synth_fault_server.py):
+//! 429s with Retry-After, 500s, connections closed mid-body, stalls past the timeout, bodies
+//! that are not JSON and answers without choices. A job through it accounts for every input
+//! document and writes exactly what a job against the same server without faults writes; no
+//! answered request is sent twice; a rerun is answered from the request cache alone, and
+//! `--no-cache` sends everything again.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+struct Server {
+    proc: Proc,
+    base: String,
+}
+
+fn start_server() -> Server {
+    let mut child = Command::new("python3")
+        .arg(repo().join("tests/synth_fault_server.py"))
+        .args(["--seed", "7", "--stall-secs", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("{line:?}")).parse().unwrap();
+    Server { proc: Proc(child), base: format!("http://127.0.0.1:{port}") }
+}
+
+/// A tiny HTTP/1.1 client for the server's control endpoints (no dependency for two calls).
+fn http(base: &str, method: &str, path: &str, body: &str) -> Value {
+    use std::io::Write;
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let json = resp.split("\r\n\r\n").nth(1).unwrap_or_else(|| panic!("{resp}"));
+    serde_json::from_str(json).unwrap()
+}
+
+fn write_input(dir: &Path, docs: usize) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("examples/data/en.jsonl")).unwrap();
+    let path = dir.join("in.jsonl");
+    let lines: Vec<&str> = text.lines().take(docs).collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn spec(dir: &Path, name: &str, input: &Path, out: &Path, base: &str) -> PathBuf {
+    let text = format!(
+        r#"version = 1
+name = "synth-test"
+[input]
+paths = [{input:?}]
+split-size = "8KiB"
+
+[[stage]]
+type = "synth"
+model = "fault-model"
+api = "chat"
+concurrency = 8
+timeout-secs = 0.5
+max-retries = 40
+backoff-base-secs = 0.01
+backoff-max-secs = 0.2
+breaker-failures = 1000
+breaker-cooldown-secs = 0.1
+seed = 11
+temperature = 0.7
+max-tokens = 64
+[[stage.endpoint]]
+url = "{base}/v1"
+[[stage.template]]
+name = "qa"
+system = "You write problems."
+prompt = "Write a problem inspired by: {{text}}"
+n = 2
+# the fixture has no `title`: every document's sample of this template is a counted failure
+[[stage.template]]
+name = "titled"
+prompt = "Title: {{title}}"
+
+[[stage]]
+type = "min-length"
+min-chars = 20
+
+[output]
+path = {out:?}
+overwrite = true
+"#
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn build(spec: &Path, workers: &str, extra: &[&str]) -> Value {
+    let out = lehr().args(["corpus", "build", "--json", "--workers", workers]).args(extra).arg(spec).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    json_of(&out)
+}
+
+fn manifest(out: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap()
+}
+
+fn synth_stage(m: &Value) -> Value {
+    m["stages"].as_array().unwrap().iter().find(|s| s["name"] == "synth").unwrap().clone()
+}
+
+/// The output documents, decompressed, in file order.
+fn documents(out: &Path) -> Vec<Value> {
+    let mut names: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("part-") && n.ends_with(".jsonl.zst"))
+        .collect();
+    names.sort();
+    let mut docs = Vec::new();
+    for n in names {
+        let bytes = zstd::decode_all(std::fs::File::open(out.join(n)).unwrap()).unwrap();
+        for line in String::from_utf8(bytes).unwrap().lines() {
+            docs.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    docs
+}
+
+#[test]
+fn synth_through_faults_equals_a_clean_run_and_reruns_from_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_server();
+    let n_docs = 24;
+    let input = write_input(tmp.path(), n_docs);
+
+    // 1. a well-behaved server
+    let clean_out = tmp.path().join("clean");
+    build(&spec(tmp.path(), "clean.toml", &input, &clean_out, &server.base), "1", &[]);
+    let clean_stats = http(&server.base, "GET", "/stats", "");
+    assert_eq!(clean_stats["received"], (2 * n_docs) as u64, "{clean_stats}");
+
+    // 2. the same server failing a third of the time, in six ways
+    let faults =
+        r#"{"r429": 0.08, "r500": 0.06, "rclose": 0.06, "rstall": 0.04, "rbadjson": 0.06, "rnochoices": 0.04}"#;
+    http(&server.base, "POST", "/config", faults);
+    let faulty_out = tmp.path().join("faulty");
+    let faulty_spec = spec(tmp.path(), "faulty.toml", &input, &faulty_out, &server.base);
+    build(&faulty_spec, "2", &[]);
+    let stats = http(&server.base, "GET", "/stats", "");
+    eprintln!("{stats}");
+    for (fault, n) in stats["faults"].as_object().unwrap() {
+        assert!(n.as_u64().unwrap() > 0, "fault {fault} never happened: {stats}");
+    }
+    // every request answered exactly once: no answered request was sent again
+    assert_eq!(stats["answered"], (2 * n_docs) as u64, "{stats}");
+    assert!(stats["per_body"].as_object().unwrap().values().all(|v| v == 1), "{stats}");
+
+    let (clean, faulty) = (documents(&clean_out), documents(&faulty_out));
+    assert_eq!(clean.len(), 2 * n_docs);
+    assert_eq!(clean, faulty, "faults changed the output");
+    let first = &clean[0];
+    assert!(first["id"].as_str().unwrap().ends_with("#qa-0"), "{first}");
+    let p = &first["synth"];
+    assert_eq!(
+        (p["template"].as_str(), p["model"].as_str(), p["finish_reason"].as_str()),
+        (Some("qa"), Some("fault-model"), Some("stop"))
+    );
+    assert_eq!(p["sampling"]["max_tokens"], 64);
+    assert!(p["seed"].as_u64().is_some() && p["completion_tokens"].as_u64().unwrap() > 0, "{first}");
+    assert_ne!(clean[0]["synth"]["seed"], clean[1]["synth"]["seed"], "samples have their own seeds");
+
+    // every document accounted for: two generated, one counted failure each
+    let m = manifest(&faulty_out);
+    let s = synth_stage(&m);
+    eprintln!("{s}");
+    assert_eq!(s["docs_in"], n_docs as u64);
+    assert_eq!(s["kept"], (2 * n_docs) as u64);
+    let c = &s["counters"];
+    assert_eq!(c["requests"], (3 * n_docs) as u64);
+    assert_eq!(c["failed.synth_missing_field"], n_docs as u64);
+    assert_eq!(c["answered"], (2 * n_docs) as u64);
+    for kind in ["rate-limited", "server-error", "connection", "timeout", "malformed"] {
+        assert!(c[format!("retries.{kind}")].as_u64().unwrap_or(0) > 0, "no retries.{kind}: {c}");
+    }
+    assert!(c["tokens.completion"].as_u64().unwrap() > 0);
+    assert_eq!(c["cache.written"], (2 * n_docs) as u64);
+    let rejects = std::fs::read_to_string(faulty_out.join("rejects.jsonl")).unwrap();
+    let rejects: Vec<Value> = rejects.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rejects.len(), n_docs);
+    assert!(
+        rejects.iter().all(|r| r["stage"] == "synth" && r["reason"].as_str().unwrap().contains("{title}")),
+        "{:?}",
+        rejects[0]
+    );
+
+    // 3. a rerun (overwrite = true) is answered from the cache: nothing is sent
+    http(&server.base, "POST", "/config", faults);
+    build(&faulty_spec, "1", &[]);
+    let stats = http(&server.base, "GET", "/stats", "");
+    assert_eq!(stats["received"], 0, "a rerun sent requests: {stats}");
+    assert_eq!(documents(&faulty_out), clean);
+    let c = synth_stage(&manifest(&faulty_out))["counters"].clone();
+    assert_eq!((c["cache.hits"].as_u64(), c.get("requests.sent")), (Some((2 * n_docs) as u64), None), "{c}");
+
+    // 4. --no-cache sends every request again (same answers: same seeds)
+    http(&server.base, "POST", "/config", "{}");
+    build(&faulty_spec, "1", &["--no-cache"]);
+    let stats = http(&server.base, "GET", "/stats", "");
+    assert_eq!(stats["received"], (2 * n_docs) as u64, "{stats}");
+    assert_eq!(documents(&faulty_out), clean);
+    drop(server.proc);
+}
+
+#[test]
+fn synth_presets_and_bad_specs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = lehr()
+        .args(["corpus", "init", "--preset", "synth-qa", "--input", "x.jsonl", "--output", "o"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--endpoint"), "{}", String::from_utf8_lossy(&out.stderr));
+    for preset in ["synth-qa", "synth-rewrite", "synth-reasoning"] {
+        let out = lehr()
+            .args(["corpus", "init", "--preset", preset, "--input", "x.jsonl", "--output", "o"])
+            .args(["--endpoint", "http://127.0.0.1:9/v1", "--model", "m"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("type = \"synth\"") && text.contains("model = \"m\""), "{text}");
+        if preset == "synth-qa" {
+            assert!(text.contains("stop = [\"<END>\"]") && text.contains("max-tokens = 2048"), "{text}");
+        }
+    }
+    // a template placeholder that does not close is a spec error naming the key
+    let input = write_input(tmp.path(), 2);
+    let bad =
+        spec(tmp.path(), "bad.toml", &input, &tmp.path().join("o"), "http://127.0.0.1:9").to_string_lossy().to_string();
+    let text = std::fs::read_to_string(&bad).unwrap().replace("Title: {title}", "Title: {title");
+    std::fs::write(&bad, text).unwrap();
+    let out = lehr().args(["corpus", "build", &bad]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stage[0].template[1].prompt"), "{err}");
+}
