@@ -429,13 +429,14 @@ pub fn run_stages(
                 }
             }
         }
-        chain.counts[at].counters.extend(crate::synth::counters(gen));
     }
     let Chain { mut counts, ctxs, .. } = chain;
     for (c, k) in counts.iter_mut().zip(ctxs) {
-        if c.counters.is_empty() {
-            c.counters = k.counters.0;
-        }
+        c.counters = k.counters.0;
+    }
+    if let (Some(at), Some(gen)) = (synth_at, &generator) {
+        // the synth slot keeps no counters of its own: the generator's are the stage's
+        counts[at].counters = gen.counters();
     }
     let mut attr_file = None;
     if let Some(a) = attrs {

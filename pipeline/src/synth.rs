@@ -9,7 +9,6 @@
 use std::sync::atomic::AtomicBool;
 
 use lehr_synth::{Generator, InputDoc, Progress, SynthConfig, SynthError};
-use serde_json::Value;
 
 use crate::document::Document;
 use crate::error::{PipelineError, PipelineResult};
@@ -144,14 +143,4 @@ pub fn rejects(file: &str, e: &Expanded) -> Vec<BadRecord> {
             id: Some(e.input.id.clone()),
         })
         .collect()
-}
-
-/// Counter values as the manifest keeps them.
-pub fn counters(gen: &Generator) -> std::collections::BTreeMap<String, u64> {
-    gen.counters()
-}
-
-/// The `synth` provenance of a generated document, if it is one.
-pub fn provenance(doc: &Document) -> Option<&Value> {
-    doc.extra.get("synth")
 }

@@ -205,10 +205,6 @@ impl Endpoint {
         self.inner().breaker.failure(now(), threshold, cooldown);
     }
 
-    pub fn times_opened(&self) -> u64 {
-        self.inner().breaker.opened
-    }
-
     /// Takes one request and `tokens` (an estimate) from the buckets, or says how long to wait.
     pub fn take(&self, tokens: f64) -> Result<(), Duration> {
         let t = now();

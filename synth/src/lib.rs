@@ -478,8 +478,10 @@ async fn sleep_unless_cancelled(d: Duration, cancelled: &AtomicBool) -> Result<(
     }
 }
 
-/// A template's `languages`: empty is every document; region suffixes are ignored.
-fn lang_matches(languages: &[String], lang: Option<&str>) -> bool {
+/// A `languages` list (a stage's or a template's): empty is every document; otherwise the
+/// document's language must be listed, region/script suffixes ignored (`zh-Hant` is `zh`), and
+/// `"unknown"` matches documents without one.
+pub fn lang_matches(languages: &[String], lang: Option<&str>) -> bool {
     if languages.is_empty() {
         return true;
     }

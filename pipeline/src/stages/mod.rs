@@ -88,14 +88,8 @@ pub trait Stage: Send + Sync {
 
 /// `languages = [...]` of a stage: empty means every document; otherwise the document's
 /// language (ISO 639-1, region/script suffixes ignored: `zh-Hant` is `zh`) must be listed.
-pub fn lang_matches(languages: &[String], lang: Option<&str>) -> bool {
-    if languages.is_empty() {
-        return true;
-    }
-    let Some(lang) = lang else { return languages.iter().any(|l| l == "unknown") };
-    let base = lang.split(['-', '_']).next().unwrap_or(lang);
-    languages.iter().any(|l| l.eq_ignore_ascii_case(lang) || l.eq_ignore_ascii_case(base))
-}
+/// One definition with the synth templates' `languages`, which lehr-synth matches alike.
+pub use lehr_synth::lang_matches;
 
 /// One `[[stage]]` table of the spec.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
