@@ -24,13 +24,6 @@ fn reference_run(dir: &Path) -> std::collections::BTreeMap<String, String> {
     sums
 }
 
-fn submit(url: &str, spec: &Path) -> String {
-    let out =
-        lehr().args(["corpus", "build"]).arg(spec).args(["--coordinator", url, "--detach", "--json"]).output().unwrap();
-    assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
-    json_of(&out)["job_id"].as_str().unwrap().to_string()
-}
-
 /// Whether a shard is a long one (a whole compressed file, or a byte range of at least 100 KB),
 /// so that a kill right after it is leased lands inside it, not after its last document.
 fn long_shard(shard: &str) -> bool {
@@ -52,12 +45,6 @@ fn busy_task_on(url: &str, job: &str, worker_name: &str) -> Option<u64> {
         (t["state"] == "leased" && t["worker_id"] == id.as_str() && long_shard(t["shard"].as_str().unwrap_or("")))
             .then(|| t["task_id"].as_u64())
             .flatten()
-    })
-}
-
-fn wait_for_end(url: &str, job: &str) -> Value {
-    wait_until("the job to end", Duration::from_secs(240), || {
-        job_status(url, job).filter(|s| matches!(job_state(s).as_str(), "succeeded" | "failed" | "cancelled"))
     })
 }
 

@@ -10,6 +10,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -219,6 +220,101 @@ fn synth_through_faults_equals_a_clean_run_and_reruns_from_the_cache() {
     let stats = http(&server.base, "GET", "/stats", "");
     assert_eq!(stats["received"], (2 * n_docs) as u64, "{stats}");
     assert_eq!(documents(&faulty_out), clean);
+    drop(server.proc);
+}
+
+/// The part files and rejects of an output directory, by checksum (the manifest's counters say
+/// how many answers came from the cache, so they differ between an interrupted run and another).
+fn data_files(out: &Path) -> std::collections::BTreeMap<String, String> {
+    checksums(out).into_iter().filter(|(k, _)| k.starts_with("part-") || k == "rejects.jsonl").collect()
+}
+
+/// How many answers the server sent for a body it had already answered.
+fn answered_again(stats: &Value) -> u64 {
+    stats["per_body"].as_object().unwrap().values().map(|v| v.as_u64().unwrap().saturating_sub(1)).sum()
+}
+
+#[test]
+fn synth_survives_a_sigkilled_worker_and_coordinator_resending_only_in_flight_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_server();
+    let n_docs = 32;
+    let concurrency = 4u64;
+    let input = write_input(tmp.path(), n_docs);
+    // one shard, so both kills land inside it
+    let one_shard = |name: &str, out: &Path| {
+        let p = spec(tmp.path(), name, &input, out, &server.base);
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("split-size = \"8KiB\"", "split-size = \"4MiB\"")
+            .replace("concurrency = 8", &format!("concurrency = {concurrency}"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+
+    // the uninterrupted run
+    let reference_out = tmp.path().join("reference");
+    build(&one_shard("reference.toml", &reference_out), "1", &[]);
+    let reference = data_files(&reference_out);
+    assert!(reference.keys().any(|k| k.starts_with("part-")), "{reference:?}");
+
+    // slow answers (0.3 s each, 4 at a time: about 5 s for the shard's 64 requests)
+    http(&server.base, "POST", "/config", r#"{"delay": 0.3}"#);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let state = tmp.path().join("state");
+    let mut coordinator = spawn_coordinator(&state, port, "2s");
+    let mut first = spawn_worker(&url, "w1", 0);
+    let out = tmp.path().join("killed");
+    let job = submit(&url, &one_shard("killed.toml", &out));
+
+    // SIGKILL the worker once a dozen answers came back: they are in its cache, the in-flight
+    // ones are lost
+    let answered = |at_least: u64| {
+        wait_until("answers", Duration::from_secs(60), || {
+            let stats = http(&server.base, "GET", "/stats", "");
+            (stats["answered"].as_u64().unwrap() >= at_least).then_some(stats)
+        })
+    };
+    let at_kill = answered(12);
+    first.sigkill();
+    let answered_at_kill = at_kill["answered"].as_u64().unwrap();
+    assert!(answered_at_kill < 2 * n_docs as u64 - 8, "the kill came too late to test anything: {at_kill}");
+    let _second = spawn_worker(&url, "w2", 0);
+
+    // then SIGKILL the coordinator while the second worker is in the same shard, and restart it
+    answered(answered_at_kill + concurrency + 8);
+    coordinator.sigkill();
+    std::thread::sleep(Duration::from_millis(1000));
+    let _coordinator = spawn_coordinator(&state, port, "2s");
+
+    let status = wait_for_end(&url, &job);
+    assert_eq!(job_state(&status), "succeeded", "{status:#}");
+    let stats = http(&server.base, "GET", "/stats", "");
+    eprintln!(
+        "answered {} (at the worker kill {answered_at_kill}), again {}",
+        stats["answered"],
+        answered_again(&stats)
+    );
+    // at most the requests in flight at each of the two kills were answered twice; without the
+    // cache the dozen answered before the first kill would have been
+    assert!(answered_again(&stats) <= 2 * concurrency, "answered requests were sent again: {stats}");
+    assert_eq!(stats["per_body"].as_object().unwrap().len(), 2 * n_docs, "every request was answered: {stats}");
+    let tasks = status["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{status:#}");
+    let outcomes: Vec<&str> =
+        tasks[0]["attempt_log"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert!(
+        outcomes.contains(&"expired") && outcomes.last() == Some(&"committed"),
+        "the killed attempt expired and another committed: {outcomes:?}"
+    );
+    assert_eq!(data_files(&out), reference, "the kills changed the output");
+    let c = synth_stage(&manifest(&out))["counters"].clone();
+    // the committed attempt found what the killed one had been answered, less its in-flight ones
+    assert!(
+        c["cache.hits"].as_u64().unwrap() + concurrency >= answered_at_kill,
+        "the last attempt reused the cache: {c}"
+    );
     drop(server.proc);
 }
 

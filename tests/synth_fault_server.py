@@ -6,11 +6,13 @@ Faults, each drawn per request at its configured rate (seeded, so runs repeat):
   429 with Retry-After, 500, a connection closed halfway through the body, a stall longer than the
   client's timeout, a 200 whose body is not JSON, a 200 without choices.
 GET /stats: requests received, answers sent and, per request body, how many times it was answered.
-POST /config: replace the fault rates ({"r429": 0.1, ...}) and reset the counts.
+POST /config: replace the fault rates ({"r429": 0.1, ...}) and the delay before each answer
+  ({"delay": 0.2}, seconds), and reset the counts.
 Prints "listening PORT" on stdout once it accepts connections.
 
 usage: synth_fault_server.py [--port N] [--seed S] [--r429 F] [--r500 F] [--rclose F]
                              [--rstall F] [--rbadjson F] [--rnochoices F] [--stall-secs S]
+                             [--delay-secs S]
 """
 
 import argparse
@@ -28,11 +30,12 @@ WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu 
 
 
 class State:
-    def __init__(self, rates, seed, stall):
+    def __init__(self, rates, seed, stall, delay):
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
         self.rates = rates
         self.stall = stall
+        self.delay = delay
         self.reset()
 
     def reset(self):
@@ -81,7 +84,9 @@ def make_handler(state):
             raw = self.rfile.read(int(self.headers.get("content-length", 0)))
             if self.path == "/config":
                 with state.lock:
-                    state.rates = {k: float(v) for k, v in json.loads(raw).items()}
+                    conf = json.loads(raw)
+                    state.delay = float(conf.pop("delay", 0.0))
+                    state.rates = {k: float(v) for k, v in conf.items()}
                     state.reset()
                 self.reply(200, {"ok": True})
                 return
@@ -118,6 +123,8 @@ def make_handler(state):
             if fault == "rnochoices":
                 self.reply(200, {"object": "text_completion", "choices": []})
                 return
+            if state.delay:
+                time.sleep(state.delay)
             text = answer_text(body)
             chat = self.path.endswith("chat/completions")
             choice = {"index": 0, "finish_reason": "stop"}
@@ -151,17 +158,26 @@ def make_handler(state):
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # a client that went away (killed, or timed out on a stall) is part of the test
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stall-secs", type=float, default=3.0)
+    ap.add_argument("--delay-secs", type=float, default=0.0)
     for k in FAULTS:
         ap.add_argument("--" + k, type=float, default=0.0)
     a = ap.parse_args()
-    state = State({k: getattr(a, k) for k in FAULTS}, a.seed, a.stall_secs)
-    server = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(state))
-    server.daemon_threads = True
+    state = State({k: getattr(a, k) for k in FAULTS}, a.seed, a.stall_secs, a.delay_secs)
+    server = Server(("127.0.0.1", a.port), make_handler(state))
     print("listening", server.server_address[1], flush=True)
     try:
         server.serve_forever()

@@ -198,6 +198,21 @@ pub fn job_state(status: &Value) -> String {
     status["job"]["state"].as_str().unwrap_or_default().to_string()
 }
 
+/// `lehr corpus build SPEC --coordinator URL --detach`: the job id.
+pub fn submit(url: &str, spec: &Path) -> String {
+    let out =
+        lehr().args(["corpus", "build"]).arg(spec).args(["--coordinator", url, "--detach", "--json"]).output().unwrap();
+    assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+    json_of(&out)["job_id"].as_str().unwrap().to_string()
+}
+
+/// Waits (up to 4 minutes) until the job succeeded, failed or was cancelled; its status.
+pub fn wait_for_end(url: &str, job: &str) -> Value {
+    wait_until("the job to end", Duration::from_secs(240), || {
+        job_status(url, job).filter(|s| matches!(job_state(s).as_str(), "succeeded" | "failed" | "cancelled"))
+    })
+}
+
 /// Runs the `tokenize` preset (demo tokenizer, `partition-by = "lang"`) over the repo's en/zh/ko
 /// sample into `DIR/tokens` and returns that directory: `lang=en/`, `lang=zh/`, `lang=ko/`
 /// token shards, the layout examples/mix-demo.toml expects.
