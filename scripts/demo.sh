@@ -81,6 +81,22 @@ req = urllib.request.Request(sys.argv[1] + "/completions", method="POST", header
 r = json.load(urllib.request.urlopen(req))
 print(f"POST /v1/completions: {r['choices'][0]['text']!r} ({r['usage']['completion_tokens']} tokens, {r['choices'][0]['finish_reason']})")
 PY
+echo
+echo "== lehr corpus build (preset synth-qa, served by the lehr serve above)   (synthetic data: cached, rate-limited, then cleaned)"
+SERVE_URL=$(awk '/serving/ {print $NF}' .lehr/serve.out)
+head -n 24 examples/data/en.jsonl > .lehr/synth-seed.jsonl
+rm -rf .lehr/demo-synth
+# the demo model is tiny and has no chat template: completions, short answers and a lower
+# length floor than the preset's
+"$LEHR" corpus init --preset synth-qa --input .lehr/synth-seed.jsonl --output .lehr/demo-synth \
+  --endpoint "$SERVE_URL" --model demo \
+  | sed -e 's/^api = "chat"/api = "completions"/' -e 's/^max-tokens = 2048/max-tokens = 64/' \
+        -e 's/^min-chars = .*/min-chars = 20/' > .lehr/synth-demo.toml
+"$LEHR" corpus build .lehr/synth-demo.toml
+zstdcat .lehr/demo-synth/part-*.jsonl.zst 2>/dev/null | head -1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.readline()); s=d["synth"]; print("first document:", d["id"], {k: s[k] for k in ("template", "model", "finish_reason", "completion_tokens")}, repr(d["text"][:80]))' || true
+echo "-- the same job again: every request is answered by the request cache"
+sed -i 's/^overwrite = false/overwrite = true/' .lehr/synth-demo.toml
+"$LEHR" corpus build .lehr/synth-demo.toml | grep -E "^synth:"
 kill "$SERVE"; wait "$SERVE" 2>/dev/null || true
 echo
 echo "== lehr train smoke (libtorch forward/backward)"

@@ -731,6 +731,10 @@ pub enum BenchCommand {
     Coordinator(BenchCoordinatorArgs),
     /// End-to-end read → normalize → write throughput per worker.
     Pipeline(BenchPipelineArgs),
+    /// The synth stage's client against a zero-latency OpenAI stub: requests/s and requests per
+    /// client core-second, without and with the request cache (scripts/bench_synth.sh adds the
+    /// official `openai` Python client for the ratio).
+    Synth(BenchSynthArgs),
     /// The training step on a model preset (random tokens): tokens/s, MFU, peak memory. Needs
     /// a build with `--features train`; scripts/bench_train.sh adds PyTorch eager for the ratio.
     Train(BenchTrainArgs),
@@ -778,6 +782,22 @@ pub struct BenchCoordinatorArgs {
     /// Also measure through gRPC on loopback.
     #[arg(long)]
     pub grpc: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchSynthArgs {
+    /// Requests per pass (one document, one template, one sample each).
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: u64,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Also run the official `openai` client (AsyncOpenAI, scripts/bench_synth_openai.py) with
+    /// this Python against the same stub.
+    #[arg(long)]
+    pub openai_python: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

@@ -65,15 +65,30 @@ pub async fn follow(api: &Arc<dyn CoordinatorApi>, job_id: &str, quiet: bool) ->
             }
             _ => job.state().name().to_string(),
         };
-        bar.set_message(
-            format!("{:.0} docs/s  {}/s  [{state}]", docs as f64 / secs, human_bytes(bytes as f64 / secs),),
-        );
+        // A synth stage: requests done of those known (running attempts and committed tasks)
+        // and generated tokens/s.
+        let synth = job.synth.as_ref().map(|s| {
+            format!(
+                "  synth {}/{} requests  {:.0} tok/s",
+                s.requests_done,
+                s.requests_total,
+                s.completion_tokens as f64 / secs
+            )
+        });
+        bar.set_message(format!(
+            "{:.0} docs/s  {}/s{}  [{state}]",
+            docs as f64 / secs,
+            human_bytes(bytes as f64 / secs),
+            synth.as_deref().unwrap_or("")
+        ));
         if job.state().is_terminal() {
             bar.finish_and_clear();
             return Ok(job);
         }
         if bar.is_hidden() && !quiet && last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("{}: {done}/{total} tasks, {docs} docs [{state}]", job.job_id);
+            let synth =
+                job.synth.as_ref().map(|s| format!(", {}/{} synth requests", s.requests_done, s.requests_total));
+            eprintln!("{}: {done}/{total} tasks, {docs} docs{} [{state}]", job.job_id, synth.unwrap_or_default());
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
 
 fn reference_run(dir: &Path) -> std::collections::BTreeMap<String, String> {
     let out = dir.join("reference");

@@ -220,6 +220,22 @@ fn synth_through_faults_equals_a_clean_run_and_reruns_from_the_cache() {
     let stats = http(&server.base, "GET", "/stats", "");
     assert_eq!(stats["received"], (2 * n_docs) as u64, "{stats}");
     assert_eq!(documents(&faulty_out), clean);
+
+    // 5. with [dedup] the stages run twice (signatures, then filter); the second pass is
+    // answered by the cache, and the manifest counts what the first one spent
+    let dedup_out = tmp.path().join("dedup");
+    let dedup_spec = spec(tmp.path(), "dedup.toml", &input, &dedup_out, &server.base);
+    let text =
+        std::fs::read_to_string(&dedup_spec).unwrap().replace("[output]", "[dedup]\nmethod = \"exact\"\n\n[output]");
+    std::fs::write(&dedup_spec, text).unwrap();
+    http(&server.base, "POST", "/config", "{}");
+    build(&dedup_spec, "2", &[]);
+    let stats = http(&server.base, "GET", "/stats", "");
+    assert_eq!(stats["received"], (2 * n_docs) as u64, "{stats}");
+    let c = synth_stage(&manifest(&dedup_out))["counters"].clone();
+    assert_eq!((c["requests.sent"].as_u64(), c.get("cache.hits")), (Some((2 * n_docs) as u64), None), "{c}");
+    assert!(c["tokens.completion"].as_u64().unwrap() > 0, "{c}");
+    assert_eq!(documents(&dedup_out).len(), 2 * n_docs);
     drop(server.proc);
 }
 
@@ -300,6 +316,11 @@ fn synth_survives_a_sigkilled_worker_and_coordinator_resending_only_in_flight_re
     // cache the dozen answered before the first kill would have been
     assert!(answered_again(&stats) <= 2 * concurrency, "answered requests were sent again: {stats}");
     assert_eq!(stats["per_body"].as_object().unwrap().len(), 2 * n_docs, "every request was answered: {stats}");
+    // the status carries the synth progress: the committed task's requests and tokens
+    let synth = &status["job"]["synth"];
+    assert_eq!(synth["requests_done"], (3 * n_docs) as u64, "{status:#}");
+    assert_eq!(synth["requests_total"], (3 * n_docs) as u64, "{status:#}");
+    assert!(synth["completion_tokens"].as_u64().unwrap_or(0) > 0, "{status:#}");
     let tasks = status["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 1, "{status:#}");
     let outcomes: Vec<&str> =
@@ -350,4 +371,20 @@ fn synth_presets_and_bad_specs() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stage[0].template[1].prompt"), "{err}");
+}
+
+/// `lehr bench synth` measures the client against its stub, without and with the cache, and
+/// fails if the warm pass is not all cache hits (the figures themselves go to docs/benchmarks.md).
+#[test]
+fn bench_synth_runs_every_pass() {
+    let out = lehr().args(["bench", "synth", "--requests", "300", "--concurrency", "8", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = json_of(&out);
+    for pass in ["no_cache", "cache_cold", "cache_warm"] {
+        let p = &r["lehr"][pass];
+        assert_eq!(p["requests"], 300, "{r}");
+        assert!(p["requests_per_s"].as_f64().unwrap() > 0.0 && p["client_cpu_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(r["lehr"]["cache_warm"]["cache_hits"], 300, "{r}");
+    assert_eq!(r["lehr"]["no_cache"]["cache_hits"], 0, "{r}");
 }

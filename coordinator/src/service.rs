@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::jobs::{JobError, JobKind};
 use crate::scheduler::{
-    Beat, Dirty, Disposition, Grant, Job, NewJob, Scheduler, SchedulerConfig, SchedulerError, Task,
+    Beat, Dirty, Disposition, Grant, Job, Live, NewJob, Scheduler, SchedulerConfig, SchedulerError, Task,
 };
 use crate::state_db::Store;
 use crate::status::{page, task_status, wire_disposition, JobSnapshot};
@@ -415,8 +415,13 @@ impl CoordinatorApi for Coordinator {
                 task_id: p.task_id,
                 attempt: p.attempt,
                 token: p.lease_token,
-                docs: p.docs,
-                bytes: p.bytes,
+                progress: Live {
+                    docs: p.docs,
+                    bytes: p.bytes,
+                    synth_requests: p.synth_requests,
+                    synth_requests_total: p.synth_requests_total,
+                    synth_tokens: p.synth_tokens,
+                },
             })
             .collect();
         let cancel = {

@@ -256,11 +256,11 @@ mod tests {
         let mut loaded = store.load().unwrap();
         // progress is not durable by design
         for t in loaded.tasks.values_mut() {
-            t.progress = (0, 0);
+            t.progress = Default::default();
         }
         let mut expected = s.state.clone();
         for t in expected.tasks.values_mut() {
-            t.progress = (0, 0);
+            t.progress = Default::default();
         }
         assert_eq!(loaded, expected);
         assert_eq!(loaded.discards.len(), 1);

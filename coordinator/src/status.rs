@@ -5,7 +5,7 @@
 use lehr_proto::pb;
 use lehr_proto::pb::*;
 
-use crate::scheduler::{Disposition as Decided, Job, JobState, Scheduler, Task, TaskState, TaskStats};
+use crate::scheduler::{Disposition as Decided, Job, JobState, Live, Scheduler, Task, TaskState, TaskStats};
 
 /// The wire's name of a job state.
 pub fn wire_job_state(s: JobState) -> pb::JobState {
@@ -59,7 +59,7 @@ struct TaskRow {
     stage: usize,
     state: TaskState,
     stats: TaskStats,
-    progress: (u64, u64),
+    progress: Live,
 }
 
 impl JobSnapshot {
@@ -105,6 +105,7 @@ impl JobSnapshot {
             .map(|(name, deps, _)| StageStatus { name: name.clone(), depends_on: deps.clone(), ..Default::default() })
             .collect();
         let (mut running_docs, mut running_bytes) = (0, 0);
+        let mut synth = SynthProgress::default();
         for t in &self.tasks {
             let Some(st) = stages.get_mut(t.stage) else { continue };
             st.tasks_total += 1;
@@ -115,11 +116,17 @@ impl JobSnapshot {
                     st.docs_out += t.stats.docs_out;
                     st.bytes_in += t.stats.bytes_in;
                     st.bad_records += t.stats.bad_records;
+                    synth.requests_done += t.stats.synth_requests;
+                    synth.requests_total += t.stats.synth_requests;
+                    synth.completion_tokens += t.stats.synth_tokens;
                 }
                 TaskState::Leased => {
                     st.tasks_running += 1;
-                    running_docs += t.progress.0;
-                    running_bytes += t.progress.1;
+                    running_docs += t.progress.docs;
+                    running_bytes += t.progress.bytes;
+                    synth.requests_done += t.progress.synth_requests;
+                    synth.requests_total += t.progress.synth_requests_total;
+                    synth.completion_tokens += t.progress.synth_tokens;
                 }
                 TaskState::Failed => st.tasks_failed += 1,
                 _ => {}
@@ -153,6 +160,7 @@ impl JobSnapshot {
             output: self.output,
             running_docs,
             running_bytes,
+            synth: (synth.requests_total > 0).then_some(synth),
         }
     }
 }

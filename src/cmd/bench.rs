@@ -1,4 +1,5 @@
-//! `lehr bench coordinator` and `lehr bench pipeline`: figures for docs/benchmarks.md.
+//! `lehr bench coordinator` and `lehr bench pipeline` (`lehr bench synth` is in bench_synth.rs):
+//! figures for docs/benchmarks.md.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +17,7 @@ pub async fn run(cmd: BenchCommand) -> CmdResult {
     match cmd {
         BenchCommand::Coordinator(a) => coordinator(a).await,
         BenchCommand::Pipeline(a) => pipeline(a).await,
+        BenchCommand::Synth(a) => super::bench_synth::run(a).await,
         BenchCommand::Train(a) => super::train::bench(a).await,
     }
 }

@@ -234,6 +234,22 @@ pub async fn report(job: &JobStatus, elapsed: f64, json: bool) -> CmdResult {
                 t["tokens"].as_f64().unwrap_or(0.0) / elapsed.max(1e-3)
             );
         }
+        if let Some(c) =
+            manifest.as_ref().and_then(|m| m.stages.iter().find(|s| s.name == "synth")).map(|s| &s.counters)
+        {
+            let n = |k: &str| c.get(k).copied().unwrap_or(0);
+            let failed: u64 = c.iter().filter(|(k, _)| k.starts_with("failed.")).map(|(_, v)| v).sum();
+            println!(
+                "synth: {} requests, {} sent ({} retries), {} from the request cache, {failed} failed; {} completion tokens generated ({:.0} tokens/s), {} prompt tokens",
+                n("requests"),
+                n("requests.sent"),
+                c.iter().filter(|(k, _)| k.starts_with("retries.")).map(|(_, v)| v).sum::<u64>(),
+                n("cache.hits"),
+                n("tokens.completion"),
+                n("tokens.completion") as f64 / elapsed.max(1e-3),
+                n("tokens.prompt"),
+            );
+        }
         if let Some(d) = dedup {
             println!(
                 "dedup ({}, keep {}): {} clusters of 2 or more holding {} docs; {} duplicates dropped; sizes {:?} (dedup.json)",

@@ -187,20 +187,26 @@ impl JobKind for CorpusKind {
         let malformed = |e: serde_json::Error| format!("malformed {} result: {e}", task.kind);
         let (index, stats) = if task.kind == SHARD_TASK_KIND {
             let r: ShardResult = serde_json::from_str(result).map_err(malformed)?;
+            let (synth_requests, synth_tokens) = synth_spend(&r.stages);
             let stats = TaskStats {
                 docs_in: r.read.docs,
                 docs_out: r.docs_written,
                 bytes_in: r.read.bytes,
                 bad_records: r.read.bad_records,
+                synth_requests,
+                synth_tokens,
             };
             (r.task_index, stats)
         } else {
             let r: PhaseResult = serde_json::from_str(result).map_err(malformed)?;
+            let (synth_requests, synth_tokens) = synth_spend(&r.stages);
             let stats = TaskStats {
                 docs_in: r.docs_in,
                 docs_out: r.docs_out,
                 bytes_in: r.bytes_in,
                 bad_records: r.bad_records,
+                synth_requests,
+                synth_tokens,
             };
             (r.task_index, stats)
         };
@@ -250,10 +256,22 @@ impl JobKind for CorpusKind {
         let spec = resolve_paths(&job.spec, &job.base_dir)?;
         let mut results = Vec::with_capacity(tasks.len());
         let mut dedup_report = None;
+        // A dedup job runs the stages twice; a synth stage spends in the first pass (signatures)
+        // and is answered by its request cache in the second, so its counters are the first's.
+        let mut synth_spent: Option<std::collections::BTreeMap<String, u64>> = None;
         for t in tasks {
             if t.kind == CLUSTERS_TASK_KIND {
                 let r: PhaseResult = serde_json::from_str(&t.result).map_err(|e| JobError::Storage(e.to_string()))?;
                 dedup_report = r.report;
+            }
+            if t.kind == SIGNATURES_TASK_KIND {
+                let r: PhaseResult = serde_json::from_str(&t.result).map_err(|e| JobError::Storage(e.to_string()))?;
+                if let Some(s) = r.stages.iter().find(|s| s.name == "synth") {
+                    let sum = synth_spent.get_or_insert_with(Default::default);
+                    for (k, v) in &s.counters {
+                        *sum.entry(k.clone()).or_default() += v;
+                    }
+                }
             }
             if t.kind != SHARD_TASK_KIND {
                 continue;
@@ -262,7 +280,10 @@ impl JobKind for CorpusKind {
         }
         let mut inputs: Vec<InputFile> = results.iter().map(|r| r.shard.file.clone()).collect();
         inputs.dedup_by(|a, b| a.url == b.url);
-        let (manifest, rejects) = manifest::build(spec.name.clone(), inputs, results);
+        let (mut manifest, rejects) = manifest::build(spec.name.clone(), inputs, results);
+        if let (Some(spent), Some(stage)) = (synth_spent, manifest.stages.iter_mut().find(|s| s.name == "synth")) {
+            stage.counters = spent;
+        }
         let out = store::resolve(&job.output).map_err(storage)?;
         out.put(REJECTS_NAME, manifest::rejects_to_bytes(&rejects)).await.map_err(storage)?;
         out.put("spec.toml", spec.to_toml().into_bytes()).await.map_err(storage)?;
@@ -283,6 +304,13 @@ impl JobKind for CorpusKind {
         }
         Ok(())
     }
+}
+
+/// A synth stage's requests and generated completion tokens in a shard's stage counts.
+fn synth_spend(stages: &[lehr_pipeline::runner::StageCounts]) -> (u64, u64) {
+    let synth = stages.iter().find(|s| s.name == "synth");
+    let count = |k: &str| synth.and_then(|s| s.counters.get(k)).copied().unwrap_or(0);
+    (count("requests"), count("tokens.completion"))
 }
 
 /// Removes `_lehr/attempts`, `_lehr/dedup` and `_lehr` of a local output when nothing else is
@@ -419,7 +447,7 @@ mod tests {
             promoted: false,
             last_error: String::new(),
             attempt_log: vec![],
-            progress: (0, 0),
+            progress: Default::default(),
         }
     }
 

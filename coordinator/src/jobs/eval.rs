@@ -96,7 +96,7 @@ impl JobKind for EvalKind {
             ));
         }
         let n = r.scores.len() as u64;
-        Ok(TaskStats { docs_in: n, docs_out: n, bytes_in: 0, bad_records: 0 })
+        Ok(TaskStats { docs_in: n, docs_out: n, ..Default::default() })
     }
 
     async fn finalize(&self, job: &Job, tasks: &[Task]) -> Result<(), JobError> {

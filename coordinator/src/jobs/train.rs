@@ -70,6 +70,6 @@ impl JobKind for TrainKind {
         if r.step < r.total_steps {
             return Err(format!("rank {} stopped at step {} of {}", r.rank, r.step, r.total_steps));
         }
-        Ok(TaskStats { docs_in: r.steps_run, docs_out: r.step, bytes_in: r.tokens, bad_records: 0 })
+        Ok(TaskStats { docs_in: r.steps_run, docs_out: r.step, bytes_in: r.tokens, ..Default::default() })
     }
 }

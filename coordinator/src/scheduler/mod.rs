@@ -65,8 +65,7 @@ pub struct Beat {
     pub task_id: TaskId,
     pub attempt: u32,
     pub token: String,
-    pub docs: u64,
-    pub bytes: u64,
+    pub progress: Live,
 }
 
 /// What became of a reported outcome.
@@ -409,7 +408,7 @@ impl Scheduler {
                     promoted: false,
                     last_error: String::new(),
                     attempt_log: Vec::new(),
-                    progress: (0, 0),
+                    progress: Default::default(),
                 },
             );
             self.stage_counts.entry((job_id.clone(), nt.stage)).or_default().0 += 1;
@@ -485,7 +484,7 @@ impl Scheduler {
             t.attempts += 1;
             t.worker_id = worker_id.to_string();
             t.lease = Some(Lease { attempt: t.attempts, expires_ms: now + self.config.lease_ttl_ms });
-            t.progress = (0, 0);
+            t.progress = Default::default();
             let token = new_secret();
             t.attempt_log.push(AttemptRecord {
                 attempt: t.attempts,
@@ -538,7 +537,7 @@ impl Scheduler {
                 let ttl = self.config.lease_ttl_ms;
                 let t = self.state.tasks.get_mut(&b.task_id).expect("held task exists");
                 t.lease = Some(Lease { attempt: b.attempt, expires_ms: now + ttl });
-                t.progress = (b.docs, b.bytes);
+                t.progress = b.progress;
             } else {
                 cancel.push((b.task_id, b.attempt));
             }

@@ -174,7 +174,19 @@ pub struct Task {
     pub attempt_log: Vec<AttemptRecord>,
     /// Progress of the current attempt (not durable; heartbeats refresh it).
     #[serde(skip)]
-    pub progress: (u64, u64),
+    pub progress: Live,
+}
+
+/// What a running attempt's heartbeats say it has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Live {
+    pub docs: u64,
+    pub bytes: u64,
+    /// A synth stage's requests done (answered, from the cache, or failed) of those it has.
+    pub synth_requests: u64,
+    pub synth_requests_total: u64,
+    /// Completion tokens generated (not those answered from the cache).
+    pub synth_tokens: u64,
 }
 
 /// Counts a job kind extracts from a committed result.
@@ -184,6 +196,11 @@ pub struct TaskStats {
     pub docs_out: u64,
     pub bytes_in: u64,
     pub bad_records: u64,
+    /// A synth stage's requests and generated completion tokens.
+    #[serde(default)]
+    pub synth_requests: u64,
+    #[serde(default)]
+    pub synth_tokens: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -77,8 +77,7 @@ impl Scheduler {
                 task_id,
                 attempt,
                 token: self.token_of(task_id, attempt),
-                docs,
-                bytes,
+                progress: Live { docs, bytes, ..Default::default() },
             })
             .collect();
         self.heartbeat(w, &beats, now)
@@ -361,7 +360,7 @@ proptest! {
                         let (d, dirty) = s.report_failure(&worker, g.task_id, g.attempt, &token, "forged", false, now);
                         prop_assert_eq!(d, Disposition::Refused);
                         prop_assert!(dirty.is_empty());
-                        let beat = Beat { task_id: g.task_id, attempt: g.attempt, token: token.clone(), docs: 7, bytes: 7 };
+                        let beat = Beat { task_id: g.task_id, attempt: g.attempt, token: token.clone(), progress: Live { docs: 7, bytes: 7, ..Default::default() } };
                         let cancel = s.heartbeat(&worker, &[beat], now).unwrap();
                         prop_assert_eq!(cancel, vec![(g.task_id, g.attempt)], "a forged heartbeat renews nothing");
                         prop_assert!(s.join_rendezvous(&worker, g.task_id, g.attempt, &token, "evil:1", b"", now).is_err());

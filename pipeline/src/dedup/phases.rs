@@ -75,7 +75,8 @@ pub struct PhaseResult {
     pub bad_records: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, u64>,
-    /// Phase 1: the shard's read counts and stage counts (the filter phase repeats them).
+    /// Phase 1: the synth stage's counts, if any (the filter phase repeats the others; its synth
+    /// requests are answered by the request cache). `read` is for the filter phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<ReadStats>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -221,7 +222,8 @@ pub async fn run_signatures(
             bad_records: shard_result.read.bad_records,
             counters,
             read: None,
-            stages: Vec::new(),
+            // the synth stage's spend (the filter phase's second pass is answered by its cache)
+            stages: shard_result.stages.into_iter().filter(|s| s.name == "synth").collect(),
             report: None,
         };
         Ok((r, files))

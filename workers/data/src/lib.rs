@@ -229,6 +229,9 @@ async fn heartbeat_loop(
                 docs: r.progress.docs.load(std::sync::atomic::Ordering::Relaxed),
                 bytes: r.progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
                 lease_token: r.token.clone(),
+                synth_requests: r.progress.synth.requests_done.load(std::sync::atomic::Ordering::Relaxed),
+                synth_requests_total: r.progress.synth.requests_total.load(std::sync::atomic::Ordering::Relaxed),
+                synth_tokens: r.progress.synth.completion_tokens.load(std::sync::atomic::Ordering::Relaxed),
             })
             .collect();
         match api.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), running: progress }).await {
