@@ -23,6 +23,14 @@ if ! command -v openssl >/dev/null; then
     exit 1
   fi
 fi
+# Slurm (Debian's slurm-wlm 22.05, munge): tests/slurm.rs runs deploy/slurm's batch scripts under
+# a real one on this machine; where it cannot be installed, those tests say so and skip
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  deploy/slurm/testbed.sh install
+  export LEHR_REQUIRE_SLURM=1
+else
+  echo "not root: tests/slurm.rs will skip (deploy/slurm/testbed.sh install needs root and apt-get)" >&2
+fi
 # nccl = train + the NCCL collective (cudarc, loaded at run time; nothing to install to build)
 FEATURES="--features lehr/nccl"
 

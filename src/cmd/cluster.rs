@@ -211,6 +211,8 @@ pub async fn up(args: UpArgs) -> CmdResult {
                     cmd.env("LEHR_TLS_CA", ca);
                 }
                 cmd.kill_on_drop(true);
+                // a `lehr up` killed outright takes its workers with it
+                lehr_worker::rank::die_with_parent(&mut cmd, libc::SIGTERM);
                 let mut child = match cmd.spawn() {
                     Ok(c) => c,
                     Err(e) => {

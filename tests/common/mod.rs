@@ -250,3 +250,32 @@ pub fn demo_token_shards(dir: &Path) -> PathBuf {
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
     tokens
 }
+
+/// The demo sources with a small plan: 64-token sequences, 8 per step, 23 steps over 3 stages.
+pub fn small_spec(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join("examples/mix-demo.toml"))
+        .unwrap()
+        .replace("sequence-length = 256", "sequence-length = 64")
+        .replace("global-batch-tokens = 2048", "global-batch-tokens = 512")
+        .replace(
+            "budgets = { en = \"20K\", zh = \"20K\", ko = \"5K\" }",
+            "budgets = { en = 1024, zh = 1024, ko = 512 }",
+        )
+        .replace("tokens = \"500K\"", "tokens = 6144")
+        .replace("tokens = \"150K\"", "tokens = 3072")
+        // [eval]'s data-dir is relative to the spec's directory, which this copy leaves
+        .replace("data-dir = \"data/eval\"", &format!("data-dir = {:?}", repo().join("examples/data/eval")));
+    let path = dir.join("small.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The steps in OUT/metrics.jsonl, in file order.
+pub fn metric_steps(out: &Path) -> Vec<u64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect()
+}

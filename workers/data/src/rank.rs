@@ -250,17 +250,25 @@ pub(crate) fn child_command(launch: &TrainLaunch, gpu: &GpuSlot) -> tokio::proce
         cmd.env("CUDA_VISIBLE_DEVICES", &launch.gpus[i]);
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    die_with_parent(&mut cmd, libc::SIGKILL);
+    cmd
+}
+
+/// Asks the kernel to send `signal` to the child when the process that started it dies, even
+/// by SIGKILL, so no child outlives its supervisor (Linux; elsewhere a no-op).
+pub fn die_with_parent(cmd: &mut tokio::process::Command, signal: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe; the closure touches no memory of the parent.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    cmd
+    #[cfg(not(target_os = "linux"))]
+    let _ = (cmd, signal);
 }
 
 /// `text` in a new private temporary file (mode 0600, unpredictable name with `prefix`).
