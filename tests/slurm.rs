@@ -203,6 +203,51 @@ fn corpus_sbatch_on_two_nodes_matches_one_worker_also_with_a_worker_killed() {
     let job = bed.wait(&id, Duration::from_secs(300));
     assert_eq!(job.get("ExitCode").map(String::as_str), Some("0:0"), "{job:?}\n{}", bed.log(&id));
     assert_eq!(checksums(&out), reference, "a worker killed inside the allocation must not change the output");
+
+    // 3. `scontrol requeue` mid-job: Slurm kills every step and runs the script again; it restarts
+    // the coordinator on the same state and follows the job it submitted, keeping what committed
+    let out = dir.path().join("requeued");
+    let spec = write_spec(dir.path(), "requeued", &corpus_inputs(), &out, crash_test_shape().0, "");
+    let state = dir.path().join("state-3");
+    let port = free_port();
+    let id = bed.sbatch(
+        "deploy/slurm/corpus.sbatch",
+        &[spec.to_str().unwrap()],
+        &[
+            ("LEHR_PORT", port.to_string()),
+            ("LEHR_STATE", state.display().to_string()),
+            ("LEHR_LEASE_TTL", "3s".into()),
+            ("LEHR_FAULT_SLOW_DOC_US", crash_test_shape().1.to_string()),
+        ],
+    );
+    let url = format!("https://127.0.0.1:{port}");
+    let ask = lehr_in(&state);
+    let committed = |s: &Value| s["tasks"].as_array().map(|t| t.iter().filter(|t| t["state"] == "committed").count());
+    let before = wait_until("a few shards committed", Duration::from_secs(120), || {
+        let job_id = std::fs::read_to_string(state.join("corpus-job")).ok()?;
+        let s = ask(&["status", job_id.trim(), "--tasks", "--json", "--coordinator", &url])?;
+        let n = committed(&s)?;
+        (n >= 2 && n + 4 < s["tasks"].as_array()?.len()).then_some(s)
+    });
+    let requeue = bed.cmd("scontrol").args(["requeue", &id]).output().unwrap();
+    assert!(requeue.status.success(), "{}", String::from_utf8_lossy(&requeue.stderr));
+    // a requeued job waits two minutes before it is eligible again; the test does not
+    let pending = wait_until("the requeued job to be pending", Duration::from_secs(60), || {
+        let j = bed.job(&id);
+        matches!(j.get("JobState").map(String::as_str), Some("PENDING" | "RUNNING")).then_some(j)
+    });
+    if pending.get("JobState").map(String::as_str) == Some("PENDING") {
+        let _ = bed.cmd("scontrol").args(["update", &format!("JobId={id}"), "StartTime=now"]).output();
+    }
+    let job = bed.wait(&id, Duration::from_secs(300));
+    assert_eq!(job.get("ExitCode").map(String::as_str), Some("0:0"), "{job:?}\n{}", bed.log(&id));
+    assert_eq!(job.get("Restarts").map(String::as_str), Some("1"), "{job:?}");
+    let log = bed.log(&id);
+    assert!(log.contains("requeued (restart 1): following job"), "{log}");
+    assert_eq!(checksums(&out), reference, "a requeued batch job must write what 1 worker writes");
+    // the second run followed the job the first submitted
+    let job_id = std::fs::read_to_string(state.join("corpus-job")).unwrap();
+    assert_eq!(before["job"]["job_id"].as_str(), Some(job_id.trim()), "{before}");
 }
 
 #[cfg(feature = "train")]
