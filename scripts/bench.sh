@@ -8,6 +8,8 @@ cargo build --release
 LEHR=${CARGO_TARGET_DIR:-target}/release/lehr
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 "$LEHR" bench coordinator --tasks 20000 --workers 64 --grpc
+"$LEHR" bench coordinator --tasks 100000 --workers 1000 --connections 100 --grpc
+"$LEHR" bench coordinator --tasks 100000 --workers 1000 --connections 100 --batch 8 --grpc
 INPUTS=()
 if [ -f ../shared/fixtures/corpus/en.jsonl ]; then
   for f in en.jsonl zh.jsonl ko.jsonl mixed_dirty.jsonl; do INPUTS+=(--input "../shared/fixtures/corpus/$f"); done

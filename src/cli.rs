@@ -777,8 +777,15 @@ pub struct BenchTrainArgs {
 pub struct BenchCoordinatorArgs {
     #[arg(long, default_value_t = 20_000)]
     pub tasks: u32,
+    /// Simulated workers, each a lease → report loop of its own.
     #[arg(long, default_value_t = 64)]
     pub workers: u32,
+    /// gRPC connections the simulated workers share (real workers have one each).
+    #[arg(long, default_value_t = 64)]
+    pub connections: u32,
+    /// Tasks a worker asks for per lease call.
+    #[arg(long, default_value_t = 1)]
+    pub batch: u32,
     /// Also measure through gRPC on loopback.
     #[arg(long)]
     pub grpc: bool,

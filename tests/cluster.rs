@@ -118,3 +118,24 @@ fn coordinator_sigkilled_and_restarted_mid_job_loses_and_repeats_nothing() {
     }
     assert_eq!(checksums(&out), reference, "a coordinator crash must not change the output");
 }
+
+/// `lehr bench coordinator` drives every simulated worker to the end over gRPC and reports
+/// latencies and memory (the figures themselves go to docs/benchmarks.md).
+#[test]
+fn bench_coordinator_reports_latencies_and_memory() {
+    let out = lehr()
+        .args(["bench", "coordinator", "--grpc", "--tasks", "400", "--workers", "40", "--connections", "4"])
+        .args(["--batch", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = json_of(&out);
+    for side in ["in_process", "grpc"] {
+        let v = &r[side];
+        assert!(v["tasks_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(v["report"]["calls"], 400, "one report per task: {r}");
+        assert!(v["lease"]["calls"].as_u64().unwrap() >= 200, "{r}");
+        assert!(v["lease"]["p99_ms"].as_f64().unwrap() >= v["lease"]["p50_ms"].as_f64().unwrap(), "{r}");
+    }
+    assert!(r["in_process"]["rss_bytes_per_task_at_submit"].as_f64().is_some(), "{r}");
+}

@@ -1,110 +1,25 @@
-//! `lehr bench coordinator` and `lehr bench pipeline` (`lehr bench synth` is in bench_synth.rs):
-//! figures for docs/benchmarks.md.
+//! `lehr bench pipeline` (`lehr bench coordinator` and `lehr bench synth` have files of their
+//! own): figures for docs/benchmarks.md.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use lehr_proto::pb::{self, report_task_request::Outcome};
-use lehr_proto::{CoordinatorApi, GrpcCoordinatorClient};
+use lehr_proto::pb;
+use lehr_proto::CoordinatorApi;
 use tokio_util::sync::CancellationToken;
 
 use super::{start_embedded, CmdResult, Failure, EXIT_OK};
-use crate::cli::{BenchCommand, BenchCoordinatorArgs, BenchPipelineArgs};
+use crate::cli::{BenchCommand, BenchPipelineArgs};
 use crate::progress::human_bytes;
 
 pub async fn run(cmd: BenchCommand) -> CmdResult {
     match cmd {
-        BenchCommand::Coordinator(a) => coordinator(a).await,
+        BenchCommand::Coordinator(a) => super::bench_coordinator::run(a).await,
         BenchCommand::Pipeline(a) => pipeline(a).await,
         BenchCommand::Synth(a) => super::bench_synth::run(a).await,
         BenchCommand::Train(a) => super::train::bench(a).await,
     }
-}
-
-/// Simulated workers lease one task at a time and report it done at once.
-async fn drive(api: Arc<dyn CoordinatorApi>, tasks: u32, workers: u32) -> Result<f64, Failure> {
-    let job = api
-        .submit_job(pb::SubmitJobRequest {
-            kind: lehr_schedules::kinds::NOOP_JOB.into(),
-            name: "bench".into(),
-            spec: format!("tasks = {tasks}"),
-            base_dir: String::new(),
-        })
-        .await?;
-    let start = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..workers {
-        let api = api.clone();
-        set.spawn(async move {
-            let id =
-                api.register_worker(pb::RegisterWorkerRequest { name: format!("sim-{i}"), slots: 1 }).await?.worker_id;
-            loop {
-                let leases = api
-                    .lease_tasks(pb::LeaseTasksRequest {
-                        worker_id: id.clone(),
-                        max_tasks: 1,
-                        wait_ms: 0,
-                        kinds: vec![],
-                    })
-                    .await?
-                    .leases;
-                if leases.is_empty() {
-                    return Ok::<_, lehr_proto::ApiError>(());
-                }
-                for l in leases {
-                    api.report_task(pb::ReportTaskRequest {
-                        worker_id: id.clone(),
-                        task_id: l.task_id,
-                        attempt: l.attempt,
-                        outcome: Some(Outcome::Success("{}".into())),
-                        lease_token: l.lease_token,
-                    })
-                    .await?;
-                }
-            }
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r.context("simulated worker panicked")??;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let status = api.get_job(pb::GetJobRequest { job_id: job.job_id, ..Default::default() }).await?.job.expect("job");
-    let committed: u32 = status.stages.iter().map(|s| s.tasks_committed).sum();
-    if committed != tasks {
-        return Err(anyhow::anyhow!("only {committed} of {tasks} tasks committed").into());
-    }
-    Ok(tasks as f64 / secs)
-}
-
-async fn coordinator(args: BenchCoordinatorArgs) -> CmdResult {
-    let shutdown = CancellationToken::new();
-    let dir = tempfile::tempdir().context("no temporary directory")?;
-    let listen = args.grpc.then(|| "127.0.0.1:0".parse().expect("addr"));
-    let (running, _) = start_embedded(dir.path().to_path_buf(), listen, 0, &shutdown).await?;
-    let in_process = drive(running.api.clone(), args.tasks, args.workers).await?;
-    let grpc = match running.grpc_addr {
-        Some(addr) => {
-            let client: Arc<dyn CoordinatorApi> =
-                Arc::new(GrpcCoordinatorClient::new(&format!("http://{addr}"), None)?);
-            Some(drive(client, args.tasks, args.workers).await?)
-        }
-        None => None,
-    };
-    shutdown.cancel();
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"tasks": args.tasks, "workers": args.workers, "in_process_tasks_per_s": in_process, "grpc_tasks_per_s": grpc})
-        );
-    } else {
-        println!("coordinator: {} tasks, {} simulated workers, lease + commit each (SQLite WAL, one transaction per decision)", args.tasks, args.workers);
-        println!("  in-process: {in_process:.0} tasks/s");
-        if let Some(g) = grpc {
-            println!("  gRPC over loopback: {g:.0} tasks/s");
-        }
-    }
-    Ok(EXIT_OK)
 }
 
 async fn pipeline(args: BenchPipelineArgs) -> CmdResult {

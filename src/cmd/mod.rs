@@ -1,4 +1,5 @@
 mod bench;
+mod bench_coordinator;
 mod bench_synth;
 mod cluster;
 mod compare;
