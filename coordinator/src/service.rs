@@ -16,7 +16,7 @@ use crate::jobs::{JobError, JobKind};
 use crate::scheduler::{
     Beat, Dirty, Disposition, Grant, Job, Live, NewJob, Scheduler, SchedulerConfig, SchedulerError, Task,
 };
-use crate::state_db::Store;
+use crate::state_db::{Batch, Store};
 use crate::status::{page, task_status, wire_disposition, JobSnapshot};
 
 /// Wall-clock milliseconds since the epoch (for people: ages in `lehr status`).
@@ -52,7 +52,21 @@ pub const MAX_SPEC_BYTES: usize = 1 << 20;
 
 struct Inner {
     sched: Scheduler,
-    store: Store,
+    /// Rows changed by decisions not yet handed to the writer.
+    pending: Dirty,
+    /// Decisions applied so far (their sequence numbers are 1..=applied).
+    applied: u64,
+}
+
+/// Group commit: decisions are applied in memory one at a time under the lock, and every
+/// decision's answer waits until a transaction holding its rows is durable. One writer at a time
+/// takes all the rows that are waiting and writes them in one transaction on a blocking thread,
+/// so many concurrent decisions share one commit. Durability per answer is unchanged.
+struct Commit {
+    store: Mutex<Store>,
+    writing: std::sync::atomic::AtomicBool,
+    /// The highest decision whose rows are durable.
+    durable: tokio::sync::watch::Sender<u64>,
 }
 
 /// Retry counts of the maintenance loop (the work itself is in the durable state).
@@ -62,7 +76,8 @@ struct Pending {
 }
 
 pub struct Coordinator {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
+    commit: Arc<Commit>,
     pending: Mutex<Pending>,
     kinds: Vec<Box<dyn JobKind>>,
     /// Woken when tasks become runnable (long-polling leases wait on it).
@@ -90,7 +105,12 @@ impl Coordinator {
         sched.grant_grace(clock.now_ms());
         let heartbeat_ms = (config.lease_ttl_ms / 3).max(100) as u64;
         Ok(Coordinator {
-            inner: Mutex::new(Inner { sched, store }),
+            inner: Arc::new(Mutex::new(Inner { sched, pending: Dirty::default(), applied: 0 })),
+            commit: Arc::new(Commit {
+                store: Mutex::new(store),
+                writing: std::sync::atomic::AtomicBool::new(false),
+                durable: tokio::sync::watch::channel(0).0,
+            }),
             pending: Mutex::new(Pending::default()),
             kinds,
             work_ready: Notify::new(),
@@ -104,18 +124,63 @@ impl Coordinator {
         self.kinds.iter().find(|k| k.name() == name).map(|b| b.as_ref())
     }
 
-    /// Runs `f` on the scheduler and persists what it changed, under the lock.
-    fn apply<T>(&self, f: impl FnOnce(&mut Scheduler) -> (T, Dirty)) -> ApiResult<T> {
-        let mut guard = self.inner.lock().expect("coordinator lock poisoned");
-        let inner = &mut *guard;
-        let (value, dirty) = f(&mut inner.sched);
-        if let Err(e) = inner.store.save(&inner.sched.state, &dirty) {
-            // The in-memory state is now ahead of the disk: stop rather than diverge. A restart
-            // reloads the last durable state.
-            tracing::error!(error = %e, "cannot persist coordinator state; exiting");
-            std::process::exit(70);
-        }
+    /// Runs `f` on the scheduler under the lock and returns once what it changed (and every
+    /// decision before it) is durable. A decision that changed nothing still waits for the ones
+    /// before it, since its answer may rest on them.
+    async fn apply<T>(&self, f: impl FnOnce(&mut Scheduler) -> (T, Dirty)) -> ApiResult<T> {
+        let (value, seq) = {
+            let mut guard = self.inner.lock().expect("coordinator lock poisoned");
+            let inner = &mut *guard;
+            let (value, dirty) = f(&mut inner.sched);
+            if !dirty.is_empty() {
+                inner.pending.merge(dirty);
+                inner.applied += 1;
+            }
+            (value, inner.applied)
+        };
+        self.durable_at_least(seq).await;
         Ok(value)
+    }
+
+    /// Waits until decision `seq` is durable, writing the waiting rows itself when no one else
+    /// is. The write and its announcement run on a blocking thread to the end even if this
+    /// future is dropped (a client that goes away), so a writer is never lost.
+    async fn durable_at_least(&self, seq: u64) {
+        use std::sync::atomic::Ordering;
+        let mut durable = self.commit.durable.subscribe();
+        loop {
+            if *durable.borrow_and_update() >= seq {
+                return;
+            }
+            let job = {
+                let mut g = self.inner.lock().expect("coordinator lock poisoned");
+                if self.commit.writing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    let dirty = std::mem::take(&mut g.pending);
+                    Some((Batch::of(&g.sched.state, &dirty), g.applied))
+                } else {
+                    None
+                }
+            };
+            if let Some((batch, upto)) = job {
+                let commit = self.commit.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = commit.store.lock().expect("store lock poisoned").write(&batch) {
+                        // The in-memory state is now ahead of the disk: stop rather than
+                        // diverge. A restart reloads the last durable state.
+                        tracing::error!(error = %e, "cannot persist coordinator state; exiting");
+                        std::process::exit(70);
+                    }
+                    // Free the writer's place, then announce: a waiter that found the place
+                    // taken is woken after it is free again. Writers may announce out of
+                    // order, so the durable mark only moves up.
+                    commit.writing.store(false, Ordering::Release);
+                    commit.durable.send_modify(|d| *d = (*d).max(upto));
+                });
+                let _ = written.await;
+            } else if durable.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     fn read<T>(&self, f: impl FnOnce(&Scheduler) -> T) -> T {
@@ -126,7 +191,7 @@ impl Coordinator {
     /// committed outputs, finalize complete jobs. Returns whether it did anything.
     pub async fn maintain(&self) -> bool {
         let now = self.clock.now_ms();
-        let expired = self.apply(|s| s.expire(now)).unwrap_or_default();
+        let expired = self.apply(|s| s.expire(now)).await.unwrap_or_default();
         for e in &expired {
             tracing::warn!(task_id = e.task_id, attempt = e.attempt, worker = %e.worker_id, requeued = e.requeued, "lease expired");
         }
@@ -149,7 +214,7 @@ impl Coordinator {
                 _ => true,
             };
             if done {
-                let _ = self.apply(|s| ((), s.discard_done(&d)));
+                let _ = self.apply(|s| ((), s.discard_done(&d))).await;
                 did = true;
             }
         }
@@ -162,7 +227,7 @@ impl Coordinator {
             let Some(kind) = self.kind(&job.kind) else { continue };
             match kind.sweep(&job).await {
                 Ok(()) => {
-                    let _ = self.apply(|s| ((), s.mark_swept(&job_id)));
+                    let _ = self.apply(|s| ((), s.mark_swept(&job_id))).await;
                     did = true;
                 }
                 Err(e) => tracing::warn!(%job_id, error = %e, "cannot sweep an ended job's attempts; will retry"),
@@ -182,7 +247,7 @@ impl Coordinator {
             let Some(kind) = self.kind(&job.kind) else { continue };
             match kind.promote(&job, &task).await {
                 Ok(()) => {
-                    let _ = self.apply(|s| ((), s.mark_promoted(task.id)));
+                    let _ = self.apply(|s| ((), s.mark_promoted(task.id))).await;
                     // A promotion can complete a stage that another depends on.
                     self.work_ready.notify_waiters();
                     did = true;
@@ -221,7 +286,7 @@ impl Coordinator {
                     Err(e) => tracing::error!(job_id = %job.id, error = %e, "job failed"),
                 }
                 let now = self.clock.now_ms();
-                let _ = self.apply(|s| ((), s.finish_job(&job.id, outcome, now)));
+                let _ = self.apply(|s| ((), s.finish_job(&job.id, outcome, now))).await;
                 did = true;
             }
         }
@@ -259,17 +324,20 @@ impl CoordinatorApi for Coordinator {
         // files): a second job on an overlapping output is refused with the holder's id.
         let output = kind.output(&req.spec, &req.base_dir).map_err(job_error)?;
         let suffix = crate::secret::new_secret()[..4].to_string();
-        let job_id = self.apply(|s| match s.reserve_job(&output, &suffix) {
-            Ok(id) => (Ok(id), Dirty::default()),
-            Err(e) => (Err(ApiError::invalid(e.to_string())), Dirty::default()),
-        })??;
+        let job_id = self
+            .apply(|s| match s.reserve_job(&output, &suffix) {
+                Ok(id) => (Ok(id), Dirty::default()),
+                Err(e) => (Err(ApiError::invalid(e.to_string())), Dirty::default()),
+            })
+            .await??;
         let planned = match kind.plan(&job_id, &req.name, &req.spec, &req.base_dir).await {
             Ok(p) => p,
             Err(e) => {
                 self.apply(|s| {
                     s.release(&job_id);
                     ((), Dirty::default())
-                })?;
+                })
+                .await?;
                 return Err(job_error(e));
             }
         };
@@ -288,7 +356,8 @@ impl CoordinatorApi for Coordinator {
         self.apply(move |s| match s.submit(id, job, now) {
             Ok(d) => (Ok(()), d),
             Err(e) => (Err(ApiError::invalid(e.to_string())), Dirty::default()),
-        })??;
+        })
+        .await??;
         tracing::info!(%job_id, kind = %req.kind, tasks = n, "job submitted");
         self.work_ready.notify_waiters();
         Ok(SubmitJobResponse { job_id, tasks: n })
@@ -324,7 +393,7 @@ impl CoordinatorApi for Coordinator {
             return Err(ApiError::invalid("older_than_ms must not be negative"));
         }
         let now = self.clock.now_ms();
-        let pruned = self.apply(|s| s.prune(now, req.older_than_ms))?;
+        let pruned = self.apply(|s| s.prune(now, req.older_than_ms)).await?;
         if !pruned.is_empty() {
             tracing::info!(jobs = pruned.len(), older_than_ms = req.older_than_ms, "pruned ended jobs");
         }
@@ -336,7 +405,8 @@ impl CoordinatorApi for Coordinator {
         self.apply(|s| match s.cancel_job(&req.job_id, now) {
             Ok(d) => (Ok(()), d),
             Err(e) => (Err(ApiError::not_found(e.to_string())), Dirty::default()),
-        })??;
+        })
+        .await??;
         self.get_job(GetJobRequest { job_id: req.job_id, ..Default::default() })
             .await
             .map(|r| CancelJobResponse { job: r.job })
@@ -363,7 +433,7 @@ impl CoordinatorApi for Coordinator {
 
     async fn register_worker(&self, req: RegisterWorkerRequest) -> ApiResult<RegisterWorkerResponse> {
         let now = self.clock.now_ms();
-        let id = self.apply(|s| s.register_worker(&req.name, req.slots, now))?;
+        let id = self.apply(|s| s.register_worker(&req.name, req.slots, now)).await?;
         tracing::info!(worker_id = %id, name = %req.name, slots = req.slots, "worker registered");
         let ttl = self.read(|s| s.config.lease_ttl_ms) as u64;
         Ok(RegisterWorkerResponse { worker_id: id, lease_ttl_ms: ttl, heartbeat_ms: self.heartbeat_ms })
@@ -375,11 +445,12 @@ impl CoordinatorApi for Coordinator {
             // Register interest before looking, so a submit between the look and the wait wakes us.
             let notified = self.work_ready.notified();
             let now = self.clock.now_ms();
-            let grants: Vec<Grant> =
-                self.apply(|s| match s.lease_kinds(&req.worker_id, req.max_tasks, &req.kinds, now) {
+            let grants: Vec<Grant> = self
+                .apply(|s| match s.lease_kinds(&req.worker_id, req.max_tasks, &req.kinds, now) {
                     Ok((g, d)) => (Ok(g), d),
                     Err(e) => (Err(ApiError::new(ErrorCode::FailedPrecondition, e.to_string())), Dirty::default()),
-                })??;
+                })
+                .await??;
             let ttl = self.read(|s| s.config.lease_ttl_ms) as u64;
             if !grants.is_empty() || tokio::time::Instant::now() >= deadline {
                 for g in &grants {
@@ -453,14 +524,18 @@ impl CoordinatorApi for Coordinator {
             Some(report_task_request::Outcome::Success(result)) => {
                 let kind = self.kind(&job.kind).ok_or_else(|| internal(format!("job kind {} vanished", job.kind)))?;
                 match kind.stats(&task, &result) {
-                    Ok(stats) => self.apply(|s| {
-                        s.report_success(&req.worker_id, req.task_id, req.attempt, token, result, stats, now)
-                    })?,
+                    Ok(stats) => {
+                        self.apply(|s| {
+                            s.report_success(&req.worker_id, req.task_id, req.attempt, token, result, stats, now)
+                        })
+                        .await?
+                    }
                     Err(e) => {
                         let msg = format!("worker {} sent an unusable result: {e}", req.worker_id);
                         self.apply(|s| {
                             s.report_failure(&req.worker_id, req.task_id, req.attempt, token, &msg, true, now)
-                        })?
+                        })
+                        .await?
                     }
                 }
             }
@@ -468,7 +543,8 @@ impl CoordinatorApi for Coordinator {
                 tracing::warn!(task_id = req.task_id, attempt = req.attempt, worker = %req.worker_id, error = %f.error, retryable = f.retryable, "task attempt failed");
                 self.apply(|s| {
                     s.report_failure(&req.worker_id, req.task_id, req.attempt, token, &f.error, f.retryable, now)
-                })?
+                })
+                .await?
             }
             None => return Err(ApiError::invalid("a report needs an outcome (success or failure)")),
         };

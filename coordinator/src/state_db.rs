@@ -135,59 +135,55 @@ impl Store {
 
     /// Writes the dirty rows of `state` (and the id counters) in one transaction.
     pub fn save(&mut self, state: &State, dirty: &Dirty) -> StoreResult<()> {
-        if dirty.is_empty() {
+        self.write(&Batch::of(state, dirty))
+    }
+
+    /// Writes a batch in one transaction.
+    pub fn write(&mut self, batch: &Batch) -> StoreResult<()> {
+        if batch.is_empty() {
             return Ok(());
         }
         let path = self.path.clone();
         let sql = |e| StoreError::Sqlite { path: path.clone(), source: e };
         let tx = self.conn.transaction().map_err(sql)?;
-        for (key, value) in [
-            ("next_task_id", state.next_task_id),
-            ("next_job_seq", state.next_job_seq),
-            ("next_worker_seq", state.next_worker_seq),
-        ] {
+        for (key, value) in &batch.meta {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![key, value as i64],
+                params![key, *value as i64],
             )
             .map_err(sql)?;
         }
         // A dirty job is written when the state holds it; one it no longer holds was pruned, and
         // its row goes with its tasks' rows.
-        for id in &dirty.jobs {
-            if let Some(job) = state.jobs.get(id) {
-                let body = serde_json::to_string(job).expect("job serializes");
-                tx.execute(
-                    "INSERT OR REPLACE INTO jobs (id, state, body) VALUES (?1, ?2, ?3)",
-                    params![id, job.state.as_str(), body],
-                )
-                .map_err(sql)?;
-            } else {
-                tx.execute("DELETE FROM tasks WHERE job_id = ?1", params![id]).map_err(sql)?;
-                tx.execute("DELETE FROM jobs WHERE id = ?1", params![id]).map_err(sql)?;
-            }
-        }
-        for id in &dirty.tasks {
-            if let Some(t) = state.tasks.get(id) {
-                let body = serde_json::to_string(t).expect("task serializes");
-                tx.execute(
-                    "INSERT OR REPLACE INTO tasks (id, job_id, state, body) VALUES (?1, ?2, ?3, ?4)",
-                    params![*id as i64, t.job_id, t.state.as_str(), body],
-                )
-                .map_err(sql)?;
-            }
-        }
-        for id in &dirty.workers {
-            if let Some(w) = state.workers.get(id) {
-                let body = serde_json::to_string(w).expect("worker serializes");
-                tx.execute("INSERT OR REPLACE INTO workers (id, body) VALUES (?1, ?2)", params![id, body])
+        for (id, row) in &batch.jobs {
+            match row {
+                Some((state, body)) => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO jobs (id, state, body) VALUES (?1, ?2, ?3)",
+                        params![id, state, body],
+                    )
                     .map_err(sql)?;
+                }
+                None => {
+                    tx.execute("DELETE FROM tasks WHERE job_id = ?1", params![id]).map_err(sql)?;
+                    tx.execute("DELETE FROM jobs WHERE id = ?1", params![id]).map_err(sql)?;
+                }
             }
+        }
+        for (id, job_id, state, body) in &batch.tasks {
+            tx.execute(
+                "INSERT OR REPLACE INTO tasks (id, job_id, state, body) VALUES (?1, ?2, ?3, ?4)",
+                params![*id as i64, job_id, state, body],
+            )
+            .map_err(sql)?;
+        }
+        for (id, body) in &batch.workers {
+            tx.execute("INSERT OR REPLACE INTO workers (id, body) VALUES (?1, ?2)", params![id, body]).map_err(sql)?;
         }
         // A dirty discard is written when the state holds it and deleted when it does not.
-        for d in &dirty.discards {
+        for (d, present) in &batch.discards {
             let key = params![d.job_id, d.task_id as i64, d.attempt as i64];
-            if state.discards.contains(d) {
+            if *present {
                 tx.execute("INSERT OR IGNORE INTO discards (job_id, task_id, attempt) VALUES (?1, ?2, ?3)", key)
                     .map_err(sql)?;
             } else {
@@ -196,6 +192,66 @@ impl Store {
             }
         }
         tx.commit().map_err(sql)
+    }
+}
+
+/// The rows some decisions changed, read from the state and serialized, ready to be written
+/// without the state at hand: the coordinator builds it under its lock and writes it outside.
+#[derive(Debug, Default)]
+pub struct Batch {
+    meta: Vec<(&'static str, u64)>,
+    /// `None`: the job was pruned (its row and its tasks' rows go).
+    jobs: Vec<(String, Option<(&'static str, String)>)>,
+    tasks: Vec<(u64, String, &'static str, String)>,
+    workers: Vec<(String, String)>,
+    discards: Vec<(Discard, bool)>,
+}
+
+impl Batch {
+    /// The current rows of everything `dirty` names (a row named twice is written once).
+    pub fn of(state: &State, dirty: &Dirty) -> Batch {
+        if dirty.is_empty() {
+            return Batch::default();
+        }
+        let mut b = Batch {
+            meta: vec![
+                ("next_task_id", state.next_task_id),
+                ("next_job_seq", state.next_job_seq),
+                ("next_worker_seq", state.next_worker_seq),
+            ],
+            ..Default::default()
+        };
+        let mut seen_jobs = std::collections::HashSet::new();
+        for id in dirty.jobs.iter().filter(|id| seen_jobs.insert(id.as_str())) {
+            let row =
+                state.jobs.get(id).map(|job| (job.state.as_str(), serde_json::to_string(job).expect("job serializes")));
+            b.jobs.push((id.clone(), row));
+        }
+        let mut seen_tasks = std::collections::HashSet::new();
+        for id in dirty.tasks.iter().filter(|id| seen_tasks.insert(**id)) {
+            if let Some(t) = state.tasks.get(id) {
+                b.tasks.push((
+                    *id,
+                    t.job_id.clone(),
+                    t.state.as_str(),
+                    serde_json::to_string(t).expect("task serializes"),
+                ));
+            }
+        }
+        let mut seen_workers = std::collections::HashSet::new();
+        for id in dirty.workers.iter().filter(|id| seen_workers.insert(id.as_str())) {
+            if let Some(w) = state.workers.get(id) {
+                b.workers.push((id.clone(), serde_json::to_string(w).expect("worker serializes")));
+            }
+        }
+        for d in &dirty.discards {
+            b.discards.push((d.clone(), state.discards.contains(d)));
+        }
+        b
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
     }
 }
 

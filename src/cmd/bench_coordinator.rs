@@ -192,7 +192,7 @@ pub async fn run(args: BenchCoordinatorArgs) -> CmdResult {
         return Ok(EXIT_OK);
     }
     println!(
-        "coordinator: {} tasks, {} simulated workers ({} per lease), lease + commit each (SQLite WAL, one transaction per decision)",
+        "coordinator: {} tasks, {} simulated workers ({} per lease), lease + commit each (SQLite WAL, group commit: each answer durable)",
         args.tasks, args.workers, args.batch
     );
     let ms = |v: &Value, k: &str| {
