@@ -6,11 +6,7 @@
 #   scripts/bench_serve.sh [--device cpu|cuda] [--tokens N] [--json]   [env: LEHR CHECKPOINT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/setup.sh)"
-if [ -z "${LEHR:-}" ]; then
-  cargo build --release --features nccl --quiet
-  LEHR=${CARGO_TARGET_DIR:-target}/release/lehr
-fi
+source scripts/lib/release_lehr.sh
 WORK=${WORK:-${CARGO_TARGET_DIR:-target}/bench-serve}
 mkdir -p "$WORK"
 DEVICE=cpu

@@ -6,9 +6,5 @@
 #   scripts/bench_synth.sh [--requests N] [--concurrency C] [--json]   [env: LEHR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/setup.sh)"
-if [ -z "${LEHR:-}" ]; then
-  cargo build --release --features nccl --quiet
-  LEHR=${CARGO_TARGET_DIR:-target}/release/lehr
-fi
+source scripts/lib/release_lehr.sh
 "$LEHR" bench synth --openai-python "$LEHR_VENV/bin/python" "$@"

@@ -9,11 +9,7 @@
 #      `lehr bench train --help`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/setup.sh)"
-if [ -z "${LEHR:-}" ]; then
-  cargo build --release --features nccl --quiet
-  LEHR=${CARGO_TARGET_DIR:-target}/release/lehr
-fi
+source scripts/lib/release_lehr.sh
 if [[ " $* " == *" --preset "* ]]; then
   exec "$LEHR_VENV/bin/python" benches/torch_train.py "$LEHR" "$@"
 fi

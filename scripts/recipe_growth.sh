@@ -19,11 +19,7 @@
 #   scripts/recipe_growth.sh --docs     also copy the chart into docs/img/
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/setup.sh)"
-if [ -z "${LEHR:-}" ]; then
-  cargo build --release --features nccl --quiet
-  LEHR=${CARGO_TARGET_DIR:-target}/release/lehr
-fi
+source scripts/lib/release_lehr.sh
 FIX=${LEHR_FIXTURES:-../shared/fixtures}
 WORK=${WORK:-${CARGO_TARGET_DIR:-target}/recipe-growth}
 STAGE_TOKENS=${STAGE_TOKENS:-196608}

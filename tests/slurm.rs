@@ -136,6 +136,32 @@ fn lehr_in(state: &Path) -> impl Fn(&[&str]) -> Option<Value> + '_ {
     }
 }
 
+/// `lehr status JOB --tasks --json` for the job id the batch script saved in `state/job_file`.
+fn job_tasks(state: &Path, url: &str, job_file: &str) -> Option<Value> {
+    let job_id = std::fs::read_to_string(state.join(job_file)).ok()?;
+    lehr_in(state)(&["status", job_id.trim(), "--tasks", "--json", "--coordinator", url])
+}
+
+/// corpus.sbatch over the corpus into DIR/NAME with slow shards (so a kill or a requeue lands
+/// inside one) and a 3 s lease TTL; the Slurm job id, the output, the state and the URL.
+fn slow_corpus_job(bed: &mut Testbed, dir: &Path, name: &str) -> (String, PathBuf, PathBuf, String) {
+    let out = dir.join(name);
+    let spec = write_spec(dir, name, &corpus_inputs(), &out, crash_test_shape().0, "");
+    let state = dir.join(format!("state-{name}"));
+    let port = free_port();
+    let id = bed.sbatch(
+        "deploy/slurm/corpus.sbatch",
+        &[spec.to_str().unwrap()],
+        &[
+            ("LEHR_PORT", port.to_string()),
+            ("LEHR_STATE", state.display().to_string()),
+            ("LEHR_LEASE_TTL", "3s".into()),
+            ("LEHR_FAULT_SLOW_DOC_US", crash_test_shape().1.to_string()),
+        ],
+    );
+    (id, out, state, format!("https://127.0.0.1:{port}"))
+}
+
 fn reference_run(dir: &Path) -> std::collections::BTreeMap<String, String> {
     let out = dir.join("reference");
     let spec = write_spec(dir, "reference", &corpus_inputs(), &out, crash_test_shape().0, "");
@@ -166,28 +192,12 @@ fn corpus_sbatch_on_two_nodes_matches_one_worker_also_with_a_worker_killed() {
     assert_eq!(checksums(&out), reference, "sbatch on two nodes must write what 1 worker writes");
 
     // 2. the same with slow shards, and the worker on the second node SIGKILLed inside one
-    let out = dir.path().join("killed");
-    let spec = write_spec(dir.path(), "killed", &corpus_inputs(), &out, crash_test_shape().0, "");
-    let state = dir.path().join("state-2");
-    let port = free_port();
-    let id = bed.sbatch(
-        "deploy/slurm/corpus.sbatch",
-        &[spec.to_str().unwrap()],
-        &[
-            ("LEHR_PORT", port.to_string()),
-            ("LEHR_STATE", state.display().to_string()),
-            ("LEHR_LEASE_TTL", "3s".into()),
-            ("LEHR_FAULT_SLOW_DOC_US", crash_test_shape().1.to_string()),
-        ],
-    );
-    let url = format!("https://127.0.0.1:{port}");
-    let ask = lehr_in(&state);
+    let (id, out, state, url) = slow_corpus_job(&mut bed, dir.path(), "killed");
     let node2 = bed.job(&id).get("NodeList").cloned();
     let victim = wait_until("a worker of the second node in a shard", Duration::from_secs(120), || {
-        let workers = ask(&["status", "--json", "--coordinator", &url])?["workers"].clone();
+        let workers = lehr_in(&state)(&["status", "--json", "--coordinator", &url])?["workers"].clone();
         let w = workers.as_array()?.iter().find(|w| w["name"].as_str().is_some_and(|n| n.ends_with("n2")))?.clone();
-        let job_id = std::fs::read_to_string(state.join("corpus-job")).ok()?;
-        let status = ask(&["status", job_id.trim(), "--tasks", "--json", "--coordinator", &url])?;
+        let status = job_tasks(&state, &url, "corpus-job")?;
         status["tasks"]
             .as_array()?
             .iter()
@@ -206,26 +216,10 @@ fn corpus_sbatch_on_two_nodes_matches_one_worker_also_with_a_worker_killed() {
 
     // 3. `scontrol requeue` mid-job: Slurm kills every step and runs the script again; it restarts
     // the coordinator on the same state and follows the job it submitted, keeping what committed
-    let out = dir.path().join("requeued");
-    let spec = write_spec(dir.path(), "requeued", &corpus_inputs(), &out, crash_test_shape().0, "");
-    let state = dir.path().join("state-3");
-    let port = free_port();
-    let id = bed.sbatch(
-        "deploy/slurm/corpus.sbatch",
-        &[spec.to_str().unwrap()],
-        &[
-            ("LEHR_PORT", port.to_string()),
-            ("LEHR_STATE", state.display().to_string()),
-            ("LEHR_LEASE_TTL", "3s".into()),
-            ("LEHR_FAULT_SLOW_DOC_US", crash_test_shape().1.to_string()),
-        ],
-    );
-    let url = format!("https://127.0.0.1:{port}");
-    let ask = lehr_in(&state);
+    let (id, out, state, url) = slow_corpus_job(&mut bed, dir.path(), "requeued");
     let committed = |s: &Value| s["tasks"].as_array().map(|t| t.iter().filter(|t| t["state"] == "committed").count());
     let before = wait_until("a few shards committed", Duration::from_secs(120), || {
-        let job_id = std::fs::read_to_string(state.join("corpus-job")).ok()?;
-        let s = ask(&["status", job_id.trim(), "--tasks", "--json", "--coordinator", &url])?;
+        let s = job_tasks(&state, &url, "corpus-job")?;
         let n = committed(&s)?;
         (n >= 2 && n + 4 < s["tasks"].as_array()?.len()).then_some(s)
     });
@@ -284,11 +278,10 @@ fn train_sbatch_trains_two_cpu_ranks_and_restarts_the_gang_when_a_rank_is_killed
 
     // The coordinator sees the rank fail (or its lease expire) and restarts the gang; read it
     // before the allocation, and the coordinator with it, ends.
-    let ask = lehr_in(&state);
     let url = format!("https://127.0.0.1:{port}");
-    let run_id = std::fs::read_to_string(state.join("train-job")).unwrap();
+    assert!(state.join("train-job").exists(), "the batch script saved the run's id");
     let restarted = wait_until("the killed rank's attempt to end", Duration::from_secs(240), || {
-        if let Some(s) = ask(&["status", run_id.trim(), "--tasks", "--json", "--coordinator", &url]) {
+        if let Some(s) = job_tasks(&state, &url, "train-job") {
             let outcomes: Vec<String> = s["tasks"]
                 .as_array()?
                 .iter()

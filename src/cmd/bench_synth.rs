@@ -184,8 +184,9 @@ pub async fn run(args: BenchSynthArgs) -> CmdResult {
         let lehr = report["lehr"]["no_cache"].clone();
         report["ratio_requests_per_s"] =
             json!(lehr["requests_per_s"].as_f64().unwrap_or(0.0) / o["requests_per_s"].as_f64().unwrap_or(f64::NAN));
-        report["ratio_requests_per_core_s"] =
-            json!(lehr["requests_per_core_s"].as_f64().unwrap_or(0.0) / (args.requests as f64 / cpu));
+        report["ratio_requests_per_core_s"] = json!(
+            lehr["requests_per_core_s"].as_f64().unwrap_or(0.0) / o["requests_per_core_s"].as_f64().unwrap_or(f64::NAN)
+        );
         report["openai_python"] = o;
     }
     if args.json {

@@ -238,13 +238,14 @@ pub async fn report(job: &JobStatus, elapsed: f64, json: bool) -> CmdResult {
             manifest.as_ref().and_then(|m| m.stages.iter().find(|s| s.name == "synth")).map(|s| &s.counters)
         {
             let n = |k: &str| c.get(k).copied().unwrap_or(0);
-            let failed: u64 = c.iter().filter(|(k, _)| k.starts_with("failed.")).map(|(_, v)| v).sum();
+            let all = |prefix: &str| c.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum::<u64>();
             println!(
-                "synth: {} requests, {} sent ({} retries), {} from the request cache, {failed} failed; {} completion tokens generated ({:.0} tokens/s), {} prompt tokens",
+                "synth: {} requests, {} sent ({} retries), {} from the request cache, {} failed; {} completion tokens generated ({:.0} tokens/s), {} prompt tokens",
                 n("requests"),
                 n("requests.sent"),
-                c.iter().filter(|(k, _)| k.starts_with("retries.")).map(|(_, v)| v).sum::<u64>(),
+                all("retries."),
                 n("cache.hits"),
+                all("failed."),
                 n("tokens.completion"),
                 n("tokens.completion") as f64 / elapsed.max(1e-3),
                 n("tokens.prompt"),

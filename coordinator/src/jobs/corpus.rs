@@ -17,6 +17,7 @@ use lehr_pipeline::dedup::{
 };
 use lehr_pipeline::manifest::{self, MANIFEST_NAME, REJECTS_NAME};
 use lehr_pipeline::plan::{self, InputFile};
+use lehr_pipeline::runner::StageCounts;
 use lehr_pipeline::spec::PipelineSpec;
 use lehr_pipeline::store;
 use lehr_pipeline::task::{ShardResult, ShardTask, SHARD_TASK_KIND};
@@ -258,18 +259,16 @@ impl JobKind for CorpusKind {
         let mut dedup_report = None;
         // A dedup job runs the stages twice; a synth stage spends in the first pass (signatures)
         // and is answered by its request cache in the second, so its counters are the first's.
-        let mut synth_spent: Option<std::collections::BTreeMap<String, u64>> = None;
+        let mut synth_spent: Option<StageCounts> = None;
         for t in tasks {
-            if t.kind == CLUSTERS_TASK_KIND {
+            if t.kind == CLUSTERS_TASK_KIND || t.kind == SIGNATURES_TASK_KIND {
                 let r: PhaseResult = serde_json::from_str(&t.result).map_err(|e| JobError::Storage(e.to_string()))?;
-                dedup_report = r.report;
-            }
-            if t.kind == SIGNATURES_TASK_KIND {
-                let r: PhaseResult = serde_json::from_str(&t.result).map_err(|e| JobError::Storage(e.to_string()))?;
-                if let Some(s) = r.stages.iter().find(|s| s.name == "synth") {
-                    let sum = synth_spent.get_or_insert_with(Default::default);
-                    for (k, v) in &s.counters {
-                        *sum.entry(k.clone()).or_default() += v;
+                if t.kind == CLUSTERS_TASK_KIND {
+                    dedup_report = r.report;
+                } else if let Some(s) = synth_stage(&r.stages) {
+                    match &mut synth_spent {
+                        Some(sum) => sum.merge(s),
+                        None => synth_spent = Some(s.clone()),
                     }
                 }
             }
@@ -282,7 +281,7 @@ impl JobKind for CorpusKind {
         inputs.dedup_by(|a, b| a.url == b.url);
         let (mut manifest, rejects) = manifest::build(spec.name.clone(), inputs, results);
         if let (Some(spent), Some(stage)) = (synth_spent, manifest.stages.iter_mut().find(|s| s.name == "synth")) {
-            stage.counters = spent;
+            stage.counters = spent.counters;
         }
         let out = store::resolve(&job.output).map_err(storage)?;
         out.put(REJECTS_NAME, manifest::rejects_to_bytes(&rejects)).await.map_err(storage)?;
@@ -306,9 +305,14 @@ impl JobKind for CorpusKind {
     }
 }
 
+/// The synth stage's counts among a shard's stage counts.
+fn synth_stage(stages: &[StageCounts]) -> Option<&StageCounts> {
+    stages.iter().find(|s| s.name == "synth")
+}
+
 /// A synth stage's requests and generated completion tokens in a shard's stage counts.
-fn synth_spend(stages: &[lehr_pipeline::runner::StageCounts]) -> (u64, u64) {
-    let synth = stages.iter().find(|s| s.name == "synth");
+fn synth_spend(stages: &[StageCounts]) -> (u64, u64) {
+    let synth = synth_stage(stages);
     let count = |k: &str| synth.and_then(|s| s.counters.get(k)).copied().unwrap_or(0);
     (count("requests"), count("tokens.completion"))
 }

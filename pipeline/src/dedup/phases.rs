@@ -75,10 +75,11 @@ pub struct PhaseResult {
     pub bad_records: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, u64>,
-    /// Phase 1: the synth stage's counts, if any (the filter phase repeats the others; its synth
-    /// requests are answered by the request cache). `read` is for the filter phase.
+    /// Unset in phase 1: the filter phase reports the shard's read counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<ReadStats>,
+    /// Phase 1: the synth stage's counts, if any. The filter phase repeats the other stages'
+    /// counts, but its synth requests are answered by the request cache, so the spend is here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageCounts>,
     /// Phase 3: the job's dedup report.
@@ -222,7 +223,6 @@ pub async fn run_signatures(
             bad_records: shard_result.read.bad_records,
             counters,
             read: None,
-            // the synth stage's spend (the filter phase's second pass is answered by its cache)
             stages: shard_result.stages.into_iter().filter(|s| s.name == "synth").collect(),
             report: None,
         };
