@@ -28,8 +28,21 @@ fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   deploy/slurm/testbed.sh install
   export LEHR_REQUIRE_SLURM=1
+  # tests/partition.rs cuts a worker off with a network namespace (iproute2's `ip netns`)
+  command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
+  export LEHR_REQUIRE_NETNS=1
 else
   echo "not root: tests/slurm.rs will skip (deploy/slurm/testbed.sh install needs root and apt-get)" >&2
+fi
+# PostgreSQL (Debian's server): tests/postgres.rs starts a private one per test (initdb on a free
+# port); where it cannot be installed, those tests say so and skip
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  export LEHR_REQUIRE_POSTGRES=1
+else
+  echo "PostgreSQL is not installed: tests/postgres.rs will skip (apt-get install postgresql)" >&2
 fi
 # nccl = train + the NCCL collective (cudarc, loaded at run time; nothing to install to build)
 FEATURES="--features lehr/nccl"

@@ -367,9 +367,11 @@ pub struct AuthArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Directory of the coordinator's durable state.
-    #[arg(long, default_value = ".lehr/state")]
-    pub state: PathBuf,
+    /// The coordinator's durable state: a directory (SQLite), or a PostgreSQL URL
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB`) that several coordinators may share: one leads,
+    /// the others wait as standbys and take over when it goes.
+    #[arg(long, default_value = ".lehr/state", value_parser = parse_state)]
+    pub state: lehr_coordinator::store::StateLocation,
     /// gRPC address.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
@@ -393,6 +395,13 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "LEHR_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+fn parse_state(s: &str) -> Result<lehr_coordinator::store::StateLocation, String> {
+    if s.trim().is_empty() {
+        return Err("empty: give a directory or a postgres:// URL".into());
+    }
+    Ok(lehr_coordinator::store::StateLocation::parse(s))
 }
 
 #[derive(Args, Debug)]
@@ -419,7 +428,8 @@ pub struct CoordinatorArgs {
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    /// Coordinator URL.
+    /// Coordinator URL; `URL1,URL2` for coordinators sharing a PostgreSQL state (calls follow
+    /// the one that leads).
     #[arg(long, env = "LEHR_COORDINATOR", default_value = "http://127.0.0.1:7070")]
     pub coordinator: String,
     /// Tasks run at once.
@@ -663,7 +673,8 @@ pub struct CorpusInitArgs {
 pub struct CorpusBuildArgs {
     /// The pipeline spec (TOML).
     pub spec: PathBuf,
-    /// Submit to this coordinator instead of running an embedded one.
+    /// Submit to this coordinator instead of running an embedded one (`URL1,URL2`: whichever
+    /// leads).
     #[arg(long, env = "LEHR_COORDINATOR")]
     pub coordinator: Option<String>,
     /// Embedded mode: local workers (default: CPU count).
@@ -789,6 +800,10 @@ pub struct BenchCoordinatorArgs {
     /// Also measure through gRPC on loopback.
     #[arg(long)]
     pub grpc: bool,
+    /// The coordinator's state: a `postgres://` URL of an empty database (or schema) to
+    /// measure PostgreSQL; default: SQLite in a temporary directory.
+    #[arg(long)]
+    pub state: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

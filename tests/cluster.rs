@@ -3,120 +3,18 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::Duration;
-
 use common::*;
-
-fn reference_run(dir: &Path) -> std::collections::BTreeMap<String, String> {
-    let out = dir.join("reference");
-    let spec = write_spec(dir, "reference", &corpus_inputs(), &out, crash_test_shape().0, "");
-    let run = lehr().args(["corpus", "build"]).arg(&spec).args(["--workers", "1", "--json"]).output().unwrap();
-    assert!(run.status.success(), "reference run failed: {}", String::from_utf8_lossy(&run.stderr));
-    let report = json_of(&run);
-    assert_eq!(report["job"]["state"], "succeeded");
-    let sums = checksums(&out);
-    assert!(
-        sums.contains_key("manifest.json") && sums.keys().filter(|k| k.starts_with("part-")).count() >= 10,
-        "{sums:?}"
-    );
-    sums
-}
-
-/// Whether a shard is a long one (a whole compressed file, or a byte range of at least 100 KB),
-/// so that a kill right after it is leased lands inside it, not after its last document.
-fn long_shard(shard: &str) -> bool {
-    if let Some((_, range)) = shard.rsplit_once(" [") {
-        let range = range.trim_end_matches(')');
-        let (a, b) = range.split_once("..").unwrap();
-        b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() >= 100_000
-    } else {
-        shard.ends_with(".gz") || shard.ends_with(".parquet")
-    }
-}
-
-/// A long shard leased to the worker with this name.
-fn busy_task_on(url: &str, job: &str, worker_name: &str) -> Option<u64> {
-    let workers = workers(url);
-    let id = workers.as_array()?.iter().find(|w| w["name"] == worker_name)?["worker_id"].as_str()?.to_string();
-    let status = job_status(url, job)?;
-    status["tasks"].as_array()?.iter().find_map(|t| {
-        (t["state"] == "leased" && t["worker_id"] == id.as_str() && long_shard(t["shard"].as_str().unwrap_or("")))
-            .then(|| t["task_id"].as_u64())
-            .flatten()
-    })
-}
 
 #[test]
 fn worker_sigkilled_mid_shard_job_still_matches_one_worker_run() {
     let dir = tempfile::tempdir().unwrap();
-    let reference = reference_run(dir.path());
-
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let _coordinator = spawn_coordinator(&dir.path().join("state"), port, "3s");
-    // w1, the one to be killed, is a hundred times slower: its first shard takes about a
-    // minute, so the kill lands inside it however late the poll sees it (at ten times, a busy
-    // machine once saw the victim commit before the kill).
-    let mut workers: Vec<Proc> = (0..3)
-        .map(|i| spawn_worker(&url, &format!("w{i}"), crash_test_shape().1 * if i == 1 { 100 } else { 1 }))
-        .collect();
-    let out = dir.path().join("three");
-    let spec = write_spec(dir.path(), "three", &corpus_inputs(), &out, crash_test_shape().0, "");
-    let job = submit(&url, &spec);
-
-    // Kill worker w1 while it holds a shard it has started reading.
-    let victim = wait_until("w1 to be in a shard", Duration::from_secs(60), || busy_task_on(&url, &job, "w1"));
-    workers[1].sigkill();
-
-    let status = wait_for_end(&url, &job);
-    assert_eq!(job_state(&status), "succeeded", "{status:#}");
-    let task = status["tasks"].as_array().unwrap().iter().find(|t| t["task_id"] == victim).unwrap();
-    let outcomes: Vec<&str> =
-        task["attempt_log"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
-    assert!(
-        outcomes.contains(&"expired") && outcomes.last() == Some(&"committed"),
-        "the killed attempt expired and another committed: {outcomes:?}"
-    );
-    assert_eq!(checksums(&out), reference, "3 workers with a crash must write what 1 worker writes");
+    crash::worker_sigkilled_mid_shard(dir.path(), dir.path().join("state").as_os_str());
 }
 
 #[test]
 fn coordinator_sigkilled_and_restarted_mid_job_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let reference = reference_run(dir.path());
-
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let state = dir.path().join("state");
-    let mut coordinator = spawn_coordinator(&state, port, "3s");
-    let _workers: Vec<Proc> = (0..3).map(|i| spawn_worker(&url, &format!("w{i}"), crash_test_shape().1)).collect();
-    let out = dir.path().join("restarted");
-    let spec = write_spec(dir.path(), "restarted", &corpus_inputs(), &out, crash_test_shape().0, "");
-    let job = submit(&url, &spec);
-
-    // Wait until some shards are committed and others are running, then SIGKILL it.
-    let before = wait_until("a job half done", Duration::from_secs(120), || {
-        let s = job_status(&url, &job)?;
-        let tasks = s["tasks"].as_array()?.clone();
-        let committed = tasks.iter().filter(|t| t["state"] == "committed").count();
-        let leased = tasks.iter().filter(|t| t["state"] == "leased").count();
-        (committed >= 2 && leased >= 1 && committed + 3 < tasks.len()).then_some(tasks)
-    });
-    coordinator.sigkill();
-    std::thread::sleep(Duration::from_millis(1500));
-    let _coordinator = spawn_coordinator(&state, port, "3s");
-
-    let status = wait_for_end(&url, &job);
-    assert_eq!(job_state(&status), "succeeded", "{status:#}");
-    // Every shard committed before the kill kept its committed attempt: nothing redone.
-    let after = status["tasks"].as_array().unwrap();
-    for t in before.iter().filter(|t| t["state"] == "committed") {
-        let a = after.iter().find(|x| x["task_id"] == t["task_id"]).unwrap();
-        assert_eq!(a["attempts"], t["attempts"], "task {} ran again after the restart", t["task_id"]);
-        assert_eq!(a["attempt_log"], t["attempt_log"]);
-    }
-    assert_eq!(checksums(&out), reference, "a coordinator crash must not change the output");
+    crash::coordinator_sigkilled_and_restarted(dir.path(), dir.path().join("state").as_os_str());
 }
 
 /// `lehr bench coordinator` drives every simulated worker to the end over gRPC and reports

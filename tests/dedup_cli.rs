@@ -130,7 +130,7 @@ fn minhash_job_agrees_with_ground_truth_and_a_crash_changes_nothing() {
     // Three worker processes, one killed in the middle of a signatures task: same bytes.
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let _coordinator = spawn_coordinator(&dir.path().join("state"), port, "3s");
+    let _coordinator = spawn_coordinator(dir.path().join("state"), port, "3s");
     let mut procs: Vec<Proc> =
         (0..3).map(|i| spawn_worker(&url, &format!("w{i}"), shape().1 * if i == 1 { 10 } else { 1 })).collect();
     let out = dir.path().join("crash");

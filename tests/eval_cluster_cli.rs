@@ -39,7 +39,7 @@ fn an_eval_job_on_train_workers_equals_one_process() {
 
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let _coordinator = spawn_coordinator(&dir.path().join("state"), port, "20s");
+    let _coordinator = spawn_coordinator(dir.path().join("state"), port, "20s");
     let _plain = spawn_worker(&url, "plain", 0);
     let _w1 = spawn_train_worker(&url, "train-1");
     let _w2 = spawn_train_worker(&url, "train-2");

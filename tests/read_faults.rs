@@ -112,7 +112,7 @@ impl ObjectStore for ResetOnce {
 async fn run_job(state: &FsPath, spec: String) -> pb::JobStatus {
     let shutdown = CancellationToken::new();
     let config = lehr_coordinator::CoordinatorConfig {
-        state_dir: state.to_path_buf(),
+        state: state.into(),
         listen: None,
         http_listen: None,
         token: None,

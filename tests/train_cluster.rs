@@ -66,7 +66,7 @@ fn a_killed_train_worker_restarts_the_gang_from_the_latest_checkpoint() {
 
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let _coordinator = spawn_coordinator(&dir.path().join("state"), port, "2s");
+    let _coordinator = spawn_coordinator(dir.path().join("state"), port, "2s");
     let mut a = spawn_train_worker(&url, "train-a");
     let _b = spawn_train_worker(&url, "train-b");
     let out = dir.path().join("cluster");

@@ -1,8 +1,9 @@
 //! lehr's coordinator: jobs (DAGs of stages), shard tasks, leases with TTLs, bounded retries,
-//! exactly-once commits, durable state in SQLite, a gRPC API and an HTTP status page.
+//! exactly-once commits, durable state (SQLite, or PostgreSQL shared by a leader and standbys), a
+//! gRPC API and an HTTP status page.
 //!
 //! - `scheduler/`: the pure core (decisions as data, proptest-tested);
-//! - `state_db.rs`: durable state (SQLite);
+//! - `store/`: durable state behind the `StateStore` trait (SQLite, PostgreSQL with leader lock);
 //! - `service.rs`: the async shell implementing `CoordinatorApi` in-process, `status.rs` its
 //!   status views (built outside the lock);
 //! - `grpc.rs`, `http.rs`: the network faces, `tls.rs` their TLS;
@@ -14,12 +15,11 @@ pub mod jobs;
 pub mod scheduler;
 pub mod secret;
 pub mod service;
-pub mod state_db;
 pub mod status;
+pub mod store;
 pub mod tls;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +31,8 @@ pub use service::Coordinator;
 
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
-    /// Directory of the durable state (`state.db`, `LOCK`).
-    pub state_dir: PathBuf,
+    /// The durable state: a directory (`state.db`, `LOCK`) or a PostgreSQL URL.
+    pub state: store::StateLocation,
     /// gRPC address; `None` serves no network (embedded use through the in-process API).
     pub listen: Option<SocketAddr>,
     /// HTTP status address.
@@ -54,19 +54,32 @@ pub struct RunningCoordinator {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Store(#[from] state_db::StoreError),
+    Store(#[from] store::StoreError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("TLS settings: {0}")]
     TlsSetup(String),
+    #[error("opening the state: {0}")]
+    Panicked(String),
 }
 
-/// Opens the state, binds the listeners and starts serving until `shutdown` is cancelled.
+/// Opens the state, binds the listeners and starts serving until `shutdown` is cancelled. On a
+/// shared (PostgreSQL) state this waits, as a standby, until this coordinator leads; it listens
+/// only then, so clients given several URLs find the leader by who answers.
 pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Result<RunningCoordinator, StartError> {
-    let store = state_db::Store::open(&config.state_dir)?;
-    let api = Arc::new(Coordinator::new(store, config.scheduler, jobs::registry())?);
+    let location = config.state.clone();
+    let options = store::OpenOptions { identity: identity(config.listen) };
+    let stop = shutdown.clone();
+    let (store, state) = tokio::task::spawn_blocking(move || {
+        let mut store = store::open(&location, &options, &stop)?;
+        let state = store.load()?;
+        Ok::<_, store::StoreError>((store, state))
+    })
+    .await
+    .map_err(|e| StartError::Panicked(e.to_string()))??;
+    let api = Arc::new(Coordinator::with_state(store, state, config.scheduler, jobs::registry()));
     let mut tasks = tokio::task::JoinSet::new();
     let tick = Duration::from_millis((config.scheduler.lease_ttl_ms / 4).clamp(50, 1000) as u64);
     tasks.spawn(api.clone().run_maintenance(tick, shutdown.clone()));
@@ -108,6 +121,16 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
         tracing::info!(addr = %local, tls = config.tls.is_some(), "coordinator status page (http)");
     }
     Ok(RunningCoordinator { api, grpc_addr, http_addr, tasks })
+}
+
+/// How this coordinator names itself to the others sharing its state: host and gRPC address.
+fn identity(listen: Option<SocketAddr>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let pid = std::process::id();
+    match listen {
+        Some(addr) => format!("{host} {addr} pid {pid}"),
+        None => format!("{host} pid {pid}"),
+    }
 }
 
 /// Serves the status page on `listener` (plain TCP or TLS) until `stop`.

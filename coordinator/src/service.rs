@@ -14,10 +14,10 @@ use tokio::sync::Notify;
 
 use crate::jobs::{JobError, JobKind};
 use crate::scheduler::{
-    Beat, Dirty, Disposition, Grant, Job, Live, NewJob, Scheduler, SchedulerConfig, SchedulerError, Task,
+    Beat, Dirty, Disposition, Grant, Job, Live, NewJob, Scheduler, SchedulerConfig, SchedulerError, State, Task,
 };
-use crate::state_db::{Batch, Store};
 use crate::status::{page, task_status, wire_disposition, JobSnapshot};
+use crate::store::{Batch, StateStore, StoreError};
 
 /// Wall-clock milliseconds since the epoch (for people: ages in `lehr status`).
 pub fn now_ms() -> i64 {
@@ -63,7 +63,7 @@ struct Inner {
 /// takes all the rows that are waiting and writes them in one transaction on a blocking thread,
 /// so many concurrent decisions share one commit. Durability per answer is unchanged.
 struct Commit {
-    store: Mutex<Store>,
+    store: Mutex<Box<dyn StateStore>>,
     writing: std::sync::atomic::AtomicBool,
     /// The highest decision whose rows are durable.
     durable: tokio::sync::watch::Sender<u64>,
@@ -93,18 +93,30 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 impl Coordinator {
-    /// Loads the state from the store; live leases get a grace period of one TTL.
+    /// Loads the state from the store (on this thread: from an async context, use
+    /// [`Coordinator::with_state`] with a state loaded on a blocking thread); live leases get a
+    /// grace period of one TTL.
     pub fn new(
-        store: Store,
+        mut store: Box<dyn StateStore>,
         config: SchedulerConfig,
         kinds: Vec<Box<dyn JobKind>>,
-    ) -> Result<Self, crate::state_db::StoreError> {
+    ) -> Result<Self, StoreError> {
         let state = store.load()?;
+        Ok(Self::with_state(store, state, config, kinds))
+    }
+
+    /// A coordinator over `state`, as `store` holds it.
+    pub fn with_state(
+        store: Box<dyn StateStore>,
+        state: State,
+        config: SchedulerConfig,
+        kinds: Vec<Box<dyn JobKind>>,
+    ) -> Self {
         let mut sched = Scheduler::from_state(state, config);
         let clock = Clock::starting_now();
         sched.grant_grace(clock.now_ms());
         let heartbeat_ms = (config.lease_ttl_ms / 3).max(100) as u64;
-        Ok(Coordinator {
+        Coordinator {
             inner: Arc::new(Mutex::new(Inner { sched, pending: Dirty::default(), applied: 0 })),
             commit: Arc::new(Commit {
                 store: Mutex::new(store),
@@ -117,7 +129,7 @@ impl Coordinator {
             maintenance: Notify::new(),
             heartbeat_ms,
             clock,
-        })
+        }
     }
 
     fn kind(&self, name: &str) -> Option<&dyn JobKind> {
@@ -180,6 +192,19 @@ impl Coordinator {
             } else if durable.changed().await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// Stops the process when the store can no longer be written (a PostgreSQL leader whose
+    /// session, and with it the leader lock, is gone): a standby may lead by now, and answering
+    /// from this state would fork the run. A restart becomes a standby or leads again.
+    async fn check_store(&self) {
+        let commit = self.commit.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || commit.store.lock().expect("store lock poisoned").check()).await;
+        if let Ok(Err(e)) = checked {
+            tracing::error!(error = %e, "lost the state store; exiting");
+            std::process::exit(70);
         }
     }
 
@@ -297,6 +322,7 @@ impl Coordinator {
     pub async fn run_maintenance(self: Arc<Self>, tick: Duration, shutdown: tokio_util::sync::CancellationToken) {
         loop {
             while self.maintain().await {}
+            self.check_store().await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(tick) => {}

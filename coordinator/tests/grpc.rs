@@ -14,7 +14,7 @@ async fn serve(
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let config = CoordinatorConfig {
-        state_dir: dir.path().to_path_buf(),
+        state: dir.path().into(),
         listen: Some("127.0.0.1:0".parse().unwrap()),
         http_listen: None,
         token: token.map(str::to_string),
@@ -248,7 +248,7 @@ async fn two_jobs_never_write_one_output_and_ids_are_unique() {
 async fn concurrent_decisions_are_all_durable_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let config = || CoordinatorConfig {
-        state_dir: dir.path().to_path_buf(),
+        state: dir.path().into(),
         listen: Some("127.0.0.1:0".parse().unwrap()),
         http_listen: None,
         token: None,

@@ -28,7 +28,7 @@ async fn serve(token: Option<&str>, tls: Option<ServerTls>) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let config = CoordinatorConfig {
-        state_dir: dir.path().to_path_buf(),
+        state: dir.path().into(),
         listen: Some("127.0.0.1:0".parse().unwrap()),
         http_listen: Some("127.0.0.1:0".parse().unwrap()),
         token: token.map(str::to_string),

@@ -1,8 +1,10 @@
 //! lehr's gRPC contract: the generated `lehr.v1` types, the [`CoordinatorApi`] trait that every
-//! transport implements (gRPC client here, in-process in `lehr-coordinator`, mocks in tests), and
+//! transport implements (gRPC client here, and its failover over several URLs; in-process in
+//! `lehr-coordinator`; mocks in tests), and
 //! the shared-token and message-size rules of the wire.
 
 mod client;
+mod failover;
 pub mod wire;
 
 pub mod pb {
@@ -10,6 +12,7 @@ pub mod pb {
 }
 
 pub use client::GrpcCoordinatorClient;
+pub use failover::FailoverClient;
 pub use wire::Named;
 
 use async_trait::async_trait;

@@ -58,7 +58,7 @@ async fn pipeline(args: BenchPipelineArgs) -> CmdResult {
     );
     let shutdown = CancellationToken::new();
     let state = tempfile::tempdir().context("no temporary directory")?;
-    let (running, _workers) = start_embedded(state.path().to_path_buf(), None, args.workers.max(1), &shutdown).await?;
+    let (running, _workers) = start_embedded(state.path().into(), None, args.workers.max(1), &shutdown).await?;
     let api: Arc<dyn CoordinatorApi> = running.api.clone();
     let start = Instant::now();
     let job = api

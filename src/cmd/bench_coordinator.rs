@@ -169,7 +169,15 @@ pub async fn run(args: BenchCoordinatorArgs) -> CmdResult {
     let shutdown = CancellationToken::new();
     let dir = tempfile::tempdir().context("no temporary directory")?;
     let listen = args.grpc.then(|| "127.0.0.1:0".parse().expect("addr"));
-    let (running, _) = start_embedded(dir.path().to_path_buf(), listen, 0, &shutdown).await?;
+    let state = match &args.state {
+        Some(url) => lehr_coordinator::store::StateLocation::parse(url),
+        None => dir.path().to_path_buf().into(),
+    };
+    let store_name = match &state {
+        lehr_coordinator::store::StateLocation::Dir(_) => "SQLite WAL",
+        lehr_coordinator::store::StateLocation::Postgres(_) => "PostgreSQL",
+    };
+    let (running, _) = start_embedded(state, listen, 0, &shutdown).await?;
     let api: Arc<dyn CoordinatorApi> = running.api.clone();
     let in_process = figures(drive(std::slice::from_ref(&api), args.tasks, args.workers, args.batch, true).await?);
     let grpc = match running.grpc_addr {
@@ -185,14 +193,14 @@ pub async fn run(args: BenchCoordinatorArgs) -> CmdResult {
     shutdown.cancel();
     let report = json!({
         "tasks": args.tasks, "workers": args.workers, "connections": args.connections, "batch": args.batch,
-        "in_process": in_process, "grpc": grpc,
+        "in_process": in_process, "grpc": grpc, "store": store_name,
     });
     if args.json {
         println!("{report}");
         return Ok(EXIT_OK);
     }
     println!(
-        "coordinator: {} tasks, {} simulated workers ({} per lease), lease + commit each (SQLite WAL, group commit: each answer durable)",
+        "coordinator: {} tasks, {} simulated workers ({} per lease), lease + commit each ({store_name}, group commit: each answer durable)",
         args.tasks, args.workers, args.batch
     );
     let ms = |v: &Value, k: &str| {

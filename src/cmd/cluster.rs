@@ -30,7 +30,7 @@ fn coordinator_config(serve: &ServeArgs, token: Option<String>) -> Result<Coordi
         );
     }
     Ok(CoordinatorConfig {
-        state_dir: serve.state.clone(),
+        state: serve.state.clone(),
         listen: Some(serve.listen),
         http_listen,
         token,
@@ -72,21 +72,35 @@ async fn start_coordinator(
     shutdown: CancellationToken,
 ) -> Result<lehr_coordinator::RunningCoordinator, Failure> {
     let config = coordinator_config(serve, token)?;
-    lehr_coordinator::start(config, shutdown).await.map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))
+    lehr_coordinator::start(config, shutdown).await.map_err(|e| {
+        use lehr_coordinator::{store::StoreError, StartError};
+        match &e {
+            StartError::Store(StoreError::Stopped(_)) => {
+                Failure { code: super::EXIT_INTERRUPTED, error: anyhow::anyhow!("interrupted while a standby") }
+            }
+            StartError::Store(s) if s.is_usage() => Failure::usage(anyhow::anyhow!(e)),
+            _ => Failure::unavailable(anyhow::anyhow!(e)),
+        }
+    })
 }
 
 pub async fn coordinator(args: CoordinatorArgs) -> CmdResult {
     let shutdown = CancellationToken::new();
+    // A standby waits inside `start`: a signal there stops the wait too.
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        interrupted().await;
+        stop.cancel();
+    });
     let mut running = start_coordinator(&args.serve, token(&args.auth)?, shutdown.clone()).await?;
     let scheme = scheme(&args.serve);
     eprintln!(
         "coordinator on {scheme}://{} (status page: {}), state in {}",
         running.grpc_addr.expect("grpc listens"),
         running.http_addr.map(|a| format!("{scheme}://{a}/")).unwrap_or_else(|| "off".into()),
-        args.serve.state.display()
+        args.serve.state
     );
-    interrupted().await;
-    shutdown.cancel();
+    shutdown.cancelled().await;
     while running.tasks.join_next().await.is_some() {}
     Ok(EXIT_OK)
 }
@@ -182,7 +196,7 @@ pub async fn up(args: UpArgs) -> CmdResult {
     eprintln!(
         "lehr up: coordinator {url}, status page {}, state {}, {} workers",
         running.http_addr.map(|a| format!("{scheme}://{a}/")).unwrap_or_else(|| "off".into()),
-        args.serve.state.display(),
+        args.serve.state,
         args.workers
     );
     let exe = std::env::current_exe().context("cannot find the lehr executable")?;

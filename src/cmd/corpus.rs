@@ -138,7 +138,7 @@ async fn build(args: CorpusBuildArgs) -> CmdResult {
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2))
                 .max(1);
-            let (running, workers) = start_embedded(state_dir, None, n, &shutdown).await?;
+            let (running, workers) = start_embedded(state_dir.into(), None, n, &shutdown).await?;
             let api: Arc<dyn CoordinatorApi> = running.api.clone();
             embedded = Some((running, workers));
             api

@@ -17,7 +17,7 @@ mod train;
 
 use std::sync::Arc;
 
-use lehr_proto::{ApiError, CoordinatorApi, ErrorCode, GrpcCoordinatorClient};
+use lehr_proto::{ApiError, CoordinatorApi, ErrorCode, FailoverClient, GrpcCoordinatorClient};
 
 use crate::cli::{AuthArgs, Cli, Command};
 
@@ -106,10 +106,20 @@ pub fn connect(url: &str, auth: &AuthArgs) -> Result<Arc<dyn CoordinatorApi>, Fa
         })?),
         None => None,
     };
-    if token.is_some() && url.starts_with("http://") && !is_loopback_url(url) {
-        tracing::warn!(%url, "sending the token over plain http: anyone on the path can read it (serve TLS and use https://)");
+    // `URL1,URL2`: coordinators sharing one PostgreSQL state; calls follow the one that leads.
+    let urls: Vec<&str> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let mut endpoints = Vec::new();
+    for url in &urls {
+        if token.is_some() && url.starts_with("http://") && !is_loopback_url(url) {
+            tracing::warn!(%url, "sending the token over plain http: anyone on the path can read it (serve TLS and use https://)");
+        }
+        endpoints.push((url.to_string(), GrpcCoordinatorClient::with_tls(url, token.as_deref(), ca.as_deref())?));
     }
-    Ok(Arc::new(GrpcCoordinatorClient::with_tls(url, token.as_deref(), ca.as_deref())?))
+    match endpoints.len() {
+        0 => Err(Failure::usage(anyhow::anyhow!("--coordinator is empty: give URL or URL1,URL2"))),
+        1 => Ok(Arc::new(endpoints.pop().expect("one").1)),
+        _ => Ok(Arc::new(FailoverClient::new(endpoints)?)),
+    }
 }
 
 /// Whether a coordinator URL names this host (`localhost`, `127.x`, `[::1]`).
@@ -158,18 +168,18 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
-/// A coordinator in this process (state in `state_dir`, gRPC only when `listen` is given) and
+/// A coordinator in this process (state at `state`, gRPC only when `listen` is given) and
 /// `workers` local workers on its in-process API: the embedded mode of `corpus build` and the
 /// benchmarks.
 pub async fn start_embedded(
-    state_dir: std::path::PathBuf,
+    state: lehr_coordinator::store::StateLocation,
     listen: Option<std::net::SocketAddr>,
     workers: u32,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<(lehr_coordinator::RunningCoordinator, tokio::task::JoinSet<Result<(), lehr_worker::WorkerError>>), Failure>
 {
     let config = lehr_coordinator::CoordinatorConfig {
-        state_dir,
+        state,
         listen,
         http_listen: None,
         token: None,

@@ -50,7 +50,7 @@ async fn local_ranks(a: crate::cli::TrainRunArgs) -> CmdResult {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let state = tempfile::Builder::new().prefix("lehr-train-state-").tempdir().context("no temporary directory")?;
     // The embedded coordinator of `corpus build`, with no data workers.
-    let (mut running, _) = super::start_embedded(state.path().to_path_buf(), None, 0, &shutdown).await?;
+    let (mut running, _) = super::start_embedded(state.path().into(), None, 0, &shutdown).await?;
     let api: std::sync::Arc<dyn lehr_proto::CoordinatorApi> = running.api.clone();
     let exe = std::env::current_exe().context("cannot find the lehr executable")?;
     let gpus = local_gpus(a.device.as_deref(), a.world)?;

@@ -2,7 +2,9 @@
 //! output checksums, and JSON from `lehr ... --json`.
 #![allow(dead_code)]
 
+pub mod crash;
 pub mod llm;
+pub mod pg;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -138,7 +140,7 @@ impl Proc {
 }
 
 /// Starts a coordinator and waits until it answers.
-pub fn spawn_coordinator(state: &Path, port: u16, ttl: &str) -> Proc {
+pub fn spawn_coordinator(state: impl AsRef<std::ffi::OsStr>, port: u16, ttl: &str) -> Proc {
     let proc = spawn_coordinator_nowait(state, port, ttl);
     let url = format!("http://127.0.0.1:{port}");
     wait_until("the coordinator to answer", Duration::from_secs(30), || {
@@ -147,7 +149,7 @@ pub fn spawn_coordinator(state: &Path, port: u16, ttl: &str) -> Proc {
     proc
 }
 
-pub fn spawn_coordinator_nowait(state: &Path, port: u16, ttl: &str) -> Proc {
+pub fn spawn_coordinator_nowait(state: impl AsRef<std::ffi::OsStr>, port: u16, ttl: &str) -> Proc {
     let child = lehr()
         .args(["coordinator", "--state"])
         .arg(state)

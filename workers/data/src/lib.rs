@@ -234,7 +234,14 @@ async fn heartbeat_loop(
                 synth_tokens: r.progress.synth.completion_tokens.load(std::sync::atomic::Ordering::Relaxed),
             })
             .collect();
-        match api.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), running: progress }).await {
+        // Bounded: across a partition a call on an open connection hears nothing back (no
+        // reset, no refusal) and would wait past the lease TTL, and the attempts would never
+        // learn that their leases are gone.
+        let call = api.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), running: progress });
+        let answer = tokio::time::timeout(every, call).await.unwrap_or_else(|_| {
+            Err(ApiError::new(ErrorCode::Unavailable, format!("no answer to a heartbeat within {every:?}")))
+        });
+        match answer {
             Ok(r) => {
                 last_ok = tokio::time::Instant::now();
                 let map = running.lock().expect("lock");

@@ -1,36 +1,14 @@
-//! Durable coordinator state in embedded SQLite (WAL mode). Each row holds one job, task or
-//! worker as JSON, next to the columns queries need; every scheduler decision's dirty rows are
-//! written in one transaction before the coordinator answers. A SIGKILLed coordinator restarted
-//! on the same directory loads the same state and goes on.
+//! The embedded store: SQLite (WAL mode) in a state directory, locked by one coordinator at a
+//! time. A SIGKILLed coordinator restarted on the same directory loads the same state and goes
+//! on.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::scheduler::{Dirty, Discard, Job, State, Task, Worker};
-
-const SCHEMA_VERSION: i64 = 1;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("sqlite error in {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("state directory {0}: {1}")]
-    Dir(PathBuf, std::io::Error),
-    #[error("another coordinator is using the state directory {0}; stop it or pick another --state")]
-    Locked(PathBuf),
-    #[error("corrupt row in {0}: {1}")]
-    Corrupt(String, String),
-    #[error("state in {0} has schema version {1}; this lehr knows version {SCHEMA_VERSION}")]
-    Version(PathBuf, i64),
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
+use super::{Batch, StateStore, StoreError, StoreResult, SCHEMA_VERSION};
+use crate::scheduler::{Discard, Job, State, Task, Worker};
 
 pub struct Store {
     conn: Connection,
@@ -74,7 +52,7 @@ impl Store {
                     .map_err(sql)?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(v) => return Err(StoreError::Version(path, v)),
+            Some(v) => return Err(StoreError::Version(path.display().to_string(), v)),
         }
         Ok(Store { conn, path, _lock: lock })
     }
@@ -83,7 +61,7 @@ impl Store {
         move |e| StoreError::Sqlite { path: self.path.clone(), source: e }
     }
 
-    pub fn load(&self) -> StoreResult<State> {
+    fn load_state(&self) -> StoreResult<State> {
         let mut state = State::default();
         let counter = |key: &str| -> StoreResult<u64> {
             let v: Option<i64> = self
@@ -133,13 +111,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes the dirty rows of `state` (and the id counters) in one transaction.
-    pub fn save(&mut self, state: &State, dirty: &Dirty) -> StoreResult<()> {
-        self.write(&Batch::of(state, dirty))
-    }
-
-    /// Writes a batch in one transaction.
-    pub fn write(&mut self, batch: &Batch) -> StoreResult<()> {
+    fn write_batch(&mut self, batch: &Batch) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -195,63 +167,12 @@ impl Store {
     }
 }
 
-/// The rows some decisions changed, read from the state and serialized, ready to be written
-/// without the state at hand: the coordinator builds it under its lock and writes it outside.
-#[derive(Debug, Default)]
-pub struct Batch {
-    meta: Vec<(&'static str, u64)>,
-    /// `None`: the job was pruned (its row and its tasks' rows go).
-    jobs: Vec<(String, Option<(&'static str, String)>)>,
-    tasks: Vec<(u64, String, &'static str, String)>,
-    workers: Vec<(String, String)>,
-    discards: Vec<(Discard, bool)>,
-}
-
-impl Batch {
-    /// The current rows of everything `dirty` names (a row named twice is written once).
-    pub fn of(state: &State, dirty: &Dirty) -> Batch {
-        if dirty.is_empty() {
-            return Batch::default();
-        }
-        let mut b = Batch {
-            meta: vec![
-                ("next_task_id", state.next_task_id),
-                ("next_job_seq", state.next_job_seq),
-                ("next_worker_seq", state.next_worker_seq),
-            ],
-            ..Default::default()
-        };
-        let mut seen_jobs = std::collections::HashSet::new();
-        for id in dirty.jobs.iter().filter(|id| seen_jobs.insert(id.as_str())) {
-            let row =
-                state.jobs.get(id).map(|job| (job.state.as_str(), serde_json::to_string(job).expect("job serializes")));
-            b.jobs.push((id.clone(), row));
-        }
-        let mut seen_tasks = std::collections::HashSet::new();
-        for id in dirty.tasks.iter().filter(|id| seen_tasks.insert(**id)) {
-            if let Some(t) = state.tasks.get(id) {
-                b.tasks.push((
-                    *id,
-                    t.job_id.clone(),
-                    t.state.as_str(),
-                    serde_json::to_string(t).expect("task serializes"),
-                ));
-            }
-        }
-        let mut seen_workers = std::collections::HashSet::new();
-        for id in dirty.workers.iter().filter(|id| seen_workers.insert(id.as_str())) {
-            if let Some(w) = state.workers.get(id) {
-                b.workers.push((id.clone(), serde_json::to_string(w).expect("worker serializes")));
-            }
-        }
-        for d in &dirty.discards {
-            b.discards.push((d.clone(), state.discards.contains(d)));
-        }
-        b
+impl StateStore for Store {
+    fn load(&mut self) -> StoreResult<State> {
+        self.load_state()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.meta.is_empty()
+    fn write(&mut self, batch: &Batch) -> StoreResult<()> {
+        self.write_batch(batch)
     }
 }
 
@@ -308,7 +229,7 @@ mod tests {
             store.save(&s.state, &d).unwrap();
         }
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
         let mut loaded = store.load().unwrap();
         // progress is not durable by design
         for t in loaded.tasks.values_mut() {
@@ -361,5 +282,18 @@ mod tests {
         assert_eq!(loaded.jobs.keys().collect::<Vec<_>>(), vec!["kept"]);
         assert_eq!(loaded.tasks.len(), 2);
         assert!(loaded.tasks.values().all(|t| t.job_id == "kept"));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.conn.execute("UPDATE meta SET value = 7 WHERE key = 'schema_version'", []).unwrap();
+        drop(store);
+        match Store::open(dir.path()) {
+            Err(e @ StoreError::Version(_, 7)) => assert!(e.is_usage() && e.to_string().contains("knows version 1")),
+            Err(e) => panic!("expected a version refusal, got {e}"),
+            Ok(_) => panic!("a newer schema was opened"),
+        }
     }
 }
