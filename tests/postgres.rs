@@ -163,6 +163,16 @@ fn an_older_coordinator_refuses_a_newer_schema_and_never_prints_the_password() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("password authentication failed") && !err.contains("not-the-password"), "{err}");
+
+    // TLS to PostgreSQL is not built in: asking for it is refused with what to do instead.
+    let out = lehr()
+        .args(["coordinator", "--state", &format!("{url}?sslmode=require")])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port()), "--http", "none"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("without TLS") && !err.contains(PASSWORD), "{err}");
 }
 
 #[test]

@@ -76,6 +76,14 @@ impl PgStore {
         let at = redact(url);
         let mut config: ::postgres::Config =
             url.parse().map_err(|e: ::postgres::Error| StoreError::Url(at.clone(), e.to_string()))?;
+        if matches!(config.get_ssl_mode(), ::postgres::config::SslMode::Require) {
+            return Err(StoreError::Url(
+                at,
+                "sslmode=require: this lehr speaks to PostgreSQL without TLS; use it over a private network \
+                 or through a local TLS proxy, with sslmode=disable (or prefer)"
+                    .into(),
+            ));
+        }
         if config.get_application_name().is_none() {
             config.application_name("lehr-coordinator");
         }
