@@ -225,13 +225,7 @@ fn the_standby_takes_over_a_sigkilled_leader_mid_job_and_the_output_is_unchanged
     let out = dir.path().join("failover");
     let spec = write_spec(dir.path(), "failover", &corpus_inputs(), &out, crash_test_shape().0, "");
     let job = submit(&both, &spec);
-    let before = wait_until("a job half done", Duration::from_secs(120), || {
-        let s = job_status(&both, &job)?;
-        let tasks = s["tasks"].as_array()?.clone();
-        let committed = tasks.iter().filter(|t| t["state"] == "committed").count();
-        let leased = tasks.iter().filter(|t| t["state"] == "leased").count();
-        (committed >= 2 && leased >= 1 && committed + 3 < tasks.len()).then_some(tasks)
-    });
+    let before = crash::wait_half_done(&both, &job);
     leader.sigkill();
     let killed = Instant::now();
     wait_until("the standby to answer", Duration::from_secs(30), || job_status(&b, &job));
@@ -243,11 +237,7 @@ fn the_standby_takes_over_a_sigkilled_leader_mid_job_and_the_output_is_unchanged
 
     let status = wait_for_end(&both, &job);
     assert_eq!(job_state(&status), "succeeded", "{status:#}\n{}", pg.log());
-    let after = status["tasks"].as_array().unwrap();
-    for t in before.iter().filter(|t| t["state"] == "committed") {
-        let a = after.iter().find(|x| x["task_id"] == t["task_id"]).unwrap();
-        assert_eq!(a["attempt_log"], t["attempt_log"], "task {} ran again after the takeover", t["task_id"]);
-    }
+    crash::assert_committed_kept(&before, &status, "the takeover");
     let alive: std::collections::BTreeSet<String> = workers(&b)
         .as_array()
         .unwrap()

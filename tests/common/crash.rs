@@ -6,6 +6,8 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::*;
 
 /// A `corpus build --workers 1` run of the crash-test corpus: its output's checksums.
@@ -94,26 +96,36 @@ pub fn coordinator_sigkilled_and_restarted(dir: &Path, state: &OsStr) {
     let spec = write_spec(dir, "restarted", &corpus_inputs(), &out, crash_test_shape().0, "");
     let job = submit(&url, &spec);
 
-    // Wait until some shards are committed and others are running, then SIGKILL it.
-    let before = wait_until("a job half done", Duration::from_secs(120), || {
-        let s = job_status(&url, &job)?;
-        let tasks = s["tasks"].as_array()?.clone();
-        let committed = tasks.iter().filter(|t| t["state"] == "committed").count();
-        let leased = tasks.iter().filter(|t| t["state"] == "leased").count();
-        (committed >= 2 && leased >= 1 && committed + 3 < tasks.len()).then_some(tasks)
-    });
+    let before = wait_half_done(&url, &job);
     coordinator.sigkill();
     std::thread::sleep(Duration::from_millis(1500));
     let _coordinator = spawn_coordinator(state, port, "3s");
 
     let status = wait_for_end(&url, &job);
     assert_eq!(job_state(&status), "succeeded", "{status:#}");
-    // Every shard committed before the kill kept its committed attempt: nothing redone.
+    assert_committed_kept(&before, &status, "the restart");
+    assert_eq!(checksums(&out), reference, "a coordinator crash must not change the output");
+}
+
+/// Waits until some shards are committed and others are running (the moment to kill a
+/// coordinator); the job's tasks then.
+pub fn wait_half_done(url: &str, job: &str) -> Vec<Value> {
+    wait_until("a job half done", Duration::from_secs(120), || {
+        let s = job_status(url, job)?;
+        let tasks = s["tasks"].as_array()?.clone();
+        let committed = tasks.iter().filter(|t| t["state"] == "committed").count();
+        let leased = tasks.iter().filter(|t| t["state"] == "leased").count();
+        (committed >= 2 && leased >= 1 && committed + 3 < tasks.len()).then_some(tasks)
+    })
+}
+
+/// Every task committed in `before` is committed in `status` with the same attempts: nothing
+/// redone across `what`.
+pub fn assert_committed_kept(before: &[Value], status: &Value, what: &str) {
     let after = status["tasks"].as_array().unwrap();
     for t in before.iter().filter(|t| t["state"] == "committed") {
         let a = after.iter().find(|x| x["task_id"] == t["task_id"]).unwrap();
-        assert_eq!(a["attempts"], t["attempts"], "task {} ran again after the restart", t["task_id"]);
-        assert_eq!(a["attempt_log"], t["attempt_log"]);
+        assert_eq!(a["attempts"], t["attempts"], "task {} ran again after {what}", t["task_id"]);
+        assert_eq!(a["attempt_log"], t["attempt_log"], "task {} changed across {what}", t["task_id"]);
     }
-    assert_eq!(checksums(&out), reference, "a coordinator crash must not change the output");
 }

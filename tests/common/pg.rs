@@ -4,7 +4,7 @@
 //! the `postgres` user, since PostgreSQL refuses to run as root. Where no server is installed
 //! the tests skip with the reason, unless LEHR_REQUIRE_POSTGRES is set (scripts/test.sh sets it).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 pub const PASSWORD: &str = "s3cret-pg-pw";
@@ -137,10 +137,6 @@ impl Postgres {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
     }
 }
 

@@ -9,7 +9,7 @@ pub mod sqlite;
 
 use std::path::PathBuf;
 
-use crate::scheduler::{Dirty, Discard, State};
+use crate::scheduler::{Dirty, Discard, Job, State, Task, Worker};
 
 pub use self::postgres::PgStore;
 pub use self::sqlite::Store as SqliteStore;
@@ -136,6 +136,49 @@ pub fn open(
     })
 }
 
+/// The id counters, as the meta table keeps them (by key).
+fn counters(state: &State) -> [(&'static str, u64); 3] {
+    [
+        ("next_task_id", state.next_task_id),
+        ("next_job_seq", state.next_job_seq),
+        ("next_worker_seq", state.next_worker_seq),
+    ]
+}
+
+/// A row's JSON body, decoded (a bad one is `Corrupt`, naming its table).
+fn decode<T: serde::de::DeserializeOwned>(table: &str, body: &str) -> StoreResult<T> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(table.to_string(), e.to_string()))
+}
+
+/// Everything a store read, before it is a [`State`]: meta rows (keys other than the counters,
+/// such as `schema_version`, are ignored), the decoded rows, and discards.
+struct Rows {
+    meta: Vec<(String, u64)>,
+    jobs: Vec<Job>,
+    tasks: Vec<Task>,
+    workers: Vec<Worker>,
+    discards: Vec<Discard>,
+}
+
+impl Rows {
+    fn into_state(self) -> State {
+        let mut state = State::default();
+        for (key, value) in self.meta {
+            match key.as_str() {
+                "next_task_id" => state.next_task_id = value,
+                "next_job_seq" => state.next_job_seq = value,
+                "next_worker_seq" => state.next_worker_seq = value,
+                _ => {}
+            }
+        }
+        state.jobs.extend(self.jobs.into_iter().map(|j| (j.id.clone(), j)));
+        state.tasks.extend(self.tasks.into_iter().map(|t| (t.id, t)));
+        state.workers.extend(self.workers.into_iter().map(|w| (w.id.clone(), w)));
+        state.discards.extend(self.discards);
+        state
+    }
+}
+
 /// The rows some decisions changed, read from the state and serialized, ready to be written
 /// without the state at hand: the coordinator builds it under its lock and writes it outside.
 #[derive(Debug, Default)]
@@ -154,14 +197,7 @@ impl Batch {
         if dirty.is_empty() {
             return Batch::default();
         }
-        let mut b = Batch {
-            meta: vec![
-                ("next_task_id", state.next_task_id),
-                ("next_job_seq", state.next_job_seq),
-                ("next_worker_seq", state.next_worker_seq),
-            ],
-            ..Default::default()
-        };
+        let mut b = Batch { meta: counters(state).to_vec(), ..Default::default() };
         let mut seen_jobs = std::collections::HashSet::new();
         for id in dirty.jobs.iter().filter(|id| seen_jobs.insert(id.as_str())) {
             let row =

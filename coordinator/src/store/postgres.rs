@@ -10,7 +10,7 @@ use std::time::Duration;
 use ::postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, StateStore, StoreError, StoreResult, SCHEMA_VERSION};
+use super::{decode, Batch, Rows, StateStore, StoreError, StoreResult, SCHEMA_VERSION};
 use crate::scheduler::{Discard, State};
 
 /// The advisory lock's first key ("lehr"); the second is the hash of the current schema.
@@ -180,46 +180,35 @@ impl PgStore {
         }
     }
 
-    fn bodies<T: serde::de::DeserializeOwned>(&mut self, table: &str) -> StoreResult<Vec<T>> {
+    /// Every row of `table`, decoded from its JSON body.
+    fn rows<T: serde::de::DeserializeOwned>(&mut self, table: &str) -> StoreResult<Vec<T>> {
         let rows = self.client().query(&format!("SELECT body FROM {table}"), &[]).map_err(self.pg())?;
-        rows.iter()
-            .map(|r| {
-                serde_json::from_str(r.get::<_, &str>(0)).map_err(|e| StoreError::Corrupt(table.into(), e.to_string()))
-            })
-            .collect()
+        rows.iter().map(|r| decode(table, r.get(0))).collect()
     }
 }
 
 impl StateStore for PgStore {
     fn load(&mut self) -> StoreResult<State> {
-        let mut state = State::default();
         let meta = self.client().query("SELECT key, value FROM lehr_meta", &[]).map_err(self.pg())?;
-        for row in meta {
-            let value = row.get::<_, i64>(1) as u64;
-            match row.get::<_, &str>(0) {
-                "next_task_id" => state.next_task_id = value,
-                "next_job_seq" => state.next_job_seq = value,
-                "next_worker_seq" => state.next_worker_seq = value,
-                _ => {}
-            }
-        }
-        for job in self.bodies::<crate::scheduler::Job>("lehr_jobs")? {
-            state.jobs.insert(job.id.clone(), job);
-        }
-        for task in self.bodies::<crate::scheduler::Task>("lehr_tasks")? {
-            state.tasks.insert(task.id, task);
-        }
-        for w in self.bodies::<crate::scheduler::Worker>("lehr_workers")? {
-            state.workers.insert(w.id.clone(), w);
-        }
-        for r in self.client().query("SELECT job_id, task_id, attempt FROM lehr_discards", &[]).map_err(self.pg())? {
-            state.discards.insert(Discard {
+        let meta = meta.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64)).collect();
+        let discards =
+            self.client().query("SELECT job_id, task_id, attempt FROM lehr_discards", &[]).map_err(self.pg())?;
+        let discards = discards
+            .iter()
+            .map(|r| Discard {
                 job_id: r.get(0),
                 task_id: r.get::<_, i64>(1) as u64,
                 attempt: r.get::<_, i32>(2) as u32,
-            });
+            })
+            .collect();
+        Ok(Rows {
+            meta,
+            jobs: self.rows("lehr_jobs")?,
+            tasks: self.rows("lehr_tasks")?,
+            workers: self.rows("lehr_workers")?,
+            discards,
         }
-        Ok(state)
+        .into_state())
     }
 
     /// One transaction of a few statements, each table's rows passed as arrays (one round trip

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Batch, StateStore, StoreError, StoreResult, SCHEMA_VERSION};
-use crate::scheduler::{Discard, Job, State, Task, Worker};
+use super::{decode, Batch, Rows, StateStore, StoreError, StoreResult, SCHEMA_VERSION};
+use crate::scheduler::{Discard, State};
 
 pub struct Store {
     conn: Connection,
@@ -62,29 +62,14 @@ impl Store {
     }
 
     fn load_state(&self) -> StoreResult<State> {
-        let mut state = State::default();
-        let counter = |key: &str| -> StoreResult<u64> {
-            let v: Option<i64> = self
-                .conn
-                .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
-                .optional()
-                .map_err(self.sql())?;
-            Ok(v.unwrap_or(0) as u64)
-        };
-        state.next_task_id = counter("next_task_id")?;
-        state.next_job_seq = counter("next_job_seq")?;
-        state.next_worker_seq = counter("next_worker_seq")?;
-        for job in self.rows::<Job>("jobs")? {
-            state.jobs.insert(job.id.clone(), job);
-        }
-        for task in self.rows::<Task>("tasks")? {
-            state.tasks.insert(task.id, task);
-        }
-        for w in self.rows::<Worker>("workers")? {
-            state.workers.insert(w.id.clone(), w);
-        }
-        let mut stmt = self.conn.prepare("SELECT job_id, task_id, attempt FROM discards").map_err(self.sql())?;
-        let rows = stmt
+        let mut meta = self.conn.prepare("SELECT key, value FROM meta").map_err(self.sql())?;
+        let meta = meta
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(self.sql())?
+            .collect::<Result<_, _>>()
+            .map_err(self.sql())?;
+        let mut discards = self.conn.prepare("SELECT job_id, task_id, attempt FROM discards").map_err(self.sql())?;
+        let discards = discards
             .query_map([], |r| {
                 Ok(Discard {
                     job_id: r.get(0)?,
@@ -92,23 +77,24 @@ impl Store {
                     attempt: r.get::<_, i64>(2)? as u32,
                 })
             })
+            .map_err(self.sql())?
+            .collect::<Result<_, _>>()
             .map_err(self.sql())?;
-        for d in rows {
-            state.discards.insert(d.map_err(self.sql())?);
+        Ok(Rows {
+            meta,
+            jobs: self.rows("jobs")?,
+            tasks: self.rows("tasks")?,
+            workers: self.rows("workers")?,
+            discards,
         }
-        Ok(state)
+        .into_state())
     }
 
     /// Every row of `table`, decoded from its JSON body.
     fn rows<T: serde::de::DeserializeOwned>(&self, table: &str) -> StoreResult<Vec<T>> {
         let mut stmt = self.conn.prepare(&format!("SELECT body FROM {table}")).map_err(self.sql())?;
         let bodies = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(self.sql())?;
-        let mut out = Vec::new();
-        for body in bodies {
-            let body = body.map_err(self.sql())?;
-            out.push(serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(table.to_string(), e.to_string()))?);
-        }
-        Ok(out)
+        bodies.map(|body| decode(table, &body.map_err(self.sql())?)).collect()
     }
 
     fn write_batch(&mut self, batch: &Batch) -> StoreResult<()> {
