@@ -369,8 +369,9 @@ pub struct AuthArgs {
 pub struct ServeArgs {
     /// The coordinator's durable state: a directory (SQLite), or a PostgreSQL URL
     /// (`postgres://USER:PASSWORD@HOST:PORT/DB`) that several coordinators may share: one leads,
-    /// the others wait as standbys and take over when it goes.
-    #[arg(long, default_value = ".lehr/state", value_parser = parse_state)]
+    /// the others wait as standbys and take over when it goes. From LEHR_STATE when not given
+    /// (keeps a password out of the process list; never printed).
+    #[arg(long, env = "LEHR_STATE", hide_env_values = true, default_value = ".lehr/state", value_parser = parse_state)]
     pub state: lehr_coordinator::store::StateLocation,
     /// gRPC address.
     #[arg(long, default_value = "127.0.0.1:7070")]

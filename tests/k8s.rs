@@ -1,7 +1,8 @@
 //! deploy/k8s, checked offline: every overlay renders with kustomize (pinned by
 //! scripts/setup.sh) and every object validates against the Kubernetes 1.35 API schemas
 //! (kubernetes-validate, strict), with probes, resources, security contexts, the token and TLS
-//! secrets and the state volume in place, and every lehr flag known to this binary
+//! secrets and the state (a volume, or for the two coordinators of overlays/postgres-ha a
+//! Secret's database URL) in place, and every lehr flag known to this binary
 //! (deploy/k8s/check.py). A broken copy of the material is caught, naming what broke.
 
 mod common;
@@ -62,10 +63,11 @@ fn every_overlay_renders_and_validates_against_the_kubernetes_api() {
     let out = check(&repo().join("deploy/k8s"));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    for overlay in ["data:", "gpu-training:"] {
+    for overlay in ["data:", "gpu-training:", "postgres-ha:"] {
         assert!(text.lines().any(|l| l.starts_with(overlay) && l.contains("valid for Kubernetes 1.35.0")), "{text}");
     }
     assert!(text.contains("StatefulSet/lehr-coordinator") && text.contains("Deployment/lehr-train-worker"), "{text}");
+    assert!(text.contains("Service/lehr-coordinator-pods"), "the HA overlay names each coordinator pod: {text}");
 }
 
 #[test]
@@ -93,10 +95,20 @@ fn a_broken_copy_is_caught_naming_what_broke() {
         "          livenessProbe:\n            httpGet: {path: /healthz, port: http, scheme: HTTPS}\n            periodSeconds: 10\n            failureThreshold: 6\n",
         "",
     );
+    // two coordinators ready only when leading (a rollout would wait for the standby forever),
+    // and the database URL written into the manifest
+    edit("overlays/postgres-ha/coordinator-postgres.yaml", "  value: /healthz", "  value: /readyz");
+    edit(
+        "overlays/postgres-ha/coordinator-postgres.yaml",
+        "valueFrom: {secretKeyRef: {name: lehr-postgres, key: url}}",
+        "value: postgres://lehr:hunter2@db/lehr",
+    );
     let out = check(&k8s);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     for expected in [
+        "a standby is never ready there",
+        "LEHR_STATE is written in the manifest",
         "'terminationGracePeriod' was unexpected",
         "the CA only: never the key",
         "has no flag --slot-count",

@@ -106,7 +106,11 @@ fn committed(status: &Value) -> Vec<Value> {
 fn a_partitioned_worker_loses_its_lease_stops_and_rejoins_and_nothing_committed_changes() {
     let Some(ns) = netns_or_skip() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let reference = crash::reference_run(dir.path());
+    // The repo's sample in 160 KiB ranges, whatever ../shared holds, slowed per KiB: every shard
+    // lasts as long whatever its documents' sizes (a range holds 11 to 173 of them), so the cut
+    // lands inside one however the documents fall.
+    let (inputs, split) = (sample_corpus_inputs(), "160KiB");
+    let reference = crash::reference_run_of(dir.path(), &inputs, split);
 
     let port = free_port();
     let local = format!("http://127.0.0.1:{port}");
@@ -127,15 +131,24 @@ fn a_partitioned_worker_loses_its_lease_stops_and_rejoins_and_nothing_committed_
     wait_until("the coordinator to answer", Duration::from_secs(30), || {
         lehr().args(["status", "--json", "--coordinator", &local]).output().unwrap().status.success().then_some(())
     });
-    // One worker on the host, slow enough that shards remain after the partition heals, and one
-    // inside the namespace, dialling the host's end of the link.
-    let _host = spawn_worker(&local, "w-host", crash_test_shape().1 * 3);
+    // One worker on the host, slow enough that shards remain after the partition heals (1.6 s
+    // a shard, some 40 s for the corpus), and one inside the namespace, dialling the host's end
+    // of the link, ten times slower: 16 s a shard, so the cut, the TTL and the worker noticing
+    // (about 5 s) fit inside its first one, and one after the heal still commits in half a minute.
+    let _host = Proc(
+        lehr()
+            .args(["worker", "--coordinator", &local, "--name", "w-host"])
+            .env("LEHR_FAULT_SLOW_KIB_US", "10000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let ns_log = dir.path().join("w-ns.log");
     let _inside = Proc(
         ns.lehr()
             .args(["worker", "--coordinator", &format!("http://{}:{port}", ns.host_ip), "--name", "w-ns"])
-            // thirty times slower: its shards take half a minute, so the cut lands inside one
-            .env("LEHR_FAULT_SLOW_DOC_US", (crash_test_shape().1 * 30).to_string())
+            .env("LEHR_FAULT_SLOW_KIB_US", "100000")
             .env("LEHR_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&ns_log).unwrap())
@@ -143,7 +156,7 @@ fn a_partitioned_worker_loses_its_lease_stops_and_rejoins_and_nothing_committed_
             .unwrap(),
     );
     let out = dir.path().join("partitioned");
-    let spec = write_spec(dir.path(), "partitioned", &corpus_inputs(), &out, crash_test_shape().0, "");
+    let spec = write_spec(dir.path(), "partitioned", &inputs, &out, split, "");
     let job = submit(&local, &spec);
 
     let victim =

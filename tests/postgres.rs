@@ -201,15 +201,15 @@ fn the_standby_takes_over_a_sigkilled_leader_mid_job_and_the_output_is_unchanged
     let dir = tempfile::tempdir().unwrap();
     let reference = crash::reference_run(dir.path());
 
-    let (pa, pb) = (free_port(), free_port());
+    let (pa, pb, pb_http) = (free_port(), free_port(), free_port());
     let (a, b) = (format!("http://127.0.0.1:{pa}"), format!("http://127.0.0.1:{pb}"));
     let both = format!("{a},{b}");
     let mut leader = spawn_coordinator(&state, pa, "3s");
     let standby_log = dir.path().join("standby.log");
     let _standby = Proc(
         lehr()
-            .args(["coordinator", "--state", &state, "--listen", &format!("127.0.0.1:{pb}"), "--http", "none"])
-            .args(["--lease-ttl", "3s"])
+            .args(["coordinator", "--state", &state, "--listen", &format!("127.0.0.1:{pb}")])
+            .args(["--http", &format!("127.0.0.1:{pb_http}"), "--lease-ttl", "3s"])
             .env("LEHR_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&standby_log).unwrap())
@@ -220,6 +220,12 @@ fn the_standby_takes_over_a_sigkilled_leader_mid_job_and_the_output_is_unchanged
         std::fs::read_to_string(&standby_log).ok().filter(|l| l.contains("standby")).map(|_| ())
     });
     assert!(std::net::TcpStream::connect(("127.0.0.1", pb)).is_err(), "a standby does not listen");
+    // Its status page is alive but not ready (what a Kubernetes Service routes by).
+    assert_eq!(http_get(pb_http, "/healthz").unwrap().0, 200, "a standby is alive");
+    for path in ["/readyz", "/api/jobs"] {
+        let (code, body) = http_get(pb_http, path).unwrap();
+        assert!(code == 503 && body.contains("standby"), "{path} on a standby: {code} {body}");
+    }
 
     let _workers: Vec<Proc> = (0..3).map(|i| spawn_worker(&both, &format!("w{i}"), crash_test_shape().1)).collect();
     let out = dir.path().join("failover");
@@ -232,6 +238,8 @@ fn the_standby_takes_over_a_sigkilled_leader_mid_job_and_the_output_is_unchanged
     let takeover = killed.elapsed();
     eprintln!("takeover: the standby answered {takeover:?} after the leader was killed");
     assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
+    assert_eq!(http_get(pb_http, "/readyz").unwrap(), (200, "ok".to_string()), "the new leader is ready");
+    assert_eq!(http_get(pb_http, "/api/jobs").unwrap().0, 200);
     let log = std::fs::read_to_string(&standby_log).unwrap();
     assert!(log.contains("leading") && !log.contains(PASSWORD), "{log}");
 

@@ -242,6 +242,33 @@ fn corpus_sbatch_on_two_nodes_matches_one_worker_also_with_a_worker_killed() {
     // the second run followed the job the first submitted
     let job_id = std::fs::read_to_string(state.join("corpus-job")).unwrap();
     assert_eq!(before["job"]["job_id"].as_str(), Some(job_id.trim()), "{before}");
+
+    // 4. the coordinator state in PostgreSQL: LEHR_STATE a URL (the coordinator step reads it
+    // from its environment), the token, certificates and job id in LEHR_RUN_DIR; the same output,
+    // the state in the database, and the password in no log or job record
+    let Some(pg) = common::pg::Postgres::start() else { return };
+    let db = pg.database("slurm");
+    let out = dir.path().join("on-postgres");
+    let spec = write_spec(dir.path(), "on-postgres", &corpus_inputs(), &out, crash_test_shape().0, "");
+    let run_dir = dir.path().join("run-postgres");
+    let id = bed.sbatch(
+        "deploy/slurm/corpus.sbatch",
+        &[spec.to_str().unwrap()],
+        &[
+            ("LEHR_PORT", free_port().to_string()),
+            ("LEHR_STATE", db.clone()),
+            ("LEHR_RUN_DIR", run_dir.display().to_string()),
+        ],
+    );
+    let job = bed.wait(&id, Duration::from_secs(300));
+    let log = bed.log(&id);
+    assert_eq!(job.get("ExitCode").map(String::as_str), Some("0:0"), "{job:?}\n{log}\n{}", pg.log());
+    assert_eq!(checksums(&out), reference, "sbatch on a PostgreSQL state must write what 1 worker writes");
+    let job_id = std::fs::read_to_string(run_dir.join("corpus-job")).unwrap();
+    let saved = pg.sql("slurm", &format!("SELECT state FROM lehr_jobs WHERE id = '{}'", job_id.trim()));
+    assert_eq!(saved, "succeeded", "the job's state is in the database");
+    let record = format!("{job:?}{log}");
+    assert!(!record.contains(common::pg::PASSWORD), "the password leaked: {record}");
 }
 
 #[cfg(feature = "train")]

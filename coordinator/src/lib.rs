@@ -66,9 +66,31 @@ pub enum StartError {
 }
 
 /// Opens the state, binds the listeners and starts serving until `shutdown` is cancelled. On a
-/// shared (PostgreSQL) state this waits, as a standby, until this coordinator leads; it listens
-/// only then, so clients given several URLs find the leader by who answers.
+/// shared (PostgreSQL) state this waits, as a standby, until this coordinator leads; its gRPC
+/// face listens only then, so clients given several URLs find the leader by who answers, and
+/// its HTTP face answers only `/healthz` until then (`/readyz` and the rest: 503).
 pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Result<RunningCoordinator, StartError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    // The HTTP face listens first: while this waits as a standby it answers `/healthz` (alive)
+    // and 503 on `/readyz`, so an orchestrator keeps it running and routes to the leader only.
+    let face = http::Face::default();
+    let mut http_addr = None;
+    if let Some(addr) = config.http_listen {
+        let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
+        let local = listener.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+        http_addr = Some(local);
+        let app = face.router();
+        let stop = shutdown.clone();
+        match &config.tls {
+            None => serve_http(&mut tasks, listener, app, stop),
+            Some(t) => {
+                let config = t.rustls_config(vec![b"http/1.1".to_vec()])?;
+                serve_http(&mut tasks, tls::TlsListener::new(listener, config, stop.clone()), app, stop)
+            }
+        }
+        tracing::info!(addr = %local, tls = config.tls.is_some(), "coordinator status page (http)");
+    }
+
     let location = config.state.clone();
     let options = store::OpenOptions { identity: identity(config.listen) };
     let stop = shutdown.clone();
@@ -80,7 +102,6 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     .await
     .map_err(|e| StartError::Panicked(e.to_string()))??;
     let api = Arc::new(Coordinator::with_state(store, state, config.scheduler, jobs::registry()));
-    let mut tasks = tokio::task::JoinSet::new();
     let tick = Duration::from_millis((config.scheduler.lease_ttl_ms / 4).clamp(50, 1000) as u64);
     tasks.spawn(api.clone().run_maintenance(tick, shutdown.clone()));
 
@@ -104,22 +125,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
         });
         tracing::info!(addr = %local, auth = config.token.is_some(), tls = config.tls.is_some(), "coordinator listening (grpc)");
     }
-    let mut http_addr = None;
-    if let Some(addr) = config.http_listen {
-        let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
-        let local = listener.local_addr().map_err(|e| StartError::Bind(addr, e))?;
-        http_addr = Some(local);
-        let app = http::router(api.clone(), config.token.clone(), config.tls.is_some());
-        let stop = shutdown.clone();
-        match &config.tls {
-            None => serve_http(&mut tasks, listener, app, stop),
-            Some(t) => {
-                let config = t.rustls_config(vec![b"http/1.1".to_vec()])?;
-                serve_http(&mut tasks, tls::TlsListener::new(listener, config, stop.clone()), app, stop)
-            }
-        }
-        tracing::info!(addr = %local, tls = config.tls.is_some(), "coordinator status page (http)");
-    }
+    face.lead(http::router(api.clone(), config.token.clone(), config.tls.is_some()));
     Ok(RunningCoordinator { api, grpc_addr, http_addr, tasks })
 }
 

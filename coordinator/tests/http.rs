@@ -113,6 +113,8 @@ async fn the_status_page_needs_a_login_and_escapes_what_jobs_say() {
     let job = submit(api.as_ref(), evil, 3).await;
 
     assert_eq!(http(s.http, "GET", "/healthz", &[], "").await.status, 200);
+    let r = http(s.http, "GET", "/readyz", &[], "").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"), "a coordinator that leads is ready, no login needed");
 
     // the JSON API: 401 with a JSON body and a challenge, then the data with the bearer token
     let r = http(s.http, "GET", "/api/jobs", &[], "").await;
@@ -328,4 +330,28 @@ fn bad_certificate_files_are_named() {
     assert!(e.contains("missing.pem"), "{e}");
     let e = ServerTls::from_files(&cert, &other_key).unwrap_err().to_string();
     assert!(e.contains("do not go together"), "{e}");
+}
+
+/// Before it leads (a standby waiting for the leader lock) the face answers `/healthz` only:
+/// `/readyz` and every page are 503 with the reason, until the status router is installed.
+#[tokio::test]
+async fn a_face_that_does_not_lead_is_alive_but_not_ready() {
+    let face = lehr_coordinator::http::Face::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = face.router();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    assert_eq!(http(addr, "GET", "/healthz", &[], "").await.status, 200);
+    for path in ["/readyz", "/api/jobs", "/"] {
+        let r = http(addr, "GET", path, &[], "").await;
+        assert_eq!(r.status, 503, "{path}");
+        assert!(r.body.contains("standby"), "{path}: {}", r.body);
+    }
+    face.lead(axum::Router::new().route("/api/jobs", axum::routing::get(|| async { "the jobs" })));
+    let r = http(addr, "GET", "/readyz", &[], "").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    let r = http(addr, "GET", "/api/jobs", &[], "").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "the jobs"), "requests reach the installed router");
+    assert_eq!(http(addr, "GET", "/nothing", &[], "").await.status, 404);
 }

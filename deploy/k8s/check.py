@@ -1,8 +1,9 @@
 """Checks deploy/k8s: renders every overlay with kustomize, validates every object against the
 Kubernetes API schemas (kubernetes-validate, strict: unknown fields are errors), then checks what
 the schemas cannot: probes, resources, security contexts, the token and TLS secrets, the state
-volume, that workers get the CA but never the coordinator's key, and that every lehr flag in a
-container's args exists in the lehr binary under test.
+(a volume claim for one coordinator, a Secret's database URL for several, and no readiness on
+/readyz for several), that workers get the CA but never the coordinator's key and dial TLS, and
+that every lehr flag in a container's args exists in the lehr binary under test.
 
 usage: check.py --kustomize BIN --validate BIN --lehr BIN [--k8s-version V] [--dir deploy/k8s]
 Prints one line per overlay; exits 1 listing every problem found.
@@ -88,8 +89,25 @@ def check_pod(name, kind, spec, lehr, problems):
             for p in ("readinessProbe", "livenessProbe"):
                 if p not in c:
                     bad(f"{cname}: no {p}")
-            if "state" not in claims or "/state" not in mounts:
-                bad(f"{cname}: the state directory is not on a volume claim")
+            replicas = spec.get("replicas", 1)
+            if "--state" in args:
+                if "state" not in claims or "/state" not in mounts:
+                    bad(f"{cname}: the state directory is not on a volume claim")
+                if replicas != 1:
+                    bad(f"{cname}: {replicas} replicas on a state directory (one coordinator holds its lock; "
+                        "share a PostgreSQL state instead: overlays/postgres-ha)")
+            else:
+                state = env.get("LEHR_STATE", {})
+                if "value" in state:
+                    bad(f"{cname}: LEHR_STATE is written in the manifest (a database password in plain "
+                        "text): take it from a Secret (valueFrom.secretKeyRef)")
+                elif "secretKeyRef" not in state.get("valueFrom", {}):
+                    bad(f"{cname}: no --state and no LEHR_STATE from a Secret: the state would be the "
+                        "container's own (lost on restart)")
+            ready = c.get("readinessProbe", {}).get("httpGet", {}).get("path")
+            if replicas > 1 and ready == "/readyz":
+                bad(f"{cname}: {replicas} replicas ready on /readyz: a standby is never ready there, so a "
+                    "rolling update would wait for it forever (ready on /healthz; /readyz tells the leader)")
             if "--tls-cert" not in args:
                 bad(f"{cname}: the coordinator serves no TLS")
             for flag in ("--tls-cert", "--tls-key", "--state"):
@@ -104,7 +122,7 @@ def check_pod(name, kind, spec, lehr, problems):
             if env.get("LEHR_TLS_CA", {}).get("value") != "/tls/ca.pem":
                 bad(f"{cname}: LEHR_TLS_CA is not /tls/ca.pem")
             coordinator = args[args.index("--coordinator") + 1] if "--coordinator" in args else ""
-            if not coordinator.startswith("https://"):
+            if not all(u.startswith("https://") for u in coordinator.split(",")):
                 bad(f"{cname}: the worker does not dial the coordinator over TLS ({coordinator!r})")
         else:
             bad(f"{cname}: args start with {role!r}, not a lehr role (coordinator, worker)")

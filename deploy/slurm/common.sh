@@ -1,8 +1,9 @@
 # Sourced by the batch scripts: picks the head node and its address, makes the TLS material and
 # the token, starts the coordinator step there and waits until it answers.
-# Sets LEHR, HEAD, HEAD_ADDR, PORT, STATE, URL, COORD (the coordinator step's pid);
+# Sets LEHR, HEAD, HEAD_ADDR, PORT, RUN_DIR, STATE, URL, COORD (the coordinator step's pid);
 # exports LEHR_TOKEN and LEHR_TLS_CA for every lehr command and step after it.
-# Env: LEHR (binary), LEHR_PORT (7070; the status page on the next port), LEHR_STATE,
+# Env: LEHR (binary), LEHR_PORT (7070; the status page on the next port), LEHR_RUN_DIR,
+#      LEHR_STATE (a directory or a postgres:// URL; default: ./.lehr/slurm-CLUSTER-JOBID),
 #      LEHR_TLS_DIR, LEHR_TOKEN, LEHR_LEASE_TTL (30s: how long a dead worker holds its shards).
 LEHR=${LEHR:-lehr}
 HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
@@ -10,19 +11,30 @@ HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
 HEAD_ADDR=$(scontrol show node "$HEAD" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n1)
 HEAD_ADDR=${HEAD_ADDR:-$HEAD}
 PORT=${LEHR_PORT:-7070}
-# (job ids restart with a new slurmctld state: the cluster's name keeps directories apart)
-STATE=${LEHR_STATE:-$SLURM_SUBMIT_DIR/.lehr/slurm-${SLURM_CLUSTER_NAME:-cluster}-$SLURM_JOB_ID}
-mkdir -p "$STATE"
-# The token lives in the state directory, so a requeued run reuses it.
+# The coordinator's state: a directory (SQLite), or a PostgreSQL URL. The coordinator step reads
+# it from LEHR_STATE, so a password stays out of the step's arguments (which ps, scontrol and
+# sacct show), and no other step gets it.
+# The run's directory holds the token, the TLS material and the submitted job's id, so a requeued
+# run finds them: the state directory, or beside a PostgreSQL state LEHR_RUN_DIR (job ids restart
+# with a new slurmctld state: the cluster's name keeps the default directories apart).
+DEFAULT_DIR=$SLURM_SUBMIT_DIR/.lehr/slurm-${SLURM_CLUSTER_NAME:-cluster}-$SLURM_JOB_ID
+STATE=${LEHR_STATE:-$DEFAULT_DIR}
+unset LEHR_STATE
+case "$STATE" in
+  postgres://* | postgresql://*) RUN_DIR=${LEHR_RUN_DIR:-$DEFAULT_DIR} ;;
+  *) RUN_DIR=${LEHR_RUN_DIR:-$STATE}; mkdir -p "$STATE" ;;
+esac
+mkdir -p "$RUN_DIR"
+# The token lives in the run's directory, so a requeued run reuses it.
 if [ -z "${LEHR_TOKEN:-}" ]; then
-  [ -s "$STATE/token" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE/token")
-  LEHR_TOKEN=$(cat "$STATE/token")
+  [ -s "$RUN_DIR/token" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN_DIR/token")
+  LEHR_TOKEN=$(cat "$RUN_DIR/token")
 fi
 export LEHR_TOKEN
 # TLS on both faces: a private CA and a certificate for this run's head node (by name and
 # address; a requeued run may get another head), unless LEHR_TLS_DIR holds ca.pem, server.pem
 # and server.key already.
-TLS=${LEHR_TLS_DIR:-$STATE/tls-$HEAD}
+TLS=${LEHR_TLS_DIR:-$RUN_DIR/tls-$HEAD}
 if [ ! -f "$TLS/server.pem" ]; then
   mapfile -t ADDRS < <({ echo "$HEAD_ADDR"; getent hosts "$HEAD" | awk '{print $1}'; } | grep -vx "$HEAD" | sort -u)
   "$DEPLOY/tls/make-certs.sh" "$TLS" "$HEAD" "${ADDRS[@]}"
@@ -31,7 +43,7 @@ export LEHR_TLS_CA=$TLS/ca.pem
 URL=https://$HEAD_ADDR:$PORT
 
 start_coordinator() {
-  srun --overlap --nodes=1 --ntasks=1 -w "$HEAD" "$LEHR" coordinator --state "$STATE" \
+  LEHR_STATE=$STATE srun --overlap --nodes=1 --ntasks=1 -w "$HEAD" "$LEHR" coordinator \
     --listen "0.0.0.0:$PORT" --http "0.0.0.0:$((PORT + 1))" \
     --tls-cert "$TLS/server.pem" --tls-key "$TLS/server.key" --lease-ttl "${LEHR_LEASE_TTL:-30s}" &
   COORD=$!

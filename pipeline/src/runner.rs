@@ -109,6 +109,10 @@ pub struct RunOptions {
     /// Fault injection for tests: sleep this long after each document, so that a test can kill
     /// a worker in the middle of a shard.
     pub slow_per_doc: Option<Duration>,
+    /// Fault injection for tests: also sleep this long per KiB of each document's text, so
+    /// that every byte-range shard of one split size lasts about as long whatever its documents'
+    /// sizes (a range of a few long documents is as slow as one of many short ones).
+    pub slow_per_kib: Option<Duration>,
     /// The loaded `[output.tokenize]` tokenizer (set by [`run_shard_task`]).
     pub tokenizer: Option<TokenizerHandle>,
 }
@@ -382,6 +386,9 @@ pub fn run_stages(
         progress.bytes.fetch_add(doc.text.len() as u64, Ordering::Relaxed);
         if let Some(d) = options.slow_per_doc {
             std::thread::sleep(d);
+        }
+        if let Some(d) = options.slow_per_kib {
+            std::thread::sleep(d.mul_f64(doc.text.len() as f64 / 1024.0));
         }
         row += 1;
         let kept = chain.run(0..before, doc, row - 1, &mut attrs, synth_at.is_none());

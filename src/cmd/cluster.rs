@@ -105,10 +105,17 @@ pub async fn coordinator(args: CoordinatorArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
-/// Fault injection for tests: `LEHR_FAULT_SLOW_DOC_US` makes every document take this long.
+/// Fault injection for tests: `LEHR_FAULT_SLOW_DOC_US` makes every document take this long,
+/// `LEHR_FAULT_SLOW_KIB_US` this long per KiB of its text.
 pub fn run_options_from_env() -> RunOptions {
-    let slow = std::env::var("LEHR_FAULT_SLOW_DOC_US").ok().and_then(|v| v.parse::<u64>().ok()).filter(|&us| us > 0);
-    RunOptions { slow_per_doc: slow.map(Duration::from_micros), ..Default::default() }
+    let micros = |name: &str| {
+        std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok()).filter(|&us| us > 0).map(Duration::from_micros)
+    };
+    RunOptions {
+        slow_per_doc: micros("LEHR_FAULT_SLOW_DOC_US"),
+        slow_per_kib: micros("LEHR_FAULT_SLOW_KIB_US"),
+        ..Default::default()
+    }
 }
 
 pub async fn worker(args: WorkerArgs) -> CmdResult {

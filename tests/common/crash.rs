@@ -12,8 +12,13 @@ use super::*;
 
 /// A `corpus build --workers 1` run of the crash-test corpus: its output's checksums.
 pub fn reference_run(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    reference_run_of(dir, &corpus_inputs(), crash_test_shape().0)
+}
+
+/// A `corpus build --workers 1` run of `inputs` split at `split`: its output's checksums.
+pub fn reference_run_of(dir: &Path, inputs: &[String], split: &str) -> std::collections::BTreeMap<String, String> {
     let out = dir.join("reference");
-    let spec = write_spec(dir, "reference", &corpus_inputs(), &out, crash_test_shape().0, "");
+    let spec = write_spec(dir, "reference", inputs, &out, split, "");
     let run = lehr().args(["corpus", "build"]).arg(&spec).args(["--workers", "1", "--json"]).output().unwrap();
     assert!(run.status.success(), "reference run failed: {}", String::from_utf8_lossy(&run.stderr));
     let report = json_of(&run);

@@ -48,11 +48,16 @@ pub fn corpus_inputs() -> Vec<String> {
             .map(|f| shared.join(f).to_string_lossy().to_string())
             .collect()
     } else {
-        ["*.jsonl", "*.jsonl.gz"]
-            .iter()
-            .map(|g| repo().join("examples/data").join(g).to_string_lossy().to_string())
-            .collect()
+        sample_corpus_inputs()
     }
+}
+
+/// The sample corpus shipped in the repo (examples/data), whatever ../shared holds.
+pub fn sample_corpus_inputs() -> Vec<String> {
+    ["*.jsonl", "*.jsonl.gz"]
+        .iter()
+        .map(|g| repo().join("examples/data").join(g).to_string_lossy().to_string())
+        .collect()
 }
 
 pub fn free_port() -> u16 {
@@ -280,4 +285,17 @@ pub fn metric_steps(out: &Path) -> Vec<u64> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .map(|m| m["step"].as_u64().unwrap())
         .collect()
+}
+
+/// `GET path` over plain HTTP/1.1 on 127.0.0.1:`port`: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
 }

@@ -1,5 +1,7 @@
-//! The HTTP status face: `/healthz`, JSON under `/api/` (jobs, one job with a page of its tasks,
-//! workers) and a small self-refreshing HTML dashboard at `/` with a page per job.
+//! The HTTP status face: `/healthz` (alive), `/readyz` (leading: serving the state), JSON under
+//! `/api/` (jobs, one job with a page of its tasks, workers) and a small self-refreshing HTML
+//! dashboard at `/` with a page per job. Before the coordinator leads (a standby waiting for
+//! the leader lock, or a state still loading) [`Face`] answers only `/healthz`; the rest is 503.
 //!
 //! With a token configured, browsers log in once (`/login`: the token in a form, answered with an
 //! HttpOnly, SameSite=Strict session cookie derived from the token, so the cookie never reveals
@@ -40,6 +42,52 @@ struct AppState {
 /// The session cookie's value for `token`: the same on every restart, and useless for gRPC.
 pub fn session_value(token: &str) -> String {
     derive_secret(token, "http-session")
+}
+
+/// What the HTTP face serves before and after this coordinator leads: `/healthz` always
+/// answers (the process is alive: an orchestrator keeps a standby running), `/readyz` and
+/// every other path answer 503 until [`Face::lead`] installs the status router, then `/readyz`
+/// answers ok and the rest goes to that router (so a Kubernetes Service routes to the leader).
+#[derive(Clone, Default)]
+pub struct Face {
+    leading: Arc<std::sync::OnceLock<Router>>,
+}
+
+/// The 503 body of a coordinator that does not lead yet.
+const NOT_LEADING: &str = "standby: this coordinator does not lead (yet): it waits for the leader lock of the shared \
+                           state, or is still loading it; ask the leader";
+
+impl Face {
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .fallback(forward)
+            .with_state(self.clone())
+    }
+
+    /// From now on the face serves `router` (this coordinator leads).
+    pub fn lead(&self, router: Router) {
+        let _ = self.leading.set(router);
+    }
+}
+
+async fn readyz(State(face): State<Face>) -> Response {
+    match face.leading.get() {
+        Some(_) => "ok".into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, NOT_LEADING).into_response(),
+    }
+}
+
+async fn forward(State(face): State<Face>, req: axum::extract::Request) -> Response {
+    use tower::ServiceExt;
+    match face.leading.get() {
+        Some(router) => match router.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        },
+        None => (StatusCode::SERVICE_UNAVAILABLE, NOT_LEADING).into_response(),
+    }
 }
 
 pub fn router(coordinator: Arc<Coordinator>, token: Option<String>, tls: bool) -> Router {

@@ -156,6 +156,7 @@ pub async fn start(
                 }
                 Some(Ok(r)) => {
                     for lease in r.leases {
+                        tracing::debug!(task_id = lease.task_id, attempt = lease.attempt, "leased");
                         let progress = Arc::new(TaskProgress::default());
                         running.lock().expect("lock").insert(
                             (lease.task_id, lease.attempt),
@@ -303,6 +304,11 @@ async fn run_lease(
         execute(&lease, progress.clone(), runners.run.clone()).await
     };
     running.lock().expect("lock").remove(&(lease.task_id, lease.attempt));
+    tracing::debug!(
+        ok = outcome.is_ok(),
+        docs = progress.docs.load(std::sync::atomic::Ordering::Relaxed),
+        "attempt ended"
+    );
     if progress.cancelled.load(std::sync::atomic::Ordering::Relaxed) && outcome.is_err() {
         tracing::info!("attempt stopped");
         discard_attempt(&lease).await;

@@ -51,9 +51,8 @@ pub struct BenchReport {
 }
 
 pub fn bench_train(o: &BenchOptions) -> Result<BenchReport, TrainError> {
-    tch::manual_seed(0);
     let vs = nn::VarStore::new(o.device);
-    let mut model = Model::new(&vs, &o.model)?;
+    let mut model = Model::seeded(&vs, &o.model, 0)?;
     model.compute = o.compute;
     let mut opt = AdamW::new(vs.variables().into_iter().collect(), AdamWConfig::default());
     let v = o.model.vocab_size;

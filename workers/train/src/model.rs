@@ -308,6 +308,14 @@ impl Layer {
     }
 }
 
+/// Initializing draws from libtorch's one global CPU generator, so every draw lehr makes holds
+/// this lock: a seeded initialization in one thread is never interleaved with another's draws.
+static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn generator() -> std::sync::MutexGuard<'static, ()> {
+    GENERATOR.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Model {
     /// Appends `n` blocks (new variables in `vs`, freshly initialized; the caller gives them
     /// their values) and returns their variable names. Refused for a model with a depth scale,
@@ -322,6 +330,7 @@ impl Model {
         }
         let before: std::collections::BTreeSet<String> = vs.variables().into_keys().collect();
         let m = vs.root() / "model";
+        let _draws = generator();
         for _ in 0..n {
             let i = self.layers.len() as i64;
             self.layers.push(Layer::new(&m / "layers" / i, &self.config));
@@ -333,8 +342,23 @@ impl Model {
     }
 
     /// Builds the parameters under `vs`'s root with Hugging Face names, initialized with
-    /// N(0, init_std) (norms at 1, biases at 0).
+    /// N(0, init_std) (norms at 1, biases at 0) from libtorch's global generator as it stands
+    /// (a loader that overwrites them next needs no seed).
     pub fn new(vs: &nn::VarStore, config: &ModelConfig) -> Result<Self, TrainError> {
+        let _draws = generator();
+        Self::build(vs, config)
+    }
+
+    /// [`Model::new`] with the global generator seeded first, as one step: no other thread's
+    /// draws (another model's initialization or loading, a growth) land between the seed and
+    /// this model's, so the same seed gives the same weights in a busy process.
+    pub fn seeded(vs: &nn::VarStore, config: &ModelConfig, seed: i64) -> Result<Self, TrainError> {
+        let _draws = generator();
+        tch::manual_seed(seed);
+        Self::build(vs, config)
+    }
+
+    fn build(vs: &nn::VarStore, config: &ModelConfig) -> Result<Self, TrainError> {
         config.validate()?;
         let c = config;
         let root = vs.root();

@@ -180,9 +180,6 @@ pub struct Trainer {
     teacher: Option<crate::distill::Teacher>,
 }
 
-/// Seeding and initializing draw from libtorch's global generator: one trainer at a time.
-static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Every variable of `vs`, sorted by name (the order every rank agrees on).
 fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -286,13 +283,8 @@ impl Trainer {
             model.num_hidden_layers = saved.num_hidden_layers;
         }
         let mut vs = nn::VarStore::new(options.device);
-        let model = {
-            let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
-            tch::manual_seed(options.seed);
-            let mut m = Model::new(&vs, &model)?;
-            m.compute = options.compute;
-            m
-        };
+        let mut model = Model::seeded(&vs, &model, options.seed)?;
+        model.compute = options.compute;
         // a resume below replaces these with the checkpoint's
         match &options.init {
             Some(inherit) if resume.is_none() => crate::init::copy_weights(&vs, inherit)?,
