@@ -80,6 +80,27 @@ type RunningMap = Arc<Mutex<HashMap<(u64, u32), Running>>>;
 /// The largest result a report carries: the message limit less room for the rest of the report.
 pub const MAX_RESULT_BYTES: usize = lehr_proto::MAX_MESSAGE_BYTES - (64 << 10);
 
+/// `call`, failing `Unavailable` when no answer comes within `limit`: across a partition a call
+/// on an open connection hears nothing back (no reset, no refusal) until HTTP/2 keepalive gives
+/// up on the connection, so a bounded call is retried (through [`retry`]) sooner. Leases and
+/// reports are safe to repeat: a lease granted but never heard expires after its TTL, and an
+/// attempt reporting twice gets the same disposition.
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(ApiError::new(ErrorCode::Unavailable, format!("no answer to the {what} call within {limit:?}")))
+    })
+}
+
+/// How long a lease or report call may go unanswered: a lease TTL, at least 10 s (a report's
+/// commit may promote files on slow storage).
+fn call_limit(lease_ttl: Duration) -> Duration {
+    lease_ttl.max(Duration::from_secs(10))
+}
+
 /// Retries a call while the coordinator is unavailable (with capped backoff) or until shutdown.
 async fn retry<T, F, Fut>(shutdown: &CancellationToken, what: &str, mut call: F) -> Option<Result<T, ApiError>>
 where
@@ -116,6 +137,7 @@ pub async fn start(
             Some(Ok(r)) => r,
         };
         let worker_id = registered.worker_id.clone();
+        let lease_ttl = Duration::from_millis(registered.lease_ttl_ms.max(1));
         tracing::info!(%worker_id, name = %config.name, slots = config.slots, "worker registered");
         let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
         let session = shutdown.child_token();
@@ -124,7 +146,7 @@ pub async fn start(
             worker_id.clone(),
             running.clone(),
             Duration::from_millis(registered.heartbeat_ms.max(50)),
-            Duration::from_millis(registered.lease_ttl_ms.max(1)),
+            lease_ttl,
             session.clone(),
         ));
         let mut tasks = tokio::task::JoinSet::new();
@@ -145,7 +167,10 @@ pub async fn start(
             };
             let leases = tokio::select! {
                 _ = session.cancelled() => break None,
-                r = retry(&session, "lease", || api.lease_tasks(req.clone())) => r,
+                r = retry(&session, "lease", || {
+                    let wait = Duration::from_millis(req.wait_ms as u64);
+                    bounded(wait + call_limit(lease_ttl), "lease", api.lease_tasks(req.clone()))
+                }) => r,
             };
             match leases {
                 None => break None,
@@ -239,9 +264,7 @@ async fn heartbeat_loop(
         // reset, no refusal) and would wait past the lease TTL, and the attempts would never
         // learn that their leases are gone.
         let call = api.heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), running: progress });
-        let answer = tokio::time::timeout(every, call).await.unwrap_or_else(|_| {
-            Err(ApiError::new(ErrorCode::Unavailable, format!("no answer to a heartbeat within {every:?}")))
-        });
+        let answer = bounded(every, "heartbeat", call).await;
         match answer {
             Ok(r) => {
                 last_ok = tokio::time::Instant::now();
@@ -341,7 +364,8 @@ async fn run_lease(
     // A report must get through: retry through coordinator restarts (the parent token, not the
     // session, bounds it, so a worker shutting down still tries).
     let stop = session.clone();
-    match retry(&stop, "report", || api.report_task(req.clone())).await {
+    let limit = call_limit(Duration::from_millis(lease.lease_ttl_ms.max(1)));
+    match retry(&stop, "report", || bounded(limit, "report", api.report_task(req.clone()))).await {
         Some(Ok(r)) => tracing::debug!(disposition = lehr_proto::Named::name(r.disposition()), "reported"),
         Some(Err(e)) => tracing::warn!(error = %e, "report refused"),
         None => tracing::warn!("shut down before the report got through; the lease will expire"),

@@ -1,6 +1,7 @@
 //! The worker against a mock coordinator (no network, no coordinator crate): it registers,
 //! leases, runs a real shard task over the sample corpus, reports each outcome once, with the
-//! right retry hint, and registers again when the coordinator forgets it.
+//! right retry hint, registers again when the coordinator forgets it, stops attempts whose
+//! lease is lost, and sends again a report that hears nothing back.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +23,8 @@ struct Mock {
     forget_once: Mutex<bool>,
     /// Heartbeats never get through (a partition between worker and coordinator).
     heartbeats_fail: Mutex<bool>,
+    /// The first report is never answered (sent into a partition on an open connection).
+    first_report_hangs: Mutex<bool>,
 }
 
 #[async_trait]
@@ -63,6 +66,9 @@ impl CoordinatorApi for Mock {
         Ok(pb::HeartbeatResponse { cancel: vec![] })
     }
     async fn report_task(&self, req: pb::ReportTaskRequest) -> ApiResult<pb::ReportTaskResponse> {
+        if std::mem::take(&mut *self.first_report_hangs.lock().unwrap()) {
+            std::future::pending::<()>().await;
+        }
         self.reports.lock().unwrap().push(req);
         Ok(pb::ReportTaskResponse { disposition: pb::Disposition::Committed as i32 })
     }
@@ -208,6 +214,37 @@ async fn a_worker_cut_off_for_longer_than_the_lease_ttl_stops_its_attempts() {
     );
     let left: Vec<_> = walk(out.path()).into_iter().filter(|p| p.is_file()).collect();
     assert!(left.is_empty(), "the stopped attempt's files are removed: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_that_hears_nothing_back_is_sent_again() {
+    let mock = Arc::new(Mock::default());
+    *mock.first_report_hangs.lock().unwrap() = true;
+    mock.queue.lock().unwrap().push(pb::TaskLease {
+        task_id: 7,
+        job_id: "job-test".into(),
+        attempt: 1,
+        kind: lehr_worker::NOOP_TASK_KIND.into(),
+        payload: "{}".into(),
+        lease_ttl_ms: 1000,
+        lease_token: "token-7".into(),
+    });
+    let shutdown = CancellationToken::new();
+    let api: Arc<dyn CoordinatorApi> = mock.clone();
+    let config = lehr_worker::WorkerConfig { name: "t".into(), slots: 1, ..Default::default() };
+    let start = std::time::Instant::now();
+    let worker = tokio::spawn(lehr_worker::start(config, api, shutdown.clone()));
+    while mock.reports.lock().unwrap().is_empty() && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = start.elapsed();
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    let reports = mock.reports.lock().unwrap().clone();
+    assert_eq!(reports.len(), 1, "the unanswered report is sent again, and answered once ({took:?})");
+    assert_eq!((reports[0].task_id, reports[0].lease_token.as_str()), (7, "token-7"));
+    // bounded by the call limit (a lease TTL, at least 10 s), not by HTTP/2 keepalive
+    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(15), "{took:?}");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
