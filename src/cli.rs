@@ -798,6 +798,10 @@ pub struct BenchCoordinatorArgs {
     /// Tasks a worker asks for per lease call.
     #[arg(long, default_value_t = 1)]
     pub batch: u32,
+    /// Reports ride on the next lease call (as `lehr worker` sends them) instead of one
+    /// ReportTask call each.
+    #[arg(long)]
+    pub piggyback: bool,
     /// Also measure through gRPC on loopback.
     #[arg(long)]
     pub grpc: bool,

@@ -465,7 +465,28 @@ impl CoordinatorApi for Coordinator {
         Ok(RegisterWorkerResponse { worker_id: id, lease_ttl_ms: ttl, heartbeat_ms: self.heartbeat_ms })
     }
 
-    async fn lease_tasks(&self, req: LeaseTasksRequest) -> ApiResult<LeaseTasksResponse> {
+    async fn lease_tasks(&self, mut req: LeaseTasksRequest) -> ApiResult<LeaseTasksResponse> {
+        // Piggybacked reports first, concurrently, so they share a group commit; then the lease
+        // (whose slots they may have freed).
+        let reports = std::mem::take(&mut req.reports);
+        let reports = futures::future::join_all(reports.into_iter().map(|r| async {
+            if r.worker_id != req.worker_id {
+                return Err(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("a report of worker {} rode on a lease call of worker {}", r.worker_id, req.worker_id),
+                ));
+            }
+            self.report_task(r).await
+        }))
+        .await
+        .into_iter()
+        .map(|r| match r {
+            Ok(r) => ReportTaskResult { disposition: r.disposition, error: String::new() },
+            Err(e) => {
+                ReportTaskResult { disposition: lehr_proto::pb::Disposition::Unspecified as i32, error: e.to_string() }
+            }
+        })
+        .collect::<Vec<_>>();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(30_000));
         loop {
             // Register interest before looking, so a submit between the look and the wait wakes us.
@@ -494,7 +515,7 @@ impl CoordinatorApi for Coordinator {
                         lease_token: g.token,
                     })
                     .collect();
-                return Ok(LeaseTasksResponse { leases });
+                return Ok(LeaseTasksResponse { leases, reports });
             }
             tokio::select! {
                 _ = notified => {}

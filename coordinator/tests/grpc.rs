@@ -120,7 +120,7 @@ async fn a_job_runs_through_grpc_with_idempotent_commits() {
     assert_eq!(job.tasks, 5);
     let w = api.register_worker(pb::RegisterWorkerRequest { name: "t".into(), slots: 8 }).await.unwrap().worker_id;
     let leases = api
-        .lease_tasks(pb::LeaseTasksRequest { worker_id: w.clone(), max_tasks: 8, wait_ms: 0, kinds: vec![] })
+        .lease_tasks(pb::LeaseTasksRequest { worker_id: w.clone(), max_tasks: 8, ..Default::default() })
         .await
         .unwrap()
         .leases;
@@ -278,8 +278,7 @@ async fn concurrent_decisions_are_all_durable_after_a_restart() {
                     .lease_tasks(pb::LeaseTasksRequest {
                         worker_id: w.worker_id.clone(),
                         max_tasks: 2,
-                        wait_ms: 0,
-                        kinds: vec![],
+                        ..Default::default()
                     })
                     .await
                     .unwrap()
@@ -326,4 +325,64 @@ async fn concurrent_decisions_are_all_durable_after_a_restart() {
     let workers = api.list_workers(pb::ListWorkersRequest {}).await.unwrap().workers;
     assert_eq!(workers.len(), 40);
     shutdown.cancel();
+}
+
+/// Reports riding on lease calls: each is decided as ReportTask decides it (committed, the same
+/// again when resent, refused with the reason for a wrong token or another worker's id), the
+/// answers come back in order, and the lease in the same call still leases.
+#[tokio::test]
+async fn reports_ride_on_lease_calls_and_are_decided_as_alone() {
+    let (url, stop, _dir) = serve(None).await;
+    let api = client(&url, None);
+    let job = api
+        .submit_job(pb::SubmitJobRequest {
+            kind: "noop".into(),
+            name: "n".into(),
+            spec: "tasks = 6".into(),
+            base_dir: String::new(),
+        })
+        .await
+        .unwrap();
+    let w = api.register_worker(pb::RegisterWorkerRequest { name: "t".into(), slots: 3 }).await.unwrap().worker_id;
+    let lease = |reports: Vec<pb::ReportTaskRequest>| {
+        let (api, w) = (api.clone(), w.clone());
+        async move {
+            api.lease_tasks(pb::LeaseTasksRequest { worker_id: w, max_tasks: 3, reports, ..Default::default() })
+                .await
+                .unwrap()
+        }
+    };
+    let report = |l: &pb::TaskLease, worker: &str, token: &str| pb::ReportTaskRequest {
+        worker_id: worker.into(),
+        task_id: l.task_id,
+        attempt: l.attempt,
+        outcome: Some(Outcome::Success("{}".into())),
+        lease_token: token.into(),
+    };
+    let first = lease(vec![]).await;
+    assert_eq!((first.leases.len(), first.reports.len()), (3, 0));
+    let l = &first.leases;
+    let second = lease(vec![
+        report(&l[0], &w, &l[0].lease_token),
+        report(&l[1], &w, "forged"),
+        report(&l[2], "someone-else", &l[2].lease_token),
+        report(&l[0], &w, &l[0].lease_token),
+    ])
+    .await;
+    let d: Vec<_> = second.reports.iter().map(|r| (r.disposition(), r.error.is_empty())).collect();
+    use pb::Disposition::*;
+    assert_eq!(d, [(Committed, true), (Unspecified, false), (Unspecified, false), (Committed, true)], "{second:?}");
+    assert!(second.reports[1].error.contains("not granted"), "{}", second.reports[1].error);
+    assert!(second.reports[2].error.contains("rode on a lease call"), "{}", second.reports[2].error);
+    // one slot freed by the committed report: the worker asked for 3 and gets the 3 still queued
+    assert_eq!(second.leases.len(), 3);
+    let mut all: Vec<pb::ReportTaskRequest> = second.leases.iter().map(|x| report(x, &w, &x.lease_token)).collect();
+    all.extend([report(&l[1], &w, &l[1].lease_token), report(&l[2], &w, &l[2].lease_token)]);
+    let third = lease(all).await;
+    assert!(third.reports.iter().all(|r| r.disposition() == Committed), "{third:?}");
+    assert!(third.leases.is_empty());
+    let status = api.get_job(pb::GetJobRequest { job_id: job.job_id, ..Default::default() }).await.unwrap();
+    let committed: u32 = status.job.unwrap().stages.iter().map(|s| s.tasks_committed).sum();
+    assert_eq!(committed, 6);
+    stop.cancel();
 }

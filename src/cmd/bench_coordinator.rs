@@ -53,12 +53,14 @@ fn micros(t: Instant) -> u32 {
 }
 
 /// `workers` loops over `clients` (round robin) lease up to `batch` tasks and report each done at
-/// once; one more loop calls GetJob (the job's status with its stage totals) every 20 ms.
+/// once, or (`piggyback`) on the next lease call; one more loop calls GetJob (the job's status
+/// with its stage totals) every 20 ms.
 async fn drive(
     clients: &[Arc<dyn CoordinatorApi>],
     tasks: u32,
     workers: u32,
     batch: u32,
+    piggyback: bool,
     first: bool,
 ) -> Result<Run, Failure> {
     let api = clients[0].clone();
@@ -101,14 +103,15 @@ async fn drive(
         let api = clients[i % clients.len()].clone();
         set.spawn(async move {
             let (mut lease_lat, mut report_lat) = (Vec::new(), Vec::new());
+            let mut reports = Vec::new();
             loop {
                 let t = Instant::now();
                 let leases = api
                     .lease_tasks(pb::LeaseTasksRequest {
                         worker_id: id.clone(),
                         max_tasks: batch,
-                        wait_ms: 0,
-                        kinds: vec![],
+                        reports: std::mem::take(&mut reports),
+                        ..Default::default()
                     })
                     .await?
                     .leases;
@@ -117,15 +120,19 @@ async fn drive(
                     return Ok::<_, lehr_proto::ApiError>((lease_lat, report_lat));
                 }
                 for l in leases {
-                    let t = Instant::now();
-                    api.report_task(pb::ReportTaskRequest {
+                    let report = pb::ReportTaskRequest {
                         worker_id: id.clone(),
                         task_id: l.task_id,
                         attempt: l.attempt,
                         outcome: Some(Outcome::Success("{}".into())),
                         lease_token: l.lease_token,
-                    })
-                    .await?;
+                    };
+                    if piggyback {
+                        reports.push(report);
+                        continue;
+                    }
+                    let t = Instant::now();
+                    api.report_task(report).await?;
                     report_lat.push(micros(t));
                 }
             }
@@ -179,20 +186,22 @@ pub async fn run(args: BenchCoordinatorArgs) -> CmdResult {
     };
     let (running, _) = start_embedded(state, listen, 0, &shutdown).await?;
     let api: Arc<dyn CoordinatorApi> = running.api.clone();
-    let in_process = figures(drive(std::slice::from_ref(&api), args.tasks, args.workers, args.batch, true).await?);
+    let in_process =
+        figures(drive(std::slice::from_ref(&api), args.tasks, args.workers, args.batch, args.piggyback, true).await?);
     let grpc = match running.grpc_addr {
         Some(addr) => {
             let mut clients: Vec<Arc<dyn CoordinatorApi>> = Vec::new();
             for _ in 0..args.connections.min(args.workers) {
                 clients.push(Arc::new(GrpcCoordinatorClient::new(&format!("http://{addr}"), None)?));
             }
-            Some(figures(drive(&clients, args.tasks, args.workers, args.batch, false).await?))
+            Some(figures(drive(&clients, args.tasks, args.workers, args.batch, args.piggyback, false).await?))
         }
         None => None,
     };
     shutdown.cancel();
     let report = json!({
         "tasks": args.tasks, "workers": args.workers, "connections": args.connections, "batch": args.batch,
+        "piggyback": args.piggyback,
         "in_process": in_process, "grpc": grpc, "store": store_name,
     });
     if args.json {
@@ -200,11 +209,15 @@ pub async fn run(args: BenchCoordinatorArgs) -> CmdResult {
         return Ok(EXIT_OK);
     }
     println!(
-        "coordinator: {} tasks, {} simulated workers ({} per lease), lease + commit each ({store_name}, group commit: each answer durable)",
-        args.tasks, args.workers, args.batch
+        "coordinator: {} tasks, {} simulated workers ({} per lease), lease + commit each ({store_name}, group commit: each answer durable){}",
+        args.tasks,
+        args.workers,
+        args.batch,
+        if args.piggyback { ", reports on the next lease call" } else { "" }
     );
-    let ms = |v: &Value, k: &str| {
-        format!("{:.2}/{:.2} ms", v[k]["p50_ms"].as_f64().unwrap_or(0.0), v[k]["p99_ms"].as_f64().unwrap_or(0.0))
+    let ms = |v: &Value, k: &str| match v[k]["p50_ms"].as_f64() {
+        Some(p50) => format!("{p50:.2}/{:.2} ms", v[k]["p99_ms"].as_f64().unwrap_or(0.0)),
+        None => "on the lease call".to_string(),
     };
     let line = |name: &str, v: &Value| {
         let mem = v["rss_bytes_per_task_at_submit"]

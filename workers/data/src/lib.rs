@@ -150,8 +150,15 @@ pub async fn start(
             session.clone(),
         ));
         let mut tasks = tokio::task::JoinSet::new();
+        // Finished attempts' reports: they ride on the next lease call (one call per task), or
+        // go on their own when they finish while a lease call waits for work.
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<pb::ReportTaskRequest>();
+        let mut pending: Vec<pb::ReportTaskRequest> = Vec::new();
+        let mut sending = tokio::task::JoinSet::new();
+        let limit = call_limit(lease_ttl);
         let outcome = loop {
             while tasks.try_join_next().is_some() {}
+            while sending.try_join_next().is_some() {}
             let free = config.slots.saturating_sub(tasks.len() as u32);
             if free == 0 {
                 tokio::select! {
@@ -159,18 +166,31 @@ pub async fn start(
                     _ = tasks.join_next() => continue,
                 }
             }
+            while let Ok(r) = done_rx.try_recv() {
+                pending.push(r);
+            }
             let req = pb::LeaseTasksRequest {
                 worker_id: worker_id.clone(),
                 max_tasks: free,
-                wait_ms: 2_000,
+                // reports to deliver: do not wait for work with them
+                wait_ms: if pending.is_empty() { 2_000 } else { 0 },
                 kinds: config.kinds.clone(),
+                reports: pending.clone(),
             };
-            let leases = tokio::select! {
-                _ = session.cancelled() => break None,
-                r = retry(&session, "lease", || {
-                    let wait = Duration::from_millis(req.wait_ms as u64);
-                    bounded(wait + call_limit(lease_ttl), "lease", api.lease_tasks(req.clone()))
-                }) => r,
+            let call = retry(&session, "lease", || {
+                let wait = Duration::from_millis(req.wait_ms);
+                bounded(wait + limit, "lease", api.lease_tasks(req.clone()))
+            });
+            tokio::pin!(call);
+            let leases = loop {
+                tokio::select! {
+                    _ = session.cancelled() => break None,
+                    r = &mut call => break r,
+                    Some(report) = done_rx.recv() => {
+                        let (api, stop) = (api.clone(), session.clone());
+                        sending.spawn(async move { send_report(&api, report, limit, &stop).await });
+                    }
+                }
             };
             match leases {
                 None => break None,
@@ -180,6 +200,18 @@ pub async fn start(
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Some(Ok(r)) => {
+                    let mut carried = pending.drain(..);
+                    for result in &r.reports {
+                        if let Some(report) = carried.next() {
+                            log_report(&report, result.disposition(), &result.error);
+                        }
+                    }
+                    // A coordinator that answered fewer reports than it was given (one from
+                    // before piggybacking ignores them): the rest go on their own.
+                    for report in carried {
+                        let (api, stop) = (api.clone(), session.clone());
+                        sending.spawn(async move { send_report(&api, report, limit, &stop).await });
+                    }
                     for lease in r.leases {
                         tracing::debug!(task_id = lease.task_id, attempt = lease.attempt, "leased");
                         let progress = Arc::new(TaskProgress::default());
@@ -204,7 +236,7 @@ pub async fn start(
                                     max_result_bytes: config.max_result_bytes,
                                 },
                                 running.clone(),
-                                session.clone(),
+                                done_tx.clone(),
                             )
                             .instrument(span),
                         );
@@ -218,6 +250,15 @@ pub async fn start(
         }
         session.cancel();
         while tasks.join_next().await.is_some() {}
+        // What finished and was not delivered: one try each (a lease call may have carried it).
+        drop(done_tx);
+        while let Some(r) = done_rx.recv().await {
+            pending.push(r);
+        }
+        for report in pending {
+            send_report(&api, report, limit, &session).await;
+        }
+        while sending.join_next().await.is_some() {}
         heartbeat.abort();
         match outcome {
             Some(e) => {
@@ -309,7 +350,7 @@ async fn run_lease(
     progress: Arc<TaskProgress>,
     runners: Runners,
     running: RunningMap,
-    session: CancellationToken,
+    done: tokio::sync::mpsc::UnboundedSender<pb::ReportTaskRequest>,
 ) {
     let outcome = if lease.kind == TRAIN_RANK_TASK_KIND {
         match &runners.train {
@@ -361,14 +402,36 @@ async fn run_lease(
         outcome: Some(outcome),
         lease_token: lease.lease_token.clone(),
     };
-    // A report must get through: retry through coordinator restarts (the parent token, not the
-    // session, bounds it, so a worker shutting down still tries).
-    let stop = session.clone();
-    let limit = call_limit(Duration::from_millis(lease.lease_ttl_ms.max(1)));
-    match retry(&stop, "report", || bounded(limit, "report", api.report_task(req.clone()))).await {
-        Some(Ok(r)) => tracing::debug!(disposition = lehr_proto::Named::name(r.disposition()), "reported"),
-        Some(Err(e)) => tracing::warn!(error = %e, "report refused"),
-        None => tracing::warn!("shut down before the report got through; the lease will expire"),
+    // the worker's loop delivers it (closed only once every runner has ended)
+    let _ = done.send(req);
+}
+
+/// Sends a report on its own, retrying through coordinator restarts until `stop` (a worker
+/// shutting down still tries once).
+async fn send_report(
+    api: &Arc<dyn CoordinatorApi>,
+    req: pb::ReportTaskRequest,
+    limit: Duration,
+    stop: &CancellationToken,
+) {
+    match retry(stop, "report", || bounded(limit, "report", api.report_task(req.clone()))).await {
+        Some(Ok(r)) => log_report(&req, r.disposition(), ""),
+        Some(Err(e)) => log_report(&req, pb::Disposition::Unspecified, &e.to_string()),
+        None => tracing::warn!(
+            task_id = req.task_id,
+            attempt = req.attempt,
+            "shut down before the report got through; the lease will expire"
+        ),
+    }
+}
+
+/// Logs what became of a report (sent alone or on a lease call).
+fn log_report(req: &pb::ReportTaskRequest, disposition: pb::Disposition, error: &str) {
+    let (task_id, attempt) = (req.task_id, req.attempt);
+    if error.is_empty() {
+        tracing::debug!(task_id, attempt, disposition = lehr_proto::Named::name(disposition), "reported");
+    } else {
+        tracing::warn!(task_id, attempt, %error, "report refused");
     }
 }
 

@@ -25,6 +25,10 @@ struct Mock {
     heartbeats_fail: Mutex<bool>,
     /// The first report is never answered (sent into a partition on an open connection).
     first_report_hangs: Mutex<bool>,
+    /// Reports that rode on lease calls.
+    piggybacked: Mutex<usize>,
+    /// Lease calls drop the reports they carry unanswered (a coordinator from before them).
+    ignores_piggyback: Mutex<bool>,
 }
 
 #[async_trait]
@@ -52,12 +56,19 @@ impl CoordinatorApi for Mock {
         *n += 1;
         Ok(pb::RegisterWorkerResponse { worker_id: format!("w{n}"), lease_ttl_ms: 1000, heartbeat_ms: 100 })
     }
-    async fn lease_tasks(&self, _: pb::LeaseTasksRequest) -> ApiResult<pb::LeaseTasksResponse> {
+    async fn lease_tasks(&self, req: pb::LeaseTasksRequest) -> ApiResult<pb::LeaseTasksResponse> {
         if std::mem::take(&mut *self.forget_once.lock().unwrap()) {
             return Err(ApiError::new(ErrorCode::FailedPrecondition, "unknown worker"));
         }
+        let mut reports = Vec::new();
+        let carried = if *self.ignores_piggyback.lock().unwrap() { vec![] } else { req.reports };
+        for r in carried {
+            let d = self.report_task(r).await?.disposition;
+            reports.push(pb::ReportTaskResult { disposition: d, error: String::new() });
+        }
+        *self.piggybacked.lock().unwrap() += reports.len();
         tokio::time::sleep(Duration::from_millis(10)).await;
-        Ok(pb::LeaseTasksResponse { leases: self.queue.lock().unwrap().drain(..).collect() })
+        Ok(pb::LeaseTasksResponse { leases: self.queue.lock().unwrap().drain(..).collect(), reports })
     }
     async fn heartbeat(&self, _: pb::HeartbeatRequest) -> ApiResult<pb::HeartbeatResponse> {
         if *self.heartbeats_fail.lock().unwrap() {
@@ -159,6 +170,7 @@ async fn worker_runs_reports_and_reregisters() {
     let mut reports = mock.reports.lock().unwrap().clone();
     reports.sort_by_key(|r| r.task_id);
     assert_eq!(reports.len(), 3, "each task reported exactly once");
+    assert!(*mock.piggybacked.lock().unwrap() >= 1, "reports ride on lease calls");
     for r in &reports {
         assert_eq!(r.lease_token, format!("token-{}", r.task_id), "reports carry their lease token");
     }
@@ -294,4 +306,40 @@ async fn an_oversized_result_fails_its_task_saying_why() {
         }
         other => panic!("expected a failure, got {other:?}"),
     }
+}
+
+/// A coordinator from before piggybacked reports ignores them (an unknown field): the worker
+/// sees no answers for what it carried and sends each report again alone, so none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_a_lease_call_did_not_answer_go_alone() {
+    let mock = Arc::new(Mock::default());
+    *mock.ignores_piggyback.lock().unwrap() = true;
+    mock.queue.lock().unwrap().extend((0..4).map(|task_id| pb::TaskLease {
+        task_id,
+        job_id: "job-test".into(),
+        attempt: 1,
+        // a kind this worker does not run: the attempt fails at once, and is reported
+        kind: "tokenize.shard".into(),
+        payload: "{}".into(),
+        lease_ttl_ms: 1000,
+        lease_token: format!("token-{task_id}"),
+    }));
+    let shutdown = CancellationToken::new();
+    let api: Arc<dyn CoordinatorApi> = mock.clone();
+    let config = lehr_worker::WorkerConfig { name: "t".into(), slots: 4, ..Default::default() };
+    let worker = tokio::spawn(lehr_worker::start(config, api, shutdown.clone()));
+    for _ in 0..200 {
+        if mock.reports.lock().unwrap().len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // time for a report to arrive twice, if one would
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    let mut ids: Vec<u64> = mock.reports.lock().unwrap().iter().map(|r| r.task_id).collect();
+    ids.sort();
+    assert_eq!(ids, [0, 1, 2, 3], "each report delivered once, alone");
+    assert_eq!(*mock.piggybacked.lock().unwrap(), 0);
 }
