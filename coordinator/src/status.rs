@@ -1,11 +1,13 @@
-//! Status views. Under the scheduler's lock a call copies only what it shows (a few counters per
-//! task of the jobs on its page, no spec, no sort); the views are built after the lock is
-//! released, so `lehr status` on a big coordinator never holds up leases and reports.
+//! Status views. Under the scheduler's lock a call copies only what it shows: each stage's
+//! counters (kept by the scheduler as tasks change state, so a job of 100,000 tasks costs what
+//! a job of ten does) and the progress of the job's leased tasks; no spec, no sort, no walk
+//! over the tasks. The views are built after the lock is released, so `lehr status` on a big
+//! coordinator never holds up leases and reports.
 
 use lehr_proto::pb;
 use lehr_proto::pb::*;
 
-use crate::scheduler::{Disposition as Decided, Job, JobState, Live, Scheduler, Task, TaskState, TaskStats};
+use crate::scheduler::{Disposition as Decided, Job, JobState, Live, Scheduler, Tally, Task, TaskState};
 
 /// The wire's name of a job state.
 pub fn wire_job_state(s: JobState) -> pb::JobState {
@@ -49,17 +51,11 @@ pub struct JobSnapshot {
     created_ms: i64,
     finished_ms: i64,
     output: String,
-    /// Per stage: name, names of the stages it depends on, whether those are all committed.
-    stages: Vec<(String, Vec<String>, bool)>,
-    tasks: Vec<TaskRow>,
-}
-
-#[derive(Clone, Copy)]
-struct TaskRow {
-    stage: usize,
-    state: TaskState,
-    stats: TaskStats,
-    progress: Live,
+    /// Per stage: name, names of the stages it depends on, whether those are all committed,
+    /// and its counters.
+    stages: Vec<(String, Vec<String>, bool, Tally)>,
+    /// What the job's leased tasks' heartbeats say they have done.
+    running: Vec<Live>,
 }
 
 impl JobSnapshot {
@@ -67,23 +63,17 @@ impl JobSnapshot {
         let stages = job
             .stages
             .iter()
-            .map(|st| {
+            .enumerate()
+            .map(|(i, st)| {
                 let deps = st.depends_on.iter().filter_map(|&d| job.stages.get(d).map(|x| x.name.clone())).collect();
                 let ready = st.depends_on.iter().all(|&d| {
-                    let (total, committed) = s.stage_progress(&job.id, d);
-                    total == committed
+                    let c = s.stage_tally(&job.id, d);
+                    c.total == c.committed
                 });
-                (st.name.clone(), deps, ready)
+                (st.name.clone(), deps, ready, s.stage_tally(&job.id, i))
             })
             .collect();
-        let tasks = s
-            .job_task_ids(&job.id)
-            .iter()
-            .map(|id| {
-                let t = &s.state.tasks[id];
-                TaskRow { stage: t.stage, state: t.state, stats: t.stats, progress: t.progress }
-            })
-            .collect();
+        let running = s.job_leased(&job.id).map(|t| t.progress).collect();
         JobSnapshot {
             id: job.id.clone(),
             name: job.name.clone(),
@@ -94,45 +84,43 @@ impl JobSnapshot {
             finished_ms: job.finished_ms,
             output: job.output.clone(),
             stages,
-            tasks,
+            running,
         }
     }
 
     pub fn status(self) -> JobStatus {
+        let mut synth = SynthProgress::default();
         let mut stages: Vec<StageStatus> = self
             .stages
             .iter()
-            .map(|(name, deps, _)| StageStatus { name: name.clone(), depends_on: deps.clone(), ..Default::default() })
+            .map(|(name, deps, _, c)| {
+                synth.requests_done += c.stats.synth_requests;
+                synth.requests_total += c.stats.synth_requests;
+                synth.completion_tokens += c.stats.synth_tokens;
+                StageStatus {
+                    name: name.clone(),
+                    depends_on: deps.clone(),
+                    tasks_total: c.total,
+                    tasks_committed: c.committed,
+                    tasks_running: c.leased,
+                    tasks_failed: c.failed,
+                    docs_in: c.stats.docs_in,
+                    docs_out: c.stats.docs_out,
+                    bytes_in: c.stats.bytes_in,
+                    bad_records: c.stats.bad_records,
+                    ..Default::default()
+                }
+            })
             .collect();
         let (mut running_docs, mut running_bytes) = (0, 0);
-        let mut synth = SynthProgress::default();
-        for t in &self.tasks {
-            let Some(st) = stages.get_mut(t.stage) else { continue };
-            st.tasks_total += 1;
-            match t.state {
-                TaskState::Committed => {
-                    st.tasks_committed += 1;
-                    st.docs_in += t.stats.docs_in;
-                    st.docs_out += t.stats.docs_out;
-                    st.bytes_in += t.stats.bytes_in;
-                    st.bad_records += t.stats.bad_records;
-                    synth.requests_done += t.stats.synth_requests;
-                    synth.requests_total += t.stats.synth_requests;
-                    synth.completion_tokens += t.stats.synth_tokens;
-                }
-                TaskState::Leased => {
-                    st.tasks_running += 1;
-                    running_docs += t.progress.docs;
-                    running_bytes += t.progress.bytes;
-                    synth.requests_done += t.progress.synth_requests;
-                    synth.requests_total += t.progress.synth_requests_total;
-                    synth.completion_tokens += t.progress.synth_tokens;
-                }
-                TaskState::Failed => st.tasks_failed += 1,
-                _ => {}
-            }
+        for p in &self.running {
+            running_docs += p.docs;
+            running_bytes += p.bytes;
+            synth.requests_done += p.synth_requests;
+            synth.requests_total += p.synth_requests_total;
+            synth.completion_tokens += p.synth_tokens;
         }
-        for (st, (_, _, ready)) in stages.iter_mut().zip(&self.stages) {
+        for (st, (_, _, ready, _)) in stages.iter_mut().zip(&self.stages) {
             let state = if st.tasks_failed > 0 {
                 StageState::Failed
             } else if st.tasks_committed == st.tasks_total {

@@ -185,6 +185,49 @@ pub fn charged_attempts(t: &Task) -> u32 {
     t.attempts.saturating_sub(aborted)
 }
 
+/// A (job, stage)'s counters: its tasks, by state, and the stats of those committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub total: u32,
+    pub committed: u32,
+    /// Committed tasks whose outputs are promoted.
+    pub promoted: u32,
+    pub leased: u32,
+    pub failed: u32,
+    /// Summed over the committed tasks.
+    pub stats: TaskStats,
+}
+
+impl Tally {
+    /// Counts `t` in its state (`total` is counted apart: a task is in it whatever its state).
+    fn enter(&mut self, t: &Task) {
+        match t.state {
+            TaskState::Committed => {
+                self.committed += 1;
+                self.promoted += u32::from(t.promoted);
+                self.stats.add(&t.stats);
+            }
+            TaskState::Leased => self.leased += 1,
+            TaskState::Failed => self.failed += 1,
+            TaskState::Queued | TaskState::Cancelled => {}
+        }
+    }
+
+    /// Undoes [`Tally::enter`] for `t` leaving its state.
+    fn leave(&mut self, t: &Task) {
+        match t.state {
+            TaskState::Committed => {
+                self.committed -= 1;
+                self.promoted -= u32::from(t.promoted);
+                self.stats.sub(&t.stats);
+            }
+            TaskState::Leased => self.leased -= 1,
+            TaskState::Failed => self.failed -= 1,
+            TaskState::Queued | TaskState::Cancelled => {}
+        }
+    }
+}
+
 /// The state plus indexes derived from it (rebuilt on load, never persisted).
 #[derive(Debug, Clone, Default)]
 pub struct Scheduler {
@@ -193,10 +236,10 @@ pub struct Scheduler {
     /// Queued tasks in lease order: (job seq, stage, index, id).
     queued: BTreeSet<(u64, usize, u32, TaskId)>,
     leased: BTreeSet<TaskId>,
-    /// (job, stage) → (tasks, committed tasks, committed tasks whose outputs are promoted). A
-    /// stage that others depend on is complete when all its tasks are promoted: the next stage
-    /// reads their outputs under the final names.
-    stage_counts: BTreeMap<(String, usize), (u32, u32, u32)>,
+    /// (job, stage) → its counters, kept as tasks change state. A stage that others depend on
+    /// is complete when all its tasks are promoted: the next stage reads their outputs under the
+    /// final names. Status views read these instead of walking a job's tasks.
+    stage_counts: BTreeMap<(String, usize), Tally>,
     /// Job → its tasks, so per-job work never scans every task of every job.
     job_index: BTreeMap<String, Vec<TaskId>>,
     /// Committed tasks whose outputs are not promoted yet.
@@ -232,19 +275,14 @@ impl Scheduler {
             }
             let seq = self.state.jobs.get(&t.job_id).map(|j| j.seq).unwrap_or(u64::MAX);
             let c = self.stage_counts.entry((t.job_id.clone(), t.stage)).or_default();
-            c.0 += 1;
+            c.total += 1;
+            c.enter(t);
             match t.state {
                 TaskState::Queued => {
                     self.queued.insert((seq, t.stage, t.index, t.id));
                 }
                 TaskState::Leased => {
                     self.leased.insert(t.id);
-                }
-                TaskState::Committed => {
-                    c.1 += 1;
-                    if t.promoted {
-                        c.2 += 1;
-                    }
                 }
                 _ => {}
             }
@@ -256,6 +294,10 @@ impl Scheduler {
         let t = self.state.tasks.get_mut(&id).expect("task exists");
         let seq = self.state.jobs.get(&t.job_id).map(|j| j.seq).unwrap_or(u64::MAX);
         let key = (seq, t.stage, t.index, t.id);
+        let mut tally = self.stage_counts.get_mut(&(t.job_id.clone(), t.stage));
+        if let Some(c) = tally.as_deref_mut() {
+            c.leave(t);
+        }
         match t.state {
             TaskState::Queued => {
                 self.queued.remove(&key);
@@ -264,17 +306,14 @@ impl Scheduler {
                 self.leased.remove(&id);
             }
             TaskState::Committed => {
-                if let Some(c) = self.stage_counts.get_mut(&(t.job_id.clone(), t.stage)) {
-                    c.1 -= 1;
-                    if t.promoted {
-                        c.2 -= 1;
-                    }
-                }
                 self.unpromoted.remove(&id);
             }
             _ => {}
         }
         t.state = new;
+        if let Some(c) = tally {
+            c.enter(t);
+        }
         match new {
             TaskState::Queued => {
                 self.queued.insert(key);
@@ -282,27 +321,19 @@ impl Scheduler {
             TaskState::Leased => {
                 self.leased.insert(id);
             }
-            TaskState::Committed => {
-                if let Some(c) = self.stage_counts.get_mut(&(t.job_id.clone(), t.stage)) {
-                    c.1 += 1;
-                    if t.promoted {
-                        c.2 += 1;
-                    }
-                }
-                if !t.promoted {
-                    self.unpromoted.insert(id);
-                }
+            TaskState::Committed if !t.promoted => {
+                self.unpromoted.insert(id);
             }
             _ => {}
         }
     }
 
     fn stage_committed(&self, job_id: &str, stage: usize) -> bool {
-        self.stage_counts.get(&(job_id.to_string(), stage)).is_none_or(|(total, committed, _)| total == committed)
+        self.stage_counts.get(&(job_id.to_string(), stage)).is_none_or(|c| c.total == c.committed)
     }
 
     fn stage_complete(&self, job_id: &str, stage: usize) -> bool {
-        self.stage_counts.get(&(job_id.to_string(), stage)).is_none_or(|(total, _, promoted)| total == promoted)
+        self.stage_counts.get(&(job_id.to_string(), stage)).is_none_or(|c| c.total == c.promoted)
     }
 
     /// The running (or being planned) job whose output overlaps `output`, if any, and that
@@ -411,7 +442,7 @@ impl Scheduler {
                     progress: Default::default(),
                 },
             );
-            self.stage_counts.entry((job_id.clone(), nt.stage)).or_default().0 += 1;
+            self.stage_counts.entry((job_id.clone(), nt.stage)).or_default().total += 1;
             self.queued.insert((seq, nt.stage, nt.index, id));
             self.job_index.entry(job_id.clone()).or_default().push(id);
             dirty.tasks.push(id);
@@ -639,11 +670,12 @@ impl Scheduler {
         }
         // Any issued attempt may commit, even one whose lease expired: its output is as good.
         let job_id = t.job_id.clone();
+        // the stats first: the stage's tally adds them as the task enters Committed
+        self.state.tasks.get_mut(&task_id).expect("task exists").stats = stats;
         self.set_task_state(task_id, TaskState::Committed);
         let t = self.state.tasks.get_mut(&task_id).expect("task exists");
         t.committed_attempt = Some(attempt);
         t.result = result;
-        t.stats = stats;
         t.worker_id = worker_id.to_string();
         t.lease = None;
         t.last_error.clear();
@@ -931,7 +963,7 @@ impl Scheduler {
                 t.promoted = true;
                 self.unpromoted.remove(&task_id);
                 if let Some(c) = self.stage_counts.get_mut(&(t.job_id.clone(), t.stage)) {
-                    c.2 += 1;
+                    c.promoted += 1;
                 }
                 Dirty { tasks: vec![task_id], ..Default::default() }
             }
@@ -989,8 +1021,13 @@ impl Scheduler {
         self.leased.iter().copied().filter(|id| self.state.tasks[id].worker_id == worker_id).collect()
     }
 
-    /// (tasks, committed) of a job's stage.
-    pub fn stage_progress(&self, job_id: &str, stage: usize) -> (u32, u32) {
-        self.stage_counts.get(&(job_id.to_string(), stage)).map(|c| (c.0, c.1)).unwrap_or((0, 0))
+    /// A job's stage's counters (zero for a stage without tasks).
+    pub fn stage_tally(&self, job_id: &str, stage: usize) -> Tally {
+        self.stage_counts.get(&(job_id.to_string(), stage)).copied().unwrap_or_default()
+    }
+
+    /// A job's tasks under a live lease (at most the workers' slots, however big the job).
+    pub fn job_leased<'a>(&'a self, job_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.leased.iter().map(|id| &self.state.tasks[id]).filter(move |t| t.job_id == job_id)
     }
 }

@@ -203,6 +203,26 @@ pub struct TaskStats {
     pub synth_tokens: u64,
 }
 
+impl TaskStats {
+    pub fn add(&mut self, o: &TaskStats) {
+        self.docs_in += o.docs_in;
+        self.docs_out += o.docs_out;
+        self.bytes_in += o.bytes_in;
+        self.bad_records += o.bad_records;
+        self.synth_requests += o.synth_requests;
+        self.synth_tokens += o.synth_tokens;
+    }
+
+    pub fn sub(&mut self, o: &TaskStats) {
+        self.docs_in -= o.docs_in;
+        self.docs_out -= o.docs_out;
+        self.bytes_in -= o.bytes_in;
+        self.bad_records -= o.bad_records;
+        self.synth_requests -= o.synth_requests;
+        self.synth_tokens -= o.synth_tokens;
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Worker {
     pub id: String,

@@ -333,7 +333,9 @@ proptest! {
                 Op::Succeed { grant } => {
                     if let Some((w, g)) = grants.get(grant).cloned() {
                         let result = format!("{}-{}", g.task_id, g.attempt);
-                        let (d, _) = s.succeed(&w, g.task_id, g.attempt, result.clone(), TaskStats::default(), now);
+                        // stats that differ by task and attempt, so the stage tallies' sums are checked
+                        let stats = TaskStats { docs_in: g.task_id + 1, docs_out: g.attempt.into(), bad_records: 1, ..Default::default() };
+                        let (d, _) = s.succeed(&w, g.task_id, g.attempt, result.clone(), stats, now);
                         match committed.get(&g.task_id) {
                             Some((att, _)) if *att == g.attempt => prop_assert_eq!(d, Disposition::Committed),
                             Some(_) => prop_assert_eq!(d, Disposition::Duplicate),
@@ -387,7 +389,26 @@ proptest! {
                 prop_assert_eq!(t.committed_attempt, Some(*att));
                 prop_assert_eq!(&t.result, result);
             }
-            // the derived indexes agree with the state
+            // the derived indexes agree with the state, and the stage tallies with a rebuild
+            let rebuilt = Scheduler::from_state(s.state.clone(), s.config);
+            prop_assert_eq!(&rebuilt.stage_counts, &s.stage_counts);
+            for stage in 0..stages.len() {
+                let mut want = Tally::default();
+                for t in s.state.tasks.values().filter(|t| t.stage == stage) {
+                    want.total += 1;
+                    match t.state {
+                        TaskState::Committed => {
+                            want.committed += 1;
+                            want.promoted += u32::from(t.promoted);
+                            want.stats.add(&t.stats);
+                        }
+                        TaskState::Leased => want.leased += 1,
+                        TaskState::Failed => want.failed += 1,
+                        _ => {}
+                    }
+                }
+                prop_assert_eq!(s.stage_tally("j", stage), want, "stage {}", stage);
+            }
             let unpromoted: BTreeSet<TaskId> = s.state.tasks.values().filter(|t| t.state == TaskState::Committed && !t.promoted).map(|t| t.id).collect();
             prop_assert_eq!(&unpromoted, &s.unpromoted);
             // at most one live holder per task
