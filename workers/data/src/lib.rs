@@ -184,7 +184,9 @@ pub async fn start(
             tokio::pin!(call);
             let leases = loop {
                 tokio::select! {
-                    _ = session.cancelled() => break None,
+                    // a call carrying reports is seen through (it is bounded): dropped, its
+                    // reports would be sent again after the loop, twice for the coordinator
+                    _ = session.cancelled(), if req.reports.is_empty() => break None,
                     r = &mut call => break r,
                     Some(report) = done_rx.recv() => {
                         let (api, stop) = (api.clone(), session.clone());
