@@ -231,6 +231,10 @@ fn corpus_sbatch_on_two_nodes_matches_one_worker_also_with_a_worker_killed() {
         matches!(j.get("JobState").map(String::as_str), Some("PENDING" | "RUNNING")).then_some(j)
     });
     if pending.get("JobState").map(String::as_str) == Some("PENDING") {
+        // Not in the second of the requeue: slurmd compares a job credential's creation time
+        // with the revocation of the first run's in whole seconds, and kills a restart that
+        // lands in the same second ("Job credential revoked": CI saw it, 30 ms apart).
+        std::thread::sleep(Duration::from_secs(2));
         let _ = bed.cmd("scontrol").args(["update", &format!("JobId={id}"), "StartTime=now"]).output();
     }
     let job = bed.wait(&id, Duration::from_secs(300));
