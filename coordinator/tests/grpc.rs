@@ -30,6 +30,18 @@ fn client(url: &str, token: Option<&str>) -> Arc<dyn CoordinatorApi> {
     Arc::new(GrpcCoordinatorClient::new(url, token).unwrap())
 }
 
+/// Submits a `noop` job of `tasks` tasks.
+async fn submit_noop(api: &Arc<dyn CoordinatorApi>, tasks: u32) -> pb::SubmitJobResponse {
+    api.submit_job(pb::SubmitJobRequest {
+        kind: "noop".into(),
+        name: "n".into(),
+        spec: format!("tasks = {tasks}"),
+        base_dir: String::new(),
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn token_is_required_and_checked() {
     let (url, stop, _dir) = serve(Some("s3cret-token")).await;
@@ -108,15 +120,7 @@ async fn unknown_kinds_and_oversized_messages_are_rejected_clearly() {
 async fn a_job_runs_through_grpc_with_idempotent_commits() {
     let (url, stop, _dir) = serve(None).await;
     let api = client(&url, None);
-    let job = api
-        .submit_job(pb::SubmitJobRequest {
-            kind: "noop".into(),
-            name: "n".into(),
-            spec: "tasks = 5".into(),
-            base_dir: String::new(),
-        })
-        .await
-        .unwrap();
+    let job = submit_noop(&api, 5).await;
     assert_eq!(job.tasks, 5);
     let w = api.register_worker(pb::RegisterWorkerRequest { name: "t".into(), slots: 8 }).await.unwrap().worker_id;
     let leases = api
@@ -258,15 +262,7 @@ async fn concurrent_decisions_are_all_durable_after_a_restart() {
     let shutdown = CancellationToken::new();
     let mut running = start(config(), shutdown.clone()).await.unwrap();
     let api = client(&format!("http://{}", running.grpc_addr.unwrap()), None);
-    let job = api
-        .submit_job(pb::SubmitJobRequest {
-            kind: "noop".into(),
-            name: "n".into(),
-            spec: "tasks = 400".into(),
-            base_dir: String::new(),
-        })
-        .await
-        .unwrap();
+    let job = submit_noop(&api, 400).await;
     let mut set = tokio::task::JoinSet::new();
     for i in 0..40 {
         let api = api.clone();
@@ -334,15 +330,7 @@ async fn concurrent_decisions_are_all_durable_after_a_restart() {
 async fn reports_ride_on_lease_calls_and_are_decided_as_alone() {
     let (url, stop, _dir) = serve(None).await;
     let api = client(&url, None);
-    let job = api
-        .submit_job(pb::SubmitJobRequest {
-            kind: "noop".into(),
-            name: "n".into(),
-            spec: "tasks = 6".into(),
-            base_dir: String::new(),
-        })
-        .await
-        .unwrap();
+    let job = submit_noop(&api, 6).await;
     let w = api.register_worker(pb::RegisterWorkerRequest { name: "t".into(), slots: 3 }).await.unwrap().worker_id;
     let lease = |reports: Vec<pb::ReportTaskRequest>| {
         let (api, w) = (api.clone(), w.clone());

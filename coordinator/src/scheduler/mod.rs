@@ -1011,11 +1011,6 @@ impl Scheduler {
         v
     }
 
-    /// A job's task ids, in creation order.
-    pub fn job_task_ids(&self, job_id: &str) -> &[TaskId] {
-        self.job_index.get(job_id).map(Vec::as_slice).unwrap_or(&[])
-    }
-
     /// Tasks a worker holds a live lease on.
     pub fn leased_by(&self, worker_id: &str) -> Vec<TaskId> {
         self.leased.iter().copied().filter(|id| self.state.tasks[id].worker_id == worker_id).collect()

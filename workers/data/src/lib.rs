@@ -156,6 +156,10 @@ pub async fn start(
         let mut pending: Vec<pb::ReportTaskRequest> = Vec::new();
         let mut sending = tokio::task::JoinSet::new();
         let limit = call_limit(lease_ttl);
+        let send_alone = |sending: &mut tokio::task::JoinSet<()>, report| {
+            let (api, stop) = (api.clone(), session.clone());
+            sending.spawn(async move { send_report(&api, report, limit, &stop).await });
+        };
         let outcome = loop {
             while tasks.try_join_next().is_some() {}
             while sending.try_join_next().is_some() {}
@@ -188,10 +192,7 @@ pub async fn start(
                     // reports would be sent again after the loop, twice for the coordinator
                     _ = session.cancelled(), if req.reports.is_empty() => break None,
                     r = &mut call => break r,
-                    Some(report) = done_rx.recv() => {
-                        let (api, stop) = (api.clone(), session.clone());
-                        sending.spawn(async move { send_report(&api, report, limit, &stop).await });
-                    }
+                    Some(report) = done_rx.recv() => send_alone(&mut sending, report),
                 }
             };
             match leases {
@@ -211,8 +212,7 @@ pub async fn start(
                     // A coordinator that answered fewer reports than it was given (one from
                     // before piggybacking ignores them): the rest go on their own.
                     for report in carried {
-                        let (api, stop) = (api.clone(), session.clone());
-                        sending.spawn(async move { send_report(&api, report, limit, &stop).await });
+                        send_alone(&mut sending, report);
                     }
                     for lease in r.leases {
                         tracing::debug!(task_id = lease.task_id, attempt = lease.attempt, "leased");

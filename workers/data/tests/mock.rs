@@ -88,6 +88,16 @@ impl CoordinatorApi for Mock {
     }
 }
 
+/// Waits (up to 5 s) until the mock holds at least `n` reports.
+async fn wait_for_reports(mock: &Mock, n: usize) {
+    for _ in 0..200 {
+        if mock.reports.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 fn shard_lease(task_id: u64, path: &std::path::Path, out: &std::path::Path, text_field: &str) -> pb::TaskLease {
     let size = std::fs::metadata(path).unwrap().len();
     let task = ShardTask {
@@ -157,12 +167,7 @@ async fn worker_runs_reports_and_reregisters() {
     let api: Arc<dyn CoordinatorApi> = mock.clone();
     let config = lehr_worker::WorkerConfig { name: "t".into(), slots: 3, ..Default::default() };
     let worker = tokio::spawn(lehr_worker::start(config, api, shutdown.clone()));
-    for _ in 0..200 {
-        if mock.reports.lock().unwrap().len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for_reports(&mock, 3).await;
     shutdown.cancel();
     worker.await.unwrap().unwrap();
 
@@ -285,12 +290,7 @@ async fn an_oversized_result_fails_its_task_saying_why() {
     let api: Arc<dyn CoordinatorApi> = mock.clone();
     let config = lehr_worker::WorkerConfig { name: "t".into(), slots: 1, max_result_bytes: 256, ..Default::default() };
     let worker = tokio::spawn(lehr_worker::start(config, api, shutdown.clone()));
-    for _ in 0..200 {
-        if !mock.reports.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for_reports(&mock, 1).await;
     shutdown.cancel();
     worker.await.unwrap().unwrap();
     let reports = mock.reports.lock().unwrap().clone();
@@ -328,12 +328,7 @@ async fn reports_a_lease_call_did_not_answer_go_alone() {
     let api: Arc<dyn CoordinatorApi> = mock.clone();
     let config = lehr_worker::WorkerConfig { name: "t".into(), slots: 4, ..Default::default() };
     let worker = tokio::spawn(lehr_worker::start(config, api, shutdown.clone()));
-    for _ in 0..200 {
-        if mock.reports.lock().unwrap().len() == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for_reports(&mock, 4).await;
     // time for a report to arrive twice, if one would
     tokio::time::sleep(Duration::from_millis(300)).await;
     shutdown.cancel();
