@@ -257,3 +257,42 @@ fn the_standby_takes_over_a_sigkilled_leader_mid_job_and_the_output_is_unchanged
     assert_eq!(checksums(&out), reference, "a takeover must not change the output");
     assert_eq!(pg.sql("failover", "SELECT epoch FROM lehr_leader"), "2");
 }
+
+#[test]
+fn a_leader_whose_session_is_cut_stops_on_its_own_and_the_next_one_leads() {
+    let Some(pg) = Postgres::start() else { return };
+    let state = pg.database("cut");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("leader.log");
+    let mut leader = Proc(
+        lehr()
+            .args(["coordinator", "--state", &state, "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--http", "none", "--lease-ttl", "2s"])
+            .env("LEHR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    wait_until("the coordinator to answer", Duration::from_secs(30), || {
+        lehr().args(["status", "--json", "--coordinator", &url]).output().unwrap().status.success().then_some(())
+    });
+    // Idle: no report wakes its maintenance, so only the tick's check can notice.
+    let cut = pg.sql(
+        "cut",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'cut' AND pid <> pg_backend_pid()",
+    );
+    assert_ne!(cut, "0", "the leader holds a session");
+    let since = Instant::now();
+    let status = wait_until("the cut leader to exit", Duration::from_secs(20), || leader.0.try_wait().unwrap());
+    let took = since.elapsed();
+    eprintln!("a leader whose session was cut exited after {took:?}");
+    assert_eq!(status.code(), Some(70), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(took < Duration::from_secs(5), "the tick (ttl/4) bounds how long a lost leader answers: {took:?}");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("lost the state store"));
+
+    let _next = spawn_coordinator(&state, free_port(), "2s");
+    assert_eq!(pg.sql("cut", "SELECT epoch FROM lehr_leader"), "2", "the next coordinator starts the next term");
+}

@@ -86,6 +86,8 @@ pub struct Coordinator {
     maintenance: Notify,
     heartbeat_ms: u64,
     clock: Clock,
+    /// Whether the store can be lost (PostgreSQL) and so is checked once a maintenance tick.
+    store_can_be_lost: bool,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -116,6 +118,7 @@ impl Coordinator {
         let clock = Clock::starting_now();
         sched.grant_grace(clock.now_ms());
         let heartbeat_ms = (config.lease_ttl_ms / 3).max(100) as u64;
+        let store_can_be_lost = store.can_be_lost();
         Coordinator {
             inner: Arc::new(Mutex::new(Inner { sched, pending: Dirty::default(), applied: 0 })),
             commit: Arc::new(Commit {
@@ -129,6 +132,7 @@ impl Coordinator {
             maintenance: Notify::new(),
             heartbeat_ms,
             clock,
+            store_can_be_lost,
         }
     }
 
@@ -318,11 +322,17 @@ impl Coordinator {
         did
     }
 
-    /// Runs [`maintain`](Self::maintain) until `shutdown`, at least every `tick`.
+    /// Runs [`maintain`](Self::maintain) until `shutdown`, at least every `tick`, and checks a
+    /// store that can be lost once a tick (not on every report's wake-up: the check takes the
+    /// store's lock, which the group commits need).
     pub async fn run_maintenance(self: Arc<Self>, tick: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        let mut next_check = tokio::time::Instant::now();
         loop {
             while self.maintain().await {}
-            self.check_store().await;
+            if self.store_can_be_lost && tokio::time::Instant::now() >= next_check {
+                self.check_store().await;
+                next_check = tokio::time::Instant::now() + tick;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(tick) => {}

@@ -50,6 +50,7 @@ struct Columns {
 /// Parquet output in row groups: the columns of the current group, and the file so far.
 struct ParquetParts {
     columns: Columns,
+    #[cfg(feature = "parquet")]
     out: SharedSpool,
     #[cfg(feature = "parquet")]
     writer: Option<polars::prelude::BatchedWriter<SharedSpool>>,
@@ -57,9 +58,11 @@ struct ParquetParts {
 }
 
 /// A spool the parquet writer writes into and the shard writer takes back at the end.
+#[cfg(feature = "parquet")]
 #[derive(Clone)]
 struct SharedSpool(std::sync::Arc<std::sync::Mutex<Spool>>);
 
+#[cfg(feature = "parquet")]
 impl std::io::Write for SharedSpool {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().expect("spool lock").write(buf)
@@ -98,6 +101,7 @@ impl ShardWriter {
         };
         let parquet = output.formats.contains(&OutputFormat::Parquet).then(|| ParquetParts {
             columns: Columns::default(),
+            #[cfg(feature = "parquet")]
             out: SharedSpool(std::sync::Arc::new(std::sync::Mutex::new(Spool::with_limit(spool_bytes)))),
             #[cfg(feature = "parquet")]
             writer: None,

@@ -110,6 +110,11 @@ pub trait StateStore: Send {
     fn check(&mut self) -> StoreResult<()> {
         Ok(())
     }
+    /// Whether [`check`](Self::check) can ever fail, so that the coordinator calls it (once a
+    /// maintenance tick). A file store cannot be lost this way.
+    fn can_be_lost(&self) -> bool {
+        false
+    }
     /// Writes the dirty rows of `state` (and the id counters) in one transaction.
     fn save(&mut self, state: &State, dirty: &Dirty) -> StoreResult<()> {
         self.write(&Batch::of(state, dirty))

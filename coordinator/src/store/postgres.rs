@@ -293,6 +293,10 @@ impl StateStore for PgStore {
         tx.commit().map_err(pg)
     }
 
+    fn can_be_lost(&self) -> bool {
+        true
+    }
+
     fn check(&mut self) -> StoreResult<()> {
         let at = self.at.clone();
         self.client().simple_query("SELECT 1").map(|_| ()).map_err(|source| StoreError::Postgres { at, source })
