@@ -210,7 +210,7 @@ pub enum EvalCommand {
     /// layout. Built-in tasks: arc_easy, arc_challenge, hellaswag, piqa, boolq (fixture schema),
     /// openbookqa, sciq, winogrande, lambada_openai, kobest_boolq, ceval, cmmlu (their
     /// datasets' schemas); or task files (NAME.toml).
-    Tasks(EvalTasksArgs),
+    Tasks(Box<EvalTasksArgs>),
     /// Draw a run's training loss, held-out loss and `[eval]` benchmark scores over steps, with
     /// stage boundaries marked (curve.svg, curve.png), and print the scores at each stage end.
     Curve(EvalCurveArgs),
@@ -363,6 +363,11 @@ pub struct AuthArgs {
     /// an `https://` coordinator URL (also: LEHR_TLS_CA). Without it, the system's roots.
     #[arg(long, global = true, env = "LEHR_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// How long a call to the coordinator waits for its answer (a worker's lease call: plus the
+    /// wait it asks for) before it counts as unreachable (exit 3; with URL1,URL2 the next URL is
+    /// tried). A stopped or cut-off coordinator keeps connections open and answers nothing.
+    #[arg(long, global = true, env = "LEHR_CALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub call_timeout: std::time::Duration,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -37,3 +37,26 @@ fn bench_coordinator_reports_latencies_and_memory() {
     }
     assert!(r["in_process"]["rss_bytes_per_task_at_submit"].as_f64().is_some(), "{r}");
 }
+
+#[test]
+fn a_stopped_coordinator_makes_cli_calls_fail_as_unreachable_after_the_call_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let coordinator = spawn_coordinator(dir.path().join("state"), port, "10s");
+    let url = format!("http://127.0.0.1:{port}");
+    let pid = coordinator.0.id().to_string();
+    // SIGSTOP: the connection stays open and nothing answers (as behind a cut-off link).
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let since = std::time::Instant::now();
+    let out = lehr().args(["status", "--json", "--coordinator", &url, "--call-timeout", "1s"]).output().unwrap();
+    let took = since.elapsed();
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "unreachable: {stderr}");
+    assert!(stderr.contains("did not answer") && stderr.contains("--call-timeout"), "{stderr}");
+    assert!(took < std::time::Duration::from_secs(8), "the call timeout bounds the wait: {took:?}");
+    // Resumed, it answers again; a zero timeout is refused as bad input.
+    assert!(lehr().args(["status", "--json", "--coordinator", &url]).output().unwrap().status.success());
+    let zero = lehr().args(["status", "--coordinator", &url, "--call-timeout", "0s"]).output().unwrap();
+    assert_eq!(zero.status.code(), Some(2), "{}", String::from_utf8_lossy(&zero.stderr));
+}

@@ -99,6 +99,9 @@ pub fn token(auth: &AuthArgs) -> Result<Option<String>, Failure> {
 }
 
 pub fn connect(url: &str, auth: &AuthArgs) -> Result<Arc<dyn CoordinatorApi>, Failure> {
+    if auth.call_timeout.is_zero() {
+        return Err(Failure::usage(anyhow::anyhow!("--call-timeout must be above zero (e.g. 30s)")));
+    }
     let token = token(auth)?;
     let ca = match &auth.tls_ca {
         Some(path) => Some(std::fs::read(path).map_err(|e| {
@@ -113,7 +116,8 @@ pub fn connect(url: &str, auth: &AuthArgs) -> Result<Arc<dyn CoordinatorApi>, Fa
         if token.is_some() && url.starts_with("http://") && !is_loopback_url(url) {
             tracing::warn!(%url, "sending the token over plain http: anyone on the path can read it (serve TLS and use https://)");
         }
-        endpoints.push((url.to_string(), GrpcCoordinatorClient::with_tls(url, token.as_deref(), ca.as_deref())?));
+        let client = GrpcCoordinatorClient::with_tls(url, token.as_deref(), ca.as_deref())?;
+        endpoints.push((url.to_string(), client.with_call_timeout(auth.call_timeout)));
     }
     match endpoints.len() {
         0 => Err(Failure::usage(anyhow::anyhow!("--coordinator is empty: give URL or URL1,URL2"))),
@@ -148,7 +152,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Cancel(a) => status::cancel(a).await,
         Command::Bench(b) => bench::run(b).await,
         Command::Train(t) => train::run(t).await,
-        Command::Eval(crate::cli::EvalCommand::Tasks(a)) => tasks::run(a).await,
+        Command::Eval(crate::cli::EvalCommand::Tasks(a)) => tasks::run(*a).await,
         Command::Eval(crate::cli::EvalCommand::Curve(a)) => curve::run(a),
         Command::Eval(crate::cli::EvalCommand::Compare(a)) => compare::run(a),
         Command::Eval(crate::cli::EvalCommand::Shard(a)) => tasks::shard(a).await,
