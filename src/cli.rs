@@ -812,8 +812,14 @@ pub struct BenchCoordinatorArgs {
     pub grpc: bool,
     /// The coordinator's state: a `postgres://` URL of an empty database (or schema) to
     /// measure PostgreSQL; default: SQLite in a temporary directory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "coordinator")]
     pub state: Option<String>,
+    /// Drive a running coordinator (`lehr coordinator`, on another machine or pinned to its own
+    /// cores with `taskset`) over gRPC instead of an embedded one; its memory is not measured.
+    #[arg(long, conflicts_with = "grpc")]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
     #[arg(long)]
     pub json: bool,
 }

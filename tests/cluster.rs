@@ -39,6 +39,29 @@ fn bench_coordinator_reports_latencies_and_memory() {
 }
 
 #[test]
+fn bench_coordinator_drives_a_running_coordinator_and_its_job_commits_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _coordinator = spawn_coordinator(dir.path().join("state"), port, "10s");
+    let url = format!("http://127.0.0.1:{port}");
+    let out = lehr()
+        .args(["bench", "coordinator", "--coordinator", &url, "--tasks", "300", "--workers", "30"])
+        .args(["--connections", "3", "--batch", "4", "--piggyback", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = json_of(&out);
+    assert!(r["in_process"].is_null() && r["store"].is_null() && r["coordinator"] == url.as_str(), "{r}");
+    assert!(r["grpc"]["tasks_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["grpc"]["lease"]["calls"].as_u64().unwrap() >= 75, "{r}");
+    // The job ran on that coordinator: it says so.
+    let jobs = lehr().args(["status", "--json", "--coordinator", &url]).output().unwrap();
+    let jobs = json_of(&jobs);
+    let text = jobs.to_string();
+    assert!(text.contains("\"bench\"") && text.contains("succeeded"), "{jobs:#}");
+}
+
+#[test]
 fn a_stopped_coordinator_makes_cli_calls_fail_as_unreachable_after_the_call_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -173,6 +173,14 @@ pub async fn run(args: BenchCoordinatorArgs) -> CmdResult {
             "--tasks, --workers, --connections and --batch must be at least 1"
         )));
     }
+    if let Some(url) = &args.coordinator {
+        let mut clients: Vec<Arc<dyn CoordinatorApi>> = Vec::new();
+        for _ in 0..args.connections.min(args.workers) {
+            clients.push(super::connect(url, &args.auth)?);
+        }
+        let grpc = figures(drive(&clients, args.tasks, args.workers, args.batch, args.piggyback, false).await?);
+        return print(&args, json!(null), Some(grpc), None);
+    }
     let shutdown = CancellationToken::new();
     let dir = tempfile::tempdir().context("no temporary directory")?;
     let listen = args.grpc.then(|| "127.0.0.1:0".parse().expect("addr"));
@@ -199,11 +207,22 @@ pub async fn run(args: BenchCoordinatorArgs) -> CmdResult {
         None => None,
     };
     shutdown.cancel();
+    print(&args, in_process, grpc, Some(store_name))
+}
+
+/// Prints the figures (`in_process` is null when a running coordinator was driven).
+/// `store` is the embedded coordinator's (None: the one at `--coordinator`).
+fn print(args: &BenchCoordinatorArgs, in_process: Value, grpc: Option<Value>, store: Option<&str>) -> CmdResult {
     let report = json!({
         "tasks": args.tasks, "workers": args.workers, "connections": args.connections, "batch": args.batch,
         "piggyback": args.piggyback,
-        "in_process": in_process, "grpc": grpc, "store": store_name,
+        "in_process": in_process, "grpc": grpc, "store": store, "coordinator": args.coordinator,
     });
+    let store_name = match (store, &args.coordinator) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(url)) => format!("the coordinator at {url}"),
+        (None, None) => unreachable!("an embedded coordinator names its store"),
+    };
     if args.json {
         println!("{report}");
         return Ok(EXIT_OK);
@@ -232,7 +251,9 @@ pub async fn run(args: BenchCoordinatorArgs) -> CmdResult {
             ms(v, "status_while_leasing"),
         )
     };
-    line("in-process", &report["in_process"]);
+    if report["in_process"].is_object() {
+        line("in-process", &report["in_process"]);
+    }
     if report["grpc"].is_object() {
         line(&format!("gRPC, {} connections", args.connections.min(args.workers)), &report["grpc"]);
     }
