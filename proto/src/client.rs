@@ -27,6 +27,11 @@ pub struct GrpcCoordinatorClient {
 /// p99 (about 1.4 s with 1,000 workers on 2 cores, docs/benchmarks.md), well short of forever.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What SubmitJob gets on top of the call timeout: the coordinator plans the job before it
+/// answers, listing every input (an object store's listing of a large corpus takes minutes), and
+/// a submit given up on may still create the job.
+pub const SUBMIT_PLANNING_ALLOWANCE: Duration = Duration::from_secs(600);
+
 impl std::fmt::Debug for GrpcCoordinatorClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // never print the token
@@ -126,8 +131,9 @@ impl GrpcCoordinatorClient {
                 ErrorCode::Unavailable,
                 format!(
                     "the coordinator at {} did not answer {what} within {limit:?}: it may be stopped, overloaded \
-                     or cut off (a longer --call-timeout waits longer)",
-                    self.url
+                     or cut off (a longer --call-timeout waits longer){}",
+                    self.url,
+                    if what == "SubmitJob" { "; the job may still have been created: see `lehr status`" } else { "" }
                 ),
             )),
         }
@@ -178,7 +184,7 @@ impl GrpcCoordinatorClient {
 #[async_trait]
 impl CoordinatorApi for GrpcCoordinatorClient {
     async fn submit_job(&self, req: SubmitJobRequest) -> ApiResult<SubmitJobResponse> {
-        self.call("SubmitJob", Duration::ZERO, self.client.clone().submit_job(self.request(req))).await
+        self.call("SubmitJob", SUBMIT_PLANNING_ALLOWANCE, self.client.clone().submit_job(self.request(req))).await
     }
     async fn get_job(&self, req: GetJobRequest) -> ApiResult<GetJobResponse> {
         self.call("GetJob", Duration::ZERO, self.client.clone().get_job(self.request(req))).await
