@@ -16,6 +16,8 @@ OUT=dist
 eval "$(scripts/setup.sh)"
 TARGET=${CARGO_TARGET_DIR:-target}
 BOOKWORM_GLIBC=2.36
+BOOKWORM_GLIBCXX=3.4.30
+command -v readelf >/dev/null && command -v objdump >/dev/null || { echo "release: needs readelf and objdump (apt-get install binutils)" >&2; exit 1; }
 mkdir -p "$OUT"
 say() { echo "release: $*" >&2; }
 fail() { echo "release: $*" >&2; exit 1; }
@@ -30,6 +32,7 @@ install -m 0755 "$TARGET/release/lehr" "$OUT/lehr-train"
 needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort; }
 runpath() { readelf -d "$1" | sed -n 's/.*(\(RUNPATH\|RPATH\)).*\[\(.*\)\]/\2/p'; }
 glibc_max() { objdump -T "$1" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1; }
+glibcxx_max() { { objdump -T "$1" | grep -o 'GLIBCXX_[0-9.]*' || true; } | sed 's/GLIBCXX_//' | sort -V | tail -1; }
 
 # the data binary: glibc only, nothing newer than the base image's
 for lib in $(needed "$OUT/lehr"); do
@@ -43,6 +46,9 @@ for bin in lehr lehr-train; do
   v=$(glibc_max "$OUT/$bin")
   [ "$(printf '%s\n%s\n' "$v" "$BOOKWORM_GLIBC" | sort -V | tail -1)" = "$BOOKWORM_GLIBC" ] \
     || fail "dist/$bin needs glibc $v; the images' bookworm has $BOOKWORM_GLIBC"
+  v=$(glibcxx_max "$OUT/$bin")
+  [ -z "$v" ] || [ "$(printf '%s\n%s\n' "$v" "$BOOKWORM_GLIBCXX" | sort -V | tail -1)" = "$BOOKWORM_GLIBCXX" ] \
+    || fail "dist/$bin needs libstdc++ GLIBCXX_$v; the images' bookworm has $BOOKWORM_GLIBCXX"
 done
 "$OUT/lehr" --version >/dev/null
 [ -z "$(runpath "$OUT/lehr-train")" ] || fail "dist/lehr-train carries a runpath: $(runpath "$OUT/lehr-train")"

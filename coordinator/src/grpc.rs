@@ -51,8 +51,16 @@ macro_rules! rpc {
 
 #[tonic::async_trait]
 impl CoordinatorRpc for GrpcService {
+    /// Planned on a task of its own: a client that hangs up (or times out) mid-planning does
+    /// not abort it halfway, which would leave the output reserved by a job that never exists
+    /// or a previous run's files half removed. The job is then submitted all the same.
     async fn submit_job(&self, req: Request<SubmitJobRequest>) -> Result<Response<SubmitJobResponse>, Status> {
-        rpc!(self, req, submit_job)
+        self.check(&req)?;
+        let inner = self.inner.clone();
+        let submitted = tokio::spawn(async move { inner.submit_job(req.into_inner()).await })
+            .await
+            .map_err(|e| Status::internal(format!("submitting the job panicked: {e}")))?;
+        submitted.map(Response::new).map_err(Status::from)
     }
     async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<GetJobResponse>, Status> {
         rpc!(self, req, get_job)

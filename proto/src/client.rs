@@ -24,7 +24,7 @@ pub struct GrpcCoordinatorClient {
 }
 
 /// How long a call waits for its answer unless told otherwise: well past a loaded coordinator's
-/// p99 (about 1.4 s with 1,000 workers on 2 cores, docs/benchmarks.md), well short of forever.
+/// p99 (about 1.2 s with 1,000 workers on 2 cores, docs/benchmarks.md), well short of forever.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What SubmitJob gets on top of the call timeout: the coordinator plans the job before it

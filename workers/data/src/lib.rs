@@ -95,8 +95,9 @@ async fn bounded<T>(
     })
 }
 
-/// How long a lease or report call may go unanswered: a lease TTL, at least 10 s (a report's
-/// commit may promote files on slow storage).
+/// How long a lease or report call may go unanswered: a lease TTL, at least 10 s. Over gRPC the
+/// client's own deadline (`--call-timeout`, 30 s by default, plus a lease call's wait) may come
+/// first when the TTL is longer.
 fn call_limit(lease_ttl: Duration) -> Duration {
     lease_ttl.max(Duration::from_secs(10))
 }
