@@ -128,9 +128,7 @@ fn a_partitioned_worker_loses_its_lease_stops_and_rejoins_and_nothing_committed_
         )
     };
     let mut coordinator = serve(&state);
-    wait_until("the coordinator to answer", Duration::from_secs(30), || {
-        lehr().args(["status", "--json", "--coordinator", &local]).output().unwrap().status.success().then_some(())
-    });
+    wait_for_coordinator(&local);
     // One worker on the host, slow enough that shards remain after the partition heals (1.6 s
     // a shard, some 40 s for the corpus), and one inside the namespace, dialling the host's end
     // of the link, ten times slower: 16 s a shard, so the cut, the TTL and the worker noticing

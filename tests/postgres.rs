@@ -276,9 +276,7 @@ fn a_leader_whose_session_is_cut_stops_on_its_own_and_the_next_one_leads() {
             .unwrap(),
     );
     let url = format!("http://127.0.0.1:{port}");
-    wait_until("the coordinator to answer", Duration::from_secs(30), || {
-        lehr().args(["status", "--json", "--coordinator", &url]).output().unwrap().status.success().then_some(())
-    });
+    wait_for_coordinator(&url);
     // Idle: no report wakes its maintenance, so only the tick's check can notice.
     let cut = pg.sql(
         "cut",

@@ -11,7 +11,7 @@ pub mod pb {
     tonic::include_proto!("lehr.v1");
 }
 
-pub use client::{GrpcCoordinatorClient, DEFAULT_CALL_TIMEOUT};
+pub use client::GrpcCoordinatorClient;
 pub use failover::FailoverClient;
 pub use wire::Named;
 

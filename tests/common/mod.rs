@@ -147,11 +147,15 @@ impl Proc {
 /// Starts a coordinator and waits until it answers.
 pub fn spawn_coordinator(state: impl AsRef<std::ffi::OsStr>, port: u16, ttl: &str) -> Proc {
     let proc = spawn_coordinator_nowait(state, port, ttl);
-    let url = format!("http://127.0.0.1:{port}");
-    wait_until("the coordinator to answer", Duration::from_secs(30), || {
-        lehr().args(["status", "--json", "--coordinator", &url]).output().unwrap().status.success().then_some(())
-    });
+    wait_for_coordinator(&format!("http://127.0.0.1:{port}"));
     proc
+}
+
+/// Waits (up to 30 s) until the coordinator at `url` answers `lehr status`.
+pub fn wait_for_coordinator(url: &str) {
+    wait_until("the coordinator to answer", Duration::from_secs(30), || {
+        lehr().args(["status", "--json", "--coordinator", url]).output().unwrap().status.success().then_some(())
+    });
 }
 
 pub fn spawn_coordinator_nowait(state: impl AsRef<std::ffi::OsStr>, port: u16, ttl: &str) -> Proc {
